@@ -1,0 +1,1 @@
+"""BlindPair: blind pairwise evaluation of text-to-video models."""

@@ -1,0 +1,5 @@
+"""JSON API v1: evaluate."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""JSON API v1: studies."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

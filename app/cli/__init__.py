@@ -1,0 +1,8 @@
+"""``blindpair`` command line (Typer)."""
+
+from app.cli import analyze, db, demo, media, prompts, serve, studies, users, worker  # noqa: F401
+from app.cli.base import app
+
+
+def main() -> None:
+    app()

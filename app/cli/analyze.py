@@ -1,0 +1,3 @@
+"""CLI: analyze."""
+
+from app.cli.base import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""CLI: demo."""
+
+from app.cli.base import app  # noqa: F401

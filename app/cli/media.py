@@ -1,0 +1,3 @@
+"""CLI: media."""
+
+from app.cli.base import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""CLI: prompts."""
+
+from app.cli.base import app  # noqa: F401

@@ -1,0 +1,3 @@
+"""CLI: serve."""
+
+from app.cli.base import app  # noqa: F401

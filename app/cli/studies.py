@@ -1,0 +1,3 @@
+"""CLI: studies."""
+
+from app.cli.base import app  # noqa: F401

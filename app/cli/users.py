@@ -1,0 +1,3 @@
+"""CLI: users."""
+
+from app.cli.base import app  # noqa: F401

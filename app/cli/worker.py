@@ -1,0 +1,3 @@
+"""CLI: worker."""
+
+from app.cli.base import app  # noqa: F401

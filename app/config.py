@@ -1,0 +1,68 @@
+"""One settings object for the web app, the CLI and the worker (env prefix ``BLINDPAIR_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-insecure-secret-key"}
+
+
+class Settings(BaseSettings):
+    """Defaults run on a laptop: a SQLite file, an embedded broker, a local media folder."""
+
+    model_config = SettingsConfigDict(env_prefix="BLINDPAIR_", env_file=".env", extra="ignore")
+
+    environment: str = "development"  # development | test | production
+    data_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite file in data_dir
+    media_dir: Path | None = None  # default: data_dir/media
+    broker_url: str = ""  # default: kombu's SQLAlchemy transport on a SQLite file in data_dir
+    secret_key: str = "dev-insecure-secret-key"
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Where the worker finds weights: a Hugging Face cache folder; HF_HUB_OFFLINE is honoured as usual.
+    model_cache_dir: Path | None = None
+    hf_offline: bool = False
+    max_upload_bytes: int = 50 * 1024 * 1024
+    join_rate_limit_per_minute: int = 30
+    secure_cookies: bool = False
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        if value not in {"development", "test", "production"}:
+            raise ValueError("BLINDPAIR_ENVIRONMENT must be development, test or production")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment == "production" and (
+            self.secret_key in PLACEHOLDER_SECRETS or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "BLINDPAIR_SECRET_KEY is missing or a placeholder; outside development set it to a random "
+                "string of 32+ characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'blindpair.sqlite').resolve()}"
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return (self.media_dir or self.data_dir / "media").resolve()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

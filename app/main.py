@@ -1,0 +1,38 @@
+"""The FastAPI application factory: middleware, static files and the routers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from app.config import get_settings
+from app.templating import STATIC_DIR
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="BlindPair",
+        version="0.1.0",
+        description="Blind pairwise evaluation of text-to-video models.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    # Researchers' login lives in this signed cookie; evaluators get their own (see app/web/evaluator.py).
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="bp_session",
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    from app.api import router as api_router
+    from app.web import router as web_router
+
+    app.include_router(api_router)
+    app.include_router(web_router)
+    return app

@@ -1,0 +1,1 @@
+"""Media storage and GIF handling."""

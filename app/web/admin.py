@@ -1,0 +1,5 @@
+"""HTML routes: admin."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""HTML routes: auth."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""HTML routes: evaluator."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

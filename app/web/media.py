@@ -1,0 +1,5 @@
+"""HTML routes: media."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""HTML routes: results."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

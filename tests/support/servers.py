@@ -1,0 +1,112 @@
+"""Throwaway PostgreSQL and Redis servers for tests and benchmarks, started from the local binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"), Path("/usr/bin")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_pg_bin(name: str) -> str | None:
+    for d in PG_BIN_DIRS:
+        if (d / name).exists():
+            return str(d / name)
+    return shutil.which(name)
+
+
+def postgres_unavailable_reason() -> str | None:
+    if not (find_pg_bin("initdb") and find_pg_bin("pg_ctl")):
+        return "PostgreSQL server binaries (initdb, pg_ctl) are not installed on this machine"
+    if os.geteuid() == 0 and not shutil.which("runuser"):
+        return "running as root and `runuser` is missing, so initdb cannot run as the postgres user"
+    return None
+
+
+def _as_pg_user(cmd: list[str]) -> list[str]:
+    # initdb refuses to run as root; CI runs as root, so drop to the `postgres` system user.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a private PostgreSQL cluster on a free port; yield a SQLAlchemy URL; stop and delete it."""
+    reason = postgres_unavailable_reason()
+    if reason:
+        raise RuntimeError(reason)
+    root = Path(tempfile.mkdtemp(prefix="bp-pg-"))
+    data = root / "data"
+    port = free_port()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        os.chmod(root, 0o755)
+    subprocess.run(
+        _as_pg_user([find_pg_bin("initdb"), "-D", str(data), "-U", "bp", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+    subprocess.run(
+        _as_pg_user([find_pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            _as_pg_user([find_pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "bp",
+                         "blindpair"]),
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg://bp@127.0.0.1:{port}/blindpair"
+    finally:
+        subprocess.run(_as_pg_user([find_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def redis_unavailable_reason() -> str | None:
+    if not shutil.which("redis-server"):
+        return "redis-server is not installed (apt-get install redis-server)"
+    return None
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Start a private redis-server on a free port without persistence; yield its URL."""
+    reason = redis_unavailable_reason()
+    if reason:
+        raise RuntimeError(reason)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
