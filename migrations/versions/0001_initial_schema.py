@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 11:13:29.697780
+Create Date: 2026-11-26 11:15:09.297477
 """
 
 from alembic import op
