@@ -45,8 +45,8 @@ class Settings(BaseSettings):
             self.secret_key in PLACEHOLDER_SECRETS or len(self.secret_key) < 32
         ):
             raise ValueError(
-                "BLINDPAIR_SECRET_KEY is missing or a placeholder; outside development set it to a random "
-                "string of 32+ characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                "BLINDPAIR_SECRET_KEY is missing or a placeholder. Outside development set it to a random "
+                "string of 32+ characters, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         return self
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.web import admin, auth, evaluator, media, results
+from app.web import admin, auth, evaluator, generation, media, results
 
 router = APIRouter()
-for module in (auth, admin, results, evaluator, media):
+for module in (auth, admin, results, generation, evaluator, media):
     router.include_router(module.router)

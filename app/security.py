@@ -1,0 +1,75 @@
+"""Passwords (argon2) and the role checks every researcher/admin route depends on."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from app.db import get_db
+from app.models import User
+
+_hasher = PasswordHasher()
+SESSION_USER_KEY = "user_id"
+ROLES = ("admin", "researcher")
+
+DbSession = Annotated[Session, Depends(get_db)]
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class LoginRequired(Exception):
+    """Raised for HTML pages without a login: the app turns it into a redirect to /login."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+def login(request: Request, user: User) -> None:
+    request.session.clear()  # a fresh session on login: no fixation of a pre-login session
+    request.session[SESSION_USER_KEY] = user.id
+
+
+def logout(request: Request) -> None:
+    request.session.clear()
+
+
+def current_user(request: Request, session: Session) -> User | None:
+    user_id = request.session.get(SESSION_USER_KEY)
+    return session.get(User, user_id) if user_id else None
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/")
+
+
+def require_user(request: Request, session: DbSession) -> User:
+    """A logged-in researcher or admin; HTML pages redirect to the login page, the API answers 401."""
+    user = current_user(request, session)
+    if user is None:
+        if _wants_html(request):
+            raise LoginRequired(str(request.url.path))
+        raise HTTPException(status_code=401, detail="Log in first: POST /login with your email and password.")
+    return user
+
+
+def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    if user.role != "admin":
+        raise HTTPException(status_code=403, detail="This needs an admin account; ask an admin for access.")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+AdminUser = Annotated[User, Depends(require_admin)]

@@ -1,0 +1,5 @@
+"""HTML routes: generation (queue, progress, retry)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
