@@ -1,0 +1,113 @@
+"""The vote frame: the contract's columns, model-space winners, pseudonyms, no attention checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from app.criteria import DEFAULT_CRITERIA
+from app.models import Clip, Pair
+from app.services.results_data import (
+    VOTE_COLUMNS,
+    evaluator_rows,
+    load_vote_frame,
+    model_costs,
+    pseudonym,
+    vote_fingerprint,
+)
+from tests.app.services.results_factory import cast_vote, voted_study
+from tests.factories import make_clip, make_evaluator, make_pairs, make_study
+
+KEYS = [c.key for c in DEFAULT_CRITERIA]
+
+
+def _one_pair(session):
+    study = make_study(session, n_prompts=1)
+    (pair,) = make_pairs(session, study)
+    return study, pair
+
+
+def test_empty_study_gives_empty_frame_with_contract_columns(session):
+    study = make_study(session)
+    frame = load_vote_frame(session, study_id=study.id)
+    assert list(frame.columns) == list(VOTE_COLUMNS)
+    assert frame.empty
+    assert str(frame["submitted_at"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_winner_is_in_model_space_when_clip_b_was_on_the_left(session):
+    study, pair = _one_pair(session)
+    ev = make_evaluator(session, study, public_id="evaluator-public-id")
+    # clip_b (animatediff) shown on the left and the evaluator clicks "left" on every criterion except a tie.
+    choices = dict.fromkeys(KEYS, "left") | {"motion_amplitude": "tie", "overall_quality": "right"}
+    vote = cast_vote(session, pair=pair, evaluator=ev, choices=choices, a_left=False, time_ms=12345)
+    frame = load_vote_frame(session, study_id=study.id)
+    assert list(frame.columns) == list(VOTE_COLUMNS)
+    assert len(frame) == len(KEYS)
+    assert list(frame["criterion"]) == KEYS  # criterion order as the study lists them
+    by = frame.set_index("criterion")
+    assert (frame["model_a"] == "lightning").all() and (frame["model_b"] == "animatediff").all()
+    assert (frame["left_model"] == "animatediff").all()
+    assert by.at["text_relevance", "side"] == "left"
+    assert by.at["text_relevance", "winner"] == "model_b"
+    assert by.at["motion_amplitude", "winner"] == "tie"
+    assert by.at["overall_quality", "winner"] == "model_a"
+    assert (frame["vote_id"] == vote.id).all()
+    assert (frame["time_spent_ms"] == 12345).all()
+    assert (frame["evaluator"] == pseudonym("evaluator-public-id")).all()
+    assert "evaluator-public-id" not in frame.to_csv()
+    assert frame["prompt"].iloc[0] == "p000" and frame["theme"].iloc[0] == "nature"
+    assert str(frame["submitted_at"].dtype) == "datetime64[ns, UTC]"
+    assert frame["flagged"].dtype == bool and not frame["flagged"].any()
+
+
+def test_winner_when_clip_a_was_on_the_left(session):
+    study, pair = _one_pair(session)
+    ev = make_evaluator(session, study)
+    cast_vote(session, pair=pair, evaluator=ev, choices=dict.fromkeys(KEYS, "left"), a_left=True)
+    frame = load_vote_frame(session, study_id=study.id)
+    assert (frame["left_model"] == "lightning").all()
+    assert (frame["winner"] == "model_a").all()
+
+
+def test_attention_checks_are_excluded_and_flags_carried(session):
+    study, pair = _one_pair(session)
+    degraded = make_clip(session, model=study.models[0], prompt=pair.prompt, seed=1)
+    degraded.variant = "frozen"
+    check = Pair(study_id=study.id, prompt_id=pair.prompt_id, clip_a_id=pair.clip_a_id, clip_b_id=degraded.id,
+                 kind="check_degraded")
+    session.add(check)
+    session.flush()
+    flagged = make_evaluator(session, study, flagged=True, flag_reasons=["failed attention checks"])
+    cast_vote(session, pair=pair, evaluator=flagged, choices=dict.fromkeys(KEYS, "tie"), a_left=True)
+    cast_vote(session, pair=check, evaluator=flagged, choices=dict.fromkeys(KEYS, "left"), a_left=True)
+    frame = load_vote_frame(session, study_id=study.id)
+    assert len(frame) == len(KEYS)
+    assert frame["flagged"].all()
+    rows = evaluator_rows(session, study_id=study.id)
+    assert rows[0]["votes"] == 2 and rows[0]["flagged"] and rows[0]["flag_reasons"] == ["failed attention checks"]
+
+
+def test_incremental_load_and_fingerprint(session):
+    study = voted_study(session, n_prompts=2, n_evaluators=2)
+    full = load_vote_frame(session, study_id=study.id)
+    fp = vote_fingerprint(session, study_id=study.id)
+    assert fp.votes == full["vote_id"].nunique() == 4
+    assert fp.max_vote_id == full["vote_id"].max()
+    tail = load_vote_frame(session, study_id=study.id, after_vote_id=int(full["vote_id"].iloc[0]))
+    assert len(tail) == len(full) - len(KEYS)
+    pd.testing.assert_frame_equal(tail.reset_index(drop=True), full.iloc[len(KEYS):].reset_index(drop=True))
+    ev = make_evaluator(session, study)
+    ev.flagged = True
+    session.flush()
+    assert vote_fingerprint(session, study_id=study.id).flagged != fp.flagged
+
+
+def test_model_costs_are_medians_of_recorded_seconds(session):
+    study, pair = _one_pair(session)
+    for seconds, clip_id in ((2.0, pair.clip_a_id), (30.0, pair.clip_b_id)):
+        session.get(Clip, clip_id).wall_seconds = seconds
+    session.flush()
+    costs = {c["model"]: c for c in model_costs(session, study_id=study.id)}
+    assert costs["lightning"]["median_wall_seconds"] == 2.0
+    assert costs["animatediff"]["median_wall_seconds"] == 30.0
+    assert costs["animatediff"]["timed_clips"] == 1
