@@ -1,0 +1,357 @@
+"""Studies: creation with validation, status changes, and the progress numbers the study page shows."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.criteria import DEFAULT_CRITERIA
+from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
+
+# Generation settings shared by every model of a study, so that the comparison is about the models and not
+# about resolution or length. AnimateDiff's motion modules were trained on 16-frame 512x512 clips at 8 fps.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "seeds": [0],
+    "frames": 16,
+    "width": 512,
+    "height": 512,
+    "fps": 8,
+    "negative_prompt": "",
+    "base_model": "emilianJR/epiCRealism",
+    "dtype": "float16",
+}
+DTYPES = ("float16", "bfloat16", "float32")
+STATUSES = ("draft", "open", "closed")
+# Allowed status changes: a study is drafted, opened to evaluators, closed, and may be reopened.
+TRANSITIONS = {("draft", "open"), ("open", "closed"), ("closed", "open")}
+# Where an evaluator joins; the evaluator router (app/web/evaluator.py) serves this path.
+INVITE_PATH = "/join/{token}"
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
+
+
+class StudyError(ValueError):
+    """Bad input for a study; ``errors`` lists every problem found, each a sentence saying what to fix."""
+
+    def __init__(self, errors: str | Sequence[str]) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__(" ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model under comparison: a generation preset name plus per-model overrides (steps, guidance, ...)."""
+
+    name: str
+    description: str = ""
+    preset: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def slugify(text: str) -> str:
+    """ASCII, lower-case, dash-separated; 'Lightning vs AnimateDiff (v2)' -> 'lightning-vs-animatediff-v2'."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:60].strip("-") or "study"
+
+
+def _unique_slug(session: Session, base: str) -> str:
+    taken = set(session.scalars(select(Study.slug).where(Study.slug.like(f"{base}%"))))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _criterion_fields(item: Any) -> tuple[str, str, str]:
+    if hasattr(item, "key"):
+        return item.key, item.label, getattr(item, "description", "")
+    if isinstance(item, dict):
+        return item.get("key", ""), item.get("label", ""), item.get("description", "")
+    key, label, *rest = item
+    return key, label, rest[0] if rest else ""
+
+
+def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[str, Any]:
+    merged = {**DEFAULT_SETTINGS, **(given or {})}
+    seeds = merged["seeds"]
+    if (
+        not isinstance(seeds, list | tuple)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        errors.append("Seeds must be a non-empty list of distinct whole numbers >= 0, e.g. [0, 1].")
+    else:
+        merged["seeds"] = list(seeds)
+    for key in ("frames", "width", "height"):
+        value = merged[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            errors.append(f"Setting '{key}' must be a whole number >= 1 (got {value!r}).")
+    for key in ("width", "height"):
+        value = merged[key]
+        # The VAE downsamples by 8: other sizes are silently cropped or fail inside the UNet.
+        if isinstance(value, int) and value >= 1 and value % 8:
+            errors.append(f"Setting '{key}' must be a multiple of 8 (got {value}).")
+    fps = merged["fps"]
+    if not isinstance(fps, int | float) or isinstance(fps, bool) or not 0 < fps <= 60:
+        errors.append(f"Setting 'fps' must be a number between 1 and 60 (got {fps!r}).")
+    if merged["dtype"] not in DTYPES:
+        errors.append(f"Setting 'dtype' must be one of {', '.join(DTYPES)} (got {merged['dtype']!r}).")
+    for key in ("negative_prompt", "base_model"):
+        if not isinstance(merged[key], str):
+            errors.append(f"Setting '{key}' must be text.")
+    if not str(merged["base_model"]).strip():
+        errors.append("Setting 'base_model' must name the Stable Diffusion 1.5 checkpoint the models share.")
+    return merged
+
+
+def _positive_int(value: Any, label: str, errors: list[str]) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        errors.append(f"{label} must be a whole number of at least 1 (got {value!r}).")
+
+
+def create_study(
+    session: Session,
+    *,
+    name: str,
+    models: Sequence[ModelSpec],
+    prompts: Sequence[Any],
+    criteria: Iterable[Any] | None = None,
+    votes_per_pair: int = 5,
+    pairs_per_session: int = 10,
+    settings: dict[str, Any] | None = None,
+    description: str = "",
+    redirect_url: str = "",
+    created_by_id: int | None = None,
+    slug: str | None = None,
+) -> Study:
+    """Validate everything first, then create the study with its models, criteria and prompts (status draft).
+
+    ``prompts`` are ``app.services.prompts.PromptSpec`` (anything with external_id, text, theme, detail, tags).
+    ``criteria`` are ``CriterionSpec``s, dicts or ``(key, label, description)`` tuples. Raises ``StudyError``
+    listing every problem; nothing is written in that case.
+    """
+    errors: list[str] = []
+    name = (name or "").strip()
+    if not name:
+        errors.append("Give the study a name.")
+    elif len(name) > 200:
+        errors.append("The study name is too long: keep it under 200 characters.")
+
+    models = list(models)
+    if len(models) < 2:
+        errors.append("A study compares at least two models: add another model.")
+    seen_models: set[str] = set()
+    for i, m in enumerate(models, start=1):
+        model_name = (m.name or "").strip()
+        if not model_name:
+            errors.append(f"Model {i} has no name.")
+        elif len(model_name) > 100:
+            errors.append(f"Model {i}'s name is too long: keep it under 100 characters.")
+        elif model_name.lower() in seen_models:
+            errors.append(f"Two models are called '{model_name}': give each model its own name.")
+        seen_models.add(model_name.lower())
+        if not isinstance(m.overrides, dict):
+            errors.append(f"Model {i}'s overrides must be a mapping such as {{'steps': 4}}.")
+
+    prompts = list(prompts)
+    if not prompts:
+        errors.append("A study needs at least one prompt: pick themes from the built-in suite or upload a file.")
+    ids = [p.external_id for p in prompts]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        errors.append(f"Prompt ids must be unique; repeated: {', '.join(duplicates[:10])}.")
+
+    crit = [_criterion_fields(c) for c in (DEFAULT_CRITERIA if criteria is None else criteria)]
+    if not crit:
+        errors.append("A study needs at least one criterion.")
+    keys = [k for k, _, _ in crit]
+    for key, label, _ in crit:
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            errors.append(f"Criterion key {key!r} must be lower-case letters, digits and _ (e.g. 'overall_quality').")
+        if not (label or "").strip():
+            errors.append(f"Criterion '{key}' needs a label.")
+    if len(set(keys)) != len(keys):
+        errors.append("Criterion keys must be unique.")
+
+    _positive_int(votes_per_pair, "Votes per pair", errors)
+    _positive_int(pairs_per_session, "Pairs per session", errors)
+    merged_settings = _validate_settings(settings, errors)
+
+    redirect_url = (redirect_url or "").strip()
+    if redirect_url:
+        parts = urlsplit(redirect_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or len(redirect_url) > 500:
+            errors.append("The redirect URL must be a full http(s):// address (or left empty).")
+
+    if slug is not None:
+        if not _SLUG_RE.match(slug):
+            errors.append("The slug must be lower-case letters, digits and dashes.")
+        elif session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+            errors.append(f"The slug '{slug}' is taken by another study.")
+
+    if errors:
+        raise StudyError(errors)
+
+    study = Study(
+        slug=slug or _unique_slug(session, slugify(name)),
+        name=name,
+        description=(description or "").strip(),
+        status="draft",
+        settings=merged_settings,
+        votes_per_pair=votes_per_pair,
+        pairs_per_session=pairs_per_session,
+        redirect_url=redirect_url,
+        created_by_id=created_by_id,
+    )
+    session.add(study)
+    session.flush()
+    for position, m in enumerate(models):
+        session.add(
+            StudyModel(
+                study_id=study.id,
+                name=m.name.strip(),
+                description=(m.description or "").strip(),
+                preset=(m.preset or "").strip(),
+                overrides=dict(m.overrides),
+                position=position,
+            )
+        )
+    for position, (key, label, desc) in enumerate(crit):
+        session.add(Criterion(study_id=study.id, key=key, label=label.strip(), description=desc, position=position))
+    session.flush()
+    _add_prompts(session, study_id=study.id, specs=prompts)
+    session.refresh(study)
+    return study
+
+
+def _add_prompts(session: Session, *, study_id: int, specs: list[Any]) -> None:
+    try:
+        from app.services.prompts import add_prompts
+    except ImportError:  # the prompts service is optional at import time only while it is being written
+        add_prompts = None
+    if add_prompts is not None:
+        add_prompts(session, study_id=study_id, specs=specs)
+        return
+    for spec in specs:
+        session.add(
+            Prompt(
+                study_id=study_id,
+                external_id=spec.external_id,
+                text=spec.text,
+                theme=spec.theme,
+                detail=getattr(spec, "detail", "medium"),
+                tags=list(getattr(spec, "tags", ())),
+            )
+        )
+    session.flush()
+
+
+def get_study(session: Session, study_id: int) -> Study | None:
+    """The study with this id, or ``None``."""
+    return session.get(Study, study_id)
+
+
+def list_studies(session: Session) -> list[Study]:
+    """Every study, newest first."""
+    return list(session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())))
+
+
+def set_status(session: Session, *, study_id: int, status: str) -> Study:
+    """Move a study draft -> open -> closed (closed -> open reopens). Setting the current status is a no-op."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyError(f"There is no study with id {study_id}.")
+    if status not in STATUSES:
+        raise StudyError(f"Unknown status '{status}': use one of {', '.join(STATUSES)}.")
+    if status == study.status:
+        return study
+    if (study.status, status) not in TRANSITIONS:
+        raise StudyError(f"A {study.status} study cannot be set to {status}.")
+    study.status = status
+    session.flush()
+    return study
+
+
+def invite_url(study: Study, base_url: str | None = None) -> str:
+    """The full link evaluators open to join the study."""
+    base = (base_url or get_settings().base_url).rstrip("/")
+    return base + INVITE_PATH.format(token=study.invite_token)
+
+
+def study_progress(session: Session, *, study_id: int) -> dict[str, Any]:
+    """Counts for the study page: clips by status, pairs, votes, evaluators, and what is still missing.
+
+    Attention-check pairs and their degraded clips are left out of every number but ``check_votes``: they
+    serve quality control and never need a target number of votes. Votes are counted from the vote rows
+    themselves, not from the denormalised counters on ``Pair``, so the page shows what is stored.
+    """
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyError(f"There is no study with id {study_id}.")
+    clips = dict.fromkeys(("queued", "running", "done", "failed"), 0)
+    for status, n in session.execute(
+        select(Clip.status, func.count()).where(Clip.study_id == study_id, Clip.variant == "").group_by(Clip.status)
+    ):
+        clips[status] = n
+    clips["total"] = sum(clips.values())
+
+    votes_per_pair_q = (
+        select(Vote.pair_id, func.count().label("n")).where(Vote.study_id == study_id).group_by(Vote.pair_id)
+    ).subquery()
+    rows = session.execute(
+        select(Pair.kind, func.coalesce(votes_per_pair_q.c.n, 0))
+        .outerjoin(votes_per_pair_q, votes_per_pair_q.c.pair_id == Pair.id)
+        .where(Pair.study_id == study_id)
+    ).all()
+    normal_counts = [n for kind, n in rows if kind == "normal"]
+    target = study.votes_per_pair
+    votes = sum(normal_counts)
+    votes_target = target * len(normal_counts)
+    votes_needed = sum(max(0, target - n) for n in normal_counts)
+
+    ev_total, ev_done, ev_flagged = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((Evaluator.completed_at.is_not(None), 1), else_=0)), 0),
+            func.coalesce(func.sum(case((Evaluator.flagged.is_(True), 1), else_=0)), 0),
+        ).where(Evaluator.study_id == study_id)
+    ).one()
+    open_assignments = session.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .join(Evaluator, Evaluator.id == Assignment.evaluator_id)
+        .where(Evaluator.study_id == study_id, Assignment.status == "open")
+    )
+    return {
+        "study_id": study.id,
+        "status": study.status,
+        "prompts": session.scalar(select(func.count()).select_from(Prompt).where(Prompt.study_id == study_id)),
+        "models": len(study.models),
+        "clips": clips,
+        "pairs": len(normal_counts),
+        "check_pairs": len(rows) - len(normal_counts),
+        "votes": votes,
+        "check_votes": sum(n for kind, n in rows if kind != "normal"),
+        "votes_per_pair": target,
+        "votes_target": votes_target,
+        "votes_needed": votes_needed,
+        "pairs_short": sum(1 for n in normal_counts if n < target),
+        "pairs_complete": sum(1 for n in normal_counts if n >= target),
+        "percent_complete": round(100 * (votes_target - votes_needed) / votes_target, 1) if votes_target else 0.0,
+        "evaluators": int(ev_total),
+        "evaluators_completed": int(ev_done),
+        "evaluators_flagged": int(ev_flagged),
+        "assignments_open": int(open_assignments or 0),
+    }
