@@ -1,0 +1,111 @@
+"""Degraded attention-check copies: identical geometry and timing, visibly worse content."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from app.media.degrade import DegradeError, applicable_variants, decode_gif, degrade_gif, motion_energy
+from tests.factories import gif_bytes
+
+REAL_GIFS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "animatediff_gifs"
+
+
+def _info(data: bytes) -> tuple[tuple[int, int], int, list[int], dict]:
+    im = Image.open(io.BytesIO(data))
+    durations = [f.info.get("duration") for f in ImageSequence.Iterator(im)]
+    return im.size, im.n_frames, durations, dict(im.info)
+
+
+@pytest.fixture
+def source() -> bytes:
+    return gif_bytes(frames=6, size=(48, 40), fps=8)
+
+
+@pytest.mark.parametrize("variant", ["frozen", "noise", "scrambled"])
+def test_variant_keeps_size_frame_count_and_timing(source, variant):
+    out = degrade_gif(source, variant, rng=random.Random(1))
+    size, n, durations, _ = _info(out)
+    src_size, src_n, src_durations, _ = _info(source)
+    assert (size, n, durations) == (src_size, src_n, src_durations)
+    assert out != source
+
+
+def test_frozen_repeats_the_first_frame(source):
+    frames = decode_gif(degrade_gif(source, "frozen")).frames
+    original = decode_gif(source).frames
+    assert all(np.array_equal(f, frames[0]) for f in frames)
+    # quantisation to a 256-colour palette is lossless for the factory's two-colour frames
+    assert np.array_equal(frames[0], original[0])
+
+
+def test_noise_is_heavy(source):
+    original = decode_gif(source).frames
+    noisy = decode_gif(degrade_gif(source, "noise", rng=random.Random(2))).frames
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(original, noisy, strict=True)]
+    assert min(diffs) > 30  # sigma 64 noise, clipped: about 45 on average
+
+
+def test_scrambled_is_a_true_reordering(source):
+    original = decode_gif(source).frames
+    for seed in range(5):
+        scrambled = decode_gif(degrade_gif(source, "scrambled", rng=random.Random(seed))).frames
+        as_bytes = sorted(f.tobytes() for f in scrambled)
+        assert as_bytes == sorted(f.tobytes() for f in original)  # same multiset of frames
+        assert [f.tobytes() for f in scrambled] != [f.tobytes() for f in original]  # different order
+
+
+def test_no_source_metadata_leaks():
+    im = Image.open(io.BytesIO(gif_bytes(frames=4)))
+    frames = [f.copy() for f in ImageSequence.Iterator(im)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=125, loop=0,
+                   comment=b"model=lightning file=secret_name.gif")
+    assert b"lightning" in buf.getvalue()
+    for variant in ("frozen", "noise", "scrambled"):
+        out = degrade_gif(buf.getvalue(), variant)
+        assert b"lightning" not in out and b"secret_name" not in out
+        assert "comment" not in Image.open(io.BytesIO(out)).info
+
+
+def test_still_clip_only_allows_noise():
+    still = gif_bytes(frames=4, size=(32, 32))
+    im = Image.open(io.BytesIO(still))
+    first = im.convert("RGB")
+    buf = io.BytesIO()
+    # two frames that differ in a single pixel: "moving" for GIF purposes, visually still
+    second = first.copy()
+    second.putpixel((0, 0), (255, 255, 255))
+    first.save(buf, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    data = buf.getvalue()
+    assert motion_energy(decode_gif(data).frames) < 2.0
+    assert applicable_variants(data) == ("noise",)
+    with pytest.raises(DegradeError, match="barely moves"):
+        degrade_gif(data, "frozen")
+    assert Image.open(io.BytesIO(degrade_gif(data, "noise"))).n_frames == 2
+
+
+def test_bad_input_is_refused_clearly(source):
+    with pytest.raises(DegradeError, match="not a decodable image"):
+        degrade_gif(b"not a gif", "noise")
+    with pytest.raises(DegradeError, match="unknown variant"):
+        degrade_gif(source, "blurred")
+    single = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(single, format="GIF")
+    with pytest.raises(DegradeError, match="single frame"):
+        degrade_gif(single.getvalue(), "noise")
+
+
+@pytest.mark.skipif(not REAL_GIFS.is_dir(), reason="../shared/data/animatediff_gifs is not on this machine")
+def test_real_animatediff_gif_keeps_geometry():
+    path = sorted(REAL_GIFS.glob("*.gif"))[0]
+    data = path.read_bytes()
+    src = _info(data)
+    for variant in applicable_variants(data):
+        out = _info(degrade_gif(data, variant, rng=random.Random(0)))
+        assert out[:3] == src[:3], variant
