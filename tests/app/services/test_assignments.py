@@ -1,0 +1,220 @@
+"""Allocation properties over many simulated evaluators, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, defaultdict
+
+import pytest
+from sqlalchemy import func, select
+
+from app import db
+from app.models import Assignment, Evaluator, Pair, Study
+from app.services.assignments import (
+    InvalidInvite,
+    StudyFull,
+    StudyNotOpen,
+    TooManyJoins,
+    join,
+    next_assignment,
+    progress,
+)
+from app.services.votes import submit_vote
+from tests.conftest import BACKENDS
+from tests.factories import make_pairs, make_study
+
+
+def _all(study, side="left"):
+    return {c.key: side for c in study.criteria}
+
+
+def _balance(session, study_id):
+    """Per pair: (times clip_a was left, times clip_a was right), recomputed from the assignments themselves."""
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    rows = session.execute(
+        select(Assignment.pair_id, Assignment.left_clip_id, Pair.clip_a_id).join(Pair, Pair.id == Assignment.pair_id)
+        .where(Pair.study_id == study_id)
+    ).all()
+    for pair_id, left, clip_a in rows:
+        counts[pair_id][0 if left == clip_a else 1] += 1
+    return counts
+
+
+def test_join_refuses_unknown_closed_and_full_studies(session):
+    study = make_study(session, status="draft", sessions_per_invite=2)
+    make_pairs(session, study)
+    with pytest.raises(InvalidInvite):
+        join(session, invite_token="nope")
+    with pytest.raises(StudyNotOpen, match="not accepting"):
+        join(session, invite_token=study.invite_token)
+    study.status = "open"
+    join(session, invite_token=study.invite_token)
+    join(session, invite_token=study.invite_token, external_id="P1")
+    with pytest.raises(StudyFull):
+        join(session, invite_token=study.invite_token)
+    # A returning participant with an unfinished session gets it back even when the study is full.
+    again = join(session, invite_token=study.invite_token, external_id="P1")
+    assert again.external_id == "P1"
+    assert session.scalar(select(func.count(Evaluator.id))) == 2
+
+
+def test_join_rate_limit_per_ip(session, monkeypatch):
+    from app import config
+
+    monkeypatch.setenv("BLINDPAIR_JOIN_RATE_LIMIT_PER_MINUTE", "3")
+    config.get_settings.cache_clear()
+    study = make_study(session)
+    for _ in range(3):
+        join(session, invite_token=study.invite_token, ip="10.0.0.1")
+    with pytest.raises(TooManyJoins):
+        join(session, invite_token=study.invite_token, ip="10.0.0.1")
+    join(session, invite_token=study.invite_token, ip="10.0.0.2")  # another address is not affected
+    stored = session.scalars(select(Evaluator.ip_hash)).all()
+    assert "10.0.0.1" not in " ".join(stored)
+
+
+def test_resume_returns_the_open_assignment_and_stops_at_quota(session):
+    study = make_study(session, n_prompts=5, pairs_per_session=3)
+    make_pairs(session, study)
+    ev = join(session, invite_token=study.invite_token)
+    first = next_assignment(session, evaluator_id=ev.id)
+    assert next_assignment(session, evaluator_id=ev.id).id == first.id  # closing the browser: same pair
+    seen = []
+    for _ in range(3):
+        a = next_assignment(session, evaluator_id=ev.id)
+        assert progress(session, evaluator=ev).done == len(seen)
+        seen.append(a.pair_id)
+        submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study))
+    assert next_assignment(session, evaluator_id=ev.id) is None
+    assert ev.completed_at is not None
+    assert progress(session, evaluator=ev).done == progress(session, evaluator=ev).total == 3
+    assert len(set(seen)) == 3
+
+
+def test_session_ends_when_evaluator_has_seen_every_pair(session):
+    study = make_study(session, n_prompts=2, pairs_per_session=10)
+    make_pairs(session, study)
+    ev = join(session, invite_token=study.invite_token)
+    assert progress(session, evaluator=ev).total == 2
+    for _ in range(2):
+        a = next_assignment(session, evaluator_id=ev.id)
+        submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study, "tie"))
+    assert next_assignment(session, evaluator_id=ev.id) is None
+
+
+def test_closed_study_gives_no_new_pair(session):
+    study = make_study(session)
+    make_pairs(session, study)
+    ev = join(session, invite_token=study.invite_token)
+    study.status = "closed"
+    with pytest.raises(StudyNotOpen):
+        next_assignment(session, evaluator_id=ev.id)
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_many_evaluators_counterbalanced_no_repeats_fewest_first(session, db_backend):
+    rng = random.Random(7)
+    study = make_study(session, n_prompts=7, pairs_per_session=4, votes_per_pair=50)
+    pairs = make_pairs(session, study)
+    session.commit()
+    pair_ids = [p.id for p in pairs]
+    first_pairs = Counter()
+    n_evaluators = 200 if db_backend == "sqlite" else 60
+    held = []  # assignments left open for a while, so allocations interleave as with real people
+    for i in range(n_evaluators):
+        ev = join(session, invite_token=study.invite_token)
+        seen = set()
+        while True:
+            # Fewest-first: the load of every pair this evaluator may still get, just before allocation.
+            votes = dict(session.execute(select(Pair.id, Pair.votes_count).where(Pair.study_id == study.id)).all())
+            open_by_pair = Counter(session.scalars(select(Assignment.pair_id).where(Assignment.status == "open")))
+            load = {pid: votes[pid] + open_by_pair[pid] for pid in pair_ids if pid not in seen}
+            a = next_assignment(session, evaluator_id=ev.id)
+            if a is None:
+                break
+            assert a.pair_id not in seen, "an evaluator got the same pair twice"
+            assert load[a.pair_id] == min(load.values()), "a pair with more votes was served before a lighter one"
+            if not seen:
+                first_pairs[a.pair_id] += 1
+            seen.add(a.pair_id)
+            if rng.random() < 0.3:
+                held.append((a.token, ev.id))
+                break  # comes back later, as if the tab stayed open
+            submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study))
+        if held and rng.random() < 0.5:
+            token, ev_id = held.pop(rng.randrange(len(held)))
+            submit_vote(session, assignment_token=token, evaluator_id=ev_id, choices=_all(study, "right"))
+        if i % 20 == 0:
+            session.commit()
+    session.commit()
+    balance = _balance(session, study.id)
+    assert sum(sum(v) for v in balance.values()) > n_evaluators
+    for pair in session.scalars(select(Pair).where(Pair.study_id == study.id)):
+        a_left, a_right = balance[pair.id]
+        assert abs(a_left - a_right) <= 1, f"pair {pair.id}: clip_a left {a_left} times, right {a_right} times"
+        assert (pair.assigned_count, pair.a_left_count) == (a_left + a_right, a_left)
+        done = session.scalar(select(func.count(Assignment.id)).where(Assignment.pair_id == pair.id,
+                                                                     Assignment.status == "done"))
+        assert pair.votes_count == done
+    # Pair order is random per evaluator: the first pair is not the same for everyone.
+    assert len(first_pairs) >= 3
+    dupes = session.execute(
+        select(Assignment.evaluator_id, Assignment.pair_id, func.count()).group_by(
+            Assignment.evaluator_id, Assignment.pair_id).having(func.count() > 1)
+    ).all()
+    assert dupes == []
+
+
+def test_side_is_random_when_balanced(session):
+    """The first assignment of each pair picks its side by coin flip, not always clip_a on the left."""
+    study = make_study(session, n_prompts=40, pairs_per_session=1)
+    make_pairs(session, study)
+    firsts = []
+    for _ in range(40):
+        ev = join(session, invite_token=study.invite_token)
+        a = next_assignment(session, evaluator_id=ev.id)
+        firsts.append(a.left_clip_id == a.pair.clip_a_id)
+    # 40 fair coin flips all equal has probability 2**-39.
+    assert 0 < sum(firsts) < 40
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_concurrent_evaluators_keep_counterbalance(engine, db_backend):
+    """Threads with their own sessions allocate at once: the pair lock keeps sides balanced."""
+    maker = db.get_sessionmaker()
+    with maker() as s:
+        study = make_study(s, n_prompts=2, pairs_per_session=2, votes_per_pair=100)
+        make_pairs(s, study)
+        s.commit()
+        token, study_id = study.invite_token, study.id
+    errors = []
+
+    def evaluator() -> None:
+        try:
+            for _ in range(3):
+                with maker() as s:
+                    ev = join(s, invite_token=token)
+                    s.commit()
+                    while (a := next_assignment(s, evaluator_id=ev.id)) is not None:
+                        s.commit()
+                        crit = s.get(Study, study_id).criteria
+                        submit_vote(s, assignment_token=a.token, evaluator_id=ev.id,
+                                    choices={c.key: "tie" for c in crit})
+                        s.commit()
+        except Exception as exc:  # surfaced below with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=evaluator) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with maker() as s:
+        balance = _balance(s, study_id)
+        assert sum(sum(v) for v in balance.values()) == 8 * 3 * 2
+        for a_left, a_right in balance.values():
+            assert abs(a_left - a_right) <= 1
+        for pair in s.scalars(select(Pair).where(Pair.study_id == study_id)):
+            assert pair.votes_count == 24
