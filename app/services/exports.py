@@ -1,0 +1,154 @@
+"""Everything a study's admin can download: raw votes, clips manifest, results, clean_battle logs, HTML report.
+
+The numbers come from the same cached frame and the same ``compute_results`` call as the dashboard
+(``app.services.results_cache``), so an export can never disagree with the page it was downloaded from.
+Raw votes include flagged evaluators' votes, marked in the ``flagged`` column: raw data is everything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Clip, Prompt, Study, StudyModel
+from app.services.results_cache import get_cache, get_results
+
+# One row per vote x criterion: the vote-frame contract plus the study slug and the winner's model name.
+RAW_VOTE_COLUMNS = (
+    "study_id", "study", "vote_id", "evaluator", "prompt", "theme", "detail", "criterion", "model_a", "model_b",
+    "left_model", "side", "winner", "winner_model", "submitted_at", "time_spent_ms", "flagged",
+)
+VOTE_FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+_CHUNK_ROWS = 50_000
+
+
+class ExportError(ValueError):
+    """The export asked for does not exist; the message says which do."""
+
+
+@dataclass(frozen=True)
+class Download:
+    filename: str
+    media_type: str
+    body: bytes | Iterator[bytes]
+
+
+def raw_votes_frame(session: Session, *, study: Study) -> pd.DataFrame:
+    frame = get_cache().frame(session, study_id=study.id)
+    out = frame.assign(study=study.slug)
+    out["winner_model"] = np.where(out["winner"] == "model_a", out["model_a"],
+                                   np.where(out["winner"] == "model_b", out["model_b"], "tie"))
+    return out[list(RAW_VOTE_COLUMNS)].reset_index(drop=True)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%MZ")
+
+
+def raw_votes(session: Session, *, study: Study, fmt: str) -> Download:
+    """Raw votes as CSV or JSON Lines (streamed in chunks) or Parquet (one buffer: the format needs a footer)."""
+    if fmt not in VOTE_FORMATS:
+        raise ExportError(f"unknown vote format {fmt!r}; use one of {', '.join(VOTE_FORMATS)}")
+    frame = raw_votes_frame(session, study=study)
+    name = f"{study.slug}-votes-{_stamp()}.{fmt}"
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return Download(name, VOTE_FORMATS[fmt], buf.getvalue())
+    return Download(name, VOTE_FORMATS[fmt], _chunks(frame, fmt))
+
+
+def _chunks(frame: pd.DataFrame, fmt: str) -> Iterator[bytes]:
+    text = frame.assign(submitted_at=frame["submitted_at"].map(lambda t: t.isoformat()))
+    if fmt == "csv":
+        yield ",".join(RAW_VOTE_COLUMNS).encode() + b"\n"
+    for start in range(0, len(text), _CHUNK_ROWS):
+        part = text.iloc[start:start + _CHUNK_ROWS]
+        if fmt == "csv":
+            yield part.to_csv(index=False, header=False, lineterminator="\n").encode()
+        else:
+            # pandas ends lines=True output with a newline, so chunks concatenate into valid JSON Lines.
+            yield part.to_json(orient="records", lines=True, force_ascii=False).encode()
+
+
+MANIFEST_COLUMNS = (
+    "clip_id", "model", "prompt", "theme", "detail", "prompt_text", "seed", "origin", "variant", "source_clip_id",
+    "status", "sha256", "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
+    "wall_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "peak_memory_bytes", "device", "dtype",
+    "attempts", "error", "created_at", "started_at", "finished_at", "generation",
+)
+
+
+def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
+    """Every clip with its generation settings and cost. Media tokens and file names are left out on purpose:
+    the manifest is shareable with a paper and those would be handles into the live, blinded study."""
+    rows = session.execute(
+        select(Clip, StudyModel.name, Prompt.external_id, Prompt.theme, Prompt.detail, Prompt.text)
+        .join(StudyModel, StudyModel.id == Clip.model_id).join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Clip.study_id == study.id).order_by(Prompt.external_id, StudyModel.position, Clip.seed, Clip.variant)
+    ).all()
+    records = []
+    for clip, model, prompt, theme, detail, text in rows:
+        rec = {c: getattr(clip, c, None) for c in MANIFEST_COLUMNS}
+        rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
+                   generation=clip.generation or {})
+        for col in ("created_at", "started_at", "finished_at"):
+            rec[col] = rec[col].isoformat() if rec[col] is not None else None
+        records.append(rec)
+    return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
+
+
+def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:
+    frame = clips_manifest_frame(session, study=study)
+    name = f"{study.slug}-clips-{_stamp()}.{fmt}"
+    if fmt == "csv":
+        flat = frame.assign(generation=frame["generation"].map(lambda g: json.dumps(g, sort_keys=True)))
+        return Download(name, VOTE_FORMATS["csv"], flat.to_csv(index=False, lineterminator="\n").encode())
+    if fmt == "json":
+        records = [{k: _json_safe(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+        body = json.dumps({"study": study.slug, "settings": study.settings, "clips": records}, indent=1)
+        return Download(name, "application/json", body.encode())
+    raise ExportError(f"unknown manifest format {fmt!r}; use csv or json")
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def results_json(session: Session, *, study: Study, include_flagged: bool = False) -> Download:
+    cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
+    payload = {
+        "study": {"id": study.id, "slug": study.slug, "name": study.name},
+        "computed_at": cached.computed_at.isoformat(),
+        "votes": cached.fingerprint.votes,
+        "include_flagged": include_flagged,
+        "results": cached.results,
+    }
+    suffix = "-with-flagged" if include_flagged else ""
+    return Download(f"{study.slug}-results{suffix}-{_stamp()}.json", "application/json",
+                    json.dumps(payload, indent=1, default=_json_default, allow_nan=False).encode())
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime | pd.Timestamp):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__} in the results JSON")

@@ -1,0 +1,149 @@
+"""Computed results per study, cached so a page view never recomputes unless the votes changed.
+
+The cache is IN-PROCESS (one per web worker / CLI run): with N uvicorn workers each computes a study's
+results once per change. It is keyed by (database, study, include_flagged) and validated by the vote
+fingerprint (vote count, max vote id, digest of the flagged evaluators), which two indexed queries
+produce. The vote frame itself is cached too and grown incrementally: a new vote loads only the rows with
+a higher vote id; an unflag/flag only rewrites the ``flagged`` column; anything else (a deleted vote)
+reloads the frame. Results are recomputed from the whole frame (the bootstrap needs every prompt), which
+is the only cost left after a change, paid once per change and not per page view.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Evaluator, Vote
+from app.services.results_data import (
+    VoteFingerprint,
+    criterion_keys,
+    load_vote_frame,
+    pseudonym,
+    vote_fingerprint,
+)
+
+N_BOOT = 1000
+SEED = 0
+
+
+@dataclass
+class CachedResults:
+    study_id: int
+    include_flagged: bool
+    fingerprint: VoteFingerprint
+    frame: pd.DataFrame
+    results: dict
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    compute_seconds: float = 0.0
+
+
+@dataclass
+class _FrameEntry:
+    fingerprint: VoteFingerprint
+    frame: pd.DataFrame
+
+
+def compute(frame: pd.DataFrame, *, criteria: list[str], include_flagged: bool) -> dict:
+    """The one call to the statistics (kept here so the dashboard, the API and the exports agree)."""
+    from app.stats import compute_results
+
+    return compute_results(frame, criteria=criteria or None, include_flagged=include_flagged, n_boot=N_BOOT,
+                           seed=SEED)
+
+
+class ResultsCache:
+    def __init__(self, max_studies: int = 32) -> None:
+        self.max_studies = max_studies
+        self._frames: OrderedDict[tuple, _FrameEntry] = OrderedDict()
+        self._results: OrderedDict[tuple, CachedResults] = OrderedDict()
+        # One lock: two requests for a changed study compute once, the second waits and reuses the result.
+        self._lock = threading.RLock()
+        self.computations = 0  # how many times results were computed (tests and the dashboard footer read it)
+        self.frame_loads = {"full": 0, "incremental": 0, "reflag": 0}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self._results.clear()
+
+    @staticmethod
+    def _db(session: Session) -> str:
+        return session.get_bind().url.render_as_string(hide_password=True)
+
+    def frame(self, session: Session, *, study_id: int, fingerprint: VoteFingerprint | None = None) -> pd.DataFrame:
+        """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""
+        fp = fingerprint or vote_fingerprint(session, study_id=study_id)
+        key = (self._db(session), study_id)
+        with self._lock:
+            entry = self._frames.get(key)
+            if entry is not None and entry.fingerprint == fp:
+                self._frames.move_to_end(key)
+                return entry.frame
+            frame = self._refresh(session, study_id=study_id, entry=entry, fp=fp)
+            self._frames[key] = _FrameEntry(fp, frame)
+            self._frames.move_to_end(key)
+            while len(self._frames) > self.max_studies:
+                self._frames.popitem(last=False)
+            return frame
+
+    def _refresh(self, session: Session, *, study_id: int, entry: _FrameEntry | None,
+                 fp: VoteFingerprint) -> pd.DataFrame:
+        if entry is not None and fp.votes >= entry.fingerprint.votes:
+            old = entry.fingerprint
+            newer = session.scalar(select(func.count(Vote.id)).where(Vote.study_id == study_id,
+                                                                     Vote.id > old.max_vote_id))
+            # Only appended votes since last time (none deleted): load just those rows.
+            if newer == fp.votes - old.votes:
+                frame = entry.frame
+                if fp.flagged != old.flagged:
+                    self.frame_loads["reflag"] += 1
+                    flagged = {pseudonym(p) for p in session.scalars(
+                        select(Evaluator.public_id).where(Evaluator.study_id == study_id, Evaluator.flagged.is_(True)))}
+                    frame = frame.assign(flagged=frame["evaluator"].isin(flagged))
+                if newer:
+                    self.frame_loads["incremental"] += 1
+                    tail = load_vote_frame(session, study_id=study_id, after_vote_id=old.max_vote_id)
+                    frame = pd.concat([frame, tail], ignore_index=True) if len(frame) else tail
+                return frame
+        self.frame_loads["full"] += 1
+        return load_vote_frame(session, study_id=study_id)
+
+    def results(self, session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
+        fp = vote_fingerprint(session, study_id=study_id)
+        key = (self._db(session), study_id, bool(include_flagged))
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None and hit.fingerprint == fp:
+                self._results.move_to_end(key)
+                return hit
+            frame = self.frame(session, study_id=study_id, fingerprint=fp)
+            started = time.perf_counter()
+            results = compute(frame, criteria=criterion_keys(session, study_id=study_id),
+                              include_flagged=include_flagged)
+            self.computations += 1
+            entry = CachedResults(study_id=study_id, include_flagged=bool(include_flagged), fingerprint=fp,
+                                  frame=frame, results=results, compute_seconds=time.perf_counter() - started)
+            self._results[key] = entry
+            while len(self._results) > 2 * self.max_studies:
+                self._results.popitem(last=False)
+            return entry
+
+
+_CACHE = ResultsCache()
+
+
+def get_cache() -> ResultsCache:
+    return _CACHE
+
+
+def get_results(session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
+    """The study's results from the process-wide cache, computed only if a vote or a QC flag changed."""
+    return _CACHE.results(session, study_id=study_id, include_flagged=include_flagged)
