@@ -1,0 +1,1 @@
+"""The generation worker: presets, pipeline loading, clip generation and the Celery task."""

@@ -1,0 +1,177 @@
+"""Generate one clip and measure what it cost: the part of the worker that knows about diffusers."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.gif import encode_gif
+from worker.pipelines import PipelineCache, process_cache
+from worker.presets import RunSpec
+
+
+class GpuOutOfMemory(RuntimeError):
+    """CUDA ran out of memory; the message says what to change."""
+
+
+@dataclass
+class ClipResult:
+    gif: bytes
+    width: int
+    height: int
+    frames: int
+    fps: float
+    wall_seconds: float
+    denoise_seconds: float
+    decode_seconds: float
+    encode_seconds: float
+    steps: int | None
+    guidance_scale: float | None
+    unet_evals: int
+    peak_memory_bytes: int | None
+    device: str
+    dtype: str | None
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "safetensors", "pillow", "celery"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        if torch.version.cuda:
+            out["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return out
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
+                  cache: PipelineCache | None = None) -> ClipResult:
+    """Render ``prompt`` with ``spec`` and return the GIF and its measured cost."""
+    if spec.preset.kind == "demo":
+        return _generate_demo(spec, prompt=prompt, seed=seed)
+    try:
+        return _generate_animatediff(spec, prompt=prompt, seed=seed, device=device, cache=cache or process_cache())
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+            raise GpuOutOfMemory(
+                f"GPU out of memory on {device} for {spec.frames} frames at {spec.width}x{spec.height} "
+                f"({spec.dtype}): run fewer workers per GPU, use float16, or lower frames/size "
+                f"({str(exc).splitlines()[0][:200]})"
+            ) from exc
+        raise
+
+
+def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
+    import torch
+
+    t_start = time.perf_counter()
+    entry, loaded_now = cache.get(spec, device=device)
+    pipe = entry.pipe
+    t0 = time.perf_counter()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+    # Count real UNet forward passes; with CFG each pass carries the conditional and unconditional halves.
+    calls = {"n": 0}
+    hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        # A CPU generator gives the same initial noise for a seed on any device (diffusers' randn_tensor).
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            latents = pipe(
+                prompt=prompt,
+                negative_prompt=spec.negative_prompt if spec.uses_cfg else None,
+                num_frames=spec.frames,
+                width=spec.width,
+                height=spec.height,
+                num_inference_steps=spec.steps,
+                guidance_scale=spec.guidance,
+                generator=generator,
+                output_type="latent",
+            ).frames
+            _sync(device)
+            t_denoised = time.perf_counter()
+            video = pipe.decode_latents(latents)
+            frames = pipe.video_processor.postprocess_video(video=video, output_type="pil")[0]
+            _sync(device)
+        t_decoded = time.perf_counter()
+    finally:
+        hook.remove()
+    cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
+    gif = encode_gif(frames, fps=spec.fps)
+    t_end = time.perf_counter()
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+    generation = {
+        "run": spec.describe(),
+        "seed": seed,
+        "generator": "torch.Generator('cpu')",
+        "scheduler_class": type(pipe.scheduler).__name__,
+        "scheduler_config": _json_safe(dict(pipe.scheduler.config)),
+        "timesteps": [int(t) for t in pipe.scheduler.timesteps.tolist()],
+        "unet_forward_calls": calls["n"],
+        "versions": library_versions(),
+        "pipeline_loaded_for_this_clip": loaded_now,
+        "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
+    }
+    return ClipResult(
+        gif=gif, width=spec.width, height=spec.height, frames=len(frames), fps=spec.fps,
+        # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
+        wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
+        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_decoded,
+        steps=spec.steps, guidance_scale=spec.guidance, unet_evals=calls["n"] * cfg_multiplier,
+        peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
+    )
+
+
+def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
+    from app.media.demo_render import render_clip
+
+    t0 = time.perf_counter()
+    frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
+                         height=spec.height)
+    t1 = time.perf_counter()
+    gif = encode_gif(frames, fps=spec.fps)
+    t2 = time.perf_counter()
+    return ClipResult(
+        gif=gif, width=spec.width, height=spec.height, frames=len(frames), fps=spec.fps, wall_seconds=t2 - t0,
+        denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
+        unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
+        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(),
+                    "note": "procedural demo renderer: no model, render time is recorded as denoise time"},
+    )

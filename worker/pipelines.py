@@ -1,0 +1,232 @@
+"""Build AnimateDiff pipelines from presets, and keep them loaded across clips.
+
+Weights come from a local folder, the Hugging Face cache (``BLINDPAIR_MODEL_CACHE_DIR`` or the default
+cache) or the hub; ``BLINDPAIR_HF_OFFLINE`` / ``HF_HUB_OFFLINE`` mean cache only. A missing file raises
+``WeightsMissing`` naming the repo, the file and the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.config import get_settings
+from worker.presets import Preset, RunSpec
+
+log = logging.getLogger(__name__)
+# diffusers >= 0.36 renamed torch_dtype to dtype; torch_dtype still works on every version we support.
+warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+
+
+class WeightsMissing(RuntimeError):
+    """Weights are not on this machine (or not reachable); the message says how to fetch them."""
+
+
+class TransientLoadError(RuntimeError):
+    """The hub could not be reached; worth retrying."""
+
+
+def offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return get_settings().hf_offline or flag
+
+
+def hub_kwargs() -> dict[str, Any]:
+    settings = get_settings()
+    kwargs: dict[str, Any] = {"local_files_only": offline()}
+    if settings.model_cache_dir:
+        kwargs["cache_dir"] = str(settings.model_cache_dir)
+    return kwargs
+
+
+def fetch_command(repo: str, filename: str | None = None) -> str:
+    return " ".join(["hf download", repo] + ([filename] if filename else []))
+
+
+def _missing(repo: str, filename: str | None, exc: BaseException) -> WeightsMissing:
+    what = f"{filename!r} of {repo!r}" if filename else f"the model {repo!r}"
+    where = "(offline mode: only the local cache is searched) " if offline() else ""
+    cache = get_settings().model_cache_dir
+    cache_hint = f" --cache-dir {cache}" if cache else ""
+    return WeightsMissing(
+        f"weights missing: {what} could not be loaded {where}({type(exc).__name__}: {str(exc)[:300]}). "
+        f"Fetch them on a machine with internet access with `{fetch_command(repo, filename)}{cache_hint}` "
+        f"(older huggingface_hub: `huggingface-cli download {repo}{' ' + filename if filename else ''}`), "
+        f"or point the preset at a local folder."
+    )
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        name = type(exc).__name__
+        if isinstance(exc, ConnectionError | TimeoutError) or name in {"ConnectError", "ReadTimeout", "ConnectTimeout",
+                                                                        "RemoteProtocolError"}:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _wrap_load_error(repo: str, filename: str | None, exc: BaseException) -> Exception:
+    if _is_network_error(exc) and not offline():
+        return TransientLoadError(f"could not reach the Hugging Face hub for {repo!r}: {exc}")
+    return _missing(repo, filename, exc)
+
+
+def resolve_file(repo: str, filename: str) -> str:
+    """Path of one file: inside a local folder, else from the HF cache/hub."""
+    local = Path(repo)
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            raise WeightsMissing(f"weights missing: {filename!r} is not in the folder {repo}")
+        return str(path)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo, filename, **hub_kwargs())
+    except Exception as exc:  # huggingface_hub raises several unrelated types for "not there"
+        raise _wrap_load_error(repo, filename, exc) from exc
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+
+    # Half precision on the CPU is slow or unsupported for several kernels; the clip records what really ran.
+    if device == "cpu" and name == "float16":
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_adapter(preset: Preset, *, dtype):
+    from diffusers import MotionAdapter
+
+    if preset.adapter_file:
+        # AnimateDiff-Lightning ships bare state dicts: build the default MotionAdapter and load into it, as in
+        # the model card (https://huggingface.co/ByteDance/AnimateDiff-Lightning).
+        from safetensors.torch import load_file
+
+        path = resolve_file(preset.adapter_repo, preset.adapter_file)
+        adapter = MotionAdapter(**preset.adapter_config)
+        try:
+            adapter.load_state_dict(load_file(path))
+        except RuntimeError as exc:
+            raise WeightsMissing(f"{preset.adapter_file!r} of {preset.adapter_repo!r} does not fit "
+                                 f"MotionAdapter({preset.adapter_config or ''}): {str(exc)[:300]}") from exc
+        return adapter.to(dtype=dtype)
+    kwargs = {} if Path(preset.adapter).is_dir() else hub_kwargs()
+    try:
+        return MotionAdapter.from_pretrained(preset.adapter, torch_dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise _wrap_load_error(preset.adapter, None, exc) from exc
+
+
+def build_scheduler(preset: Preset, base_config: dict[str, Any]):
+    import diffusers
+
+    cls = getattr(diffusers, preset.scheduler, None)
+    if cls is None:
+        raise WeightsMissing(f"preset {preset.name!r}: diffusers has no scheduler {preset.scheduler!r}")
+    return cls.from_config(base_config, **preset.scheduler_config)
+
+
+@dataclass
+class LoadedPipeline:
+    pipe: Any
+    base_scheduler_config: dict[str, Any]
+    load_seconds: float
+    dtype: str
+
+
+def load_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
+    """A fresh AnimateDiffPipeline for ``spec`` on ``device`` (use PipelineCache to reuse one)."""
+    from diffusers import AnimateDiffPipeline
+
+    t0 = time.perf_counter()
+    dtype = torch_dtype(spec.dtype, device)
+    adapter = load_adapter(spec.preset, dtype=dtype)
+    kwargs = {} if Path(spec.base_model).is_dir() else hub_kwargs()
+    try:
+        pipe = AnimateDiffPipeline.from_pretrained(spec.base_model, motion_adapter=adapter, torch_dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise _wrap_load_error(spec.base_model, None, exc) from exc
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    base_config = dict(pipe.scheduler.config)
+    pipe.scheduler = build_scheduler(spec.preset, base_config)
+    return LoadedPipeline(pipe, base_config, time.perf_counter() - t0, str(dtype).removeprefix("torch."))
+
+
+def weights_key(spec: RunSpec, device: str) -> tuple:
+    p = spec.preset
+    return (spec.base_model, p.adapter, p.adapter_repo, p.adapter_file, json.dumps(p.adapter_config, sort_keys=True),
+            spec.dtype, device)
+
+
+def free_device_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+class PipelineCache:
+    """Loaded pipelines of this process, least recently used dropped first.
+
+    Capacity 2 (``BLINDPAIR_PIPELINE_CACHE_SIZE``) holds both models of a two-model study, so a worker that
+    alternates between them does not reload; a dropped pipeline is deleted and the CUDA cache emptied.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = max(1, capacity or int(os.environ.get("BLINDPAIR_PIPELINE_CACHE_SIZE", "2")))
+        self._items: OrderedDict[tuple, LoadedPipeline] = OrderedDict()
+        self.loads = 0
+
+    def get(self, spec: RunSpec, *, device: str) -> tuple[LoadedPipeline, bool]:
+        """(pipeline with the preset's scheduler, whether it was loaded by this call)."""
+        key = weights_key(spec, device)
+        loaded = key in self._items
+        if loaded:
+            self._items.move_to_end(key)
+        else:
+            while len(self._items) >= self.capacity:
+                self._evict_oldest(device)
+            self._items[key] = load_pipeline(spec, device=device)
+            self.loads += 1
+        entry = self._items[key]
+        # A fresh scheduler per clip: cheap, and no state (step index, sigmas) leaks between presets.
+        entry.pipe.scheduler = build_scheduler(spec.preset, entry.base_scheduler_config)
+        return entry, not loaded
+
+    def _evict_oldest(self, device: str) -> None:
+        _, entry = self._items.popitem(last=False)
+        del entry  # the cache held the only reference; gc + empty_cache below return its GPU memory
+        free_device_memory(device)
+
+    def clear(self) -> None:
+        while self._items:
+            self._evict_oldest(next(iter(self._items))[-1])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_process_cache: PipelineCache | None = None
+
+
+def process_cache() -> PipelineCache:
+    """The one cache of this worker process (each prefork child has its own)."""
+    global _process_cache
+    if _process_cache is None:
+        _process_cache = PipelineCache()
+    return _process_cache

@@ -1,0 +1,262 @@
+"""Presets (what a model runs) and the study's standardised settings, with validation.
+
+Presets are data (``worker/presets.toml``); a researcher can add more in a TOML file named by
+``BLINDPAIR_PRESETS_FILE``. Validation never touches the database: callers validate first, then write.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PRESETS_FILE = Path(__file__).with_name("presets.toml")
+KINDS = ("animatediff", "demo")
+DTYPES = ("float16", "bfloat16", "float32")
+# Per-model overrides may change only how a model samples; everything else is standardised across the study.
+OVERRIDE_KEYS = ("steps", "guidance")
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "seeds": [0],
+    "frames": 16,
+    "width": 512,
+    "height": 512,
+    "fps": 8,
+    "negative_prompt": "bad quality, worse quality, low resolution",
+    "base_model": "emilianJR/epiCRealism",
+    "dtype": "float16",
+}
+
+
+class GenerationConfigError(ValueError):
+    """Bad preset, override or setting; ``errors`` lists every problem in words."""
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str
+    description: str = ""
+    adapter: str = ""
+    adapter_repo: str = ""
+    adapter_file: str = ""
+    adapter_config: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = ""
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1
+    guidance: float = 1.0
+    style: str = ""
+
+    def expand(self, base_model: str) -> Preset:
+        """Replace ``{base_model}`` in the weight locations (tiny presets keep all weights in one folder)."""
+        def sub(value: str) -> str:
+            return value.replace("{base_model}", base_model)
+
+        return replace(self, adapter=sub(self.adapter), adapter_repo=sub(self.adapter_repo))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Exactly what one model of a study runs with: the preset, the study settings and the overrides applied."""
+
+    preset: Preset
+    base_model: str
+    steps: int
+    guidance: float
+    frames: int
+    width: int
+    height: int
+    fps: float
+    negative_prompt: str
+    dtype: str
+
+    @property
+    def uses_cfg(self) -> bool:
+        # diffusers applies classifier-free guidance only when guidance_scale > 1 (one extra UNet pass).
+        return self.guidance > 1.0
+
+    def describe(self) -> dict[str, Any]:
+        p = self.preset
+        out: dict[str, Any] = {"preset": p.name, "kind": p.kind, "description": p.description}
+        if p.kind == "animatediff":
+            out.update(
+                base_model=self.base_model,
+                adapter=p.adapter or f"{p.adapter_repo}/{p.adapter_file}",
+                scheduler=p.scheduler,
+                scheduler_config=dict(p.scheduler_config),
+                steps=self.steps,
+                guidance=self.guidance,
+                dtype=self.dtype,
+            )
+        else:
+            out.update(style=p.style)
+        out.update(frames=self.frames, width=self.width, height=self.height, fps=self.fps)
+        return out
+
+
+def _parse_preset(name: str, raw: dict[str, Any]) -> Preset:
+    errors: list[str] = []
+    known = set(Preset.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        errors.append(f"preset {name!r}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kind = raw.get("kind", "")
+    if kind not in KINDS:
+        errors.append(f"preset {name!r}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "animatediff":
+        if bool(raw.get("adapter")) == bool(raw.get("adapter_repo")):
+            errors.append(f"preset {name!r}: give either adapter (a folder/repo) or adapter_repo + adapter_file")
+        if raw.get("adapter_repo") and not raw.get("adapter_file"):
+            errors.append(f"preset {name!r}: adapter_repo needs adapter_file")
+        if not raw.get("scheduler"):
+            errors.append(f"preset {name!r}: scheduler is required")
+    if kind == "demo" and raw.get("style") not in ("smooth", "jittery"):
+        errors.append(f"preset {name!r}: style must be smooth or jittery")
+    if errors:
+        raise GenerationConfigError(errors)
+    fields = {k: v for k, v in raw.items() if k in known}
+    preset = Preset(name=name, **fields)
+    _check_sampling(f"preset {name!r}", preset.steps, preset.guidance)
+    return preset
+
+
+def _check_sampling(where: str, steps: Any, guidance: Any) -> None:
+    errors = []
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        errors.append(f"{where}: steps must be a whole number from 1 to 1000, not {steps!r}")
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not 0 <= guidance <= 50:
+        errors.append(f"{where}: guidance must be a number from 0 to 50, not {guidance!r}")
+    if errors:
+        raise GenerationConfigError(errors)
+
+
+def load_presets_file(path: Path) -> dict[str, Preset]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise GenerationConfigError(f"cannot read presets file {path}: {exc}") from exc
+    return {name: _parse_preset(name, raw) for name, raw in data.items()}
+
+
+@lru_cache
+def _presets_for(extra: str) -> dict[str, Preset]:
+    presets = load_presets_file(PRESETS_FILE)
+    if extra:
+        presets.update(load_presets_file(Path(extra)))
+    return presets
+
+
+def all_presets() -> dict[str, Preset]:
+    """Built-in presets plus those in ``BLINDPAIR_PRESETS_FILE`` (which may replace a built-in one)."""
+    return _presets_for(os.environ.get("BLINDPAIR_PRESETS_FILE", ""))
+
+
+def get_preset(name: str) -> Preset:
+    presets = all_presets()
+    if name not in presets:
+        raise GenerationConfigError(
+            f"unknown preset {name!r}; known presets: {', '.join(sorted(presets))} "
+            f"(add your own in a TOML file named by BLINDPAIR_PRESETS_FILE)"
+        )
+    return presets[name]
+
+
+def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The study's settings with defaults filled in; raises GenerationConfigError listing every problem."""
+    merged = {**DEFAULT_SETTINGS, **(settings or {})}
+    errors: list[str] = []
+    for key in ("frames", "width", "height"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(f"{key} must be a positive whole number, not {value!r}")
+    for key in ("width", "height"):
+        value = merged[key]
+        if isinstance(value, int) and value >= 1 and value % 8:
+            errors.append(f"{key} must be a multiple of 8 (the VAE works on 8x8 blocks), not {value}")
+    if isinstance(merged["frames"], int) and merged["frames"] > 64:
+        errors.append(f"frames must be at most 64 (AnimateDiff's motion modules see 32 frames), not {merged['frames']}")
+    fps = merged["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 60:
+        errors.append(f"fps must be a number above 0 and at most 60, not {fps!r}")
+    seeds = merged["seeds"]
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in seeds)):
+        errors.append(f"seeds must be a non-empty list of whole numbers >= 0, not {seeds!r}")
+    elif len(set(seeds)) != len(seeds):
+        errors.append(f"seeds must not repeat: {seeds!r}")
+    if merged["dtype"] not in DTYPES:
+        errors.append(f"dtype must be one of {', '.join(DTYPES)}, not {merged['dtype']!r}")
+    if not isinstance(merged["base_model"], str) or not merged["base_model"].strip():
+        errors.append("base_model must name a Hugging Face repo or a local folder")
+    if not isinstance(merged["negative_prompt"], str):
+        errors.append("negative_prompt must be text")
+    unknown = sorted(set(merged) - set(DEFAULT_SETTINGS))
+    if unknown:
+        errors.append(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_SETTINGS)}")
+    if errors:
+        raise GenerationConfigError(errors)
+    return merged
+
+
+def validate_overrides(model_name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise GenerationConfigError(
+            f"model {model_name!r}: cannot override {', '.join(unknown)}; per-model overrides may set only "
+            f"{', '.join(OVERRIDE_KEYS)} (seeds, frames, size, fps, negative prompt, base model and dtype are "
+            f"standardised across the study's models in its settings)"
+        )
+    if "guidance" in overrides and isinstance(overrides["guidance"], int) and not isinstance(
+            overrides["guidance"], bool):
+        overrides["guidance"] = float(overrides["guidance"])
+    _check_sampling(f"model {model_name!r}", overrides.get("steps", 1), overrides.get("guidance", 1.0))
+    return overrides
+
+
+def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | None,
+                settings: dict[str, Any] | None) -> RunSpec:
+    """Everything one model runs with; raises GenerationConfigError on any bad input."""
+    if not preset:
+        raise GenerationConfigError(
+            f"model {model_name!r} has no preset, so it cannot be generated (its clips can only be imported); "
+            f"known presets: {', '.join(sorted(all_presets()))}"
+        )
+    errors: list[str] = []
+    resolved_settings: dict[str, Any] = {}
+    p = None
+    try:
+        p = get_preset(preset)
+    except GenerationConfigError as exc:
+        errors += exc.errors
+    try:
+        checked = validate_overrides(model_name, overrides)
+    except GenerationConfigError as exc:
+        errors += exc.errors
+        checked = {}
+    try:
+        resolved_settings = validate_settings(settings)
+    except GenerationConfigError as exc:
+        errors += exc.errors
+    if errors or p is None:
+        raise GenerationConfigError(errors)
+    base = resolved_settings["base_model"]
+    return RunSpec(
+        preset=p.expand(base),
+        base_model=base,
+        steps=checked.get("steps", p.steps),
+        guidance=float(checked.get("guidance", p.guidance)),
+        frames=resolved_settings["frames"],
+        width=resolved_settings["width"],
+        height=resolved_settings["height"],
+        fps=float(resolved_settings["fps"]),
+        negative_prompt=resolved_settings["negative_prompt"],
+        dtype=resolved_settings["dtype"],
+    )
