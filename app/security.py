@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Annotated
 
 from argon2 import PasswordHasher
@@ -61,7 +64,9 @@ def require_user(request: Request, session: DbSession) -> User:
     if user is None:
         if _wants_html(request):
             raise LoginRequired(str(request.url.path))
-        raise HTTPException(status_code=401, detail="Log in first: POST /login with your email and password.")
+        raise HTTPException(
+            status_code=401, detail="Log in first: POST /api/v1/login with your email and password (JSON)."
+        )
     return user
 
 
@@ -73,3 +78,49 @@ def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
 
 CurrentUser = Annotated[User, Depends(require_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window, kept in memory (one per app, per process).
+
+    Enough to stop password guessing against one server process; several processes each keep their own
+    count, so a lab running many workers behind a proxy should rate-limit /login at the proxy as well.
+    """
+
+    def __init__(self, max_failures: int = 10, window_s: float = 900, clock: Callable[[], float] = time.monotonic):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
+        horizon = self.clock() - self.window_s
+        while times and times[0] < horizon:
+            times.popleft()
+        return times
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until this client may try again; 0 if it may try now."""
+        times = self._recent(key)
+        if len(times) < self.max_failures:
+            return 0
+        return max(1, int(times[0] + self.window_s - self.clock()) + 1)
+
+    def failed(self, key: str) -> None:
+        self._recent(key).append(self.clock())
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+def login_throttle(request: Request) -> LoginThrottle:
+    """The app's throttle (created on first use, so every app instance, e.g. in tests, starts clean)."""
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = request.app.state.login_throttle = LoginThrottle()
+    return throttle
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
+from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 
 # Generation settings shared by every model of a study, so that the comparison is about the models and not
 # about resolution or length. AnimateDiff's motion modules were trained on 16-frame 512x512 clips at 8 fps.
@@ -126,7 +127,7 @@ def create_study(
     *,
     name: str,
     models: Sequence[ModelSpec],
-    prompts: Sequence[Any],
+    prompts: Sequence[PromptSpec],
     criteria: Iterable[Any] | None = None,
     votes_per_pair: int = 5,
     pairs_per_session: int = 10,
@@ -138,7 +139,7 @@ def create_study(
 ) -> Study:
     """Validate everything first, then create the study with its models, criteria and prompts (status draft).
 
-    ``prompts`` are ``app.services.prompts.PromptSpec`` (anything with external_id, text, theme, detail, tags).
+    ``prompts`` are ``app.services.prompts.PromptSpec``s, checked again by its ``add_prompts`` (ids, CLIP length).
     ``criteria`` are ``CriterionSpec``s, dicts or ``(key, label, description)`` tuples. Raises ``StudyError``
     listing every problem; nothing is written in that case.
     """
@@ -204,17 +205,24 @@ def create_study(
     if errors:
         raise StudyError(errors)
 
-    study = Study(
-        slug=slug or _unique_slug(session, slugify(name)),
-        name=name,
-        description=(description or "").strip(),
-        status="draft",
-        settings=merged_settings,
-        votes_per_pair=votes_per_pair,
-        pairs_per_session=pairs_per_session,
-        redirect_url=redirect_url,
-        created_by_id=created_by_id,
-    )
+    slug = slug or _unique_slug(session, slugify(name))
+    try:
+        # A savepoint: if the prompts service refuses a prompt after the study rows are flushed, only this
+        # study's rows are undone and the caller's transaction stays usable (a form can re-render).
+        with session.begin_nested():
+            study = _insert_study(
+                session, name=name, description=description, models=models, criteria=crit, prompts=prompts,
+                votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, settings=merged_settings,
+                redirect_url=redirect_url, created_by_id=created_by_id, slug=slug,
+            )
+    except PromptError as exc:
+        raise StudyError(exc.errors) from exc
+    session.refresh(study)
+    return study
+
+
+def _insert_study(session: Session, *, models, criteria, prompts, **fields) -> Study:
+    study = Study(status="draft", **{**fields, "description": (fields["description"] or "").strip()})
     session.add(study)
     session.flush()
     for position, m in enumerate(models):
@@ -228,34 +236,11 @@ def create_study(
                 position=position,
             )
         )
-    for position, (key, label, desc) in enumerate(crit):
+    for position, (key, label, desc) in enumerate(criteria):
         session.add(Criterion(study_id=study.id, key=key, label=label.strip(), description=desc, position=position))
     session.flush()
-    _add_prompts(session, study_id=study.id, specs=prompts)
-    session.refresh(study)
+    add_prompts(session, study_id=study.id, specs=list(prompts))
     return study
-
-
-def _add_prompts(session: Session, *, study_id: int, specs: list[Any]) -> None:
-    try:
-        from app.services.prompts import add_prompts
-    except ImportError:  # the prompts service is optional at import time only while it is being written
-        add_prompts = None
-    if add_prompts is not None:
-        add_prompts(session, study_id=study_id, specs=specs)
-        return
-    for spec in specs:
-        session.add(
-            Prompt(
-                study_id=study_id,
-                external_id=spec.external_id,
-                text=spec.text,
-                theme=spec.theme,
-                detail=getattr(spec, "detail", "medium"),
-                tags=list(getattr(spec, "tags", ())),
-            )
-        )
-    session.flush()
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
@@ -355,3 +340,23 @@ def study_progress(session: Session, *, study_id: int) -> dict[str, Any]:
         "evaluators_flagged": int(ev_flagged),
         "assignments_open": int(open_assignments or 0),
     }
+
+
+def builtin_prompts(themes: Iterable[str] | None = None) -> list[PromptSpec]:
+    """Prompts of the built-in suite, all of them or those of the given themes (unknown themes are refused)."""
+    suite = load_builtin_suite()
+    if themes is None:
+        return list(suite)
+    wanted = [t.strip() for t in themes if t and t.strip()]
+    known = sorted({p.theme for p in suite})
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise StudyError(f"Unknown theme(s): {', '.join(unknown)}. The built-in suite has: {', '.join(known)}.")
+    if not wanted:
+        raise StudyError("Pick at least one theme of the built-in suite.")
+    return [p for p in suite if p.theme in wanted]
+
+
+def builtin_themes() -> list[tuple[str, int]]:
+    """(theme, number of prompts) in the built-in suite, in suite order."""
+    return list(list_themes(load_builtin_suite()).items())

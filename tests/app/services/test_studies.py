@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Assignment, Clip, Criterion, Pair, Prompt, Study, StudyModel, Vote
+from app.services.prompts import PromptSpec
 from app.services.studies import (
     DEFAULT_SETTINGS,
     ModelSpec,
@@ -20,20 +21,6 @@ from app.services.studies import (
 )
 from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
-
-try:  # the prompts service (another module) defines the real spec; the fields are the contract
-    from app.services.prompts import PromptSpec
-except ImportError:  # pragma: no cover - only while app/services/prompts.py is being written
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class PromptSpec:  # type: ignore[no-redef]
-        external_id: str
-        text: str
-        theme: str
-        detail: str = "medium"
-        tags: tuple[str, ...] = ()
-
 
 MODELS = [ModelSpec("lightning", "4-step", preset="lightning-4step", overrides={"steps": 4}),
           ModelSpec("animatediff", "25-step", preset="animatediff-25step")]
@@ -99,6 +86,9 @@ def test_custom_criteria_as_tuples(session):
         ({"criteria": [("Bad Key", "x", "")]}, "Criterion key"),
         ({"criteria": [("a", "A", ""), ("a", "B", "")]}, "unique"),
         ({"redirect_url": "javascript:alert(1)"}, "redirect URL"),
+        # refused by the prompts service after the study rows were flushed: the savepoint must undo them
+        ({"prompts": [PromptSpec("bad id/..", "a cat", "animals")]}, "may only use letters"),
+        ({"prompts": [PromptSpec("long", "a very long prompt " * 30, "animals")]}, "CLIP tokens"),
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_written(session, kwargs, message):
@@ -106,7 +96,7 @@ def test_bad_input_is_refused_and_nothing_is_written(session, kwargs, message):
     with pytest.raises(StudyError) as err:
         create_study(session, **args)
     assert message in str(err.value)
-    session.rollback()
+    # No rollback here: the caller's transaction must hold nothing of the refused study.
     assert _count(session, Study) == _count(session, StudyModel) == _count(session, Prompt) == 0
     assert _count(session, Criterion) == 0
 
@@ -191,3 +181,15 @@ def test_progress_of_an_empty_study(session):
     assert p["percent_complete"] == 0.0
     with pytest.raises(StudyError):
         study_progress(session, study_id=study.id + 1)
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_a_refused_prompt_leaves_the_transaction_usable(session):
+    with pytest.raises(StudyError, match="CLIP tokens"):
+        create_study(session, name="Too long", models=MODELS,
+                     prompts=[PromptSpec("long", "a very long prompt " * 30, "animals")])
+    study = create_study(session, name="Fine", models=MODELS, prompts=PROMPTS)
+    session.commit()
+    assert [s.name for s in list_studies(session)] == ["Fine"]
+    assert _count(session, StudyModel) == 2 and _count(session, Prompt) == 2
+    assert study.slug == "fine"
