@@ -179,6 +179,10 @@ class Clip(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    # Worker lease: who is generating the clip and when it last said so. kombu's SQLAlchemy broker never
+    # redelivers a message taken by a worker that died, so a stale heartbeat is how a dead worker's clip is found.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(TZDateTime)
 
     model: Mapped[StudyModel] = relationship()
     prompt: Mapped[Prompt] = relationship()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 11:15:09.297477
+Create Date: 2026-11-26 11:21:58.563826
 """
 
 from alembic import op
@@ -162,6 +162,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('claimed_by', sa.String(length=200), nullable=True),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name=op.f('ck_clips_status')),
     sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], name=op.f('fk_clips_batch_id_batches'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['model_id'], ['study_models.id'], name=op.f('fk_clips_model_id_study_models'), ondelete='CASCADE'),
