@@ -1,0 +1,351 @@
+"""Attention checks: pairs with a known honest answer, mixed into evaluator sessions, and the QC settings.
+
+Two kinds of check pair (``Pair.kind``):
+- ``check_same``: a clip against a byte-identical copy of itself. The honest answer is "indistinguishable"
+  (tie) on every criterion. The copy is its own Clip row (variant ``duplicate``) with its own media token
+  and stored file, so the page shows two different opaque URLs exactly as for a normal pair; pointing both
+  sides at one URL would give the check away to anyone reading the page source.
+- ``check_degraded``: a clip (``clip_a``) against a visibly degraded copy (``clip_b``, variant ``frozen`` /
+  ``noise`` / ``scrambled``, made by ``app.media.degrade``). The original must win the criteria the
+  degradation obviously hurts (``EXPECTED_WINS``) and overall quality.
+
+Copies are made ahead of time (``ensure_attention_pairs``), never while an evaluator waits, so a check is
+served exactly like any other pair: same routes, same markup, same timing. Copies have ``origin =
+'degraded'`` and keep the source's model, prompt and seed; everything that counts real clips or builds
+real pairs filters them out with ``Clip.origin != 'degraded'``. Check votes are graded here and never
+enter the results (the vote frame only reads ``Pair.kind == 'normal'``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.media.degrade import applicable_variants, degrade_gif
+from app.media.storage import media_path, store_bytes
+from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
+
+CHECK_SAME = "check_same"
+CHECK_DEGRADED = "check_degraded"
+CHECK_KINDS = (CHECK_SAME, CHECK_DEGRADED)
+DEGRADED_ORIGIN = "degraded"
+DUPLICATE_VARIANT = "duplicate"
+
+# Which criteria a degraded copy must lose. Freezing or scrambling frames leaves each frame's appearance
+# intact (a frozen frame is not "distorted"), so those checks ask about motion instead; noise ruins the
+# appearance. Overall quality must always go to the original.
+EXPECTED_WINS: dict[str, tuple[str, ...]] = {
+    "noise": ("appearance_distortion", "overall_quality"),
+    "frozen": ("motion_amplitude", "overall_quality"),
+    "scrambled": ("motion_naturalness", "overall_quality"),
+}
+VARIANT_WORDS = {
+    "noise": "a copy covered in heavy noise",
+    "frozen": "a frozen copy (its first frame repeated)",
+    "scrambled": "a copy with its frames shuffled",
+}
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """Quality-control settings of one study. ``Study.qc`` stores only what differs from these defaults."""
+
+    enabled: bool = True
+    attention_rate: float = 0.1  # chance that a pair (after the first) is an attention check
+    min_seconds_per_vote: float = 4.0  # a vote submitted sooner is "too fast"
+    max_too_fast_share: float = 0.2  # flag when more than this share of an evaluator's votes is too fast
+    max_failed_checks: int = 1  # flag when more checks than this are failed
+    straightline_min_votes: int = 8  # straight-lining is judged only from this many votes on
+    straightline_share: float = 0.9  # flag when one side (left or right) takes at least this share of answers
+    max_pairs_per_session: int | None = None  # None: the study's pairs_per_session
+    sessions_per_invite: int | None = None  # None: the study's sessions_per_invite (0 = unlimited)
+    join_rate_limit_per_minute: int | None = None  # None: BLINDPAIR_JOIN_RATE_LIMIT_PER_MINUTE
+
+
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "attention_rate": (0.0, 0.5),
+    "min_seconds_per_vote": (0.0, 600.0),
+    "max_too_fast_share": (0.0, 1.0),
+    "max_failed_checks": (0, 1000),
+    "straightline_min_votes": (1, 100000),
+    "straightline_share": (0.5, 1.0),
+    "max_pairs_per_session": (1, 100000),
+    "sessions_per_invite": (0, 10**9),
+    "join_rate_limit_per_minute": (1, 100000),
+}
+# Older spelling used by the vote service before this module existed.
+_ALIASES = {"min_vote_seconds": "min_seconds_per_vote"}
+
+
+class QCSettingsError(ValueError):
+    """Bad QC settings; ``errors`` lists every problem, one sentence each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def validate_qc(data: dict[str, Any] | None) -> dict[str, Any]:
+    """Check a QC settings dict (e.g. from a study form or the API); return it cleaned, or raise QCSettingsError."""
+    known = {f.name: f for f in fields(QCSettings)}
+    clean: dict[str, Any] = {}
+    errors: list[str] = []
+    for raw_key, value in (data or {}).items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if key not in known:
+            errors.append(f"unknown QC setting {raw_key!r}; known settings: {', '.join(known)}")
+            continue
+        if value is None and key in ("max_pairs_per_session", "sessions_per_invite", "join_rate_limit_per_minute"):
+            clean[key] = None
+            continue
+        if key == "enabled":
+            if not isinstance(value, bool):
+                errors.append("enabled must be true or false")
+            else:
+                clean[key] = value
+            continue
+        want_int = known[key].type in ("int", "int | None")
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value) if want_int else float(value)
+            if want_int and float(value) != number:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors.append(f"{key} must be {'a whole number' if want_int else 'a number'}, got {value!r}")
+            continue
+        lo, hi = _BOUNDS[key]
+        if not (lo <= number <= hi) or (isinstance(number, float) and math.isnan(number)):
+            errors.append(f"{key} must be between {lo:g} and {hi:g}, got {number:g}")
+            continue
+        clean[key] = number
+    if errors:
+        raise QCSettingsError(errors)
+    return clean
+
+
+def qc_settings(study: Study) -> QCSettings:
+    """The study's QC settings: defaults overridden by ``Study.qc``, the limits filled from the study row.
+
+    Invalid stored values (written around ``validate_qc``) fall back to the defaults rather than breaking
+    every evaluator page of the study.
+    """
+    stored = {}
+    for key, value in (study.qc or {}).items():
+        try:
+            stored.update(validate_qc({key: value}))
+        except QCSettingsError:
+            continue
+    base = QCSettings(**stored)
+    return QCSettings(**{
+        **asdict(base),
+        "max_pairs_per_session": base.max_pairs_per_session or study.pairs_per_session,
+        "sessions_per_invite": (base.sessions_per_invite if base.sessions_per_invite is not None
+                                else study.sessions_per_invite or 0),
+        "join_rate_limit_per_minute": base.join_rate_limit_per_minute or get_settings().join_rate_limit_per_minute,
+    })
+
+
+def is_too_fast(time_spent_ms: int, settings: QCSettings) -> bool:
+    return time_spent_ms < settings.min_seconds_per_vote * 1000
+
+
+# ------------------------------------------------------------------------------------------ making pairs
+
+
+def _target_sources(study: Study, settings: QCSettings) -> int:
+    # Each source yields one check of each kind. An evaluator never sees a pair twice, so the pool must
+    # cover the checks one session can get (about rate x quota), with room for chance and for variety.
+    expected = math.ceil(settings.attention_rate * (settings.max_pairs_per_session or study.pairs_per_session))
+    return max(3, 2 * expected)
+
+
+def _store_copy(source: Clip, data: bytes, variant: str) -> Clip:
+    stored = store_bytes(data)
+    return Clip(
+        study_id=source.study_id, model_id=source.model_id, prompt_id=source.prompt_id, seed=source.seed,
+        origin=DEGRADED_ORIGIN, source_clip_id=source.id, variant=variant, status="done",
+        storage_name=stored.storage_name, sha256=stored.sha256, size_bytes=stored.size_bytes,
+        width=source.width, height=source.height, frames=source.frames, fps=source.fps,
+    )
+
+
+def _ensure_pair(session: Session, *, source: Clip, copy: Clip, kind: str) -> int:
+    exists = session.scalar(select(Pair.id).where(Pair.clip_a_id == source.id, Pair.clip_b_id == copy.id))
+    if exists:
+        return 0
+    session.add(Pair(study_id=source.study_id, prompt_id=source.prompt_id, clip_a_id=source.id,
+                     clip_b_id=copy.id, kind=kind))
+    return 1
+
+
+def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Random | None = None,
+                           n_sources: int | None = None) -> int:
+    """Make sure the study has attention-check pairs; return how many pairs were created (0 when complete).
+
+    Picks up to ``n_sources`` done real clips at random (default: enough for the study's check rate and
+    session size) and gives each a duplicate (``check_same``) and a degraded copy (``check_degraded``),
+    balancing the degradation variants. Idempotent: existing copies are reused, missing pairs repaired.
+    Reads the source files from media storage, so call it after clips are imported or generated, e.g.
+    when a study is opened; it never runs while an evaluator waits.
+    """
+    rng = rng or random.SystemRandom()
+    study = session.get(Study, study_id)
+    if study is None:
+        raise ValueError(f"study {study_id} does not exist")
+    settings = qc_settings(study)
+    target = n_sources if n_sources is not None else _target_sources(study, settings)
+
+    copies = session.scalars(
+        select(Clip).where(Clip.study_id == study_id, Clip.origin == DEGRADED_ORIGIN).order_by(Clip.id)
+    ).all()
+    by_source: dict[int, dict[str, Clip]] = {}
+    for copy in copies:
+        by_source.setdefault(copy.source_clip_id, {})[copy.variant] = copy
+    variant_use = Counter(c.variant for c in copies if c.variant != DUPLICATE_VARIANT)
+
+    candidates = session.scalars(
+        select(Clip).where(Clip.study_id == study_id, Clip.status == "done", Clip.origin != DEGRADED_ORIGIN,
+                           Clip.storage_name.is_not(None)).order_by(Clip.id)
+    ).all()
+    sources = [c for c in candidates if c.id in by_source]
+    fresh = [c for c in candidates if c.id not in by_source]
+    rng.shuffle(fresh)
+
+    created = 0
+    for source in sources + fresh:
+        have = by_source.get(source.id, {})
+        if source.id not in by_source and len(by_source) >= target:
+            break
+        try:
+            data = media_path(source.storage_name).read_bytes()
+        except (OSError, ValueError):
+            continue  # a missing file is reported by the media checks, not here; pick another clip
+        degraded = next((c for v, c in have.items() if v != DUPLICATE_VARIANT), None)
+        if degraded is None:
+            try:
+                options = applicable_variants(data)
+            except ValueError:
+                continue  # not an animated GIF: not usable for a check
+            least = min(variant_use[v] for v in options)
+            variant = rng.choice([v for v in options if variant_use[v] == least])
+            degraded = _store_copy(source, degrade_gif(data, variant, rng=rng), variant)
+            session.add(degraded)
+            variant_use[variant] += 1
+        duplicate = have.get(DUPLICATE_VARIANT)
+        if duplicate is None:
+            duplicate = _store_copy(source, data, DUPLICATE_VARIANT)
+            session.add(duplicate)
+        session.flush()
+        by_source[source.id] = {degraded.variant: degraded, DUPLICATE_VARIANT: duplicate}
+        created += _ensure_pair(session, source=source, copy=duplicate, kind=CHECK_SAME)
+        created += _ensure_pair(session, source=source, copy=degraded, kind=CHECK_DEGRADED)
+    session.flush()
+    return created
+
+
+# -------------------------------------------------------------------------------------- serving checks
+
+
+def is_check_due(*, position: int, rate: float, rng: random.Random) -> bool:
+    """Whether the pair at ``position`` (1-based) of a session should be an attention check.
+
+    A coin flip per pair rather than a fixed schedule, so the position of a check cannot be predicted;
+    never the first pair, so a session always starts with a real comparison.
+    """
+    if rate <= 0 or position <= 1:
+        return False
+    return rng.random() < rate
+
+
+def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random) -> Pair | None:
+    """A check pair this evaluator has not had, whose source clip was in none of their earlier checks.
+
+    The least-shown pairs go first, ties broken at random. ``None`` when the pool is used up (then the
+    caller serves a normal pair).
+    """
+    seen_pairs = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
+    # Real pairs also have clip_a = a source clip, but seeing a clip in a real pair must not rule it out.
+    seen_sources = (
+        select(Pair.clip_a_id)
+        .join(Assignment, Assignment.pair_id == Pair.id)
+        .where(Assignment.evaluator_id == evaluator_id, Pair.kind.in_(CHECK_KINDS))
+    )
+    rows = session.execute(
+        select(Pair.id, Pair.assigned_count).where(
+            Pair.study_id == study_id, Pair.kind.in_(CHECK_KINDS), Pair.id.not_in(seen_pairs),
+            Pair.clip_a_id.not_in(seen_sources),
+        )
+    ).all()
+    if not rows:
+        return None
+    least = min(r.assigned_count for r in rows)
+    return session.get(Pair, rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
+
+
+# ------------------------------------------------------------------------------------------------ grading
+
+
+def _words(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def grade_check(pair: Pair, choices_by_criterion_key: dict[str, str], left_clip_id: int) -> list[str]:
+    """Why this answer to an attention check fails, in words; an empty list means it passed.
+
+    ``choices_by_criterion_key`` maps criterion keys to 'left' / 'right' / 'tie' as clicked, and
+    ``left_clip_id`` is the clip that was shown on the left (``Assignment.left_clip_id``).
+    """
+    choices = dict(choices_by_criterion_key)
+    if pair.kind == CHECK_SAME:
+        not_tie = [k for k, side in choices.items() if side != "tie"]
+        if not not_tie:
+            return []
+        return [f"attention check (the same clip twice): did not answer 'indistinguishable' for "
+                f"{len(not_tie)} of {len(choices)} criteria ({', '.join(_words(k) for k in not_tie)})"]
+    if pair.kind != CHECK_DEGRADED:
+        return []
+    original_side = "left" if left_clip_id == pair.clip_a_id else "right"
+    variant = pair.clip_b.variant if pair.clip_b is not None else ""
+    what = VARIANT_WORDS.get(variant, "a degraded copy")
+    expected = [k for k in EXPECTED_WINS.get(variant, ("overall_quality",)) if k in choices]
+    if expected:
+        lost = [k for k in expected if choices[k] != original_side]
+        if not lost:
+            return []
+        return [f"attention check (a clip against {what}): did not prefer the original for "
+                f"{', '.join(_words(k) for k in lost)}"]
+    # A study with its own criteria list: the original must win more criteria than the damaged copy.
+    wins = sum(1 for side in choices.values() if side == original_side)
+    losses = sum(1 for side in choices.values() if side not in (original_side, "tie"))
+    if wins > losses:
+        return []
+    return [f"attention check (a clip against {what}): preferred the copy as often as the original "
+            f"({losses} to {wins} criteria)"]
+
+
+def check_votes(session: Session, *, evaluator_id: int) -> list[tuple[Pair, dict[str, str], int]]:
+    """This evaluator's answered attention checks as (pair, choices by criterion key, left clip id)."""
+    rows = session.execute(
+        select(Vote.id, Pair.id, Assignment.left_clip_id, Criterion.key, VoteChoice.side)
+        .join(Assignment, Assignment.id == Vote.assignment_id)
+        .join(Pair, Pair.id == Vote.pair_id)
+        .join(VoteChoice, VoteChoice.vote_id == Vote.id)
+        .join(Criterion, Criterion.id == VoteChoice.criterion_id)
+        .where(Vote.evaluator_id == evaluator_id, Pair.kind.in_(CHECK_KINDS))
+        .order_by(Vote.id)
+    ).all()
+    grouped: dict[int, tuple[int, int, dict[str, str]]] = {}
+    for vote_id, pair_id, left_clip_id, key, side in rows:
+        grouped.setdefault(vote_id, (pair_id, left_clip_id, {}))[2][key] = side
+    return [(session.get(Pair, pair_id), choices, left) for pair_id, left, choices in grouped.values()]
