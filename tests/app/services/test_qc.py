@@ -1,0 +1,144 @@
+"""QC flags: each rule catches its pattern, leaves careful evaluators alone, and is stored with its reasons."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlalchemy import select
+
+from app.models import Evaluator, Pair
+from app.services.attention import CHECK_DEGRADED, CHECK_SAME, QCSettings, ensure_attention_pairs
+from app.services.qc import (
+    evaluate_evaluator,
+    failed_checks_reason,
+    refresh_flags,
+    refresh_study_flags,
+    straightline_reason,
+    too_fast_reason,
+)
+from tests.app.services.qc_votes import vote
+from tests.factories import make_evaluator, make_pairs, make_study
+
+
+@pytest.fixture
+def study(session):
+    s = make_study(session, n_prompts=10, pairs_per_session=12)
+    make_pairs(session, s)
+    ensure_attention_pairs(session, study_id=s.id, rng=random.Random(0), n_sources=3)
+    return s
+
+
+def _pairs(session, study, kind):
+    return session.scalars(select(Pair).where(Pair.study_id == study.id, Pair.kind == kind)
+                           .order_by(Pair.id)).all()
+
+
+def _honest_check(session, ev, pair, *, a_left=True, time_ms=9000):
+    if pair.kind == CHECK_SAME:
+        return vote(session, pair=pair, evaluator=ev, sides="tie", a_left=a_left, time_ms=time_ms)
+    return vote(session, pair=pair, evaluator=ev, sides="left" if a_left else "right", a_left=a_left,
+                time_ms=time_ms)
+
+
+def _varied_votes(session, ev, pairs, *, time_ms=9000, seed=0):
+    rng = random.Random(seed)
+    for pair in pairs:
+        vote(session, pair=pair, evaluator=ev, a_left=rng.random() < 0.5, time_ms=time_ms,
+             sides={k: rng.choice(["left", "right", "tie"]) for k in
+                    ["text_relevance", "appearance_distortion", "appearance_aesthetics", "motion_naturalness",
+                     "motion_amplitude", "overall_quality"]})
+
+
+# ---------------------------------------------------------------------------------------------- pure rules
+
+
+def test_failed_checks_rule():
+    assert failed_checks_reason([[], ["x"]], n_checks=2, max_failed=1) is None
+    reason = failed_checks_reason([["first reason"], [], ["second"]], n_checks=3, max_failed=1)
+    assert reason.startswith("failed 2 of 3 attention checks") and "first reason" in reason
+
+
+def test_too_fast_rule():
+    assert too_fast_reason([], [], min_seconds=4, max_share=0.2) is None
+    assert too_fast_reason([9000] * 9 + [1000], [False] * 10, min_seconds=4, max_share=0.2) is None  # 10 %
+    reason = too_fast_reason([9000] * 7 + [1000] * 3, [False] * 10, min_seconds=4, max_share=0.2)
+    assert reason.startswith("3 of 10 votes were submitted in under 4 s")
+    # the vote service's own too_fast mark counts even when the threshold has since changed
+    assert too_fast_reason([9000] * 2, [True, True], min_seconds=1, max_share=0.2)
+
+
+def test_straightline_rule():
+    assert straightline_reason(["left"] * 42, n_votes=7, min_votes=8, share=0.9) is None  # too few votes
+    assert "chose 'left' for 48 of 48" in straightline_reason(["left"] * 48, n_votes=8, min_votes=8, share=0.9)
+    assert straightline_reason(["left"] * 40 + ["right"] * 8, n_votes=8, min_votes=8, share=0.9) is None
+    assert straightline_reason(["tie"] * 48, n_votes=8, min_votes=8, share=0.9) is None
+
+
+# ---------------------------------------------------------------------------------------- on stored votes
+
+
+def test_careful_evaluator_is_not_flagged(session, study):
+    ev = make_evaluator(session, study)
+    _varied_votes(session, ev, _pairs(session, study, "normal")[:9])
+    for i, pair in enumerate(_pairs(session, study, CHECK_SAME)[:1] + _pairs(session, study, CHECK_DEGRADED)[1:3]):
+        _honest_check(session, ev, pair, a_left=i % 2 == 0)
+    assert evaluate_evaluator(session, evaluator_id=ev.id) == []
+    assert refresh_flags(session, evaluator_id=ev.id) == []
+    assert not session.get(Evaluator, ev.id).flagged
+
+
+def test_failed_checks_flag(session, study):
+    ev = make_evaluator(session, study)
+    _varied_votes(session, ev, _pairs(session, study, "normal")[:3])
+    same = _pairs(session, study, CHECK_SAME)
+    vote(session, pair=same[0], evaluator=ev, sides="left")  # a clip against itself is not better
+    assert evaluate_evaluator(session, evaluator_id=ev.id) == []  # one failure is allowed
+    degraded = _pairs(session, study, CHECK_DEGRADED)[1]
+    vote(session, pair=degraded, evaluator=ev, sides="left", a_left=False)  # preferred the damaged copy
+    [reason] = evaluate_evaluator(session, evaluator_id=ev.id)
+    assert reason.startswith("failed 2 of 2 attention checks")
+    assert refresh_flags(session, evaluator_id=ev.id) == [reason]
+    stored = session.get(Evaluator, ev.id)
+    assert stored.flagged and stored.flag_reasons == [reason]
+
+
+def test_too_fast_flag(session, study):
+    ev = make_evaluator(session, study)
+    _varied_votes(session, ev, _pairs(session, study, "normal")[:5], time_ms=1500)
+    [reason] = evaluate_evaluator(session, evaluator_id=ev.id)
+    assert reason.startswith("5 of 5 votes were submitted in under 4 s")
+    # a study that allows quick answers
+    study.qc = {"min_seconds_per_vote": 1}
+    session.flush()
+    assert evaluate_evaluator(session, evaluator_id=ev.id) == []
+
+
+def test_straightlining_flag_ignores_checks(session, study):
+    ev = make_evaluator(session, study)
+    normal = _pairs(session, study, "normal")
+    for i, pair in enumerate(normal[:8]):
+        vote(session, pair=pair, evaluator=ev, sides="left", a_left=i % 2 == 0)
+    [reason] = evaluate_evaluator(session, evaluator_id=ev.id)
+    assert "chose 'left' for 48 of 48 answers across 8 votes" in reason
+
+    # all-left on degraded checks (the honest answer when the original is left) does not make anyone a
+    # straight-liner: 7 varied real votes + 3 checks stay below the 8-real-vote minimum and the share
+    ev2 = make_evaluator(session, study)
+    _varied_votes(session, ev2, normal[:7], seed=3)
+    for pair in _pairs(session, study, CHECK_DEGRADED):
+        _honest_check(session, ev2, pair, a_left=True)
+    assert evaluate_evaluator(session, evaluator_id=ev2.id) == []
+
+
+def test_disabled_qc_and_refresh_clears_flags(session, study):
+    ev = make_evaluator(session, study)
+    _varied_votes(session, ev, _pairs(session, study, "normal")[:3], time_ms=100)
+    assert refresh_flags(session, evaluator_id=ev.id)
+    assert refresh_study_flags(session, study_id=study.id) == 1
+    study.qc = {"enabled": False}
+    session.flush()
+    assert refresh_flags(session, evaluator_id=ev.id) == []
+    stored = session.get(Evaluator, ev.id)
+    assert not stored.flagged and stored.flag_reasons == []
+    assert evaluate_evaluator(session, evaluator_id=ev.id, settings=QCSettings(min_seconds_per_vote=0.05)) == []
