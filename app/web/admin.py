@@ -1,5 +1,274 @@
-"""HTML routes: admin."""
+"""HTML routes for researchers and admins: studies list, new-study form, study page, user management."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
+from sqlalchemy import func, select
+
+from app.config import get_settings
+from app.csrf import verify_csrf
+from app.models import Prompt, User
+from app.security import ROLES, AdminUser, CurrentUser, DbSession
+from app.services import studies as study_service
+from app.services.studies import ModelSpec, StudyError
+from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
+from app.templating import templates
+from app.web.panels import render_panels
+
+router = APIRouter(include_in_schema=False)
+
+FLASH_KEY = "flash"
+
+
+def flash(request: Request, text: str, kind: str = "ok") -> None:
+    """A one-time message shown on the next page (kept in the signed session cookie)."""
+    request.session[FLASH_KEY] = {"text": text, "kind": kind}
+
+
+def render(request: Request, name: str, user: User, status_code: int = 200, **context: Any) -> Response:
+    """Render an admin page: adds the user (for the top bar) and any pending flash message."""
+    context.setdefault("flash", request.session.pop(FLASH_KEY, None))
+    return templates.TemplateResponse(request, name, {"user": user, **context}, status_code=status_code)
+
+
+def _study_or_404(session, study_id: int):
+    study = study_service.get_study(session, study_id)
+    if study is None:
+        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
+    return study
+
+
+# --- studies list -------------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def studies_page(request: Request, session: DbSession, user: CurrentUser) -> Response:
+    rows = [(s, study_service.study_progress(session, study_id=s.id)) for s in study_service.list_studies(session)]
+    return render(request, "admin/studies.html", user, rows=rows, nav="studies")
+
+
+# --- new study ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyForm:
+    """What the new-study form sent, kept as typed so that a refused form comes back exactly as it was."""
+
+    name: str = ""
+    description: str = ""
+    models: list[dict[str, str]] = field(default_factory=lambda: [{}, {}])
+    prompt_source: str = "builtin"
+    themes: list[str] = field(default_factory=list)
+    votes_per_pair: str = "5"
+    pairs_per_session: str = "10"
+    redirect_url: str = ""
+
+    def model_rows(self) -> list[dict[str, str]]:
+        """The rows to show: what was sent (at least two) plus one blank row for adding another model."""
+        rows = [m for m in self.models if any(m.values())]
+        while len(rows) < 2:
+            rows.append({})
+        return [*rows, {}]
+
+
+def _themes() -> tuple[list[tuple[str, int]], str]:
+    try:
+        return study_service.builtin_themes(), ""
+    except ImportError:
+        return [], "The built-in prompt suite is not installed; upload a prompt file instead."
+
+
+def _new_study_page(request, user, form: StudyForm, errors: list[str] | None = None, status: int = 200):
+    themes, themes_error = _themes()
+    return render(request, "admin/study_new.html", user, status_code=status, form=form, errors=errors or [],
+                  themes=themes, themes_error=themes_error, nav="new",
+                  max_upload_mb=get_settings().max_upload_bytes // (1024 * 1024))
+
+
+@router.get("/studies/new", response_class=HTMLResponse)
+def new_study_form(request: Request, user: CurrentUser) -> Response:
+    themes, _ = _themes()
+    return _new_study_page(request, user, StudyForm(themes=[t for t, _ in themes]))
+
+
+def _int_field(value: str, label: str, errors: list[str]) -> int | None:
+    try:
+        return int(value.strip())
+    except ValueError:
+        errors.append(f"{label} must be a whole number (got '{value}').")
+        return None
+
+
+def _read_upload(upload: UploadFile | None, errors: list[str]) -> tuple[bytes, str] | None:
+    if upload is None or not upload.filename:
+        errors.append("Choose a prompt file (CSV or JSONL) to upload, or use the built-in suite.")
+        return None
+    limit = get_settings().max_upload_bytes
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        errors.append(f"The prompt file is larger than {limit // (1024 * 1024)} MB.")
+        return None
+    return data, upload.filename
+
+
+def _prompt_specs(form: StudyForm, upload: UploadFile | None, errors: list[str]) -> list[Any]:
+    try:
+        from app.services.prompts import PromptFileError, parse_prompt_file
+    except ImportError:
+        errors.append("The prompt service is not installed, so no prompts can be loaded.")
+        return []
+    if form.prompt_source == "file":
+        got = _read_upload(upload, errors)
+        if got is None:
+            return []
+        try:
+            return parse_prompt_file(*got)
+        except PromptFileError as exc:
+            errors.append(f"The prompt file {got[1]} was refused (choose it again once fixed):")
+            errors.extend(exc.errors)
+            return []
+    if form.prompt_source != "builtin":
+        errors.append("Choose where the prompts come from: the built-in suite or a file.")
+        return []
+    try:
+        return study_service.builtin_prompts(form.themes)
+    except StudyError as exc:
+        errors.extend(exc.errors)
+        return []
+
+
+@router.post("/studies/new", response_class=HTMLResponse)
+def create_study_submit(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    csrf_token: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    model_name: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults per request
+    model_description: Annotated[list[str], Form()] = [],  # noqa: B006
+    model_preset: Annotated[list[str], Form()] = [],  # noqa: B006
+    prompt_source: Annotated[str, Form()] = "builtin",
+    themes: Annotated[list[str], Form()] = [],  # noqa: B006
+    prompt_file: Annotated[UploadFile | None, File()] = None,
+    votes_per_pair: Annotated[str, Form()] = "5",
+    pairs_per_session: Annotated[str, Form()] = "10",
+    redirect_url: Annotated[str, Form()] = "",
+) -> Response:
+    verify_csrf(request, csrf_token)
+    n = max(len(model_name), len(model_description), len(model_preset))
+
+    def pick(values: list[str], i: int) -> str:
+        return values[i].strip() if i < len(values) else ""
+
+    rows = [{"name": pick(model_name, i), "description": pick(model_description, i), "preset": pick(model_preset, i)}
+            for i in range(n)]
+    form = StudyForm(name=name, description=description, models=rows, prompt_source=prompt_source,
+                     themes=themes, votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session,
+                     redirect_url=redirect_url)
+    errors: list[str] = []
+    vpp = _int_field(votes_per_pair, "Votes per pair", errors)
+    pps = _int_field(pairs_per_session, "Pairs per session", errors)
+    prompts = _prompt_specs(form, prompt_file, errors)
+    models = [ModelSpec(name=r["name"], description=r["description"], preset=r["preset"])
+              for r in rows if any(r.values())]
+    try:
+        study = study_service.create_study(
+            session, name=name, description=description, models=models, prompts=prompts,
+            votes_per_pair=vpp if vpp is not None else 1, pairs_per_session=pps if pps is not None else 1,
+            redirect_url=redirect_url, created_by_id=user.id,
+        )
+    except StudyError as exc:
+        # The service repeats "no prompts" when the prompt source already failed; say each thing once.
+        extra = [e for e in exc.errors if not (errors and not prompts and "at least one prompt" in e)]
+        errors.extend(extra)
+    if errors:
+        session.rollback()
+        return _new_study_page(request, user, form, errors, status=400)
+    flash(request, f"Study “{study.name}” created as a draft with {len(prompts)} prompts. Open it when clips are in.")
+    return RedirectResponse(f"/studies/{study.id}", status_code=303)
+
+
+# --- study page ---------------------------------------------------------------------------------------------
+
+
+def _render_panels(request: Request, session, study, user) -> list[Markup]:
+    """Each registered panel's template rendered with its own context (plus request, study and user)."""
+    out = []
+    for template_name, context in render_panels(session, study):
+        template = templates.get_template(template_name)
+        out.append(Markup(template.render({"request": request, "study": study, "user": user, **context})))
+    return out
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(request: Request, study_id: int, session: DbSession, user: CurrentUser) -> Response:
+    study = _study_or_404(session, study_id)
+    themes = session.execute(
+        select(Prompt.theme, func.count()).where(Prompt.study_id == study.id).group_by(Prompt.theme)
+        .order_by(Prompt.theme)
+    ).all()
+    return render(
+        request, "admin/study.html", user, nav="studies", study=study,
+        progress=study_service.study_progress(session, study_id=study.id),
+        invite_url=study_service.invite_url(study), prompt_themes=themes,
+        panels=_render_panels(request, session, study, user),
+    )
+
+
+@router.post("/studies/{study_id}/status")
+def study_status_submit(
+    request: Request,
+    study_id: int,
+    session: DbSession,
+    user: CurrentUser,
+    status: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    verify_csrf(request, csrf_token)
+    _study_or_404(session, study_id)
+    try:
+        study = study_service.set_status(session, study_id=study_id, status=status)
+    except StudyError as exc:
+        flash(request, str(exc), "error")
+    else:
+        verb = {"open": "open: evaluators can join", "closed": "closed: the invite link no longer admits anyone"}
+        flash(request, f"The study is now {verb.get(study.status, study.status)}.")
+    return RedirectResponse(f"/studies/{study_id}", status_code=303)
+
+
+# --- users (admins only) ------------------------------------------------------------------------------------
+
+
+def _users_page(request, session, user, *, email="", role="researcher", errors=None, status=200):
+    return render(request, "admin/users.html", user, status_code=status, users=list_users(session), roles=ROLES,
+                  email=email, role=role, errors=errors or [], nav="users", min_password=MIN_PASSWORD_LENGTH)
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, session: DbSession, user: AdminUser) -> Response:
+    return _users_page(request, session, user)
+
+
+@router.post("/admin/users", response_class=HTMLResponse)
+def add_user_submit(
+    request: Request,
+    session: DbSession,
+    user: AdminUser,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "researcher",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    verify_csrf(request, csrf_token)
+    try:
+        created = create_user(session, email=email, password=password, role=role)
+    except UserError as exc:
+        return _users_page(request, session, user, email=email, role=role, errors=[str(exc)], status=400)
+    flash(request, f"Added {created.email} as {created.role}. Give them their password in person or by a safe channel.")
+    return RedirectResponse("/admin/users", status_code=303)
