@@ -1,0 +1,301 @@
+"""Importing GIF folders (one sub-folder per model, ``<prompt id>.gif``): check everything, then store it all.
+
+The whole batch is validated before anything is written, so a bad file leaves the study exactly as it was.
+Stored GIFs are stripped of metadata (``app.media.gif.sanitize_gif``) and saved under opaque random names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
+from app.media.storage import media_path, store_bytes
+from app.models import Clip, Pair, Prompt, Study, StudyModel, Vote
+from app.services.pairs import ensure_pairs
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What must be the same for every clip of a study, so that evaluators compare models, not formats."""
+
+    frames: int
+    width: int
+    height: int
+    fps: float
+
+    def describe(self) -> str:
+        return f"{self.frames} frames, {self.width}x{self.height}, {self.fps:g} fps"
+
+
+@dataclass
+class Mismatch:
+    model: str
+    file: str
+    found: Signature
+    expected: Signature
+
+    @property
+    def differs(self) -> list[str]:
+        out = []
+        if self.found.frames != self.expected.frames:
+            out.append(f"frames {self.found.frames} vs {self.expected.frames}")
+        if (self.found.width, self.found.height) != (self.expected.width, self.expected.height):
+            out.append(f"size {self.found.width}x{self.found.height} vs {self.expected.width}x{self.expected.height}")
+        if self.found.fps != self.expected.fps:
+            out.append(f"fps {self.found.fps:g} vs {self.expected.fps:g}")
+        return out
+
+
+class ClipImportError(ValueError):
+    """The batch was refused; ``errors`` lists every problem, ``mismatches`` the files that differ in format."""
+
+    def __init__(self, errors: list[str], mismatches: list[Mismatch] | None = None,
+                 expected: Signature | None = None):
+        self.errors = list(errors)
+        self.mismatches = list(mismatches or [])
+        self.expected = expected
+        head = "; ".join(self.errors[:3]) + (f"; ... ({len(self.errors)} problems in all)" if len(self.errors) > 3
+                                             else "")
+        super().__init__(f"import refused, nothing was changed: {head}")
+
+
+@dataclass
+class _Planned:
+    model: StudyModel
+    prompt: Prompt
+    rel: str
+    data: bytes  # sanitized
+    sha256: str
+    info: GifInfo
+    existing: Clip | None
+    action: str  # new | replace | unchanged
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    pairs_created: int = 0
+    warnings: list[str] = field(default_factory=list)
+    # Files of replaced clips; delete them (``remove_media``) once the transaction has committed.
+    obsolete_files: list[str] = field(default_factory=list)
+    signature: Signature | None = None
+    per_model: dict[str, int] = field(default_factory=dict)
+
+
+def _signature(info: GifInfo) -> Signature:
+    return Signature(info.frames, info.width, info.height, info.fps)
+
+
+def _existing_signatures(session: Session, study_id: int, skip_ids: set[int]) -> Counter:
+    rows = session.execute(
+        select(Clip.id, Clip.frames, Clip.width, Clip.height, Clip.fps).where(
+            Clip.study_id == study_id, Clip.status == "done", Clip.variant == "", Clip.frames.is_not(None)
+        )
+    )
+    return Counter(Signature(f, w, h, round(fps, 2)) for cid, f, w, h, fps in rows if cid not in skip_ids)
+
+
+def _clip_has_votes(session: Session, clip_id: int) -> bool:
+    return bool(session.scalar(
+        select(func.count()).select_from(Vote).join(Pair, Pair.id == Vote.pair_id)
+        .where((Pair.clip_a_id == clip_id) | (Pair.clip_b_id == clip_id))
+    ))
+
+
+def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str]) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            errors.append(f"{entry.name}: GIFs go in one sub-folder per model (e.g. {folder.name}/<model>/<prompt "
+                          "id>.gif), not at the top level")
+            continue
+        if entry.name not in models:
+            hint = [m for m in models if m.lower() == entry.name.lower()]
+            errors.append(f"{entry.name}/: no model of that name in the study"
+                          + (f" (did you mean {hint[0]!r}? names are case-sensitive)" if hint else
+                             f"; its models are {', '.join(repr(m) for m in models)}"))
+            continue
+        for path in sorted(entry.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir() or path.suffix.lower() != ".gif":
+                errors.append(f"{entry.name}/{path.name}: not a .gif file")
+                continue
+            files.append((entry.name, path))
+    return files
+
+
+def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int = 0, replace: bool = False,
+                    progress: Progress | None = None) -> tuple[list[_Planned], ImportResult]:
+    """Check a folder without writing anything; raises ``ClipImportError`` listing every problem."""
+    folder = Path(folder)
+    study = session.get(Study, study_id)
+    if study is None:
+        raise ClipImportError([f"there is no study with id {study_id}"])
+    if not folder.is_dir():
+        raise ClipImportError([f"{folder} is not a folder; give a folder with one sub-folder per model"])
+    models = {m.name: m for m in study.models}
+    prompts = {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.study_id == study_id))}
+    existing = {(c.model_id, c.prompt_id): c for c in session.scalars(
+        select(Clip).where(Clip.study_id == study_id, Clip.seed == seed, Clip.variant == ""))}
+    limit = get_settings().max_upload_bytes
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    files = _collect_files(folder, models, errors)
+    if not files and not errors:
+        errors.append(f"{folder} holds no GIFs; expected {folder.name}/<model>/<prompt id>.gif with models "
+                      f"{', '.join(repr(m) for m in models)}")
+
+    planned: list[_Planned] = []
+    seen: dict[tuple[str, str], str] = {}
+    for done, (model_name, path) in enumerate(files, start=1):
+        rel = f"{model_name}/{path.name}"
+        if progress:
+            progress("checking", done, len(files))
+        if (model_name, path.stem) in seen:
+            errors.append(f"{rel}: same prompt as {seen[model_name, path.stem]}; keep one of them")
+            continue
+        seen[model_name, path.stem] = rel
+        prompt = prompts.get(path.stem)
+        if prompt is None:
+            errors.append(f"{rel}: no prompt with id {path.stem!r} in the study (file names must be prompt ids)")
+            continue
+        size = path.stat().st_size
+        if size > limit:
+            errors.append(f"{rel}: {size} bytes is over the {limit}-byte limit (BLINDPAIR_MAX_UPLOAD_BYTES)")
+            continue
+        try:
+            data = sanitize_gif(path.read_bytes())
+            info = inspect_gif(data)
+        except GifError as exc:
+            errors.append(f"{rel}: {exc}")
+            continue
+        if not info.animated:
+            errors.append(f"{rel}: a still image (1 frame); clips must be animated GIFs")
+            continue
+        if info.mixed_durations:
+            warnings.append(f"{rel}: frame delays differ ({sorted(set(info.shown_durations_ms))} ms); "
+                            f"compared at its mean rate of {info.fps:g} fps")
+        model = models[model_name]
+        sha = hashlib.sha256(data).hexdigest()
+        clip = existing.get((model.id, prompt.id))
+        if clip is None:
+            action = "new"
+        elif clip.status == "done" and clip.sha256 == sha:
+            action = "unchanged"
+        elif clip.status != "done":
+            action = "replace"  # a queued or failed generation slot: nothing to lose
+        elif not replace:
+            errors.append(f"{rel}: prompt {prompt.external_id!r} already has a different clip for model "
+                          f"{model_name!r} (seed {seed}); pass --replace to replace it")
+            continue
+        elif _clip_has_votes(session, clip.id):
+            errors.append(f"{rel}: the clip it would replace already has votes; replacing it would change what "
+                          "evaluators judged. Make a new study (or a new seed) instead")
+            continue
+        else:
+            action = "replace"
+        planned.append(_Planned(model, prompt, rel, data, sha, info, clip, action))
+
+    # Every clip of the study, stored or new, must share one format.
+    replaced_ids = {p.existing.id for p in planned if p.existing is not None and p.action == "replace"}
+    counts = _existing_signatures(session, study_id, replaced_ids)
+    stored_counts = Counter(counts)
+    for p in planned:
+        if p.action != "unchanged":
+            counts[_signature(p.info)] += 1
+    mismatches: list[Mismatch] = []
+    expected = None
+    if counts:
+        # The format already stored wins; otherwise the most common one (ties broken by a stable order).
+        pool = stored_counts or counts
+        expected = max(pool, key=lambda s: (pool[s], s.frames, s.width, s.height, s.fps))
+        for p in planned:
+            sig = _signature(p.info)
+            if sig != expected and p.action != "unchanged":
+                mismatches.append(Mismatch(p.model.name, p.rel, sig, expected))
+        if mismatches:
+            source = "the clips already in the study" if stored_counts else "most files"
+            errors.append(f"{len(mismatches)} file(s) differ in frame count, size or fps from {source} "
+                          f"({expected.describe()}); every model must be rendered with the same settings")
+    if errors:
+        raise ClipImportError(errors, mismatches, expected)
+
+    result = ImportResult(warnings=warnings, signature=expected)
+    covered = {p.model.name for p in planned}
+    missing = [m for m in models if m not in covered]
+    if missing:
+        warnings.append(f"no folder for model(s) {', '.join(missing)}: their prompts get pairs once their clips "
+                        "are in")
+    return planned, result
+
+
+def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: int = 0, replace: bool = False,
+                      progress: Progress | None = None) -> ImportResult:
+    """Validate, then store every GIF of ``folder`` and create or update its clip rows; makes the pairs.
+
+    Runs in the caller's transaction. On any problem ``ClipImportError`` is raised before a row or file is
+    written; if storing fails midway the files written so far are removed and the caller's rollback undoes
+    the rows.
+    """
+    planned, result = plan_gif_import(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
+                                      progress=progress)
+    written: list[str] = []
+    try:
+        for done, p in enumerate(planned, start=1):
+            if progress:
+                progress("storing", done, len(planned))
+            result.per_model[p.model.name] = result.per_model.get(p.model.name, 0) + 1
+            if p.action == "unchanged":
+                result.unchanged += 1
+                continue
+            stored = store_bytes(p.data, suffix=".gif")
+            written.append(stored.storage_name)
+            clip = p.existing
+            if clip is None:
+                clip = Clip(study_id=study_id, model_id=p.model.id, prompt_id=p.prompt.id, seed=seed, variant="")
+                session.add(clip)
+                result.created += 1
+            else:
+                if clip.storage_name:
+                    result.obsolete_files.append(clip.storage_name)
+                result.replaced += 1
+            clip.origin = "imported"
+            clip.status = "done"
+            clip.error = None
+            clip.storage_name = stored.storage_name
+            clip.sha256 = stored.sha256
+            clip.size_bytes = stored.size_bytes
+            clip.width, clip.height = p.info.width, p.info.height
+            clip.frames = p.info.frames
+            clip.fps = p.info.fps
+        session.flush()
+        result.pairs_created = ensure_pairs(session, study_id=study_id)
+    except BaseException:
+        remove_media(written)
+        raise
+    return result
+
+
+def remove_media(storage_names: list[str]) -> None:
+    """Delete stored files (after a rollback, or replaced files after a commit); missing files are fine."""
+    for name in storage_names:
+        try:
+            media_path(name).unlink(missing_ok=True)
+        except ValueError:
+            continue
