@@ -1,5 +1,36 @@
-"""JSON API v1: results."""
+"""JSON API v1: a study's results (the same cached ``compute_results`` dict the dashboard draws)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, HTTPException
+
+from app.models import Study
+from app.security import CurrentUser, DbSession
+from app.services.results_cache import get_results
+from app.services.results_data import vote_fingerprint
+
+router = APIRouter(tags=["results"])
+
+
+def _study(session, study_id: int) -> Study:
+    study = session.get(Study, study_id)
+    if study is None:
+        raise HTTPException(status_code=404, detail=f"There is no study {study_id}.")
+    return study
+
+
+@router.get("/studies/{study_id}/results")
+def study_results(study_id: int, session: DbSession, _user: CurrentUser, include_flagged: bool = False) -> dict:
+    """All statistics of the study (keys documented in ``app.stats.results``), computed once per vote change."""
+    study = _study(session, study_id)
+    cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
+    return {"study": {"id": study.id, "slug": study.slug, "name": study.name, "status": study.status},
+            "computed_at": cached.computed_at.isoformat(), "fingerprint": cached.fingerprint.token(),
+            "results": cached.results}
+
+
+@router.get("/studies/{study_id}/results/fingerprint")
+def results_fingerprint(study_id: int, session: DbSession, _user: CurrentUser) -> dict:
+    """Cheap change detector for the live dashboard: changes whenever a vote or a QC flag does."""
+    fp = vote_fingerprint(session, study_id=_study(session, study_id).id)
+    return {"fingerprint": fp.token(), "votes": fp.votes}

@@ -152,3 +152,19 @@ def _json_default(value):
     if isinstance(value, datetime | pd.Timestamp):
         return value.isoformat()
     raise TypeError(f"cannot serialise {type(value).__name__} in the results JSON")
+
+
+def report_html(session: Session, *, study: Study, include_flagged: bool = False) -> str:
+    """The self-contained report: styles inlined, charts as inline SVG, no scripts, no external references."""
+    from app.services.results_view import fmt_time, study_view
+    from app.templating import STATIC_DIR, templates
+
+    view, _cached = study_view(session, study=study, include_flagged=include_flagged)
+    css = "\n".join((STATIC_DIR / "css" / name).read_text() for name in ("app.css", "results.css"))
+    return templates.env.get_template("results/report.html").render(
+        v=view, css=css, generated_at=fmt_time(datetime.now(UTC)))
+
+
+def html_report(session: Session, *, study: Study, include_flagged: bool = False) -> Download:
+    body = report_html(session, study=study, include_flagged=include_flagged)
+    return Download(f"{study.slug}-report-{_stamp()}.html", "text/html; charset=utf-8", body.encode())

@@ -109,6 +109,10 @@ class VoteFingerprint:
     def as_key(self) -> tuple[int, int, str]:
         return (self.votes, self.max_vote_id, self.flagged)
 
+    def token(self) -> str:
+        """An opaque string for the page to compare (reveals nothing but counts an admin already sees)."""
+        return f"{self.votes}-{self.max_vote_id}-{self.flagged}"
+
 
 def vote_fingerprint(session: Session, *, study_id: int) -> VoteFingerprint:
     """Two cheap indexed queries; the dashboard polls this instead of recomputing anything."""

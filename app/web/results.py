@@ -1,5 +1,91 @@
-"""HTML routes: results."""
+"""HTML routes: the results dashboard (admins and researchers) and the downloads (admins only)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from app.models import Study
+from app.security import AdminUser, CurrentUser, DbSession
+from app.services import exports
+from app.services.results_cache import get_results
+from app.services.results_view import fmt_time, study_view
+from app.templating import templates
+from app.web.panels import study_panel
 
 router = APIRouter()
+
+
+@study_panel
+def results_panel(session, study: Study) -> tuple[str, dict]:
+    """The study page's results teaser: the headline (from the shared cache) and a link to the dashboard."""
+    cached = get_results(session, study_id=study.id)
+    headline = cached.results.get("headline") if cached.results.get("n_votes") else None
+    return "results/_panel.html", {"headline": headline, "study_id": study.id}
+
+
+def _study(session, study_id: int) -> Study:
+    study = session.get(Study, study_id)
+    if study is None:
+        raise HTTPException(status_code=404, detail=f"There is no study {study_id}; pick one from the study list.")
+    return study
+
+
+def _flag(value: str | None) -> bool:
+    return value not in (None, "", "0", "false", "no")
+
+
+@router.get("/studies/{study_id}/results", response_class=HTMLResponse)
+def dashboard(request: Request, study_id: int, session: DbSession, user: CurrentUser,
+              include_flagged: str | None = None):
+    study = _study(session, study_id)
+    view, cached = study_view(session, study=study, include_flagged=_flag(include_flagged))
+    return templates.TemplateResponse(request, "results/dashboard.html", {
+        "v": view, "user": user, "is_admin": user.role == "admin",
+        "live": study.status == "open", "fingerprint": cached.fingerprint.token(),
+        "fingerprint_url": f"/api/v1/studies/{study.id}/results/fingerprint",
+        "computed_at": fmt_time(cached.computed_at), "compute_seconds": cached.compute_seconds,
+    })
+
+
+def _send(download: exports.Download) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{download.filename}"'}
+    if isinstance(download.body, bytes):
+        return Response(download.body, media_type=download.media_type, headers=headers)
+    return StreamingResponse(download.body, media_type=download.media_type, headers=headers)
+
+
+def _export(fn, **kw) -> Response:
+    try:
+        return _send(fn(**kw))
+    except exports.ExportError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+@router.get("/studies/{study_id}/export/votes.{fmt}")
+def export_votes(study_id: int, fmt: str, session: DbSession, _admin: AdminUser):
+    return _export(exports.raw_votes, session=session, study=_study(session, study_id), fmt=fmt)
+
+
+@router.get("/studies/{study_id}/export/clips.{fmt}")
+def export_clips(study_id: int, fmt: str, session: DbSession, _admin: AdminUser):
+    return _export(exports.clips_manifest, session=session, study=_study(session, study_id), fmt=fmt)
+
+
+@router.get("/studies/{study_id}/export/results.json")
+def export_results(study_id: int, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
+    return _export(exports.results_json, session=session, study=_study(session, study_id),
+                   include_flagged=_flag(include_flagged))
+
+
+@router.get("/studies/{study_id}/export/clean_battle/{criterion}.json")
+def export_clean_battle(study_id: int, criterion: str, session: DbSession, _admin: AdminUser,
+                        include_flagged: str | None = None):
+    return _export(exports.clean_battle, session=session, study=_study(session, study_id), criterion=criterion,
+                   include_flagged=_flag(include_flagged))
+
+
+@router.get("/studies/{study_id}/export/report.html")
+def export_report(study_id: int, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
+    return _export(exports.html_report, session=session, study=_study(session, study_id),
+                   include_flagged=_flag(include_flagged))

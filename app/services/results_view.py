@@ -1,0 +1,204 @@
+"""Turns ``compute_results``' dict (plus evaluators and costs from the DB) into what the pages draw.
+
+One builder serves the dashboard, the HTML report and the study-page panel, so they cannot disagree. Every
+number shown comes from the statistics dict unchanged; this module only picks, labels and arranges.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from app import charts
+from app.models import Study
+from app.services.results_cache import CachedResults, get_results
+from app.services.results_data import criterion_labels, evaluator_rows, model_costs
+
+OVERALL = "overall"
+OVERALL_LABEL = "Overall preferred"
+
+
+def _row(rec: dict, labels: dict[str, str], *, agreement: dict | None = None, group: str | None = None) -> dict:
+    key = rec["criterion"]
+    adj = rec.get("p_bh") if group is not None else rec.get("p_holm")
+    return {
+        "key": key, "label": labels.get(key, OVERALL_LABEL if key == OVERALL else key), "group": group,
+        "is_overall": key == OVERALL, "model_a": rec["model_a"], "model_b": rec["model_b"],
+        "a": rec["wins_a"], "tie": rec["ties"], "b": rec["wins_b"], "n": rec["n"], "tie_rate": rec["tie_rate"],
+        "rate": rec["pref_rate_a"], "wilson_lo": rec["wilson_ci"][0], "wilson_hi": rec["wilson_ci"][1],
+        "boot_lo": rec["bootstrap_ci"][0], "boot_hi": rec["bootstrap_ci"][1], "p": rec["p_value"], "p_adj": adj,
+        "significant": bool(rec["significant"]), "leader": rec.get("leader"),
+        "votes_needed": rec.get("more_votes_80"),
+        "alpha": ((agreement or {}).get(key) or {}).get("alpha"),
+    }
+
+
+def _pair_label(row: dict, two_models: bool) -> str:
+    return row["label"] if two_models else f"{row['label']}: {row['model_a']} vs {row['model_b']}"
+
+
+def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
+    """The overall ratings block, tolerant of interval spelling (``ci: [lo, hi]`` or ``lo``/``hi``)."""
+    block = (results.get("ratings") or {}).get(OVERALL)
+    if not block:
+        return [], None, ""
+    rows = []
+    for i, r in enumerate(block.get("ratings", [])):
+        lo, hi = (r.get("ci") or [r.get("lo"), r.get("hi")])[:2]
+        rows.append({"model": r["model"], "rating": r["rating"], "lo": lo, "hi": hi, "rank": r.get("rank", i + 1)})
+    matrix = block.get("win_rate") or block.get("win_rates")
+    winrate = None
+    if isinstance(matrix, dict) and "models" in matrix:
+        winrate = {"models": matrix["models"], "matrix": matrix.get("matrix") or matrix.get("values")}
+    note = block.get("note") or ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000); "
+                                 "ties count half a win to each side; intervals from bootstrap resampling; "
+                                 "ranks from non-overlapping intervals.")
+    return rows, winrate, note
+
+
+def _cost_points(results: dict, costs: list[dict], models: list[str]) -> list[dict]:
+    rate: dict[str, tuple[float | None, float | None, float | None]] = {}
+    overall = results.get("overall") or []
+    if len(models) == 2 and overall:
+        rec = overall[0]
+        r, (lo, hi) = rec["pref_rate_a"], rec["bootstrap_ci"]
+        rate[rec["model_a"]] = (r, lo, hi)
+        rate[rec["model_b"]] = (None if r is None else 1 - r, None if hi is None else 1 - hi,
+                                None if lo is None else 1 - lo)
+    else:
+        wins: dict[str, float] = {}
+        decided: dict[str, float] = {}
+        for rec in overall:
+            for m, w in ((rec["model_a"], rec["wins_a"]), (rec["model_b"], rec["wins_b"])):
+                wins[m] = wins.get(m, 0) + w
+                decided[m] = decided.get(m, 0) + rec["wins_a"] + rec["wins_b"]
+        rate = {m: (wins[m] / decided[m] if decided[m] else None, None, None) for m in wins}
+    out = []
+    for c in costs:
+        r, lo, hi = rate.get(c["model"], (None, None, None))
+        out.append(c | {"seconds": c["median_wall_seconds"], "rate": r, "lo": lo, "hi": hi})
+    return out
+
+
+def _votes_frame(cached: CachedResults) -> pd.DataFrame:
+    frame = cached.frame
+    if not cached.include_flagged:
+        frame = frame[~frame["flagged"]]
+    return frame.drop_duplicates("vote_id")
+
+
+def _per_day(votes: pd.DataFrame) -> list[dict]:
+    if votes.empty:
+        return []
+    counts = votes["submitted_at"].dt.strftime("%Y-%m-%d").value_counts().sort_index()
+    total, out = 0, []
+    for day, n in counts.items():
+        total += int(n)
+        out.append({"day": day, "votes": int(n), "total": total})
+    return out
+
+
+def _position_bias(pb: dict | None, model_a: str | None) -> dict | None:
+    if not pb or not pb.get("n"):
+        return None
+    lo, hi = (pb.get("ci") or [None, None])[:2]
+    rate, p = pb.get("rate"), pb.get("p_value")
+    verdict = ("a significant pull towards one side" if p is not None and p < 0.05
+               else "no significant pull towards either side")
+    a_left = pb.get("a_left_share")
+    balance = f" {model_a} was shown on the left in {100 * a_left:.0f}% of votes." if a_left is not None else ""
+    unit = f" (unit: {pb['unit']})" if pb.get("unit") else ""
+    text = (f"The clip shown on the left won {100 * rate:.1f}% of {pb['n']} decided judgements{unit}; 50% means "
+            f"no position bias, and here there is {verdict}.{balance}") if rate is not None else ""
+    return {"left": pb.get("left_wins"), "right": pb.get("right_wins"), "n": pb["n"], "rate": rate, "lo": lo,
+            "hi": hi, "p": p, "text": text}
+
+
+def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict[str, Any]:
+    res = cached.results
+    labels = criterion_labels(session, study_id=study.id)
+    models = res.get("models") or [m.name for m in study.models]
+    two = len(models) == 2
+    agreement = res.get("agreement") or {}
+    evaluators = evaluator_rows(session, study_id=study.id)
+    flagged = [e for e in evaluators if e["flagged"]]
+    flagged_votes = int(cached.frame.loc[cached.frame["flagged"], "vote_id"].nunique()) if len(cached.frame) else 0
+    criteria = [_row(r, labels, agreement=agreement) for r in res.get("criteria", [])]
+    overall = [_row(r, labels, agreement=agreement) for r in res.get("overall", [])]
+    order = {k: i for i, k in enumerate([*res.get("criteria_keys", []), OVERALL])}
+    detail_order = {"short": 0, "medium": 1, "long": 2}
+    themes = sorted((_row(r, labels, group=r["theme"]) for r in res.get("themes", [])),
+                    key=lambda r: (r["group"], order.get(r["key"], 99)))
+    details = sorted((_row(r, labels, group=r["detail"]) for r in res.get("detail_levels", [])),
+                     key=lambda r: (detail_order.get(r["group"], 9), r["group"], order.get(r["key"], 99)))
+    ratings, winrate, ratings_note = _ratings(res)
+    costs = _cost_points(res, model_costs(session, study_id=study.id), models)
+    votes = _votes_frame(cached)
+    n_votes = int(res.get("n_votes") or 0)
+    model_a, model_b = (models + [None, None])[:2]
+
+    chart_rows = [r | {"label": _pair_label(r, two)} for r in criteria + overall]
+    view_charts: dict[str, Any] = {
+        "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
+        "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",
+        "cost": charts.cost_scatter(costs),
+        "timeline": charts.votes_over_time(list(votes["submitted_at"].dt.to_pydatetime()) if len(votes) else []),
+        "ratings": charts.ratings_plot(ratings) if ratings else "",
+        "heat": "",
+    }
+    if themes and two:
+        theme_names = list(dict.fromkeys(r["group"] for r in themes))
+        cols = [(k, labels.get(k, k)) for k in res.get("criteria_keys", [])] + [(OVERALL, OVERALL_LABEL)]
+        cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
+                 for r in themes}
+        view_charts["heat"] = charts.heatmap(theme_names, cols, cells, subject=model_a or "")
+    theme_tests = [
+        f"{labels.get(t['criterion'], OVERALL_LABEL if t['criterion'] == OVERALL else t['criterion'])}: "
+        f"χ²({t['dof']}) = {t['chi2']:.2f}, p = {t['p_value']:.3f}"
+        for t in res.get("themes_differ") or [] if t.get("chi2") is not None and t.get("p_value") is not None
+    ]
+    alphas = [a["alpha"] for k, a in agreement.items() if k != OVERALL and a.get("alpha") is not None]
+    pb = _position_bias(res.get("position_bias"), model_a)
+    ov = overall[0] if overall else None
+    kpis = [
+        (f"{n_votes:,}", "votes analysed"),
+        (f"{res.get('n_evaluators') or 0}", "evaluators"),
+        (f"{res.get('n_prompts') or 0}", "prompts"),
+    ]
+    if ov and ov["rate"] is not None and two:
+        kpis.append((f"{100 * ov['rate']:.0f}%", f"overall preference for {model_a}"))
+        kpis.append((f"{100 * ov['tie_rate']:.0f}%", "overall ties"))
+    if alphas:
+        kpis.append((f"{sorted(alphas)[len(alphas) // 2]:.2f}", "median agreement (Krippendorff α)"))
+    voted = sum(1 for e in evaluators if e["votes"])
+    summary = (f"{len(evaluators)} evaluators joined and {voted} voted; {len(flagged)} flagged by quality control"
+               f" ({flagged_votes} votes, {'included' if cached.include_flagged else 'excluded'} above).")
+    return {
+        "study": study, "empty": n_votes == 0, "include_flagged": cached.include_flagged,
+        "flagged_votes": flagged_votes, "headline": res.get("headline") or "No votes yet.",
+        "subhead": (f"{n_votes:,} votes from {res.get('n_evaluators') or 0} evaluators on "
+                    f"{res.get('n_prompts') or 0} prompts. ★ = significant after Holm adjustment across criteria "
+                    f"(α = {res.get('alpha', 0.05)})."),
+        "overall_definition": res.get("overall_definition", ""), "models": models, "two_models": two,
+        "model_a": model_a, "model_b": model_b, "kpis": kpis,
+        "criteria": [r | {"label": _pair_label(r, two)} for r in criteria],
+        "overall": (ov | {"label": _pair_label(ov, two)}) if ov else None,
+        "overall_rows": [r | {"label": _pair_label(r, two)} for r in overall],
+        "themes": themes, "theme_tests": theme_tests, "details": details, "position_bias": pb,
+        "ratings": ratings, "winrate": winrate, "ratings_note": ratings_note, "costs": costs,
+        "per_day": _per_day(votes), "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
+        "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
+        "criterion_labels": labels, "settings": study.settings or {},
+    }
+
+
+def study_view(session: Session, *, study: Study, include_flagged: bool = False) -> tuple[dict, CachedResults]:
+    cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
+    return build_view(session, study=study, cached=cached), cached
+
+
+def fmt_time(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC")
