@@ -1,0 +1,86 @@
+"""Agreement between evaluators: Krippendorff's alpha, nominal, in model space.
+
+Computed by the ``krippendorff`` package (Castro 2017, implementing Krippendorff 2011, "Computing
+Krippendorff's alpha-reliability"). For votes, a unit is one item that several evaluators judged on one
+criterion -- the pair (``pair_id`` when the frame has it, else prompt x model pair) -- and the value is the
+winner in model space (model_a / model_b / tie), so "left" on one screen and "right" on another agree when
+they pick the same model. Nominal alpha only needs, per unit, how many evaluators gave each value, so we pass
+those counts (``value_counts``) instead of an evaluators x units matrix; it is the same statistic and stays
+small with many evaluators.
+"""
+
+from __future__ import annotations
+
+import math
+
+import krippendorff
+import numpy as np
+import pandas as pd
+
+_CODES = {"model_a": 0, "model_b": 1, "tie": 2}
+
+
+def krippendorff_alpha(
+    reliability_data=None, *, value_counts=None, level: str = "nominal"
+) -> float | None:
+    """Alpha from an observers x units matrix (nan = missing) or a units x values count matrix.
+
+    Returns None when alpha is undefined: no unit was judged by two observers, or every judgement has the
+    same value (no disagreement is possible, so expected disagreement is 0).
+    """
+    if (reliability_data is None) == (value_counts is None):
+        raise ValueError("pass exactly one of reliability_data and value_counts")
+    if value_counts is not None:
+        vc = np.asarray(value_counts, dtype=float)
+        vc = vc[vc.sum(axis=1) >= 2]  # units judged once carry no information on agreement
+        if vc.size == 0 or np.count_nonzero(vc.sum(axis=0)) < 2:
+            return None
+        value = krippendorff.alpha(value_counts=vc, level_of_measurement=level)
+    else:
+        data = np.asarray(reliability_data, dtype=float)
+        present = ~np.isnan(data)
+        pairable = present.sum(axis=0) >= 2
+        if not pairable.any() or np.unique(data[:, pairable][present[:, pairable]]).size < 2:
+            return None
+        value = krippendorff.alpha(reliability_data=data, level_of_measurement=level)
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def alpha_from_long(frame: pd.DataFrame, *, unit, observer: str, value: str, level: str = "nominal") -> float | None:
+    """Alpha from one row per (observer, unit) judgement; ``unit`` is a column name or a list of them.
+
+    An observer who judged the same unit more than once keeps only the last judgement, as alpha assumes one
+    value per observer and unit.
+    """
+    units = [unit] if isinstance(unit, str) else list(unit)
+    frame = frame.drop_duplicates(subset=[*units, observer], keep="last")
+    if frame.empty:
+        return None
+    u_codes = frame.groupby(units, sort=False, dropna=False).ngroup().to_numpy()
+    v_codes, v_uniques = pd.factorize(frame[value])
+    counts = np.zeros((u_codes.max() + 1, len(v_uniques)))
+    np.add.at(counts, (u_codes, v_codes), 1)
+    return krippendorff_alpha(value_counts=counts, level=level)
+
+
+def unit_columns(votes: pd.DataFrame) -> list[str]:
+    """The columns identifying a judged item: pair_id if present, else prompt and the model pair."""
+    if "pair_id" in votes.columns:
+        return ["pair_id"]
+    return ["prompt", "model_a", "model_b"]
+
+
+def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict]:
+    """{criterion: {"alpha", "n_units", "n_judgements"}} over units judged by at least two evaluators."""
+    units = unit_columns(votes)
+    if "evaluator" not in votes.columns or any(c not in votes.columns for c in units):
+        return {c: {"alpha": None, "n_units": 0, "n_judgements": 0} for c in criteria}
+    out = {}
+    for criterion in criteria:
+        part = votes[votes["criterion"] == criterion].drop_duplicates(subset=[*units, "evaluator"], keep="last")
+        sizes = part.groupby(units, sort=False, dropna=False).size()
+        multi = sizes[sizes >= 2]
+        alpha = alpha_from_long(part, unit=units, observer="evaluator", value="winner") if len(multi) else None
+        out[criterion] = {"alpha": alpha, "n_units": int(len(multi)), "n_judgements": int(multi.sum())}
+    return out

@@ -1,0 +1,215 @@
+"""``compute_results``: every figure of the results dashboard and exports, as one JSON-serialisable dict.
+
+Keys of the returned dict (floats are plain floats, undefined values are None):
+
+- ``models``: model names, study order (model_a of every pair comes first).
+- ``criteria_keys``: the criteria analysed, in order.
+- ``n_votes`` (distinct vote_id, or rows / criteria when absent), ``n_rows``, ``n_evaluators``, ``n_prompts``.
+- ``excluded_flagged_votes``: votes of QC-flagged evaluators left out (0 when ``include_flagged``).
+- ``include_flagged``, ``alpha`` (0.05), ``confidence`` (0.95), ``n_boot``, ``seed``.
+- ``criteria``: one record per criterion (x model pair when there are more than two models) with
+  ``criterion, model_a, model_b, wins_a, wins_b, ties, n, share_a, share_b, tie_rate,
+  pref_rate_a`` (wins of A among decided votes), ``wilson_ci: [lo, hi]``, ``bootstrap_ci: [lo, hi]``,
+  ``bootstrap_unit`` ('prompt' or 'vote'), ``p_value`` (exact sign test), ``p_holm`` (Holm across all
+  records of this list), ``significant`` (p_holm < alpha), ``leader`` (model with more wins, None if equal),
+  ``winner`` (leader if significant else None), ``votes_needed_80`` (total votes, ties included, for 80%
+  power at the observed rate), ``more_votes_80`` (how many more than now; None when already significant or
+  no effect).
+- ``overall``: list of records of the same shape for the "overall preferred" aggregate (one per model pair;
+  ``p_holm`` is Holm across pairs, so equals ``p_value`` with two models), ``overall_definition``: str.
+- ``themes`` / ``detail_levels``: records of the same shape plus ``theme`` / ``detail`` and ``p_bh``
+  (Benjamini-Hochberg across group x criterion cells; the overall cells, criterion 'overall', are their own
+  family); ``significant`` and ``winner`` there use ``p_bh``.
+- ``themes_differ`` / ``detail_levels_differ``: records ``criterion, model_a, model_b, n_groups, chi2, dof,
+  p_value, min_expected, test`` (chi-square test of independence).
+- ``agreement``: ``{criterion or 'overall': {"alpha", "n_units", "n_judgements"}}`` (Krippendorff, nominal).
+- ``position_bias``: ``{"left_wins", "right_wins", "n", "rate", "ci", "p_value", "a_left_share", "unit",
+  "by_criterion": {criterion: same without unit}}`` or None when the frame has no ``side``.
+- ``ratings``: None with two models; else ``{criterion or 'overall': ratings block}`` (see ``ratings``).
+- ``headline``: one sentence, e.g. "A preferred on 5 of 6 criteria (significant on 4)".
+- ``methods``: {name: one-sentence description} for the page's "how we computed this".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from app.stats.agreement import agreement_by_criterion
+from app.stats.frame import check_votes, criteria_order, model_order, orient_pairs
+from app.stats.overall import DEFINITION, OVERALL, overall_votes
+from app.stats.pairwise import add_decision, preference_table
+from app.stats.position import position_bias
+from app.stats.significance import adjust_pvalues
+from app.stats.themes import group_table, groups_differ
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+METHODS = {
+    "preference_rate": "Share of decided (non-tie) votes won by model A; ties are reported as the tie rate.",
+    "wilson_ci": "95% Wilson score interval for the preference rate (treats votes as independent).",
+    "bootstrap_ci": "95% percentile bootstrap interval resampling prompts, since votes on one prompt are "
+    "not independent (within each theme or detail level for those tables).",
+    "test": "Exact two-sided sign test (binomial test of wins among decided votes against 1/2); ties dropped.",
+    "holm": "Holm adjustment across the criteria (x model pairs) controls the family-wise error at 5%.",
+    "bh": "Benjamini-Hochberg adjustment across theme x criterion cells controls the false discovery rate at 5%.",
+    "groups_differ": "Chi-square test of independence on group x (wins A, wins B) among decided votes.",
+    "agreement": "Krippendorff's alpha, nominal, on the winner in model space; units are pairs judged by 2+ "
+    "evaluators.",
+    "position_bias": "Share of decided overall decisions won by the left clip, exact binomial test against 1/2.",
+    "power": "Votes for 80% power of the exact sign test at the observed rate, at the Bonferroni level, ties "
+    "added at the observed tie rate; assumes independent votes.",
+    "overall": DEFINITION,
+}
+
+
+def _clean(value):
+    """Plain JSON types: numpy scalars to Python, nan/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return None if not math.isfinite(float(value)) else float(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+_RECORD_KEYS = (
+    "wins_a", "wins_b", "ties", "n", "share_a", "share_b", "tie_rate", "pref_rate_a",
+)
+
+
+def _records(table: pd.DataFrame, lead: list[str], adjusted: list[str]) -> list[dict]:
+    out = []
+    for row in table.to_dict("records"):
+        rec = {k: row[k] for k in lead}
+        rec["model_a"], rec["model_b"] = row["model_a"], row["model_b"]
+        rec.update({k: row[k] for k in _RECORD_KEYS})
+        rec["wilson_ci"] = [row["wilson_lo"], row["wilson_hi"]]
+        rec["bootstrap_ci"] = [row["boot_lo"], row["boot_hi"]]
+        rec["bootstrap_unit"] = row["bootstrap_unit"]
+        rec["p_value"] = row["p_value"]
+        rec.update({k: row[k] for k in adjusted})
+        for k in ("significant", "leader", "winner", "votes_needed_80", "more_votes_80"):
+            rec[k] = row[k]
+        out.append(_clean(rec))
+    return out
+
+
+def _pairwise(frame: pd.DataFrame, criteria: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
+    table = preference_table(frame, ["criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed)
+    if table.empty:
+        return table
+    table["_order"] = table["criterion"].map({c: i for i, c in enumerate(criteria)})
+    table = table.sort_values(["_order", "model_a", "model_b"], kind="stable").drop(columns="_order")
+    table["p_holm"] = adjust_pvalues(table["p_value"].to_numpy(), "holm")
+    family = int(table["p_value"].notna().sum())
+    return add_decision(table.reset_index(drop=True), "p_holm", alpha=ALPHA, family_size=family)
+
+
+def _headline(records: list[dict], models: list[str], ratings: dict | None) -> str:
+    if not records:
+        return "No votes yet."
+    if len(models) > 2 and ratings and ratings.get(OVERALL):
+        top = ratings[OVERALL]["ratings"][0]
+        return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f})."
+    n_crit = len(records)
+    leads: dict[str, list[bool]] = {}
+    for rec in records:
+        if rec["leader"] is not None:
+            leads.setdefault(rec["leader"], []).append(bool(rec["significant"]))
+    if not leads:
+        return f"No model is preferred on any of the {n_crit} criteria."
+    ranked = sorted(leads.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1]), kv[0]))
+    unit = "criteria" if n_crit != 1 else "criterion"
+    parts = [f"{ranked[0][0]} preferred on {len(ranked[0][1])} of {n_crit} {unit} (significant on {sum(ranked[0][1])})"]
+    parts += [f"{m} on {len(s)} (significant on {sum(s)})" for m, s in ranked[1:]]
+    return "; ".join(parts) + "."
+
+
+def compute_results(
+    votes: pd.DataFrame,
+    *,
+    criteria: list[str] | None = None,
+    include_flagged: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """All results of a vote frame (see the module docstring for the keys)."""
+    frame = check_votes(votes)
+    has_vote_id = "vote_id" in frame.columns
+    excluded = 0
+    if "flagged" in frame.columns and not include_flagged:
+        flagged = frame["flagged"].fillna(False).astype(bool).to_numpy()
+        excluded = int(frame.loc[flagged, "vote_id"].nunique()) if has_vote_id else int(flagged.sum())
+        frame = frame[~flagged]
+    crits = criteria_order(frame, criteria)
+    frame = frame[frame["criterion"].isin(crits)]
+    models = model_order(frame) if len(frame) else []
+    frame = orient_pairs(frame, models) if len(frame) else frame
+
+    table = _pairwise(frame, crits, n_boot=n_boot, seed=seed)
+    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
+
+    overall = overall_votes(frame, crits) if has_vote_id else None
+    overall_records: list[dict] = []
+    if overall is not None and len(overall):
+        ov = _pairwise(overall, [OVERALL], n_boot=n_boot, seed=seed)
+        overall_records = _records(ov, ["criterion"], ["p_holm"])
+
+    with_overall = pd.concat([frame, overall]) if overall is not None else frame
+    groups: dict[str, tuple[list, list]] = {}
+    for group in ("theme", "detail"):
+        if group in frame.columns and len(frame):
+            gt = group_table(with_overall, group, n_boot=n_boot, seed=seed, alpha=ALPHA)
+            groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(groups_differ(gt, group)))
+        else:
+            groups[group] = ([], [])
+
+    agreement_crits = crits + ([OVERALL] if overall is not None else [])
+    agreement = agreement_by_criterion(with_overall, agreement_crits) if len(frame) else {}
+
+    ratings = None  # filled for more than two models once the ratings module lands
+
+    n_votes = int(frame["vote_id"].nunique()) if has_vote_id else (len(frame) // max(len(crits), 1))
+    return _clean(
+        {
+            "models": models,
+            "criteria_keys": crits,
+            "n_votes": n_votes,
+            "n_rows": len(frame),
+            "n_evaluators": int(frame["evaluator"].nunique()) if "evaluator" in frame.columns else None,
+            "n_prompts": int(frame["prompt"].nunique()) if "prompt" in frame.columns else None,
+            "excluded_flagged_votes": excluded,
+            "include_flagged": include_flagged,
+            "alpha": ALPHA,
+            "confidence": CONFIDENCE,
+            "n_boot": n_boot,
+            "seed": seed,
+            "criteria": criteria_records,
+            "overall": overall_records,
+            "overall_definition": DEFINITION,
+            "themes": groups["theme"][0],
+            "themes_differ": groups["theme"][1],
+            "detail_levels": groups["detail"][0],
+            "detail_levels_differ": groups["detail"][1],
+            "agreement": agreement,
+            "position_bias": position_bias(frame, overall, crits) if len(frame) else None,
+            "ratings": ratings,
+            "headline": _headline(criteria_records, models, ratings),
+            "methods": METHODS,
+        }
+    )

@@ -1,0 +1,42 @@
+"""Sign test on non-tie votes and multiplicity adjustment.
+
+Ties are dropped before the test (they are not split in half): the exact two-sided binomial test of
+wins among decided votes against 1/2 (``scipy.stats.binomtest``), as the classical sign test does.
+Adjustment uses ``statsmodels.stats.multitest.multipletests`` ('holm' across criteria, 'fdr_bh' across
+theme x criterion cells).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
+
+_METHODS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "bonferroni": "bonferroni"}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided p-value that wins/(wins+losses) differs from 1/2; nan when there are no decided votes."""
+    wins, losses = int(wins), int(losses)
+    if wins + losses == 0:
+        return math.nan
+    return float(binomtest(wins, wins + losses, p=0.5, alternative="two-sided").pvalue)
+
+
+def sign_tests(wins, losses) -> np.ndarray:
+    """``sign_test`` over arrays."""
+    return np.array([sign_test(w, m) for w, m in zip(np.asarray(wins), np.asarray(losses), strict=True)], dtype=float)
+
+
+def adjust_pvalues(pvalues, method: str = "holm") -> np.ndarray:
+    """Adjusted p-values; nan entries (untestable cells) stay nan and are not counted in the family."""
+    if method not in _METHODS:
+        raise ValueError(f"unknown adjustment {method!r}; use one of {', '.join(_METHODS)}")
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=_METHODS[method])[1]
+    return out

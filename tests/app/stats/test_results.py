@@ -1,0 +1,82 @@
+import json
+
+import pandas as pd
+import pytest
+
+from app.stats import compute_results, synthetic_votes
+from app.stats.frame import VoteFrameError
+
+RECORD_KEYS = {"criterion", "model_a", "model_b", "wins_a", "wins_b", "ties", "n", "share_a", "share_b", "tie_rate",
+               "pref_rate_a", "wilson_ci", "bootstrap_ci", "bootstrap_unit", "p_value", "p_holm", "significant",
+               "leader", "winner", "votes_needed_80", "more_votes_80"}
+
+
+@pytest.fixture(scope="module")
+def votes():
+    return synthetic_votes(3000, seed=2, flagged_share=0.1)
+
+
+@pytest.fixture(scope="module")
+def results(votes):
+    return compute_results(votes, n_boot=200)
+
+
+def test_shape_and_json(results):
+    json.dumps(results, allow_nan=False)
+    assert results["models"] == ["A", "B"]
+    assert len(results["criteria"]) == 6
+    assert all(set(rec) == RECORD_KEYS for rec in results["criteria"])
+    assert set(results["overall"][0]) == RECORD_KEYS
+    assert all("p_bh" in rec and "theme" in rec for rec in results["themes"])
+    assert results["ratings"] is None
+
+
+def test_counts_match_the_frame(votes, results):
+    kept = votes[~votes["flagged"]]
+    assert results["n_votes"] == kept["vote_id"].nunique()
+    assert results["excluded_flagged_votes"] == votes.loc[votes["flagged"], "vote_id"].nunique() > 0
+    for rec in results["criteria"]:
+        part = kept[kept["criterion"] == rec["criterion"]]
+        counts = part["winner"].value_counts()
+        assert (rec["wins_a"], rec["wins_b"], rec["ties"]) == (counts["model_a"], counts["model_b"], counts["tie"])
+        assert rec["pref_rate_a"] == pytest.approx(rec["wins_a"] / (rec["wins_a"] + rec["wins_b"]))
+        lo, hi = rec["bootstrap_ci"]
+        assert lo < rec["pref_rate_a"] < hi
+
+
+def test_recovers_the_generating_model(results):
+    # synthetic_votes makes A stronger on five criteria and B on motion_amplitude.
+    leaders = {rec["criterion"]: rec["leader"] for rec in results["criteria"]}
+    assert leaders.pop("motion_amplitude") == "B"
+    assert set(leaders.values()) == {"A"}
+    assert results["headline"].startswith("A preferred on 5 of 6 criteria")
+
+
+def test_include_flagged_switch(votes):
+    res = compute_results(votes, include_flagged=True, n_boot=50)
+    assert res["excluded_flagged_votes"] == 0 and res["n_votes"] == votes["vote_id"].nunique()
+
+
+def test_reversed_rows_are_oriented():
+    df = synthetic_votes(400, seed=5)
+    flipped = df.copy()
+    swap = flipped["vote_id"] % 2 == 0
+    flipped.loc[swap, ["model_a", "model_b"]] = flipped.loc[swap, ["model_b", "model_a"]].to_numpy()
+    flipped.loc[swap, "winner"] = flipped.loc[swap, "winner"].map({"model_a": "model_b", "model_b": "model_a",
+                                                                    "tie": "tie"})
+    a = compute_results(df, n_boot=20)["criteria"]
+    b = compute_results(flipped, n_boot=20)["criteria"]
+    assert [(r["wins_a"], r["wins_b"]) for r in a] == [(r["wins_a"], r["wins_b"]) for r in b]
+
+
+def test_bad_frames_are_explained():
+    with pytest.raises(VoteFrameError, match="lacks column"):
+        compute_results(pd.DataFrame({"criterion": ["x"]}))
+    bad = synthetic_votes(5).assign(winner="left")
+    with pytest.raises(VoteFrameError, match="winner must be one of"):
+        compute_results(bad)
+
+
+def test_empty_frame():
+    res = compute_results(synthetic_votes(5).iloc[0:0])
+    assert res["n_votes"] == 0 and res["criteria"] == [] and res["headline"] == "No votes yet."
