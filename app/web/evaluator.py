@@ -1,5 +1,255 @@
-"""HTML routes: evaluator."""
+"""HTML routes for evaluators: invite link -> instructions and consent -> pair pages -> thank-you page.
 
-from fastapi import APIRouter
+URLs are opaque: ``/join/{invite_token}``, ``/e/pair`` (always the current pair), ``/e/vote`` (form post with
+the assignment token hidden), ``/e/done``, media at ``/m/{media_token}``. The evaluator's identity is the
+signed ``bp_eval`` cookie, whose payload is only the evaluator's random public id.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import math
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.csrf import csrf_token, verify_csrf
+from app.models import Assignment, Clip, Evaluator, Study
+from app.security import DbSession, client_key
+from app.services.assignments import (
+    EvaluationError,
+    check_can_join,
+    join,
+    next_assignment,
+    session_quota,
+    study_for_invite,
+)
+from app.services.votes import InvalidChoices, submit_vote
+from app.templating import templates
+
+router = APIRouter(include_in_schema=False)
+templates.env.globals.setdefault("csrf_token", csrf_token)
+
+COOKIE_NAME = "bp_eval"
+COOKIE_MAX_AGE = 30 * 24 * 3600  # long enough to come back to an unfinished session days later
+# Query parameters crowdsourcing platforms use to pass their participant id.
+EXTERNAL_ID_PARAMS = ("PROLIFIC_PID", "external_id", "workerId", "participant_id")
+SIDE_LABELS = (("left", "Left is better"), ("right", "Right is better"), ("tie", "Indistinguishable"))
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(get_settings().secret_key, salt="bp-evaluator")
+
+
+def evaluator_token(evaluator: Evaluator) -> str:
+    """The signed credential of an evaluator session (cookie value, or X-Evaluator-Token for the API)."""
+    return _serializer().dumps(evaluator.public_id)
+
+
+def evaluator_from_token(session: Session, token: str | None) -> Evaluator | None:
+    if not token:
+        return None
+    try:
+        public_id = _serializer().loads(token, max_age=COOKIE_MAX_AGE)
+    except BadSignature:
+        return None
+    if not isinstance(public_id, str):
+        return None
+    return session.scalar(select(Evaluator).where(Evaluator.public_id == public_id))
+
+
+def _set_cookie(response: Response, evaluator: Evaluator) -> None:
+    response.set_cookie(
+        COOKIE_NAME, evaluator_token(evaluator), max_age=COOKIE_MAX_AGE, httponly=True, samesite="lax",
+        secure=get_settings().secure_cookies, path="/",
+    )
+
+
+def completion_redirect(study: Study, code: str) -> str:
+    """The study's redirect URL with the completion code: ``{code}`` is replaced, else ``cc=`` is appended."""
+    if not study.redirect_url:
+        return ""
+    if "{code}" in study.redirect_url:
+        return study.redirect_url.replace("{code}", code)
+    parts = urlsplit(study.redirect_url)
+    query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), ("cc", code)])
+    return urlunsplit(parts._replace(query=query))
+
+
+def _message(request: Request, title: str, message: str, status: int, *, action: str = "") -> Response:
+    return templates.TemplateResponse(
+        request, "evaluator/message.html", {"title": title, "message": message, "action": action},
+        status_code=status,
+    )
+
+
+def _refusal(request: Request, exc: EvaluationError) -> Response:
+    titles = {404: "Link not found", 403: "Not your pair", 401: "Session not found", 429: "Please wait a minute"}
+    return _message(request, titles.get(exc.status_code, "Not available"), exc.message, exc.status_code)
+
+
+def _no_session(request: Request) -> Response:
+    return _message(request, "Session not found",
+                    "We could not find your session in this browser. Open the invite link you were given again "
+                    "to start or continue.", 401)
+
+
+def _external_id(request: Request) -> str:
+    for name in EXTERNAL_ID_PARAMS:
+        if request.query_params.get(name):
+            return request.query_params[name]
+    return ""
+
+
+def _instructions(request: Request, study: Study, *, external_id: str, error: str = "", status: int = 200):
+    return templates.TemplateResponse(
+        request, "evaluator/instructions.html",
+        {"study": study, "criteria": list(study.criteria), "external_id": external_id, "error": error,
+         "quota": study.pairs_per_session},
+        status_code=status,
+    )
+
+
+@router.get("/join/{invite_token}", response_class=HTMLResponse)
+def invite(invite_token: str, request: Request, session: DbSession) -> Response:
+    try:
+        study = study_for_invite(session, invite_token=invite_token)
+    except EvaluationError as exc:
+        return _refusal(request, exc)
+    evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
+    if evaluator is not None and evaluator.study_id == study.id:
+        return RedirectResponse("/e/pair", status_code=303)  # coming back: resume where they left off
+    try:
+        check_can_join(session, study)
+    except EvaluationError as exc:
+        return _refusal(request, exc)
+    return _instructions(request, study, external_id=_external_id(request))
+
+
+@router.post("/join/{invite_token}", response_class=HTMLResponse)
+def consent(
+    invite_token: str,
+    request: Request,
+    session: DbSession,
+    csrf_token: Annotated[str, Form()] = "",
+    consent: Annotated[str, Form()] = "",
+    external_id: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    try:
+        verify_csrf(request, csrf_token)
+    except HTTPException as exc:
+        return _message(request, "Please reload", exc.detail, 403)
+    try:
+        study = study_for_invite(session, invite_token=invite_token)
+        evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
+        if evaluator is None or evaluator.study_id != study.id:
+            if consent != "yes":
+                check_can_join(session, study)
+                return _instructions(request, study, external_id=external_id, status=422,
+                                     error="Please tick the consent box to take part.")
+            evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
+                             ip=client_key(request), user_agent=request.headers.get("user-agent"))
+    except EvaluationError as exc:
+        return _refusal(request, exc)
+    response = RedirectResponse("/e/pair", status_code=303)
+    _set_cookie(response, evaluator)
+    return response
+
+
+def _duration_ms(clip: Clip) -> int:
+    if not clip.frames or not clip.fps:
+        return 0
+    return math.ceil(clip.frames * 1000 / clip.fps)
+
+
+def _pair_page(request: Request, session: Session, assignment: Assignment, *, chosen: dict[str, str] | None = None,
+               error: str = "", missing: list[str] | None = None, status: int = 200) -> Response:
+    pair = assignment.pair
+    study = session.get(Study, pair.study_id)
+    left, right = session.get(Clip, assignment.left_clip_id), session.get(Clip, assignment.right_clip_id)
+    width = left.width or right.width or 256
+    height = left.height or right.height or 256
+    total = max(session_quota(session, study), assignment.position)
+    context = {
+        "assignment_token": assignment.token,
+        "prompt": pair.prompt.text,
+        "left_src": f"/m/{left.media_token}",
+        "right_src": f"/m/{right.media_token}",
+        "width": width,
+        "height": height,
+        # One number for both sides (the longer clip), so it cannot tell which clip is which.
+        "play_ms": max(_duration_ms(left), _duration_ms(right)),
+        "criteria": list(study.criteria),
+        "sides": SIDE_LABELS,
+        "chosen": chosen or {},
+        "missing": set(missing or []),
+        "error": error,
+        "position": assignment.position,
+        "total": total,
+    }
+    return templates.TemplateResponse(request, "evaluator/pair.html", context, status_code=status)
+
+
+def _current(request: Request, session: Session) -> Evaluator | None:
+    return evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
+
+
+@router.get("/e/pair", response_class=HTMLResponse)
+def pair_page(request: Request, session: DbSession) -> Response:
+    evaluator = _current(request, session)
+    if evaluator is None:
+        return _no_session(request)
+    try:
+        assignment = next_assignment(session, evaluator_id=evaluator.id)
+    except EvaluationError as exc:
+        return _refusal(request, exc)
+    if assignment is None:
+        return RedirectResponse("/e/done", status_code=303)
+    response = _pair_page(request, session, assignment)
+    response.headers["Cache-Control"] = "no-store"  # Back must not show an old pair as if it were current
+    return response
+
+
+@router.post("/e/vote", response_class=HTMLResponse)
+async def vote(request: Request, session: DbSession) -> Response:
+    form = await request.form()
+    try:
+        verify_csrf(request, str(form.get("csrf_token", "")))
+    except HTTPException as exc:
+        return _message(request, "Please reload", exc.detail, 403, action="/e/pair")
+    evaluator = _current(request, session)
+    if evaluator is None:
+        return _no_session(request)
+    choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
+    raw_ms = str(form.get("client_time_ms", ""))
+    client_ms = int(raw_ms) if raw_ms.isdigit() and len(raw_ms) < 10 else None
+    try:
+        submit_vote(session, assignment_token=str(form.get("assignment", "")), evaluator_id=evaluator.id,
+                    choices=choices, client_time_ms=client_ms)
+    except InvalidChoices as exc:
+        assignment = session.scalar(select(Assignment).where(Assignment.token == str(form.get("assignment", ""))))
+        return _pair_page(request, session, assignment, chosen=choices, error=exc.message,
+                          missing=exc.missing + exc.invalid, status=422)
+    except EvaluationError as exc:
+        return _refusal(request, exc)
+    # Recorded or already recorded: either way the evaluator moves on (Post/Redirect/Get).
+    return RedirectResponse("/e/pair", status_code=303)
+
+
+@router.get("/e/done", response_class=HTMLResponse)
+def done(request: Request, session: DbSession) -> Response:
+    evaluator = _current(request, session)
+    if evaluator is None:
+        return _no_session(request)
+    if evaluator.completed_at is None:
+        return RedirectResponse("/e/pair", status_code=303)
+    study = session.get(Study, evaluator.study_id)
+    return templates.TemplateResponse(
+        request, "evaluator/done.html",
+        {"code": evaluator.completion_code, "redirect": completion_redirect(study, evaluator.completion_code)},
+    )
