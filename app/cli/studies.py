@@ -1,3 +1,86 @@
-"""CLI: studies."""
+"""CLI: ``blindpair study create`` and ``blindpair study list``."""
 
-from app.cli.base import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.cli.base import study_app
+from app.cli.serve import require_migrated
+from app.config import get_settings
+from app.db import session_scope
+from app.services import studies as study_service
+from app.services.prompts import PromptFileError, parse_prompt_file
+from app.services.studies import ModelSpec, StudyError
+
+
+def parse_model(value: str) -> ModelSpec:
+    """``NAME`` or ``NAME:PRESET`` -> ModelSpec (the preset names a generation preset of the worker)."""
+    name, _, preset = value.partition(":")
+    return ModelSpec(name=name.strip(), preset=preset.strip())
+
+
+def _fail(lines: list[str]) -> None:
+    for line in lines:
+        typer.secho(line, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@study_app.command("create")
+def study_create(
+    name: str = typer.Option(..., help="The study's name (shown to researchers only)."),
+    model: list[str] = typer.Option(
+        ..., "--model", help="A model as NAME or NAME:PRESET; give --model once per model (at least two)."
+    ),
+    theme: list[str] = typer.Option(
+        None, "--theme", help="Use the built-in suite's prompts of this theme; repeat for several (default: all)."
+    ),
+    prompts: Path = typer.Option(
+        None, "--prompts", exists=True, dir_okay=False, readable=True,
+        help="A CSV or JSONL prompt file (id,text,theme[,detail,tags]) instead of the built-in suite.",
+    ),
+    votes_per_pair: int = typer.Option(5, help="Votes wanted for every pair."),
+    pairs_per_session: int = typer.Option(10, help="Pairs one evaluator rates in a session."),
+    description: str = typer.Option("", help="A note for researchers."),
+    redirect_url: str = typer.Option("", help="Where evaluators go when done, e.g. a Prolific completion URL."),
+) -> None:
+    """Create a draft study and print its id and invite link."""
+    require_migrated()
+    if prompts and theme:
+        _fail(["Give either --prompts FILE or --theme, not both."])
+    try:
+        if prompts:
+            specs = parse_prompt_file(prompts.read_bytes(), prompts.name)
+        else:
+            specs = study_service.builtin_prompts(theme or None)
+    except PromptFileError as exc:
+        _fail([f"{prompts} was refused, nothing was created:", *exc.errors])
+    except StudyError as exc:
+        _fail(exc.errors)
+    try:
+        with session_scope() as session:
+            study = study_service.create_study(
+                session, name=name, models=[parse_model(m) for m in model], prompts=specs,
+                votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, description=description,
+                redirect_url=redirect_url,
+            )
+            study_id, invite = study.id, study_service.invite_url(study)
+            models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)
+    except StudyError as exc:
+        _fail(["Nothing was created:", *exc.errors])
+    base = get_settings().base_url.rstrip("/")
+    typer.echo(f"Created study {study_id} ({len(specs)} prompts; models: {models}). It is a draft.")
+    typer.echo(f"Study page:  {base}/studies/{study_id}  (open it there once clips are in)")
+    typer.echo(f"Invite link: {invite}")
+
+
+@study_app.command("list")
+def study_list() -> None:
+    """Show every study with its id, status and progress."""
+    require_migrated()
+    with session_scope() as session:
+        for s in study_service.list_studies(session):
+            p = study_service.study_progress(session, study_id=s.id)
+            typer.echo(f"{s.id}\t{s.status}\t{s.name}\t{p['votes']}/{p['votes_target']} votes\t"
+                       f"{p['evaluators']} evaluators")
