@@ -216,7 +216,7 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
 
     candidates = session.scalars(
         select(Clip).where(Clip.study_id == study_id, Clip.status == "done", Clip.origin != DEGRADED_ORIGIN,
-                           Clip.storage_name.is_not(None)).order_by(Clip.id)
+                           Clip.variant == "", Clip.storage_name.is_not(None)).order_by(Clip.id)
     ).all()
     sources = [c for c in candidates if c.id in by_source]
     fresh = [c for c in candidates if c.id not in by_source]
