@@ -1,5 +1,152 @@
-"""JSON API v1: evaluate."""
+"""JSON API for evaluators: the same join / current pair / vote operations as the pages, for scripted clients.
 
-from fastapi import APIRouter
+Authentication is the ``evaluator_token`` returned by join, sent back in the ``X-Evaluator-Token`` header
+(a header rather than a cookie, so a cross-site form cannot vote on someone's behalf).
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+
+from app.models import Assignment, Clip, Evaluator, Study
+from app.security import DbSession, client_key
+from app.services.assignments import EvaluationError, join, next_assignment, progress, session_quota
+from app.services.votes import InvalidChoices, submit_vote
+from app.web.evaluator import clip_duration_ms, completion_redirect, evaluator_from_token, evaluator_token
+
+router = APIRouter(prefix="/evaluate", tags=["evaluate"])
+token_header = APIKeyHeader(name="X-Evaluator-Token", auto_error=False,
+                            description="The evaluator_token returned by POST /api/v1/evaluate/join.")
+
+
+class ApiError(BaseModel):
+    detail: str
+    missing: list[str] = []
+
+
+class JoinRequest(BaseModel):
+    invite_token: str = Field(min_length=1, max_length=64, description="The token at the end of the invite link.")
+    external_id: str | None = Field(None, max_length=200, description="e.g. the participant's PROLIFIC_PID")
+
+
+class JoinResponse(BaseModel):
+    evaluator_token: str = Field(description="Send this in the X-Evaluator-Token header from now on.")
+    pairs_in_session: int
+
+
+class CriterionOut(BaseModel):
+    key: str
+    label: str
+    description: str
+
+
+class PairOut(BaseModel):
+    assignment_token: str
+    position: int
+    total: int
+    prompt: str
+    left_media_url: str
+    right_media_url: str
+    play_ms: int = Field(description="How long the longer clip takes to play once, in milliseconds.")
+    criteria: list[CriterionOut]
+
+
+class PairResponse(BaseModel):
+    status: Literal["pair", "done"]
+    done: int
+    total: int
+    pair: PairOut | None = None
+    completion_code: str | None = None
+    redirect_url: str | None = None
+
+
+class VoteRequest(BaseModel):
+    assignment_token: str = Field(min_length=1, max_length=64)
+    choices: dict[Annotated[str, Field(max_length=60)], Literal["left", "right", "tie"]] = Field(
+        max_length=50, description="criterion key -> left | right | tie; every criterion of the study is required"
+    )
+    client_time_ms: int | None = Field(None, ge=0, le=24 * 3600 * 1000)
+
+
+class VoteResponse(BaseModel):
+    status: Literal["recorded", "already_recorded"]
+    completed: bool
+
+
+ERRORS = {
+    401: {"model": ApiError, "description": "Missing or invalid X-Evaluator-Token"},
+    403: {"model": ApiError, "description": "Not this evaluator's assignment"},
+    404: {"model": ApiError, "description": "Unknown invite or assignment"},
+    409: {"model": ApiError, "description": "Study not open or full"},
+    422: {"model": ApiError, "description": "Invalid or missing answers"},
+    429: {"model": ApiError, "description": "Too many joins from this address"},
+}
+
+
+def _evaluator(session: DbSession, token: Annotated[str | None, Depends(token_header)]) -> Evaluator:
+    evaluator = evaluator_from_token(session, token)
+    if evaluator is None:
+        raise HTTPException(401, "Send the evaluator_token from POST /api/v1/evaluate/join in the X-Evaluator-Token "
+                            "header; this one is missing, invalid or expired.")
+    return evaluator
+
+
+def _refused(exc: EvaluationError) -> JSONResponse:
+    missing = exc.missing if isinstance(exc, InvalidChoices) else []
+    return JSONResponse({"detail": exc.message, "missing": missing}, status_code=exc.status_code)
+
+
+@router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
+def api_join(body: JoinRequest, request: Request, session: DbSession):
+    try:
+        evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
+                         ip=client_key(request), user_agent=request.headers.get("user-agent"))
+    except EvaluationError as exc:
+        return _refused(exc)
+    study = session.get(Study, evaluator.study_id)
+    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=session_quota(session, study))
+
+
+def _pair_out(session, assignment: Assignment, total: int) -> PairOut:
+    pair = assignment.pair
+    study = session.get(Study, pair.study_id)
+    left, right = session.get(Clip, assignment.left_clip_id), session.get(Clip, assignment.right_clip_id)
+    return PairOut(
+        assignment_token=assignment.token, position=assignment.position, total=max(total, assignment.position),
+        prompt=pair.prompt.text, left_media_url=f"/m/{left.media_token}", right_media_url=f"/m/{right.media_token}",
+        play_ms=max(clip_duration_ms(left), clip_duration_ms(right)),
+        criteria=[CriterionOut(key=c.key, label=c.label, description=c.description) for c in study.criteria],
+    )
+
+
+@router.get("/pair", response_model=PairResponse, responses=ERRORS)
+def api_pair(session: DbSession, evaluator: Annotated[Evaluator, Depends(_evaluator)]):
+    """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
+    try:
+        assignment = next_assignment(session, evaluator_id=evaluator.id)
+    except EvaluationError as exc:
+        return _refused(exc)
+    where = progress(session, evaluator=evaluator)
+    if assignment is None:
+        study = session.get(Study, evaluator.study_id)
+        return PairResponse(status="done", done=where.done, total=where.total,
+                            completion_code=evaluator.completion_code,
+                            redirect_url=completion_redirect(study, evaluator.completion_code) or None)
+    return PairResponse(status="pair", done=where.done, total=where.total,
+                        pair=_pair_out(session, assignment, where.total))
+
+
+@router.post("/votes", response_model=VoteResponse, responses=ERRORS)
+def api_vote(body: VoteRequest, session: DbSession, evaluator: Annotated[Evaluator, Depends(_evaluator)]):
+    """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
+    try:
+        result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=evaluator.id,
+                             choices=dict(body.choices), client_time_ms=body.client_time_ms)
+    except EvaluationError as exc:
+        return _refused(exc)
+    return VoteResponse(status=result.status, completed=result.completed)

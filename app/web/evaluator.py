@@ -161,7 +161,7 @@ def consent(
     return response
 
 
-def _duration_ms(clip: Clip) -> int:
+def clip_duration_ms(clip: Clip) -> int:
     if not clip.frames or not clip.fps:
         return 0
     return math.ceil(clip.frames * 1000 / clip.fps)
@@ -183,7 +183,7 @@ def _pair_page(request: Request, session: Session, assignment: Assignment, *, ch
         "width": width,
         "height": height,
         # One number for both sides (the longer clip), so it cannot tell which clip is which.
-        "play_ms": max(_duration_ms(left), _duration_ms(right)),
+        "play_ms": max(clip_duration_ms(left), clip_duration_ms(right)),
         "criteria": list(study.criteria),
         "sides": SIDE_LABELS,
         "chosen": chosen or {},

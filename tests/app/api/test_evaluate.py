@@ -1,0 +1,74 @@
+"""The evaluator JSON API: join, current pair, vote; every refusal a clear 4xx."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.db import get_sessionmaker
+from app.models import Vote, VoteChoice
+from tests.factories import make_pairs, make_study
+
+
+@pytest.fixture
+def study(session):
+    study = make_study(session, n_prompts=3, pairs_per_session=2)
+    make_pairs(session, study)
+    assert len(study.criteria) == 6
+    session.commit()
+    return study
+
+
+def _count(model) -> int:
+    with get_sessionmaker()() as s:
+        return s.scalar(select(func.count(model.id)))
+
+
+def _join(client, study, **extra) -> dict:
+    r = client.post("/api/v1/evaluate/join", json={"invite_token": study.invite_token, **extra})
+    assert r.status_code == 201, r.text
+    return {"X-Evaluator-Token": r.json()["evaluator_token"]}
+
+
+def test_full_session_over_the_api(client, study):
+    headers = _join(client, study, external_id="P-1")
+    for i in range(2):
+        body = client.get("/api/v1/evaluate/pair", headers=headers).json()
+        assert body["status"] == "pair" and body["done"] == i and body["total"] == 2
+        pair = body["pair"]
+        assert [c["key"] for c in pair["criteria"]] == [c.key for c in study.criteria]
+        assert client.get(pair["left_media_url"]).headers["content-type"] == "image/gif"
+        vote = {"assignment_token": pair["assignment_token"], "choices": {c.key: "left" for c in study.criteria},
+                "client_time_ms": 1500}
+        assert client.post("/api/v1/evaluate/votes", json=vote, headers=headers).json()["status"] == "recorded"
+        again = client.post("/api/v1/evaluate/votes", json=vote, headers=headers)
+        assert again.status_code == 200 and again.json()["status"] == "already_recorded"
+    done = client.get("/api/v1/evaluate/pair", headers=headers).json()
+    assert done["status"] == "done" and done["completion_code"] and done["pair"] is None
+    assert _count(Vote) == 2 and _count(VoteChoice) == 12
+
+
+def test_refusals_are_clear(client, study):
+    assert client.post("/api/v1/evaluate/join", json={"invite_token": "nope"}).status_code == 404
+    r = client.get("/api/v1/evaluate/pair")
+    assert r.status_code == 401 and "X-Evaluator-Token" in r.json()["detail"]
+    assert client.get("/api/v1/evaluate/pair", headers={"X-Evaluator-Token": "forged"}).status_code == 401
+    headers = _join(client, study)
+    pair = client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]
+    partial = {"assignment_token": pair["assignment_token"], "choices": {"text_relevance": "left"}}
+    r = client.post("/api/v1/evaluate/votes", json=partial, headers=headers)
+    assert r.status_code == 422 and "Overall quality" in r.json()["detail"]
+    assert "Motion amplitude" in r.json()["missing"]
+    bad = {"assignment_token": pair["assignment_token"], "choices": {c.key: "up" for c in study.criteria}}
+    assert client.post("/api/v1/evaluate/votes", json=bad, headers=headers).status_code == 422
+    other = _join(client, study)
+    full = {"assignment_token": pair["assignment_token"], "choices": {c.key: "tie" for c in study.criteria}}
+    r = client.post("/api/v1/evaluate/votes", json=full, headers=other)
+    assert r.status_code == 403 and "another session" in r.json()["detail"]
+    assert _count(Vote) == 0
+
+
+def test_media_urls_and_tokens_in_the_openapi_schema(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/evaluate/votes" in schema["paths"]
+    assert "/m/{media_token}" not in schema["paths"]  # HTML/media routes stay out of the API docs
