@@ -1,3 +1,83 @@
-"""CLI: media."""
+"""CLI: ``blindpair import-gifs`` (a folder per model of ``<prompt id>.gif`` files)."""
 
-from app.cli.base import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from app.cli.base import app
+from app.cli.prompts import find_study
+from app.services.clips import ClipImportError, ImportResult, import_gif_folder, remove_media
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_refusal(exc: ClipImportError) -> None:
+    err_console.print(f"[red]Import refused: {len(exc.errors)} problem(s). No clip was added or changed.[/red]")
+    for error in exc.errors:
+        err_console.print(f"  {error}", markup=False, highlight=False)
+    if exc.mismatches:
+        table = Table(title=f"Files that differ from {exc.expected.describe()}")
+        for col in ("model", "file", "frames", "size", "fps", "what differs"):
+            table.add_column(col)
+        for m in sorted(exc.mismatches, key=lambda m: (m.model, m.file)):
+            table.add_row(m.model, m.file, str(m.found.frames), f"{m.found.width}x{m.found.height}",
+                          f"{m.found.fps:g}", "; ".join(m.differs))
+        err_console.print(table)
+
+
+def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = False,
+               show_progress: bool = True) -> ImportResult:
+    """Import in one transaction with a progress bar; exits 1 with the full report when refused."""
+    from app.db import session_scope
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=not show_progress, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(f"{phase} GIFs", total=total)
+            bar.update(tasks[phase], completed=done)
+
+        try:
+            with session_scope() as session:
+                result = import_gif_folder(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
+                                           progress=progress)
+        except ClipImportError as exc:
+            bar.stop()
+            print_refusal(exc)
+            raise typer.Exit(1) from exc
+    remove_media(result.obsolete_files)  # only now that the new rows are committed
+    return result
+
+
+@app.command("import-gifs")
+def import_gifs(
+    folder: Path = typer.Argument(..., help="Folder with one sub-folder per model holding <prompt id>.gif files."),
+    study: str = typer.Option(..., "--study", help="Study id or slug."),
+    seed: int = typer.Option(0, "--seed", help="Seed the clips were rendered with (pairs match clips by seed)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace clips whose file changed (never once voted on)."),
+) -> None:
+    """Check every GIF (decodable, animated, same frames/size/fps for all models), then store them all or none."""
+    from app.db import session_scope
+
+    with session_scope() as session:
+        target = find_study(session, study)
+        study_id, name = target.id, target.name
+    result = run_import(study_id, folder, seed=seed, replace=replace)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    table = Table(title=f"Imported into {name!r}" + (f" ({result.signature.describe()})" if result.signature else ""))
+    for col in ("model", "files"):
+        table.add_column(col)
+    for model, n in result.per_model.items():
+        table.add_row(model, str(n))
+    console.print(table)
+    console.print(f"[green]{result.created} new, {result.replaced} replaced, {result.unchanged} unchanged; "
+                  f"{result.pairs_created} new pair(s) ready to rate.[/green]")
