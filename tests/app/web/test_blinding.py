@@ -1,0 +1,183 @@
+"""Blinding: walk everything an evaluator can reach and find nothing that says which model made a clip."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+
+import pytest
+from bs4 import BeautifulSoup
+from itsdangerous import URLSafeTimedSerializer
+from PIL import Image
+
+from app.config import get_settings
+from app.media.storage import store_bytes
+from app.models import Clip, Pair, Prompt, StudyModel
+from tests.factories import make_study
+
+MODELS = [
+    (731011, "zz-lightning-secret", "zz-preset-4step-distilled", "zz-desc-bytedance"),
+    (731012, "zz-animatediff-secret", "zz-preset-25step-ddim", "zz-desc-guoyww"),
+]
+CLIP_ID_BASE = 958700
+
+
+def _gif_with_metadata(model_name: str, colour) -> bytes:
+    """An animated GIF carrying the model name in a comment, as an encoder or a careless export might."""
+    frames = []
+    for i in range(4):
+        im = Image.new("RGB", (32, 32), (10, 10, 10))
+        im.paste(colour, (i * 8, 4, i * 8 + 6, 10))
+        frames.append(im.convert("P", palette=Image.Palette.ADAPTIVE))
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=125, loop=0,
+                   comment=f"generator={model_name}".encode())
+    return buf.getvalue()
+
+
+@pytest.fixture
+def secret_study(session):
+    study = make_study(session, models=(), n_prompts=3, pairs_per_session=3, votes_per_pair=2)
+    models = []
+    for i, (mid, name, preset, desc) in enumerate(MODELS):
+        m = StudyModel(id=mid, study_id=study.id, name=name, preset=preset, description=desc, position=i,
+                       overrides={"steps": 4 if i == 0 else 25})
+        session.add(m)
+        models.append(m)
+    session.flush()
+    ids = itertools.count(CLIP_ID_BASE)
+    clips = []
+    for prompt in session.query(Prompt).filter_by(study_id=study.id).order_by(Prompt.id):
+        pair_clips = []
+        for m, colour in zip(models, [(250, 30, 30), (30, 30, 250)], strict=True):
+            data = _gif_with_metadata(m.name, colour)
+            stored = store_bytes(data)
+            clip = Clip(id=next(ids), study_id=study.id, model_id=m.id, prompt_id=prompt.id, status="done",
+                        storage_name=stored.storage_name, sha256=stored.sha256, size_bytes=stored.size_bytes,
+                        width=32, height=32, frames=4, fps=8, origin="generated", device="cuda:zz-h100",
+                        generation={"model": m.name})
+            session.add(clip)
+            pair_clips.append(clip)
+        session.flush()
+        session.add(Pair(study_id=study.id, prompt_id=prompt.id, clip_a_id=pair_clips[0].id,
+                         clip_b_id=pair_clips[1].id))
+        clips += pair_clips
+    session.flush()
+    assert len(study.criteria) == 6
+    secrets = {name for _, name, _, _ in MODELS} | {p for _, _, p, _ in MODELS} | {d for _, _, _, d in MODELS}
+    secrets |= {"zz-h100", "lightning", "animatediff", "4step", "25step"}
+    for c in clips:
+        secrets |= {c.storage_name, c.storage_name.removesuffix(".gif"), c.sha256, c.sha256[:16], str(c.id)}
+    secrets |= {str(mid) for mid, *_ in MODELS}
+    session.commit()
+    return study, secrets
+
+
+def _decode_cookie_payloads(value: str) -> list[str]:
+    """Every readable layer of a signed cookie: the raw value, its base64 payload, the itsdangerous payload."""
+    out = [value]
+    head = value.split(".")[0]
+    try:
+        out.append(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode("utf-8", "replace"))
+    except ValueError:
+        pass
+    try:
+        out.append(json.dumps(URLSafeTimedSerializer(get_settings().secret_key, salt="bp-evaluator").loads(value)))
+    except Exception:  # not the evaluator cookie
+        pass
+    return out
+
+
+class Recorder:
+    """Wraps a TestClient and keeps every request URL and response for the leak check."""
+
+    def __init__(self, client):
+        self.client = client
+        self.seen: list[tuple[str, str, bytes, list[tuple[str, str]]]] = []
+
+    def __call__(self, method: str, url: str, **kw):
+        r = self.client.request(method, url, follow_redirects=False, **kw)
+        self.seen.append((method, url, r.content, list(r.headers.multi_items())))
+        return r
+
+
+def _hidden(r, name):
+    return BeautifulSoup(r.text, "html.parser").find("input", attrs={"name": name})["value"]
+
+
+def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
+    study, secrets = secret_study
+    go = Recorder(client)
+    media_urls: set[str] = set()
+
+    go("GET", "/join/not-a-real-invite")
+    page = go("GET", f"/join/{study.invite_token}?PROLIFIC_PID=pp-123")
+    r = go("POST", f"/join/{study.invite_token}",
+           data={"csrf_token": _hidden(page, "csrf_token"), "consent": "yes", "external_id": "pp-123"})
+    assert r.status_code == 303
+    keys = [c.key for c in study.criteria]
+    first = True
+    while True:
+        page = go("GET", "/e/pair")
+        if page.status_code == 303:
+            break
+        soup = BeautifulSoup(page.text, "html.parser")
+        media_urls |= {img["src"] for img in soup.select("img.clip")}
+        data = {"csrf_token": _hidden(page, "csrf_token"), "assignment": _hidden(page, "assignment")}
+        if first:  # the "missing answers" re-render is a page too
+            go("POST", "/e/vote", data={**data, f"c_{keys[0]}": "left"})
+            first = False
+        go("POST", "/e/vote", data={**data, **{f"c_{k}": "right" for k in keys}})
+    done = go("GET", "/e/done")
+    assert done.status_code == 200
+    for url in sorted(media_urls):
+        assert go("GET", url).status_code == 200
+        go("GET", url + "?r=1")
+    go("GET", "/m/not-a-token")
+
+    api = go("POST", "/api/v1/evaluate/join", json={"invite_token": study.invite_token, "external_id": "pp-9"})
+    headers = {"X-Evaluator-Token": api.json()["evaluator_token"]}
+    while True:
+        body = go("GET", "/api/v1/evaluate/pair", headers=headers).json()
+        if body["status"] == "done":
+            break
+        pair = body["pair"]
+        go("GET", pair["left_media_url"])
+        go("POST", "/api/v1/evaluate/votes", headers=headers,
+           json={"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(keys, "left")})
+        go("POST", "/api/v1/evaluate/votes", headers=headers,
+           json={"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(keys, "tie")})
+
+    assert len(media_urls) == 6  # every clip of the study was served at least once
+    leaks = []
+    for method, url, body, headers in go.seen:
+        lower_secrets = {s.lower() for s in secrets}
+        texts = [url, *[f"{k}: {v}" for k, v in headers]]
+        for k, v in headers:
+            if k.lower() == "set-cookie":
+                texts += _decode_cookie_payloads(v.split(";", 1)[0].split("=", 1)[1])
+        for text in texts:
+            leaks += [(method, url, "url/header/cookie", s) for s in lower_secrets if s in text.lower()]
+        raw = body.lower()
+        leaks += [(method, url, "body", s) for s in lower_secrets if s.encode() in raw]
+        if body[:6] == b"GIF89a":
+            im = Image.open(io.BytesIO(body))
+            assert not {"comment", "xmp"} & set(im.info), f"GIF metadata served from {url}"
+            # The only application block left is the looping one browsers need.
+            assert im.info.get("extension", (b"NETSCAPE2.0",))[0].startswith(b"NETSCAPE2.0")
+    # The browser keeps the cookies too: decode what the client ended up holding.
+    for name, value in client.cookies.items():
+        for text in _decode_cookie_payloads(value):
+            leaks += [("cookie", name, "cookie", s) for s in secrets if s.lower() in text.lower()]
+    assert leaks == [], f"model-identifying strings reached the evaluator: {leaks[:10]}"
+
+
+def test_the_check_detects_a_leak(secret_study):
+    """Guard against a vacuous test: the same check flags a page that does mention a model or a clip file."""
+    _study, secrets = secret_study
+    bad_body = b"<img src='/m/xyz' data-x='zz-lightning-secret'>"
+    assert any(s.encode() in bad_body.lower() for s in secrets)
+    raw_gif = _gif_with_metadata("zz-lightning-secret", (1, 2, 3))
+    assert "comment" in Image.open(io.BytesIO(raw_gif)).info
