@@ -86,7 +86,8 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
     if spec.preset.kind == "demo":
         return _generate_demo(spec, prompt=prompt, seed=seed)
     try:
-        return _generate_animatediff(spec, prompt=prompt, seed=seed, device=device, cache=cache or process_cache())
+        return _generate_animatediff(spec, prompt=prompt, seed=seed, device=device,
+                                     cache=cache if cache is not None else process_cache())
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
             raise GpuOutOfMemory(

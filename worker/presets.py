@@ -25,7 +25,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "width": 512,
     "height": 512,
     "fps": 8,
-    "negative_prompt": "bad quality, worse quality, low resolution",
+    "negative_prompt": "",
     "base_model": "emilianJR/epiCRealism",
     "dtype": "float16",
 }
@@ -145,8 +145,8 @@ def load_presets_file(path: Path) -> dict[str, Preset]:
     return {name: _parse_preset(name, raw) for name, raw in data.items()}
 
 
-@lru_cache
-def _presets_for(extra: str) -> dict[str, Preset]:
+@lru_cache(maxsize=8)
+def _presets_for(extra: str, _mtime_ns: int) -> dict[str, Preset]:
     presets = load_presets_file(PRESETS_FILE)
     if extra:
         presets.update(load_presets_file(Path(extra)))
@@ -155,7 +155,12 @@ def _presets_for(extra: str) -> dict[str, Preset]:
 
 def all_presets() -> dict[str, Preset]:
     """Built-in presets plus those in ``BLINDPAIR_PRESETS_FILE`` (which may replace a built-in one)."""
-    return _presets_for(os.environ.get("BLINDPAIR_PRESETS_FILE", ""))
+    extra = os.environ.get("BLINDPAIR_PRESETS_FILE", "")
+    try:
+        mtime = Path(extra).stat().st_mtime_ns if extra else 0
+    except OSError:
+        mtime = -1
+    return _presets_for(extra, mtime)  # an edited file is read again
 
 
 def get_preset(name: str) -> Preset:

@@ -1,0 +1,490 @@
+"""Generation batches: queue clips, follow their progress, retry failures, and summarise what they cost.
+
+The app database, not Celery's result backend, is the truth about a clip: ``queued`` -> ``running`` (claimed
+by one worker, which keeps a heartbeat) -> ``done`` | ``failed``. Workers call the ``claim_clip`` /
+``complete_clip`` / ``fail_clip`` / ``recover_stale`` functions below; every state change is one conditional
+UPDATE so that two workers can never both finish the same clip.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Batch, Clip, Prompt, Study, StudyModel
+from worker.presets import GenerationConfigError, RunSpec, resolve_run, validate_settings
+
+STATES = ("queued", "running", "done", "failed")
+Sender = Callable[[list[int]], None]
+
+
+class GenerationError(ValueError):
+    """Bad request for a batch; ``errors`` lists every problem in words. Nothing was changed."""
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class BrokerUnavailable(GenerationError):
+    """The task queue could not be reached."""
+
+
+@dataclass
+class BatchResult:
+    batch_id: int | None
+    created: int = 0  # new clip rows
+    resent: int = 0  # clips already queued whose task was sent again (a lost message is harmless this way)
+    already_done: int = 0
+    running: int = 0
+    failed: int = 0  # failed clips are left alone: retry them with retry_failed
+    clip_ids: list[int] = field(default_factory=list)  # the clips whose task was sent
+
+    @property
+    def tasks_sent(self) -> int:
+        return len(self.clip_ids)
+
+    def describe(self) -> str:
+        parts = [f"{self.created} new clip(s) queued"]
+        if self.resent:
+            parts.append(f"{self.resent} still-queued clip(s) sent again")
+        if self.already_done:
+            parts.append(f"{self.already_done} already done")
+        if self.running:
+            parts.append(f"{self.running} running")
+        if self.failed:
+            parts.append(f"{self.failed} failed (use retry to run them again)")
+        return ", ".join(parts) + "."
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite returns naive datetimes
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _study(session: Session, study_id: int) -> Study:
+    study = session.get(Study, study_id)
+    if study is None:
+        raise GenerationError(f"there is no study with id {study_id}")
+    return study
+
+
+def run_specs(study: Study) -> dict[int, RunSpec]:
+    """Exactly what each model of the study runs with; GenerationError lists every bad preset/override/setting."""
+    errors: list[str] = []
+    specs: dict[int, RunSpec] = {}
+    for model in study.models:
+        try:
+            specs[model.id] = resolve_run(model_name=model.name, preset=model.preset, overrides=model.overrides,
+                                          settings=study.settings)
+        except GenerationConfigError as exc:
+            errors += [e for e in exc.errors if e not in errors]
+    if errors:
+        raise GenerationError(errors)
+    return specs
+
+
+def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+    """For study creation: raise GenerationError if any (name, preset, overrides) or the settings are bad.
+
+    An empty preset is allowed here (a model whose clips are imported); queueing it is refused later.
+    """
+    errors: list[str] = []
+    try:
+        validate_settings(settings)
+    except GenerationConfigError as exc:
+        errors += exc.errors
+    for name, preset, overrides in models:
+        if not preset:
+            continue
+        try:
+            resolve_run(model_name=name, preset=preset, overrides=overrides, settings=None)
+        except GenerationConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise GenerationError(errors)
+
+
+def _parse_seeds(seeds: Iterable[int] | None, default: list[int]) -> list[int]:
+    if seeds is None:
+        return list(default)
+    out = list(seeds)
+    if not out or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in out):
+        raise GenerationError(f"seeds must be whole numbers >= 0, not {out!r}")
+    return sorted(set(out))
+
+
+def _select_prompts(session: Session, study: Study, theme: str | None,
+                    prompt_ids: Iterable[int | str] | None) -> list[Prompt]:
+    query = select(Prompt).where(Prompt.study_id == study.id).order_by(Prompt.id)
+    prompts = list(session.scalars(query))
+    if theme:
+        themes = sorted({p.theme for p in prompts})
+        prompts = [p for p in prompts if p.theme == theme]
+        if not prompts:
+            raise GenerationError(f"the study has no prompts with theme {theme!r}; its themes: {', '.join(themes)}")
+    if prompt_ids is not None:
+        wanted = list(prompt_ids)
+        by_key = {p.id: p for p in prompts} | {p.external_id: p for p in prompts}
+        unknown = [w for w in wanted if w not in by_key and str(w) not in by_key
+                   and not (isinstance(w, str) and w.isdigit() and int(w) in by_key)]
+        if unknown:
+            raise GenerationError(f"unknown prompt id(s) for this study{' and theme' if theme else ''}: "
+                                  f"{', '.join(map(str, unknown))}")
+        chosen = {}
+        for w in wanted:
+            p = by_key.get(w) or by_key.get(str(w)) or by_key.get(int(w))
+            chosen[p.id] = p
+        prompts = sorted(chosen.values(), key=lambda p: p.id)
+    if not prompts:
+        raise GenerationError("the study has no prompts to generate; add prompts first")
+    return prompts
+
+
+def default_sender() -> Sender:
+    from worker.celery_app import send_generate
+
+    return send_generate
+
+
+def check_broker() -> None:
+    from worker.celery_app import broker_problem
+
+    problem = broker_problem()
+    if problem:
+        raise BrokerUnavailable(problem)
+
+
+def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
+                prompt_ids: Iterable[int | str] | None = None, seeds: Iterable[int] | None = None,
+                send: Sender | None = None) -> BatchResult:
+    """Create the missing clips of prompts x models x seeds and send their tasks.
+
+    Idempotent: a clip that exists is not created again (unique model/prompt/seed/variant); still-queued clips
+    get their task sent again (a worker skips a clip that is done or being generated), done/running/failed
+    ones are left alone. Bad input raises GenerationError and an unreachable broker BrokerUnavailable, both
+    before anything is written. This function COMMITS before sending: a worker must be able to read the clip
+    rows when the task arrives.
+    """
+    study = _study(session, study_id)
+    specs = run_specs(study)
+    if not study.models:
+        raise GenerationError("the study has no models to generate")
+    settings = validate_settings(study.settings)
+    seed_list = _parse_seeds(seeds, settings["seeds"])
+    prompts = _select_prompts(session, study, theme, prompt_ids)
+    if send is None:
+        check_broker()
+        send = default_sender()
+
+    batch = Batch(study_id=study.id, spec={"theme": theme, "prompt_ids": [p.external_id for p in prompts]
+                                           if prompt_ids is not None else None, "seeds": seed_list})
+    session.add(batch)
+    session.flush()
+    existing = {
+        (c.model_id, c.prompt_id, c.seed): c
+        for c in session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "",
+                                                    Clip.prompt_id.in_([p.id for p in prompts])))
+    }
+    result = BatchResult(batch_id=batch.id)
+    to_send: list[int] = []
+    # Prompt-major order: both models of a prompt finish close together, so its pair is ready early.
+    for prompt in prompts:
+        for seed in seed_list:
+            for model in study.models:
+                clip = existing.get((model.id, prompt.id, seed))
+                if clip is None:
+                    spec = specs[model.id]
+                    clip = Clip(study_id=study.id, model_id=model.id, prompt_id=prompt.id, seed=seed, variant="",
+                                origin="generated", status="queued", batch_id=batch.id, width=spec.width,
+                                height=spec.height, frames=spec.frames, fps=spec.fps)
+                    session.add(clip)
+                    session.flush()
+                    result.created += 1
+                    to_send.append(clip.id)
+                elif clip.status == "queued":
+                    result.resent += 1
+                    to_send.append(clip.id)
+                elif clip.status == "done":
+                    result.already_done += 1
+                elif clip.status == "running":
+                    result.running += 1
+                else:
+                    result.failed += 1
+    session.commit()
+    _send(send, to_send)
+    result.clip_ids = to_send
+    return result
+
+
+def _send(send: Sender, clip_ids: list[int]) -> None:
+    if not clip_ids:
+        return
+    try:
+        send(clip_ids)
+    except Exception as exc:  # kombu raises OperationalError, redis ConnectionError, ... depending on transport
+        raise BrokerUnavailable(
+            f"the clips were recorded but their tasks could not be sent ({type(exc).__name__}: {exc}). Start the "
+            f"broker (or check BLINDPAIR_BROKER_URL) and queue again: queueing again sends them without "
+            f"duplicating any clip."
+        ) from exc
+
+
+def retry_failed(session: Session, *, study_id: int, clip_ids: Iterable[int] | None = None,
+                 send: Sender | None = None) -> int:
+    """Put failed clips (all of the study's, or the given ones) back in the queue; returns how many."""
+    study = _study(session, study_id)
+    run_specs(study)  # a clip that failed on a bad preset fails again: say so now
+    if send is None:
+        check_broker()
+        send = default_sender()
+    query = select(Clip.id).where(Clip.study_id == study.id, Clip.status == "failed", Clip.origin == "generated")
+    if clip_ids is not None:
+        query = query.where(Clip.id.in_(list(clip_ids)))
+    ids = list(session.scalars(query.order_by(Clip.id)))
+    if ids:
+        session.execute(update(Clip).where(Clip.id.in_(ids), Clip.status == "failed")
+                        .values(status="queued", claimed_by=None, heartbeat_at=None, attempts=0))
+    session.commit()
+    _send(send, ids)
+    return len(ids)
+
+
+# --- worker side -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    outcome: str  # claimed | done | busy | failed | missing
+    clip: Clip | None = None
+
+
+def claim_clip(session: Session, *, clip_id: int, worker: str, lease_seconds: float) -> Claim:
+    """Take a clip for generation if it is queued, or running under an expired lease (its worker died)."""
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_seconds)
+    taken = session.execute(
+        update(Clip)
+        .where(Clip.id == clip_id,
+               (Clip.status == "queued") | ((Clip.status == "running") & (Clip.heartbeat_at < stale)))
+        .values(status="running", claimed_by=worker, heartbeat_at=now, started_at=now, attempts=Clip.attempts + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    clip = session.get(Clip, clip_id, populate_existing=True)
+    if clip is None:
+        return Claim("missing")
+    if taken:
+        return Claim("claimed", clip)
+    return Claim({"done": "done", "failed": "failed"}.get(clip.status, "busy"), clip)
+
+
+def heartbeat(session: Session, *, clip_id: int, worker: str) -> bool:
+    """Extend this worker's lease; False when the clip is no longer ours."""
+    return bool(session.execute(
+        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running")
+        .values(heartbeat_at=utcnow())
+    ).rowcount)
+
+
+def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str) -> bool:
+    """Give a claimed clip back to the queue (a Celery retry will take it again), keeping the reason."""
+    return bool(session.execute(
+        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running")
+        .values(status="queued", claimed_by=None, heartbeat_at=None, error=error)
+    ).rowcount)
+
+
+def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any) -> bool:
+    """Record a finished clip if this worker still holds it; False means another worker took over."""
+    values = {
+        "status": "done", "storage_name": stored.storage_name, "sha256": stored.sha256,
+        "size_bytes": stored.size_bytes, "width": result.width, "height": result.height, "frames": result.frames,
+        "fps": result.fps, "error": None, "wall_seconds": result.wall_seconds,
+        "denoise_seconds": result.denoise_seconds, "decode_seconds": result.decode_seconds,
+        "encode_seconds": result.encode_seconds, "steps": result.steps, "guidance_scale": result.guidance_scale,
+        "unet_evals": result.unet_evals, "peak_memory_bytes": result.peak_memory_bytes, "device": result.device,
+        "dtype": result.dtype, "generation": result.generation, "finished_at": utcnow(), "heartbeat_at": None,
+    }
+    done = session.execute(
+        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values)
+    ).rowcount
+    if done:
+        from app.services.pairs import ensure_pairs
+
+        clip = session.get(Clip, clip_id, populate_existing=True)
+        ensure_pairs(session, study_id=clip.study_id, prompt_id=clip.prompt_id)
+    return bool(done)
+
+
+def fail_clip(session: Session, *, clip_id: int, worker: str | None, error: str) -> bool:
+    query = update(Clip).where(Clip.id == clip_id, Clip.status.in_(("queued", "running")))
+    if worker is not None:
+        query = query.where(Clip.claimed_by == worker)
+    return bool(session.execute(
+        query.values(status="failed", error=error[:4000], finished_at=utcnow(), heartbeat_at=None)
+    ).rowcount)
+
+
+def recover_stale(session: Session, *, lease_seconds: float, max_attempts: int) -> list[int]:
+    """Requeue running clips whose worker stopped sending heartbeats; returns the ids to send again.
+
+    A clip its workers died on ``max_attempts`` times is failed instead (it may be what kills them).
+    """
+    stale = utcnow() - timedelta(seconds=lease_seconds)
+    rows = session.execute(
+        select(Clip.id, Clip.claimed_by, Clip.attempts)
+        .where(Clip.status == "running", Clip.heartbeat_at < stale)
+    ).all()
+    requeued = []
+    for clip_id, worker, attempts in rows:
+        if attempts >= max_attempts:
+            fail_clip(session, clip_id=clip_id, worker=worker,
+                      error=f"the worker generating this clip stopped responding {attempts} times (killed? out of "
+                            f"host memory?); check the worker logs, then retry it")
+            continue
+        moved = session.execute(
+            update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running",
+                               Clip.heartbeat_at < stale)
+            .values(status="queued", claimed_by=None, heartbeat_at=None,
+                    error=f"worker {worker} stopped responding; requeued")
+        ).rowcount
+        if moved:
+            requeued.append(clip_id)
+    return requeued
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default, 'type 7' of Hyndman & Fan 1996)."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _live_workers(session: Session, study_id: int, within_seconds: float = 300) -> int:
+    since = utcnow() - timedelta(seconds=within_seconds)
+    return session.scalar(
+        select(func.count(func.distinct(Clip.claimed_by)))
+        .where(Clip.study_id == study_id, Clip.status == "running", Clip.heartbeat_at >= since)
+    ) or 0
+
+
+def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
+    """Per-model counts of queued/running/done/failed clips, with an ETA from the median clip time."""
+    study = _study(session, study_id)
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    for model_id, status, n in session.execute(
+        select(Clip.model_id, Clip.status, func.count()).where(Clip.study_id == study.id, Clip.variant == "")
+        .group_by(Clip.model_id, Clip.status)
+    ):
+        counts[model_id][status] = n
+    times = _wall_times(session, study.id)
+    try:
+        specs = run_specs(study)
+        config_error = None
+    except GenerationError as exc:
+        specs, config_error = {}, str(exc)
+    live = _live_workers(session, study.id)
+    models = []
+    total_work = 0.0
+    eta_known = True
+    for m in study.models:
+        c = counts[m.id]
+        median = statistics.median(times[m.id]) if times[m.id] else None
+        remaining = c["queued"] + c["running"]
+        if remaining and median is None:
+            eta_known = False
+        total_work += remaining * (median or 0.0)
+        models.append({
+            "model_id": m.id, "name": m.name, "preset": m.preset, **c, "total": sum(c.values()),
+            "median_seconds": median, "eta_seconds": remaining * median if median is not None else None,
+            "run": specs[m.id].describe() if m.id in specs else None,
+        })
+    totals = {s: sum(m[s] for m in models) for s in STATES}
+    remaining = totals["queued"] + totals["running"]
+    eta = total_work / max(live, 1) if eta_known else None
+    failed = session.execute(
+        select(Clip.id, StudyModel.name, Prompt.external_id, Clip.seed, Clip.error, Clip.attempts)
+        .join(StudyModel, StudyModel.id == Clip.model_id).join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Clip.study_id == study.id, Clip.status == "failed").order_by(Clip.id).limit(50)
+    ).all()
+    return {
+        "study_id": study.id, "models": models, "totals": totals, "remaining": remaining,
+        "live_workers": live, "eta_seconds": eta if remaining else 0.0, "config_error": config_error,
+        "failed_clips": [{"clip_id": r[0], "model": r[1], "prompt": r[2], "seed": r[3], "error": r[4],
+                          "attempts": r[5]} for r in failed],
+    }
+
+
+def _wall_times(session: Session, study_id: int) -> dict[int, list[float]]:
+    times: dict[int, list[float]] = defaultdict(list)
+    for model_id, wall in session.execute(
+        select(Clip.model_id, Clip.wall_seconds).where(
+            Clip.study_id == study_id, Clip.status == "done", Clip.origin == "generated",
+            Clip.wall_seconds.is_not(None))
+    ):
+        times[model_id].append(wall)
+    return times
+
+
+def cost_summary(session: Session, *, study_id: int) -> list[dict[str, Any]]:
+    """Per model, from the recorded costs of generated clips: median/p90 seconds per clip, UNet evaluations,
+    peak memory, device-seconds of the batch, and the speedup against the slowest model (by median)."""
+    study = _study(session, study_id)
+    rows: dict[int, list[Clip]] = defaultdict(list)
+    for clip in session.scalars(
+        select(Clip).where(Clip.study_id == study.id, Clip.status == "done", Clip.origin == "generated",
+                           Clip.wall_seconds.is_not(None))
+    ):
+        rows[clip.model_id].append(clip)
+    out = []
+    for m in study.models:
+        clips = rows[m.id]
+        walls = [c.wall_seconds for c in clips]
+        evals = [c.unet_evals for c in clips if c.unet_evals is not None]
+        peaks = [c.peak_memory_bytes for c in clips if c.peak_memory_bytes is not None]
+        last = max(clips, key=lambda c: c.id) if clips else None
+        gen = (last.generation or {}) if last else {}
+        out.append({
+            "model_id": m.id, "name": m.name, "preset": m.preset, "clips": len(clips),
+            "median_seconds": statistics.median(walls) if walls else None,
+            "p90_seconds": _percentile(walls, 0.9),
+            "median_denoise_seconds": statistics.median([c.denoise_seconds for c in clips]) if clips else None,
+            "median_decode_seconds": statistics.median([c.decode_seconds for c in clips]) if clips else None,
+            "median_encode_seconds": statistics.median([c.encode_seconds for c in clips]) if clips else None,
+            "unet_evals": statistics.median(evals) if evals else None,
+            "peak_memory_bytes": max(peaks) if peaks else None,
+            "device_seconds": sum(walls) if walls else 0.0,
+            "devices": sorted({c.device for c in clips if c.device}),
+            "dtypes": sorted({c.dtype for c in clips if c.dtype}),
+            "steps": last.steps if last else None,
+            "guidance": last.guidance_scale if last else None,
+            "scheduler": gen.get("scheduler_class"),
+            "scheduler_config": gen.get("scheduler_config"),
+            "speedup_vs_slowest": None,
+        })
+    medians = [r["median_seconds"] for r in out if r["median_seconds"]]
+    if medians:
+        slowest = max(medians)
+        for r in out:
+            if r["median_seconds"]:
+                r["speedup_vs_slowest"] = slowest / r["median_seconds"]
+    return out

@@ -1,0 +1,125 @@
+"""The real pipeline code, end to end on the CPU, from tiny random weights saved to disk and loaded back."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from worker.generate import generate_clip
+from worker.pipelines import PipelineCache, WeightsMissing, build_scheduler, load_adapter, resolve_file
+from worker.presets import get_preset, resolve_run
+from worker.tiny import LIGHTNING_FILE
+
+# runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json: what real base models ship.
+SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                  "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
+                  "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+TINY = {"frames": 2, "width": 32, "height": 32, "fps": 8, "dtype": "float32", "negative_prompt": "blurry"}
+
+
+def spec_for(preset, tiny_dir, **settings):
+    return resolve_run(model_name="m", preset=preset, overrides={}, settings={**TINY, "base_model": str(tiny_dir),
+                                                                             **settings})
+
+
+def assert_animatediff_scheduler(config):
+    assert config["_class_name"] == "DDIMScheduler"
+    assert (config["beta_schedule"], config["clip_sample"], config["timestep_spacing"], config["steps_offset"]) == (
+        "linear", False, "linspace", 1)
+
+
+def assert_lightning_scheduler(config):
+    assert config["_class_name"] == "EulerDiscreteScheduler"
+    assert (config["timestep_spacing"], config["beta_schedule"]) == ("trailing", "linear")
+
+
+def test_real_presets_build_the_published_schedulers():
+    scheduler = build_scheduler(get_preset("animatediff"), SD15_SCHEDULER)
+    assert type(scheduler).__name__ == "DDIMScheduler"
+    assert_animatediff_scheduler({**scheduler.config, "_class_name": type(scheduler).__name__})
+    for n in (1, 2, 4, 8):
+        scheduler = build_scheduler(get_preset(f"animatediff-lightning-{n}step"), SD15_SCHEDULER)
+        assert_lightning_scheduler({**scheduler.config, "_class_name": type(scheduler).__name__})
+        scheduler.set_timesteps(n)
+        # Trailing spacing starts at the last training step, which is what the distilled adapters expect.
+        assert int(scheduler.timesteps[0]) == 999 and len(scheduler.timesteps) == n
+
+
+def _gif(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "GIF"
+    return im
+
+
+def test_animatediff_path_generates_a_gif_end_to_end(tiny_model_dir):
+    cache = PipelineCache()
+    result = generate_clip(spec_for("tiny-animatediff", tiny_model_dir), prompt="a red fox running", seed=3,
+                           cache=cache)
+    im = _gif(result.gif)
+    assert (im.size, im.n_frames, result.frames) == ((32, 32), 2, 2)
+    entry, loaded = cache.get(spec_for("tiny-animatediff", tiny_model_dir), device="cpu")
+    assert not loaded and cache.loads == 1
+    assert_animatediff_scheduler(dict(entry.pipe.scheduler.config))
+    assert_animatediff_scheduler(result.generation["scheduler_config"])
+    # 2 steps with CFG: each step is one batched forward carrying the unconditional and conditional halves.
+    assert result.generation["unet_forward_calls"] == 2 and result.unet_evals == 4
+    assert (result.steps, result.guidance_scale, result.dtype) == (2, 7.5, "float32")
+    assert result.denoise_seconds > 0 and result.decode_seconds > 0 and result.encode_seconds > 0
+    assert result.wall_seconds >= result.denoise_seconds + result.decode_seconds + result.encode_seconds
+    assert result.peak_memory_bytes is None and result.device.startswith("cpu")
+    assert {"torch", "diffusers", "transformers", "python"} <= set(result.generation["versions"])
+    assert result.generation["seed"] == 3 and result.generation["run"]["preset"] == "tiny-animatediff"
+
+
+def test_lightning_path_loads_the_adapter_file_and_skips_cfg(tiny_model_dir):
+    cache = PipelineCache()
+    spec = spec_for("tiny-lightning-2step", tiny_model_dir)
+    result = generate_clip(spec, prompt="a red fox running", seed=3, cache=cache)
+    assert _gif(result.gif).n_frames == 2
+    assert result.unet_evals == 2 and result.generation["timesteps"] == [999, 499]
+    assert_lightning_scheduler(result.generation["scheduler_config"])
+    # The adapter in the pipeline carries exactly the weights of the safetensors file.
+    saved = load_file(str(tiny_model_dir / LIGHTNING_FILE))
+    adapter = load_adapter(spec.preset, dtype=torch.float32)
+    state = adapter.state_dict()
+    assert set(saved) == set(state)
+    assert all(torch.equal(saved[k], state[k]) for k in saved)
+
+
+def test_same_seed_same_clip_and_the_cache_reuses_pipelines(tiny_model_dir):
+    cache = PipelineCache(capacity=1)
+    light = spec_for("tiny-lightning-2step", tiny_model_dir)
+    a = generate_clip(light, prompt="waves", seed=7, cache=cache)
+    b = generate_clip(light, prompt="waves", seed=7, cache=cache)
+    assert a.gif == b.gif and cache.loads == 1
+    assert b.generation["load_seconds"] == 0.0 and a.generation["pipeline_loaded_for_this_clip"]
+    generate_clip(spec_for("tiny-animatediff", tiny_model_dir), prompt="waves", seed=7, cache=cache)
+    assert cache.loads == 2 and len(cache) == 1  # switching models dropped the other pipeline
+
+
+def test_missing_adapter_file_names_the_file(tiny_model_dir, tmp_path):
+    with pytest.raises(WeightsMissing, match="'nothing.safetensors' is not in the folder"):
+        resolve_file(str(tiny_model_dir), "nothing.safetensors")
+
+
+def test_missing_hub_weights_say_how_to_fetch_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BLINDPAIR_MODEL_CACHE_DIR", str(tmp_path / "hf"))
+    from app import config
+
+    config.get_settings.cache_clear()
+    spec = resolve_run(model_name="m", preset="animatediff-lightning-4step", overrides={}, settings=None)
+    with pytest.raises(WeightsMissing) as err:
+        generate_clip(spec, prompt="x", seed=0, cache=PipelineCache())
+    message = str(err.value)
+    assert "animatediff_lightning_4step_diffusers.safetensors" in message
+    assert "ByteDance/AnimateDiff-Lightning" in message
+    assert "hf download ByteDance/AnimateDiff-Lightning animatediff_lightning_4step_diffusers.safetensors" in message
+    assert "offline" in message
+    spec = resolve_run(model_name="m", preset="animatediff", overrides={}, settings=None)
+    with pytest.raises(WeightsMissing, match="hf download guoyww/animatediff-motion-adapter-v1-5-2"):
+        generate_clip(spec, prompt="x", seed=0, cache=PipelineCache())

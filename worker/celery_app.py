@@ -1,0 +1,129 @@
+"""The Celery application: broker from settings, reliability options, and how tasks are sent.
+
+Broker: ``BLINDPAIR_BROKER_URL`` (e.g. ``redis://redis:6379/0``); by default kombu's SQLAlchemy transport on a
+SQLite file next to the database, which needs no server. Results are ignored: the clip rows are the truth.
+Start a worker with ``blindpair worker`` (or ``celery -A worker.celery_app worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from celery import Celery, signals
+
+from app.config import get_settings
+from worker.config import worker_settings
+
+log = logging.getLogger(__name__)
+TASK_NAME = "blindpair.generate_clip"
+QUEUE = "generation"
+
+
+def make_celery(broker_url: str | None = None) -> Celery:
+    ws = worker_settings()
+    url = broker_url or get_settings().resolved_broker_url
+    celery = Celery("blindpair", broker=url, include=["worker.tasks"])
+    celery.conf.update(
+        # Reliability (https://docs.celeryq.dev/en/stable/userguide/tasks.html#Task.acks_late): a message is
+        # acknowledged only after the clip is finished, and put back if the worker process is lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a GPU worker holds one clip at a time; the rest stay for other workers
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": ws.visibility_timeout,
+            "polling_interval": ws.broker_polling_interval,
+        },
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=False,
+    )
+    return celery
+
+
+app = make_celery()
+_senders: dict[str, Celery] = {}
+
+
+def sender_app() -> Celery:
+    """An app for the current settings' broker (tests and the CLI change settings after import)."""
+    url = get_settings().resolved_broker_url
+    if url == app.conf.broker_url:
+        return app
+    if url not in _senders:
+        _senders[url] = make_celery(url)
+    return _senders[url]
+
+
+def _redact(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+
+
+def broker_problem(timeout: float = 3.0) -> str | None:
+    """None if the broker answers, else a sentence saying what to do."""
+    celery = sender_app()
+    url = celery.conf.broker_url
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        return (f"the task queue at {_redact(url)} cannot be reached ({type(exc).__name__}: {exc}). "
+                f"Start it (e.g. `redis-server`, or `docker compose up -d redis`) or unset BLINDPAIR_BROKER_URL "
+                f"to use the built-in SQLite queue; nothing was queued.")
+    return None
+
+
+def send_generate(clip_ids: list[int]) -> None:
+    celery = sender_app()
+    with celery.connection_for_write() as conn:
+        for clip_id in clip_ids:
+            celery.send_task(TASK_NAME, args=[clip_id], queue=QUEUE, connection=conn)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+_sweeper_started = threading.Event()
+
+
+def sweep_once() -> list[int]:
+    """Requeue clips of dead workers and send their tasks again."""
+    from app.db import session_scope
+    from app.services.generation import recover_stale
+
+    ws = worker_settings()
+    with session_scope() as session:
+        ids = recover_stale(session, lease_seconds=ws.lease_seconds, max_attempts=ws.max_attempts)
+    if ids:
+        log.warning("requeued %d clip(s) whose worker stopped responding: %s", len(ids), ids)
+        send_generate(ids)
+    return ids
+
+
+def _sweep_forever(stop: threading.Event) -> None:
+    interval = worker_settings().sweep_seconds
+    while not stop.wait(interval):
+        try:
+            sweep_once()
+        except Exception:  # the sweeper must outlive a database hiccup; the next round tries again
+            log.exception("sweeping for stale clips failed; trying again in %.0f s", interval)
+
+
+@signals.worker_ready.connect
+def _start_sweeper(sender=None, **_kw) -> None:
+    """Every worker also watches for clips whose worker died (any one of them may take them back)."""
+    if _sweeper_started.is_set():
+        return
+    _sweeper_started.set()
+    threading.Thread(target=_sweep_forever, args=(threading.Event(),), name="blindpair-sweeper",
+                     daemon=True).start()

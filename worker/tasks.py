@@ -1,0 +1,133 @@
+"""The Celery task: claim a clip, generate it, store the GIF, record the cost, make pairs."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from contextlib import contextmanager
+
+from sqlalchemy.exc import OperationalError
+
+from app.db import session_scope
+from app.media.storage import media_path, store_bytes
+from app.models import Clip
+from app.services import generation as svc
+from worker.celery_app import TASK_NAME, app, worker_identity
+from worker.config import worker_settings
+from worker.generate import GpuOutOfMemory, generate_clip
+from worker.pipelines import TransientLoadError, WeightsMissing
+from worker.presets import GenerationConfigError, resolve_run
+
+log = logging.getLogger(__name__)
+# Worth another try after a pause: the hub or the database was briefly unreachable.
+TRANSIENT = (TransientLoadError, OperationalError, ConnectionError, TimeoutError)
+
+
+def worker_device() -> str:
+    device = worker_settings().device
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextmanager
+def heartbeating(clip_id: int, worker: str, every: float):
+    """Keep this worker's lease on the clip fresh while it generates (a dead worker's lease runs out)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                with session_scope() as session:
+                    if not svc.heartbeat(session, clip_id=clip_id, worker=worker):
+                        return
+            except Exception:
+                log.exception("heartbeat for clip %s failed; will try again", clip_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{clip_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None) -> str:
+    """Generate one clip if it still needs it. Returns the outcome in a word (for logs and tests).
+
+    Raises ``RetryLater`` for a transient error while retries remain (the Celery task turns it into a retry).
+    """
+    ws = worker_settings()
+    max_retries = ws.max_retries if max_retries is None else max_retries
+    worker = worker_identity()
+    with session_scope() as session:
+        claim = svc.claim_clip(session, clip_id=clip_id, worker=worker, lease_seconds=ws.lease_seconds)
+        if claim.outcome != "claimed":
+            log.info("clip %s: %s, nothing to do", clip_id, claim.outcome)
+            return claim.outcome
+        clip: Clip = claim.clip
+        try:
+            spec = resolve_run(model_name=clip.model.name, preset=clip.model.preset, overrides=clip.model.overrides,
+                               settings=clip.model.study.settings)
+        except GenerationConfigError as exc:
+            svc.fail_clip(session, clip_id=clip_id, worker=worker, error=f"bad generation settings: {exc}")
+            return "failed"
+        prompt, seed = clip.prompt.text, clip.seed
+
+    try:
+        with heartbeating(clip_id, worker, ws.heartbeat_seconds):
+            result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device())
+            stored = store_bytes(result.gif, suffix=".gif")
+    except TRANSIENT as exc:
+        if retries < max_retries:
+            with session_scope() as session:
+                svc.release_for_retry(session, clip_id=clip_id, worker=worker,
+                                      error=f"retry {retries + 1} of {max_retries} after: {_describe(exc)}")
+            raise RetryLater(exc) from exc
+        return _fail(clip_id, worker, f"gave up after {max_retries} retries: {_describe(exc)}")
+    except (WeightsMissing, GpuOutOfMemory) as exc:
+        return _fail(clip_id, worker, str(exc))
+    except Exception as exc:  # a failed clip must say why in words, whatever went wrong
+        log.exception("clip %s failed", clip_id)
+        return _fail(clip_id, worker, f"generation failed: {_describe(exc)}")
+
+    with session_scope() as session:
+        recorded = svc.complete_clip(session, clip_id=clip_id, worker=worker, result=result, stored=stored)
+    if not recorded:
+        # Our lease ran out and another worker took the clip: drop our copy, theirs is the clip.
+        media_path(stored.storage_name).unlink(missing_ok=True)
+        log.warning("clip %s was taken over by another worker; discarded this copy", clip_id)
+        return "superseded"
+    return "done"
+
+
+def _fail(clip_id: int, worker: str, error: str) -> str:
+    log.error("clip %s failed: %s", clip_id, error)
+    with session_scope() as session:
+        svc.fail_clip(session, clip_id=clip_id, worker=worker, error=error)
+    return "failed"
+
+
+class RetryLater(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(_describe(cause))
+        self.cause = cause
+
+
+@app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def generate_clip_task(self, clip_id: int) -> str:
+    ws = worker_settings()
+    try:
+        return run_clip(clip_id, retries=self.request.retries, max_retries=ws.max_retries)
+    except RetryLater as exc:
+        # Exponential backoff with jitter, as Celery's retry_backoff does.
+        countdown = ws.retry_backoff_seconds * (2 ** self.request.retries) * random.uniform(0.5, 1.5)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=ws.max_retries) from exc
