@@ -1,0 +1,122 @@
+import pytest
+from sqlalchemy import select
+
+from app.models import Study
+from app.services.prompts import load_builtin_suite
+from tests.app.services.test_studies import add_vote
+from tests.factories import make_evaluator, make_pairs, make_study, make_user
+
+PASSWORD = "correct horse battery"
+BODY = {
+    "name": "Lightning vs AnimateDiff",
+    "models": [{"name": "lightning", "preset": "lightning-4step", "overrides": {"steps": 4}},
+               {"name": "animatediff", "preset": "animatediff-25step"}],
+    "themes": ["wildlife"],
+    "votes_per_pair": 4,
+}
+
+
+@pytest.fixture
+def api(client, session):
+    make_user(session, role="researcher", email="r@lab.org", password=PASSWORD)
+    session.commit()
+    r = client.post("/api/v1/login", json={"email": "r@lab.org", "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["role"] == "researcher"
+    return client
+
+
+def test_login_refuses_wrong_password(client, session):
+    make_user(session, email="r@lab.org", password=PASSWORD)
+    session.commit()
+    r = client.post("/api/v1/login", json={"email": "r@lab.org", "password": "nope nope"})
+    assert r.status_code == 401 and r.json()["detail"] == "Email or password is wrong."
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_create_get_and_list(api):
+    r = api.post("/api/v1/studies", json=BODY)
+    assert r.status_code == 201, r.text
+    study = r.json()
+    assert study["status"] == "draft" and study["votes_per_pair"] == 4 and study["pairs_per_session"] == 10
+    assert [(m["name"], m["preset"], m["overrides"]) for m in study["models"]] == [
+        ("lightning", "lightning-4step", {"steps": 4}), ("animatediff", "animatediff-25step", {})]
+    assert study["prompts"] == sum(1 for p in load_builtin_suite() if p.theme == "wildlife")
+    assert len(study["criteria"]) == 6 and study["settings"]["frames"] == 16
+    assert study["invite_url"].startswith("http://127.0.0.1:8000/join/")
+    assert api.get(f"/api/v1/studies/{study['id']}").json() == study
+    assert [s["id"] for s in api.get("/api/v1/studies").json()] == [study["id"]]
+
+
+def test_create_with_own_prompts_and_criteria(api):
+    body = {**BODY, "themes": None,
+            "prompts": [{"id": "p1", "text": "a red fox in snow", "theme": "wildlife", "tags": ["animal"]}],
+            "criteria": [{"key": "overall", "label": "Overall"}]}
+    r = api.post("/api/v1/studies", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["prompts"] == 1 and [c["key"] for c in r.json()["criteria"]] == ["overall"]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"models": BODY["models"][:1]}, 400, "at least two models"),
+        ({"themes": ["no such theme"]}, 400, "Unknown theme"),
+        ({"prompts": [{"id": "x", "text": "t", "theme": "a"}]}, 400, "either prompts or themes"),
+        ({"prompts": [{"id": "bad id", "text": "t", "theme": "a"}], "themes": None}, 400, "may only use"),
+        ({"settings": {"width": 513}}, 400, "multiple of 8"),
+        ({"votes_per_pair": 0}, 422, "greater than or equal to 1"),
+    ],
+)
+def test_bad_study_is_refused_with_a_message(api, session, change, status, message):
+    r = api.post("/api/v1/studies", json={**BODY, **change})
+    assert r.status_code == status
+    assert message in str(r.json()["detail"])
+    assert session.scalars(select(Study)).all() == []
+    session.rollback()
+
+
+def test_open_close_and_progress(api, session):
+    study = make_study(session, status="draft", n_prompts=2, votes_per_pair=2)
+    pairs = make_pairs(session, study)
+    ev = make_evaluator(session, study)
+    add_vote(session, pairs[0], ev, 1)
+    study_id = study.id
+    session.commit()
+    r = api.post(f"/api/v1/studies/{study_id}/status", json={"status": "open"})
+    assert r.status_code == 200 and r.json()["status"] == "open"
+    assert api.post(f"/api/v1/studies/{study_id}/status", json={"status": "closed"}).json()["status"] == "closed"
+    r = api.post(f"/api/v1/studies/{study_id}/status", json={"status": "draft"})
+    assert r.status_code == 400 and "cannot be set to draft" in r.json()["detail"]
+    assert api.post(f"/api/v1/studies/{study_id}/status", json={"status": "paused"}).status_code == 422
+    p = api.get(f"/api/v1/studies/{study_id}/progress").json()
+    assert (p["pairs"], p["votes"], p["votes_needed"], p["pairs_short"], p["evaluators"]) == (2, 1, 3, 2, 1)
+    assert p["clips"]["done"] == 4 and p["status"] == "closed"
+
+
+def test_unknown_study_is_404(api):
+    for r in (api.get("/api/v1/studies/999"), api.get("/api/v1/studies/999/progress"),
+              api.post("/api/v1/studies/999/status", json={"status": "open"})):
+        assert r.status_code == 404 and "no study with id 999" in r.json()["detail"]
+
+
+def test_admins_add_users(client, session):
+    make_user(session, role="admin", email="boss@lab.org", password=PASSWORD)
+    session.commit()
+    client.post("/api/v1/login", json={"email": "boss@lab.org", "password": PASSWORD})
+    r = client.post("/api/v1/users", json={"email": "New@lab.org", "password": "long enough", "role": "researcher"})
+    assert r.status_code == 201 and r.json()["email"] == "new@lab.org"
+    r = client.post("/api/v1/users", json={"email": "new@lab.org", "password": "long enough", "role": "admin"})
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    r = client.post("/api/v1/users", json={"email": "x@lab.org", "password": "short", "role": "admin"})
+    assert r.status_code == 400 and "at least 8" in r.json()["detail"]
+    assert [u["email"] for u in client.get("/api/v1/users").json()] == ["boss@lab.org", "new@lab.org"]
+    client.post("/api/v1/logout")
+    assert client.get("/api/v1/users").status_code == 401
+
+
+def test_operations_are_in_the_openapi_schema(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    for path in ("/api/v1/login", "/api/v1/studies", "/api/v1/studies/{study_id}",
+                 "/api/v1/studies/{study_id}/status", "/api/v1/studies/{study_id}/progress", "/api/v1/users"):
+        assert path in paths
+    assert not any(p in paths for p in ("/login", "/studies/new", "/"))  # HTML pages stay out of the API docs
