@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
-from app.media.gif import inspect_gif
+from app.media.gif import decode_frames, inspect_gif
 from app.media.storage import media_path, media_root
 from app.models import Clip, Pair
-from app.services.clips import ClipImportError, import_gif_folder, remove_media
+from app.services.clips import ClipImportError, Signature, import_gif_folder, remove_media
 from tests.factories import gif_bytes, make_evaluator, make_study
 
 
@@ -166,3 +168,30 @@ def test_partial_import_waits_for_the_other_model(session, tmp_path):
     _write(folder, "slow", "p000", gif_bytes())
     res = import_gif_folder(session, study_id=study.id, folder=folder)
     assert (res.created, res.unchanged, res.pairs_created) == (1, 1, 1)
+
+
+SHARED_GIFS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "animatediff_gifs"
+
+
+def test_real_animatediff_gifs(session, tmp_path):
+    """Real AnimateDiff output (v1.5 vs v1.5-v2 motion modules, same prompts) imports with frames untouched."""
+    if not (SHARED_GIFS / "adiff_compare_mmv15_0.gif").exists():
+        pytest.skip(f"real AnimateDiff GIFs not present at {SHARED_GIFS}")
+    study = make_study(session, models=("mm-v15", "mm-v15-v2"), n_prompts=4)
+    folder = tmp_path / "real"
+    for i in range(4):
+        _write(folder, "mm-v15", f"p{i:03d}", (SHARED_GIFS / f"adiff_compare_mmv15_{i}.gif").read_bytes())
+        _write(folder, "mm-v15-v2", f"p{i:03d}", (SHARED_GIFS / f"adiff_compare_mmv15v2_{i}.gif").read_bytes())
+    res = import_gif_folder(session, study_id=study.id, folder=folder)
+    assert (res.created, res.pairs_created) == (8, 4)
+    assert res.signature == Signature(16, 256, 256, 7.69)  # 130 ms frames as encoded upstream
+    clip = session.scalars(select(Clip).order_by(Clip.id)).first()
+    original = (SHARED_GIFS / "adiff_compare_mmv15_0.gif").read_bytes()
+    stored = media_path(clip.storage_name).read_bytes()
+    assert [f.tobytes() for f in decode_frames(stored)] == [f.tobytes() for f in decode_frames(original)]
+
+    # A 48-frame clip of another model generation does not fit: the batch is refused with the reason.
+    _write(folder, "mm-v15-v2", "p003", (SHARED_GIFS / "adiff_v1_toonyou_01.gif").read_bytes())
+    with pytest.raises(ClipImportError) as exc:
+        import_gif_folder(session, study_id=study.id, folder=folder, replace=True)
+    assert [m.differs for m in exc.value.mismatches] == [["frames 48 vs 16", "fps 23.08 vs 7.69"]]
