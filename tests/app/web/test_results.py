@@ -1,0 +1,136 @@
+"""Results dashboard, API and downloads over HTTP: who may see what, and the page shows the statistics' numbers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bs4 import BeautifulSoup
+
+from app.services.results_cache import get_results
+from app.services.results_view import OVERALL_LABEL
+from tests.app.services.results_factory import voted_study
+from tests.factories import make_study, make_user
+
+PASSWORD = "correct horse battery"
+
+
+def _login(client, user) -> None:
+    page = client.get("/login")
+    token = BeautifulSoup(page.text, "html.parser").find("input", {"name": "csrf_token"})["value"]
+    r = client.post("/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token, "next": "/"},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+
+
+@pytest.fixture
+def study(session):
+    study = voted_study(session, n_prompts=4, n_evaluators=4)
+    session.commit()
+    return study
+
+
+def _results(session, study) -> dict:
+    """The statistics as the app computes them; the read transaction is ended so the app can write (SQLite)."""
+    results = get_results(session, study_id=study.id).results
+    session.commit()  # ends the read transaction without expiring loaded rows
+    return results
+
+
+def _as(client, session, role):
+    user = make_user(session, role=role)
+    session.commit()
+    _login(client, user)
+    return user
+
+
+def test_logged_out_is_redirected_and_api_says_401(client, study):
+    r = client.get(f"/studies/{study.id}/results", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert client.get(f"/studies/{study.id}/export/votes.csv", follow_redirects=False).status_code == 303
+    assert client.get(f"/api/v1/studies/{study.id}/results").status_code == 401
+
+
+def test_researcher_sees_dashboard_but_cannot_download(client, session, study):
+    _as(client, session, "researcher")
+    r = client.get(f"/studies/{study.id}/results")
+    assert r.status_code == 200
+    assert "Downloads" not in r.text
+    for path in ("votes.csv", "votes.parquet", "clips.json", "results.json", "report.html",
+                 "clean_battle/overall_quality.json"):
+        assert client.get(f"/studies/{study.id}/export/{path}").status_code == 403, path
+
+
+def test_dashboard_numbers_equal_compute_results(client, session, study):
+    _as(client, session, "admin")
+    r = client.get(f"/studies/{study.id}/results")
+    assert r.status_code == 200
+    results = _results(session, study)
+    soup = BeautifulSoup(r.text, "html.parser")
+    assert results["headline"] in soup.select_one(".headline").get_text()
+    rows = soup.select("#criteria table tbody tr")
+    labels = {c.key: c.label for c in study.criteria}
+    session.commit()  # ends the read transaction without expiring loaded rows
+    expected = [(labels[rec["criterion"]], rec["wins_a"], rec["ties"], rec["wins_b"], rec["n"])
+                for rec in results["criteria"]]
+    expected += [(OVERALL_LABEL, rec["wins_a"], rec["ties"], rec["wins_b"], rec["n"]) for rec in results["overall"]]
+    got = [tuple([tds[0].get_text(strip=True)] + [int(td.get_text()) for td in tds[1:5]])
+           for tds in (row.find_all("td") for row in rows)]
+    assert got == expected
+    pref = soup.select("#preference table tbody tr")
+    for row, rec in zip(pref, results["criteria"], strict=False):
+        cells = [td.get_text(strip=True) for td in row.find_all("td")]
+        assert cells[1] == f"{100 * rec['pref_rate_a']:.1f}%"
+        assert ("★" in cells[6]) == rec["significant"]
+    # Every chart is an accessible SVG with its data table beside it.
+    for svg in soup.select("#criteria svg, #preference svg, #themes svg, #cost svg, #timeline svg"):
+        assert svg["role"] == "img" and svg.find("title").get_text()
+    assert "Downloads" in r.text
+    api = client.get(f"/api/v1/studies/{study.id}/results").json()
+    assert api["results"] == results
+
+
+def test_include_flagged_switch_changes_the_numbers(client, session, study):
+    from app.models import Evaluator
+
+    ev = session.query(Evaluator).filter_by(study_id=study.id).first()
+    ev.flagged, ev.flag_reasons = True, ["failed 2 of 2 attention checks"]
+    session.commit()
+    _as(client, session, "admin")
+    excluded = client.get(f"/studies/{study.id}/results")
+    included = client.get(f"/studies/{study.id}/results?include_flagged=1")
+    assert "failed 2 of 2 attention checks" in excluded.text
+    n_ex = int(re.search(r"([\d,]+) votes from", excluded.text).group(1))
+    n_in = int(re.search(r"([\d,]+) votes from", included.text).group(1))
+    assert (n_ex, n_in) == (12, 16)  # 4 evaluators x 4 pairs; one evaluator flagged
+    fp = client.get(f"/api/v1/studies/{study.id}/results/fingerprint").json()
+    assert fp["votes"] == 16
+
+
+def test_empty_study_is_a_friendly_empty_state(client, session):
+    study = make_study(session)
+    session.commit()
+    _as(client, session, "admin")
+    r = client.get(f"/studies/{study.id}/results")
+    assert r.status_code == 200 and "No votes yet." in r.text
+    assert client.get(f"/studies/{study.id}/export/report.html").status_code == 200
+    assert client.get("/studies/99999/results").status_code == 404
+
+
+def test_study_page_shows_the_results_panel(client, session, study):
+    _as(client, session, "researcher")
+    r = client.get(f"/studies/{study.id}")
+    assert r.status_code == 200
+    assert f'href="/studies/{study.id}/results"' in r.text
+    assert _results(session, study)["headline"] in r.text
+
+
+def test_admin_downloads(client, session, study):
+    _as(client, session, "admin")
+    r = client.get(f"/studies/{study.id}/export/votes.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"] and study.slug in r.headers["content-disposition"]
+    assert r.text.count("\n") == 1 + 16 * 6
+    report = client.get(f"/studies/{study.id}/export/report.html")
+    assert report.status_code == 200 and "<svg" in report.text
+    assert client.get(f"/studies/{study.id}/export/votes.xlsx").status_code == 404
