@@ -81,7 +81,7 @@ def inspect_gif(data: bytes) -> GifInfo:
                 durations.append(int(frame.info.get("duration", 0) or 0))
     except GifError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise GifError(f"cannot be decoded as a GIF ({exc})") from exc
     return GifInfo(width=width, height=height, frames=len(durations), durations_ms=tuple(durations), loop=loop,
                    extensions=extensions)
