@@ -64,6 +64,15 @@ class BatchResult:
         return ", ".join(parts) + "."
 
 
+def _write(session: Session, stmt) -> int:
+    """Run a conditional UPDATE and return how many rows it changed.
+
+    synchronize_session=False: the WHERE clauses compare timestamps, which SQLite returns naive, so the ORM
+    cannot evaluate them in Python; callers re-read what they need.
+    """
+    return session.execute(stmt, execution_options={"synchronize_session": False}).rowcount
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -255,8 +264,8 @@ def retry_failed(session: Session, *, study_id: int, clip_ids: Iterable[int] | N
         query = query.where(Clip.id.in_(list(clip_ids)))
     ids = list(session.scalars(query.order_by(Clip.id)))
     if ids:
-        session.execute(update(Clip).where(Clip.id.in_(ids), Clip.status == "failed")
-                        .values(status="queued", claimed_by=None, heartbeat_at=None, attempts=0))
+        _write(session, update(Clip).where(Clip.id.in_(ids), Clip.status == "failed")
+               .values(status="queued", claimed_by=None, heartbeat_at=None, attempts=0))
     session.commit()
     _send(send, ids)
     return len(ids)
@@ -275,13 +284,13 @@ def claim_clip(session: Session, *, clip_id: int, worker: str, lease_seconds: fl
     """Take a clip for generation if it is queued, or running under an expired lease (its worker died)."""
     now = utcnow()
     stale = now - timedelta(seconds=lease_seconds)
-    taken = session.execute(
+    taken = _write(
+        session,
         update(Clip)
         .where(Clip.id == clip_id,
                (Clip.status == "queued") | ((Clip.status == "running") & (Clip.heartbeat_at < stale)))
-        .values(status="running", claimed_by=worker, heartbeat_at=now, started_at=now, attempts=Clip.attempts + 1)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .values(status="running", claimed_by=worker, heartbeat_at=now, started_at=now, attempts=Clip.attempts + 1),
+    )
     clip = session.get(Clip, clip_id, populate_existing=True)
     if clip is None:
         return Claim("missing")
@@ -292,18 +301,20 @@ def claim_clip(session: Session, *, clip_id: int, worker: str, lease_seconds: fl
 
 def heartbeat(session: Session, *, clip_id: int, worker: str) -> bool:
     """Extend this worker's lease; False when the clip is no longer ours."""
-    return bool(session.execute(
+    return bool(_write(
+        session,
         update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running")
-        .values(heartbeat_at=utcnow())
-    ).rowcount)
+        .values(heartbeat_at=utcnow()),
+    ))
 
 
 def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str) -> bool:
     """Give a claimed clip back to the queue (a Celery retry will take it again), keeping the reason."""
-    return bool(session.execute(
+    return bool(_write(
+        session,
         update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running")
-        .values(status="queued", claimed_by=None, heartbeat_at=None, error=error)
-    ).rowcount)
+        .values(status="queued", claimed_by=None, heartbeat_at=None, error=error),
+    ))
 
 
 def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any) -> bool:
@@ -317,9 +328,10 @@ def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, s
         "unet_evals": result.unet_evals, "peak_memory_bytes": result.peak_memory_bytes, "device": result.device,
         "dtype": result.dtype, "generation": result.generation, "finished_at": utcnow(), "heartbeat_at": None,
     }
-    done = session.execute(
-        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values)
-    ).rowcount
+    done = _write(
+        session,
+        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values),
+    )
     if done:
         from app.services.pairs import ensure_pairs
 
@@ -332,9 +344,8 @@ def fail_clip(session: Session, *, clip_id: int, worker: str | None, error: str)
     query = update(Clip).where(Clip.id == clip_id, Clip.status.in_(("queued", "running")))
     if worker is not None:
         query = query.where(Clip.claimed_by == worker)
-    return bool(session.execute(
-        query.values(status="failed", error=error[:4000], finished_at=utcnow(), heartbeat_at=None)
-    ).rowcount)
+    return bool(_write(session, query.values(status="failed", error=error[:4000], finished_at=utcnow(),
+                                              heartbeat_at=None)))
 
 
 def recover_stale(session: Session, *, lease_seconds: float, max_attempts: int) -> list[int]:
@@ -354,12 +365,13 @@ def recover_stale(session: Session, *, lease_seconds: float, max_attempts: int) 
                       error=f"the worker generating this clip stopped responding {attempts} times (killed? out of "
                             f"host memory?); check the worker logs, then retry it")
             continue
-        moved = session.execute(
+        moved = _write(
+            session,
             update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running",
                                Clip.heartbeat_at < stale)
             .values(status="queued", claimed_by=None, heartbeat_at=None,
-                    error=f"worker {worker} stopped responding; requeued")
-        ).rowcount
+                    error=f"worker {worker} stopped responding; requeued"),
+        )
         if moved:
             requeued.append(clip_id)
     return requeued
