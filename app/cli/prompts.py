@@ -105,6 +105,9 @@ def list_themes_cmd() -> None:
     console.print(table)
 
 
+prompts_app.command("list-themes", hidden=True)(list_themes_cmd)
+
+
 @prompts_app.command("list")
 def list_prompts(theme: str = typer.Option(None, "--theme", help="Only this theme.")) -> None:
     """The built-in suite's prompts with their exact CLIP token counts."""
