@@ -17,7 +17,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
-_CODES = {"model_a": 0, "model_b": 1, "tie": 2}
+from app.stats.frame import WINNERS, codes, column_codes, group_codes
 
 
 def krippendorff_alpha(
@@ -72,15 +72,35 @@ def unit_columns(votes: pd.DataFrame) -> list[str]:
 
 
 def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict]:
-    """{criterion: {"alpha", "n_units", "n_judgements"}} over units judged by at least two evaluators."""
+    """{criterion: {"alpha", "n_units", "n_judgements"}} over units judged by at least two evaluators.
+
+    Works on integer codes: one pass finds each evaluator's last judgement per criterion and unit, then per
+    criterion a units x (model_a, model_b, tie) count matrix goes to ``krippendorff_alpha``.
+    """
     units = unit_columns(votes)
-    if "evaluator" not in votes.columns or any(c not in votes.columns for c in units):
-        return {c: {"alpha": None, "n_units": 0, "n_judgements": 0} for c in criteria}
+    empty = {"alpha": None, "n_units": 0, "n_judgements": 0}
+    if "evaluator" not in votes.columns or any(c not in votes.columns for c in units) or votes.empty:
+        return {c: dict(empty) for c in criteria}
+    crit, crit_cats = column_codes(votes["criterion"])
+    unit, unit_keys = group_codes(votes, units)
+    ev, ev_cats = column_codes(votes["evaluator"])
+    w = codes(votes["winner"], WINNERS)
+    n_units, n_ev = len(unit_keys), len(ev_cats) + 1
+    key = (crit * n_units + unit) * n_ev + (ev + 1)
+    _, first_from_end = np.unique(key[::-1], return_index=True)
+    keep = len(key) - 1 - first_from_end  # each evaluator's last judgement of a unit on a criterion
+    crit, unit, w = crit[keep], unit[keep], w[keep]
     out = {}
     for criterion in criteria:
-        part = votes[votes["criterion"] == criterion].drop_duplicates(subset=[*units, "evaluator"], keep="last")
-        sizes = part.groupby(units, sort=False, dropna=False).size()
-        multi = sizes[sizes >= 2]
-        alpha = alpha_from_long(part, unit=units, observer="evaluator", value="winner") if len(multi) else None
-        out[criterion] = {"alpha": alpha, "n_units": int(len(multi)), "n_judgements": int(multi.sum())}
+        if criterion not in crit_cats:
+            out[criterion] = dict(empty)
+            continue
+        mask = crit == crit_cats.index(criterion)
+        counts = np.bincount(unit[mask] * 3 + w[mask], minlength=n_units * 3).reshape(n_units, 3)
+        multi = counts[counts.sum(axis=1) >= 2]
+        out[criterion] = {
+            "alpha": krippendorff_alpha(value_counts=multi) if len(multi) else None,
+            "n_units": int(len(multi)),
+            "n_judgements": int(multi.sum()),
+        }
     return out

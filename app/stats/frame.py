@@ -3,6 +3,9 @@
 Required columns: criterion, model_a, model_b, winner ('model_a' | 'model_b' | 'tie'). Everything else
 (vote_id, evaluator, prompt, theme, detail, left_model, side, flagged, ...) is optional: the analyses that
 need a missing column are skipped, so an external arena log can be analysed with the same code.
+
+Text columns are turned into pandas categoricals once, here: on a million rows every later comparison,
+group-by and count then works on small integer codes instead of strings (about 5x faster end to end).
 """
 
 from __future__ import annotations
@@ -14,36 +17,77 @@ from app.criteria import DEFAULT_CRITERIA
 
 REQUIRED = ("criterion", "model_a", "model_b", "winner")
 WINNERS = ("model_a", "model_b", "tie")
+SIDES = ("left", "right", "tie")
 # FastChat's clean_battle spells a tie where both answers were bad as 'tie (bothbad)'; for preference it is a tie.
 _WINNER_ALIASES = {"tie (bothbad)": "tie"}
+_TEXT = ("criterion", "prompt", "theme", "detail", "evaluator")
 
 
 class VoteFrameError(ValueError):
     """The vote frame does not have the shape the statistics need; the message says what to fix."""
 
 
+def codes(series: pd.Series, categories) -> np.ndarray:
+    """Index of each value in ``categories`` (-1 for anything else), fast for categorical columns."""
+    categories = list(categories)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        lookup = np.array([categories.index(c) if c in categories else -1 for c in series.cat.categories] + [-1])
+        return lookup[series.cat.codes.to_numpy()]  # code -1 (missing) picks the trailing -1
+    return pd.Categorical(series, categories=categories).codes.astype(np.int64)
+
+
+def _categorical(series: pd.Series) -> pd.Series:
+    return series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
+
+
 def check_votes(votes: pd.DataFrame) -> pd.DataFrame:
-    """Validate and return a copy with ``winner`` normalised (tie aliases folded into 'tie')."""
+    """Validate and return a shallow copy with categorical text columns and ``winner`` normalised
+    (tie aliases folded into 'tie'); model_a, model_b and left_model share one category list."""
     if not isinstance(votes, pd.DataFrame):
         raise VoteFrameError(f"expected a pandas DataFrame of votes, got {type(votes).__name__}")
     missing = [c for c in REQUIRED if c not in votes.columns]
     if missing:
         raise VoteFrameError(f"vote frame lacks column(s) {', '.join(missing)}; see the vote-frame contract")
-    out = votes.copy()
-    winner = out["winner"].astype(object).replace(_WINNER_ALIASES)
-    bad = ~winner.isin(WINNERS)
-    if bad.any():
-        examples = ", ".join(repr(v) for v in pd.unique(winner[bad])[:3])
+    out = votes.copy(deep=False)
+    winner = _categorical(out["winner"])
+    names = [_WINNER_ALIASES.get(str(c), str(c)) for c in winner.cat.categories]
+    bad = [c for c, n in zip(winner.cat.categories, names, strict=True) if n not in WINNERS]
+    if bad or winner.isna().any():
+        examples = ", ".join(repr(v) for v in (bad[:3] or ["<missing>"]))
         raise VoteFrameError(f"winner must be one of {', '.join(WINNERS)}; found {examples}")
-    out["winner"] = winner.astype(str)
-    for col in ("criterion", "model_a", "model_b"):
-        out[col] = out[col].astype(str)
+    lookup = np.array([WINNERS.index(n) for n in names], dtype=np.int8)
+    out["winner"] = pd.Categorical.from_codes(lookup[winner.cat.codes.to_numpy()], categories=WINNERS)
+    model_cols = [c for c in ("model_a", "model_b", "left_model") if c in out.columns]
+    cats = {c: _categorical(out[c].astype(str) if out[c].dtype == object else out[c]) for c in model_cols}
+    all_models = sorted({str(m) for s in cats.values() for m in s.cat.categories})
+    for c, s in cats.items():
+        out[c] = s.cat.rename_categories(lambda x: str(x)).cat.set_categories(all_models)
+    for c in _TEXT:
+        if c in out.columns:
+            out[c] = _categorical(out[c])
+    if "side" in out.columns:
+        side = codes(out["side"], SIDES)
+        if (side < 0).any():
+            raise VoteFrameError(f"side must be one of {', '.join(SIDES)}; fix or drop the column")
+        out["side"] = pd.Categorical.from_codes(side, categories=SIDES)
     return out
+
+
+def same_value(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Elementwise left == right, on codes when both are categoricals over the same categories."""
+    if (
+        isinstance(left.dtype, pd.CategoricalDtype)
+        and isinstance(right.dtype, pd.CategoricalDtype)
+        and list(left.cat.categories) == list(right.cat.categories)
+    ):
+        lc, rc = left.cat.codes.to_numpy(), right.cat.codes.to_numpy()
+        return (lc == rc) & (lc >= 0)
+    return left.astype(object).to_numpy() == right.astype(object).to_numpy()
 
 
 def criteria_order(votes: pd.DataFrame, criteria: list[str] | None = None) -> list[str]:
     """The criteria to analyse: as given, else the defaults' order first and any others as they appear."""
-    present = list(pd.unique(votes["criterion"]))
+    present = [str(c) for c in pd.unique(votes["criterion"].astype(object))]
     if criteria is not None:
         unknown = [c for c in criteria if c not in present]
         if unknown and len(votes):
@@ -61,24 +105,63 @@ def model_order(votes: pd.DataFrame) -> list[str]:
     """
     a = votes["model_a"].value_counts()
     b = votes["model_b"].value_counts()
-    names = sorted(set(a.index) | set(b.index))
-    share_a = {m: a.get(m, 0) / (a.get(m, 0) + b.get(m, 0)) for m in names}
-    return sorted(names, key=lambda m: (-share_a[m], m))
+    counts = pd.concat([a.rename("a"), b.rename("b")], axis=1).fillna(0)
+    counts = counts[(counts["a"] + counts["b"]) > 0]
+    share_a = counts["a"] / (counts["a"] + counts["b"])
+    return sorted((str(m) for m in counts.index), key=lambda m: (-share_a[m], m))
 
 
 def orient_pairs(votes: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Make model_a the earlier model of ``models`` in every row, swapping the winner with it."""
-    rank = {m: i for i, m in enumerate(models)}
-    ra = votes["model_a"].map(rank).to_numpy()
-    rb = votes["model_b"].map(rank).to_numpy()
+    """Make model_a the earlier model of ``models`` in every row, swapping the winner with it.
+
+    The model columns come back as categoricals with ``models`` as their categories, in that order.
+    """
+    ra, rb = codes(votes["model_a"], models), codes(votes["model_b"], models)
+    out = votes.copy(deep=False)
     swap = ra > rb
-    if not swap.any():
-        return votes
-    out = votes.copy()
-    a = out["model_a"].to_numpy(copy=True)
-    b = out["model_b"].to_numpy(copy=True)
-    out["model_a"] = np.where(swap, b, a)
-    out["model_b"] = np.where(swap, a, b)
-    w = out["winner"].to_numpy()
-    out["winner"] = np.where(swap & (w == "model_a"), "model_b", np.where(swap & (w == "model_b"), "model_a", w))
+    out["model_a"] = pd.Categorical.from_codes(np.where(swap, rb, ra), categories=models)
+    out["model_b"] = pd.Categorical.from_codes(np.where(swap, ra, rb), categories=models)
+    if "left_model" in out.columns:
+        out["left_model"] = pd.Categorical.from_codes(codes(out["left_model"], models), categories=models)
+    if swap.any():
+        w = codes(out["winner"], WINNERS)
+        out["winner"] = pd.Categorical.from_codes(np.where(swap, np.array([1, 0, 2])[w], w), categories=WINNERS)
     return out
+
+
+def column_codes(series: pd.Series) -> tuple[np.ndarray, list]:
+    """(codes, categories) of a column; missing values get -1."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.cat.codes.to_numpy().astype(np.int64), list(series.cat.categories)
+    values, uniques = pd.factorize(series, sort=True)
+    return values.astype(np.int64), list(uniques)
+
+
+def group_codes(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Cell number of every row for the combinations of ``cols`` that occur, and those combinations.
+
+    Works on category codes with a mixed-radix key, which is several times faster than ``groupby().ngroup()``
+    on a million rows. Cells are numbered in category order; missing values form their own cell (None).
+    """
+    parts = [column_codes(frame[c]) for c in cols]
+    key = np.zeros(len(frame), dtype=np.int64)
+    sizes = [len(cats) + 1 for _, cats in parts]
+    for (code, _), size in zip(parts, sizes, strict=True):
+        key = key * size + (code + 1)
+    total = int(np.prod(sizes, dtype=np.float64))
+    if total <= 5_000_000:
+        present = np.flatnonzero(np.bincount(key, minlength=total))
+        lookup = np.full(total, -1, dtype=np.int64)
+        lookup[present] = np.arange(present.size)
+        cells, uniq = lookup[key], present
+    else:
+        uniq, cells = np.unique(key, return_inverse=True)
+    columns = {}
+    rest = uniq.copy()
+    for col, (_, cats), size in zip(reversed(cols), reversed(parts), reversed(sizes), strict=True):
+        digit = rest % size
+        rest //= size
+        lookup = np.array([None, *cats], dtype=object)
+        columns[col] = lookup[digit]
+    keys = pd.DataFrame({c: columns[c] for c in cols})
+    return cells, keys

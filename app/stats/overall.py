@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from app.stats.frame import SIDES, WINNERS, codes, same_value
+
 OVERALL = "overall"
 DEFINITION = (
     "Overall preferred: for each vote, the model that won more of the criteria on which the evaluator picked a "
@@ -28,17 +30,24 @@ def overall_votes(votes: pd.DataFrame, criteria: list[str] | None = None) -> pd.
     frame = votes if criteria is None else votes[votes["criterion"].isin(criteria)]
     if frame.empty:
         return frame.iloc[0:0].assign(criterion=pd.Series(dtype=object))
-    codes, uniques = pd.factorize(frame["vote_id"], sort=True)
-    w = frame["winner"].to_numpy()
-    a = np.bincount(codes, weights=(w == "model_a"), minlength=len(uniques))
-    b = np.bincount(codes, weights=(w == "model_b"), minlength=len(uniques))
-    first = pd.Series(np.arange(len(frame))).groupby(codes).first().to_numpy()
+    vote, uniques = pd.factorize(frame["vote_id"], sort=True)
+    w = codes(frame["winner"], WINNERS)
+    a = np.bincount(vote, weights=(w == 0), minlength=len(uniques))
+    b = np.bincount(vote, weights=(w == 1), minlength=len(uniques))
+    first = np.full(len(uniques), len(frame))
+    np.minimum.at(first, vote, np.arange(len(frame)))
     out = frame.iloc[first].reset_index(drop=True).copy()
-    out["criterion"] = OVERALL
-    out["winner"] = np.where(a > b, "model_a", np.where(b > a, "model_b", "tie"))
+    crit = frame["criterion"]
+    if isinstance(crit.dtype, pd.CategoricalDtype) and OVERALL in crit.cat.categories:
+        out["criterion"] = pd.Categorical([OVERALL] * len(out), categories=crit.cat.categories)
+    else:
+        out["criterion"] = OVERALL
+    winner = np.where(a > b, 0, np.where(b > a, 1, 2))
+    out["winner"] = pd.Categorical.from_codes(winner, categories=WINNERS)
     out["criteria_won_a"] = a.astype(int)
     out["criteria_won_b"] = b.astype(int)
     if "left_model" in out.columns:
-        won = np.where(out["winner"] == "model_a", out["model_a"], out["model_b"])
-        out["side"] = np.where(out["winner"] == "tie", "tie", np.where(won == out["left_model"], "left", "right"))
+        a_left = same_value(out["left_model"], out["model_a"])
+        side = np.where(winner == 2, 2, np.where((winner == 0) == a_left, 0, 1))
+        out["side"] = pd.Categorical.from_codes(side, categories=SIDES)
     return out

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from app.stats.bootstrap import cluster_bootstrap_rate, iid_bootstrap_rate
+from app.stats.frame import WINNERS, codes, column_codes, group_codes
 from app.stats.power import votes_needed
 from app.stats.proportions import wilson_interval
 from app.stats.significance import sign_tests
@@ -35,12 +36,10 @@ def preference_table(
     by = list(by)
     if votes.empty:
         return pd.DataFrame(columns=[*by, "wins_a", "wins_b", "ties", "n"])
-    grouped = votes.groupby(by, sort=True, observed=True, dropna=False)
-    cells = grouped.ngroup().to_numpy()
-    keys = grouped.size().reset_index()[by]
+    cells, keys = group_codes(votes, by)
     n_cells = len(keys)
-    w = votes["winner"].to_numpy()
-    is_a, is_b, is_t = (w == "model_a"), (w == "model_b"), (w == "tie")
+    w = codes(votes["winner"], WINNERS)
+    is_a, is_b, is_t = (w == 0), (w == 1), (w == 2)
     wins_a = np.bincount(cells, weights=is_a, minlength=n_cells).astype(np.int64)
     wins_b = np.bincount(cells, weights=is_b, minlength=n_cells).astype(np.int64)
     ties = np.bincount(cells, weights=is_t, minlength=n_cells).astype(np.int64)
@@ -57,15 +56,20 @@ def preference_table(
     out["wilson_lo"], out["wilson_hi"] = wilson_interval(wins_a, decided, confidence=confidence)
 
     if cluster and cluster in votes.columns:
-        cl_codes, cl_uniques = pd.factorize(votes[cluster], sort=True)
-        n_cl = len(cl_uniques)
+        cl_codes, cl_uniques = column_codes(votes[cluster])
+        used = np.flatnonzero(np.bincount(cl_codes + 1, minlength=len(cl_uniques) + 1)[1:])
+        # keep only clusters that occur here (a theme's table must not resample other themes' prompts)
+        remap = np.full(len(cl_uniques) + 1, used.size)  # rows without a prompt share one extra cluster
+        remap[used + 1] = np.arange(used.size)
+        cl_codes = remap[cl_codes + 1]
+        n_cl = used.size + int((cl_codes == used.size).any())
         flat = cl_codes.astype(np.int64) * n_cells + cells
         s = np.bincount(flat, weights=is_a, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
         t = np.bincount(flat, weights=is_a | is_b, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
         strata = None
         if stratify and stratify in votes.columns:
-            first = pd.Series(votes[stratify].to_numpy()).groupby(cl_codes).first()
-            strata = pd.factorize(first.reindex(range(n_cl)))[0]
+            strata = np.zeros(n_cl, dtype=np.int64)
+            strata[cl_codes] = column_codes(votes[stratify])[0]  # a prompt has one theme/detail level
         lo, hi = cluster_bootstrap_rate(s, t, n_boot=n_boot, seed=seed, strata=strata, confidence=confidence)
         out["bootstrap_unit"] = cluster
     else:
@@ -76,8 +80,12 @@ def preference_table(
     return out
 
 
-def add_decision(table: pd.DataFrame, adjusted_col: str, *, alpha: float = 0.05, family_size: int) -> pd.DataFrame:
+def add_decision(
+    table: pd.DataFrame, adjusted_col: str, *, alpha: float = 0.05, family_size: int, power: bool = True
+) -> pd.DataFrame:
     """Add 'significant', 'leader', 'winner' and the 80%-power vote counts given an adjusted p-value column.
+
+    With ``power=False`` (theme and detail cells, where nobody plans sample sizes) the vote counts are None.
 
     Power is computed at the Bonferroni level alpha / family_size: Holm and BH reject whatever Bonferroni
     rejects, so that many votes suffice for the adjusted test too (it may be more than strictly needed).
@@ -91,11 +99,11 @@ def add_decision(table: pd.DataFrame, adjusted_col: str, *, alpha: float = 0.05,
     out["winner"] = np.where(sig, lead, None)
     level = alpha / max(family_size, 1)
     needed = [
-        votes_needed(int(a), int(b), int(t), alpha=level, power=0.8)
+        votes_needed(int(a), int(b), int(t), alpha=level, power=0.8) if power else None
         for a, b, t in zip(out["wins_a"], out["wins_b"], out["ties"], strict=True)
     ]
-    out["votes_needed_80"] = needed
-    out["more_votes_80"] = [
-        None if (s or v is None) else max(0, v - int(n)) for s, v, n in zip(sig, needed, out["n"], strict=True)
-    ]
+    more = [None if (s or v is None) else max(0, v - int(n)) for s, v, n in zip(sig, needed, out["n"], strict=True)]
+    # object dtype keeps these ints (a float column would turn 477 into 477.0 in the JSON)
+    out["votes_needed_80"] = pd.Series(needed, index=out.index, dtype=object)
+    out["more_votes_80"] = pd.Series(more, index=out.index, dtype=object)
     return out

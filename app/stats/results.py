@@ -19,13 +19,20 @@ Keys of the returned dict (floats are plain floats, undefined values are None):
   ``p_holm`` is Holm across pairs, so equals ``p_value`` with two models), ``overall_definition``: str.
 - ``themes`` / ``detail_levels``: records of the same shape plus ``theme`` / ``detail`` and ``p_bh``
   (Benjamini-Hochberg across group x criterion cells; the overall cells, criterion 'overall', are their own
-  family); ``significant`` and ``winner`` there use ``p_bh``.
+  family); ``significant`` and ``winner`` there use ``p_bh``; ``votes_needed_80``/``more_votes_80`` are None
+  there (sample sizes are planned per criterion).
 - ``themes_differ`` / ``detail_levels_differ``: records ``criterion, model_a, model_b, n_groups, chi2, dof,
   p_value, min_expected, test`` (chi-square test of independence).
 - ``agreement``: ``{criterion or 'overall': {"alpha", "n_units", "n_judgements"}}`` (Krippendorff, nominal).
 - ``position_bias``: ``{"left_wins", "right_wins", "n", "rate", "ci", "p_value", "a_left_share", "unit",
   "by_criterion": {criterion: same without unit}}`` or None when the frame has no ``side``.
-- ``ratings``: None with two models; else ``{criterion or 'overall': ratings block}`` (see ``ratings``).
+- ``ratings``: None with two models; else ``{criterion or 'overall': block}`` where block is
+  ``{"ratings": [{"model", "rating", "ci": [lo, hi], "rank"}] (best first), "order": [model...],
+  "win_rate": matrix in ``order`` (row beat column, ties in the denominator; None where never met),
+  "predicted_win_rate": BT matrix, "n_battles", "bootstrap_unit", "converged", "bootstrap_converged_share",
+  "scale": 400, "base": 10, "centre": 1000, "davidson": {"worths": [{"model", "worth", "rating"}], "nu",
+  "log_likelihood", "converged"} or None (no ties)}``, or ``{"error": str}`` when the models cannot be rated.
+- Rows comparing a model with itself are dropped before anything is counted.
 - ``headline``: one sentence, e.g. "A preferred on 5 of 6 criteria (significant on 4)".
 - ``methods``: {name: one-sentence description} for the page's "how we computed this".
 """
@@ -38,10 +45,11 @@ import numpy as np
 import pandas as pd
 
 from app.stats.agreement import agreement_by_criterion
-from app.stats.frame import check_votes, criteria_order, model_order, orient_pairs
+from app.stats.frame import check_votes, criteria_order, model_order, orient_pairs, same_value
 from app.stats.overall import DEFINITION, OVERALL, overall_votes
 from app.stats.pairwise import add_decision, preference_table
 from app.stats.position import position_bias
+from app.stats.ratings import bradley_terry, davidson
 from app.stats.significance import adjust_pvalues
 from app.stats.themes import group_table, groups_differ
 
@@ -120,10 +128,24 @@ def _pairwise(frame: pd.DataFrame, criteria: list[str], *, n_boot: int, seed: in
     return add_decision(table.reset_index(drop=True), "p_holm", alpha=ALPHA, family_size=family)
 
 
+def _ratings(frame: pd.DataFrame, models: list[str], criteria: list[str], *, n_boot: int, seed: int) -> dict:
+    """{criterion: Bradley-Terry block + "davidson"}; a criterion whose models cannot be rated gets {"error"}."""
+    out = {}
+    for criterion in criteria:
+        part = frame[frame["criterion"] == criterion]
+        try:
+            block = bradley_terry(part, models=models, n_boot=n_boot, seed=seed)
+            block["davidson"] = davidson(part, models=models)
+        except ValueError as exc:
+            block = {"error": str(exc)}
+        out[criterion] = block
+    return out
+
+
 def _headline(records: list[dict], models: list[str], ratings: dict | None) -> str:
     if not records:
         return "No votes yet."
-    if len(models) > 2 and ratings and ratings.get(OVERALL):
+    if len(models) > 2 and ratings and "ratings" in ratings.get(OVERALL, {}):
         top = ratings[OVERALL]["ratings"][0]
         return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f})."
     n_crit = len(records)
@@ -157,9 +179,11 @@ def compute_results(
         excluded = int(frame.loc[flagged, "vote_id"].nunique()) if has_vote_id else int(flagged.sum())
         frame = frame[~flagged]
     crits = criteria_order(frame, criteria)
-    frame = frame[frame["criterion"].isin(crits)]
+    # A model compared with itself says nothing about preference (one such battle is in the GenAI-Arena log).
+    frame = frame[frame["criterion"].isin(crits) & ~same_value(frame["model_a"], frame["model_b"])]
+    frame = frame.assign(criterion=frame["criterion"].cat.set_categories([*crits, OVERALL]))
     models = model_order(frame) if len(frame) else []
-    frame = orient_pairs(frame, models) if len(frame) else frame
+    frame = orient_pairs(frame, models)
 
     table = _pairwise(frame, crits, n_boot=n_boot, seed=seed)
     criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
@@ -182,7 +206,7 @@ def compute_results(
     agreement_crits = crits + ([OVERALL] if overall is not None else [])
     agreement = agreement_by_criterion(with_overall, agreement_crits) if len(frame) else {}
 
-    ratings = None  # filled for more than two models once the ratings module lands
+    ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed) if len(models) > 2 else None
 
     n_votes = int(frame["vote_id"].nunique()) if has_vote_id else (len(frame) // max(len(crits), 1))
     return _clean(

@@ -38,7 +38,8 @@ def group_table(
             continue
         part = table[mask].copy()
         part["p_bh"] = adjust_pvalues(part["p_value"].to_numpy(), "bh")
-        parts.append(add_decision(part, "p_bh", alpha=alpha, family_size=int(part["p_value"].notna().sum())))
+        family = int(part["p_value"].notna().sum())
+        parts.append(add_decision(part, "p_bh", alpha=alpha, family_size=family, power=False))
     return pd.concat(parts).sort_index()
 
 

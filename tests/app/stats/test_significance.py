@@ -19,6 +19,13 @@ def test_holm_by_hand():
     np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02])
 
 
+def test_holm_agrees_with_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.random.default_rng(0).uniform(0, 0.2, 40)
+    np.testing.assert_allclose(adjust_pvalues(p, "holm"), multipletests(p, method="holm")[1])
+
+
 def test_bh_by_hand():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4/1, 4/2, 4/3, 4/4 -> 0.02, 0.02, 0.04, 0.04 (running min from the top)
     got = adjust_pvalues([0.01, 0.04, 0.03, 0.005], "bh")
