@@ -168,3 +168,29 @@ def report_html(session: Session, *, study: Study, include_flagged: bool = False
 def html_report(session: Session, *, study: Study, include_flagged: bool = False) -> Download:
     body = report_html(session, study=study, include_flagged=include_flagged)
     return Download(f"{study.slug}-report-{_stamp()}.html", "text/html; charset=utf-8", body.encode())
+
+
+def clean_battle(session: Session, *, study: Study, criterion: str, include_flagged: bool = False) -> Download:
+    """One criterion's votes as a FastChat ``clean_battle`` JSON list (``overall`` = the per-vote aggregate).
+
+    FastChat rates one outcome per battle, so each criterion is its own log; ``judge`` is the pseudonymous
+    evaluator id and ``anony`` is always true (evaluators never know the models).
+    """
+    from app.services.results_data import criterion_keys
+    from app.stats import overall_votes
+    from app.stats.clean_battle import to_clean_battle
+
+    keys = criterion_keys(session, study_id=study.id)
+    if criterion not in (*keys, "overall"):
+        raise ExportError(f"study {study.slug} has no criterion {criterion!r}; use one of {', '.join(keys)} "
+                          "or overall")
+    frame = get_cache().frame(session, study_id=study.id)
+    if not include_flagged:
+        frame = frame[~frame["flagged"]]
+    if criterion == "overall":
+        frame = overall_votes(frame, keys) if len(frame) else frame.iloc[0:0]
+        frame = frame.assign(criterion="overall")
+    records = to_clean_battle(frame, criterion=criterion)
+    suffix = "-with-flagged" if include_flagged else ""
+    return Download(f"{study.slug}-clean_battle-{criterion}{suffix}.json", "application/json",
+                    json.dumps(records, indent=1, default=_json_default).encode())

@@ -49,10 +49,9 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     for i, r in enumerate(block.get("ratings", [])):
         lo, hi = (r.get("ci") or [r.get("lo"), r.get("hi")])[:2]
         rows.append({"model": r["model"], "rating": r["rating"], "lo": lo, "hi": hi, "rank": r.get("rank", i + 1)})
-    matrix = block.get("win_rate") or block.get("win_rates")
     winrate = None
-    if isinstance(matrix, dict) and "models" in matrix:
-        winrate = {"models": matrix["models"], "matrix": matrix.get("matrix") or matrix.get("values")}
+    if block.get("win_rate") and block.get("order"):
+        winrate = {"models": block["order"], "matrix": block["win_rate"]}
     note = block.get("note") or ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000); "
                                  "ties count half a win to each side; intervals from bootstrap resampling; "
                                  "ranks from non-overlapping intervals.")

@@ -1,0 +1,136 @@
+"""Exports: one row per vote x criterion with model-space winners, lossless CSV/JSONL/Parquet, the clips
+manifest, results JSON = compute_results, clean_battle logs, and a report that needs nothing from the network."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pandas as pd
+import pytest
+from bs4 import BeautifulSoup
+
+from app.criteria import DEFAULT_CRITERIA
+from app.models import Clip, Vote
+from app.services import exports
+from app.services.results_cache import get_results
+from app.stats.clean_battle import read_clean_battle
+from tests.app.services.results_factory import cast_vote, voted_study
+from tests.factories import make_evaluator, make_pairs, make_study
+
+KEYS = [c.key for c in DEFAULT_CRITERIA]
+
+
+def _body(download: exports.Download) -> bytes:
+    return download.body if isinstance(download.body, bytes) else b"".join(download.body)
+
+
+@pytest.fixture
+def study(session):
+    return voted_study(session, n_prompts=4, n_evaluators=3)
+
+
+def test_raw_votes_one_row_per_vote_and_criterion_with_model_space_winner(session):
+    study = make_study(session, n_prompts=1)
+    (pair,) = make_pairs(session, study)
+    ev = make_evaluator(session, study)
+    # clip_b's model (animatediff) on the left; "left" therefore means animatediff won.
+    cast_vote(session, pair=pair, evaluator=ev, choices=dict.fromkeys(KEYS, "left") | {"overall_quality": "tie"},
+              a_left=False)
+    frame = pd.read_csv(io.BytesIO(_body(exports.raw_votes(session, study=study, fmt="csv"))))
+    assert list(frame.columns) == list(exports.RAW_VOTE_COLUMNS)
+    assert len(frame) == len(KEYS)
+    assert (frame["left_model"] == "animatediff").all() and (frame["side"].iloc[:5] == "left").all()
+    decided = frame[frame["criterion"] != "overall_quality"]
+    assert (decided["winner"] == "model_b").all() and (decided["winner_model"] == "animatediff").all()
+    tie = frame[frame["criterion"] == "overall_quality"].iloc[0]
+    assert tie["winner"] == "tie" and tie["winner_model"] == "tie"
+    assert frame["study"].iloc[0] == study.slug
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_raw_votes_round_trip_through_pandas(session, study, fmt):
+    expected = exports.raw_votes_frame(session, study=study)
+    n_votes = session.query(Vote).filter_by(study_id=study.id).count()
+    assert len(expected) == n_votes * len(KEYS) == 4 * 3 * len(KEYS)
+    assert not expected.duplicated(["vote_id", "criterion"]).any()
+    download = exports.raw_votes(session, study=study, fmt=fmt)
+    body = _body(download)
+    assert download.filename.endswith(f".{fmt}") and study.slug in download.filename
+    if fmt == "csv":
+        got = pd.read_csv(io.BytesIO(body))
+    elif fmt == "jsonl":
+        got = pd.read_json(io.BytesIO(body), lines=True)
+    else:
+        got = pd.read_parquet(io.BytesIO(body))
+    assert list(got.columns) == list(exports.RAW_VOTE_COLUMNS)
+    got["submitted_at"] = pd.to_datetime(got["submitted_at"], utc=True).astype("datetime64[ns, UTC]")
+    for col in ("vote_id", "study_id", "time_spent_ms"):
+        got[col] = got[col].astype("int64")
+    for col in ("evaluator", "prompt", "theme", "detail", "criterion", "model_a", "model_b", "left_model", "side",
+                "winner", "winner_model", "study"):
+        got[col] = got[col].astype(str)
+        expected[col] = expected[col].astype(str)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_unknown_format_is_refused(session, study):
+    with pytest.raises(exports.ExportError, match="csv, jsonl, parquet"):
+        exports.raw_votes(session, study=study, fmt="xlsx")
+
+
+def test_clips_manifest_has_settings_and_cost_but_no_media_handles(session, study):
+    clip = session.query(Clip).filter_by(study_id=study.id).first()
+    clip.wall_seconds, clip.steps, clip.generation = 3.5, 4, {"scheduler": "EulerDiscrete"}
+    session.flush()
+    csv = pd.read_csv(io.BytesIO(_body(exports.clips_manifest(session, study=study, fmt="csv"))))
+    assert len(csv) == session.query(Clip).filter_by(study_id=study.id).count()
+    row = csv[csv["clip_id"] == clip.id].iloc[0]
+    assert row["wall_seconds"] == 3.5 and row["steps"] == 4 and json.loads(row["generation"])["scheduler"]
+    doc = json.loads(_body(exports.clips_manifest(session, study=study, fmt="json")))
+    assert doc["settings"] == study.settings and len(doc["clips"]) == len(csv)
+    text = _body(exports.clips_manifest(session, study=study, fmt="json")).decode()
+    assert clip.media_token not in text and clip.storage_name not in text
+
+
+def test_results_json_is_compute_results(session, study):
+    doc = json.loads(_body(exports.results_json(session, study=study)))
+    assert doc["results"] == get_results(session, study_id=study.id).results
+    assert doc["votes"] == 12
+
+
+def test_clean_battle_per_criterion_reads_back(session, study):
+    raw = exports.raw_votes_frame(session, study=study)
+    for key in ("motion_naturalness", "overall"):
+        records = json.loads(_body(exports.clean_battle(session, study=study, criterion=key)))
+        assert len(records) == 12
+        assert {r["winner"] for r in records} <= {"model_a", "model_b", "tie"}
+        assert all(r["anony"] is True and r["judge"].startswith("e") for r in records)
+        back = read_clean_battle(records)
+        assert len(back) == 12
+        if key != "overall":
+            mine = raw[raw["criterion"] == key].set_index("vote_id")["winner"]
+            assert back.set_index("vote_id")["winner"].sort_index().tolist() == mine.sort_index().tolist()
+    with pytest.raises(exports.ExportError, match="no criterion"):
+        exports.clean_battle(session, study=study, criterion="bogus")
+
+
+def test_html_report_is_self_contained_and_has_the_headline(session, study):
+    html = _body(exports.html_report(session, study=study)).decode()
+    soup = BeautifulSoup(html, "html.parser")
+    headline = get_results(session, study_id=study.id).results["headline"]
+    assert headline in soup.get_text()
+    assert not soup.find("script") and not soup.find("link")
+    for tag in soup.find_all(src=True) + soup.find_all(href=True):
+        value = tag.get("src") or tag.get("href")
+        assert not re.match(r"(https?:)?//", value), value
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", html) and "@import" not in html
+    assert len(soup.find_all("svg")) >= 5
+    assert all(svg.get("role") == "img" and svg.find("title") for svg in soup.find_all("svg"))
+
+
+def test_report_of_an_empty_study_is_friendly(session):
+    study = make_study(session)
+    html = _body(exports.html_report(session, study=study)).decode()
+    assert "No votes yet." in html
