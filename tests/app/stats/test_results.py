@@ -80,3 +80,25 @@ def test_bad_frames_are_explained():
 def test_empty_frame():
     res = compute_results(synthetic_votes(5).iloc[0:0])
     assert res["n_votes"] == 0 and res["criteria"] == [] and res["headline"] == "No votes yet."
+
+
+def test_more_than_two_models():
+    votes = synthetic_votes(3000, models=("M1", "M2", "M3"), seed=6)
+    res = compute_results(votes, n_boot=100)
+    json.dumps(res, allow_nan=False)
+    assert len(res["criteria"]) == 6 * 3
+    assert set(res["ratings"]) == set(res["criteria_keys"]) | {"overall"}
+    block = res["ratings"]["overall"]
+    assert block["order"][0] == "M1" and block["davidson"]["worths"][0]["model"] == "M1"
+    assert res["headline"].startswith("M1 has the highest overall Bradley-Terry rating")
+
+
+def test_external_arena_frame_runs_through_compute_results():
+    from app.stats.clean_battle import read_clean_battle, to_clean_battle
+
+    votes = synthetic_votes(300, models=("M1", "M2", "M3"), seed=2)
+    frame = read_clean_battle(to_clean_battle(votes, criterion="overall_quality"))
+    res = compute_results(frame.drop(columns=["prompt", "theme", "detail"]), n_boot=50)
+    assert res["criteria_keys"] == ["overall_quality"]
+    assert res["criteria"][0]["bootstrap_unit"] == "vote"
+    assert res["themes"] == [] and res["ratings"]["overall_quality"]["n_battles"] == 300
