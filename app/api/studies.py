@@ -7,9 +7,9 @@ takes a JSON body, so a cross-site form cannot forge one (browsers preflight JSO
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
@@ -21,6 +21,10 @@ from app.services.studies import ModelSpec, StudyError
 from app.services.users import UserError, authenticate, create_user, get_user_by_email, list_users
 
 router = APIRouter(tags=["studies"])
+
+# Ids are 32-bit integer columns: a larger number in a URL must be a 422, not an overflow inside the driver.
+MAX_ID = 2_147_483_647
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The study's numeric id.")]
 
 # --- schemas ------------------------------------------------------------------------------------------------
 
@@ -253,12 +257,12 @@ def api_create_study(body: StudyCreate, session: DbSession, user: CurrentUser) -
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS)
-def api_get_study(study_id: int, session: DbSession, user: CurrentUser) -> StudyOut:
+def api_get_study(study_id: StudyId, session: DbSession, user: CurrentUser) -> StudyOut:
     return _study_out(session, _get_study(session, study_id))
 
 
 @router.post("/studies/{study_id}/status", response_model=StudyOut, responses=ERRORS)
-def api_set_status(study_id: int, body: StatusIn, session: DbSession, user: CurrentUser) -> StudyOut:
+def api_set_status(study_id: StudyId, body: StatusIn, session: DbSession, user: CurrentUser) -> StudyOut:
     """Open a study to evaluators, close it, or reopen it (draft → open → closed → open)."""
     _get_study(session, study_id)
     try:
@@ -269,7 +273,7 @@ def api_set_status(study_id: int, body: StatusIn, session: DbSession, user: Curr
 
 
 @router.get("/studies/{study_id}/progress", response_model=ProgressOut, responses=ERRORS)
-def api_progress(study_id: int, session: DbSession, user: CurrentUser) -> ProgressOut:
+def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> ProgressOut:
     _get_study(session, study_id)
     return ProgressOut.model_validate(study_service.study_progress(session, study_id=study_id))
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 
+from app.api.studies import StudyId
 from app.config import get_settings
 from app.csrf import verify_csrf
 from app.models import Prompt, User
@@ -207,7 +208,7 @@ def _render_panels(request: Request, session, study, user) -> list[Markup]:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: int, session: DbSession, user: CurrentUser) -> Response:
+def study_page(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser) -> Response:
     study = _study_or_404(session, study_id)
     themes = session.execute(
         select(Prompt.theme, func.count()).where(Prompt.study_id == study.id).group_by(Prompt.theme)
@@ -224,7 +225,7 @@ def study_page(request: Request, study_id: int, session: DbSession, user: Curren
 @router.post("/studies/{study_id}/status")
 def study_status_submit(
     request: Request,
-    study_id: int,
+    study_id: StudyId,
     session: DbSession,
     user: CurrentUser,
     status: Annotated[str, Form()] = "",

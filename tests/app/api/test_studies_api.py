@@ -120,3 +120,9 @@ def test_operations_are_in_the_openapi_schema(client):
                  "/api/v1/studies/{study_id}/status", "/api/v1/studies/{study_id}/progress", "/api/v1/users"):
         assert path in paths
     assert not any(p in paths for p in ("/login", "/studies/new", "/"))  # HTML pages stay out of the API docs
+
+
+def test_ids_beyond_the_column_range_are_422_not_500(api):
+    assert api.get(f"/api/v1/studies/{2**63}").status_code == 422
+    assert api.get(f"/api/v1/studies/{2**31}/progress").status_code == 422
+    assert api.get("/studies/0").status_code == 422
