@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -117,6 +118,20 @@ def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[
     return merged
 
 
+def _check_storable(errors: list[str], *, name, description, models, settings, criteria) -> None:
+    """Refuse what SQLite would store but PostgreSQL would not: NUL characters and NaN/Infinity in JSON."""
+    texts = [name, description or "", *(m.name or "" for m in models), *(m.description or "" for m in models),
+             *(m.preset or "" for m in models), *(str(part) for c in criteria for part in c)]
+    if any("\x00" in t for t in texts):
+        errors.append("Text fields must not contain NUL characters.")
+    for label, value in [("Settings", settings or {}), *((f"Model {m.name!r}'s overrides", m.overrides)
+                                                           for m in models)]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            errors.append(f"{label} must be plain JSON values (numbers, text, lists; no NaN or Infinity).")
+
+
 def _positive_int(value: Any, label: str, errors: list[str]) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         errors.append(f"{label} must be a whole number of at least 1 (got {value!r}).")
@@ -202,6 +217,7 @@ def create_study(
         elif session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
             errors.append(f"The slug '{slug}' is taken by another study.")
 
+    _check_storable(errors, name=name, description=description, models=models, settings=settings, criteria=crit)
     if errors:
         raise StudyError(errors)
 

@@ -86,6 +86,9 @@ def test_custom_criteria_as_tuples(session):
         ({"criteria": [("Bad Key", "x", "")]}, "Criterion key"),
         ({"criteria": [("a", "A", ""), ("a", "B", "")]}, "unique"),
         ({"redirect_url": "javascript:alert(1)"}, "redirect URL"),
+        ({"name": "nul\x00name"}, "NUL characters"),
+        ({"settings": {"guidance": float("nan")}}, "no NaN"),
+        ({"models": [ModelSpec("a", overrides={"steps": float("inf")}), ModelSpec("b")]}, "no NaN"),
         # refused by the prompts service after the study rows were flushed: the savepoint must undo them
         ({"prompts": [PromptSpec("bad id/..", "a cat", "animals")]}, "may only use letters"),
         ({"prompts": [PromptSpec("long", "a very long prompt " * 30, "animals")]}, "CLIP tokens"),
