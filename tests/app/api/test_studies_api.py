@@ -126,3 +126,29 @@ def test_ids_beyond_the_column_range_are_422_not_500(api):
     assert api.get(f"/api/v1/studies/{2**63}").status_code == 422
     assert api.get(f"/api/v1/studies/{2**31}/progress").status_code == 422
     assert api.get("/studies/0").status_code == 422
+
+
+def test_every_study_operation_needs_a_login(client, session):
+    study = make_study(session)
+    study_id = study.id
+    session.commit()
+    calls = [("get", "/api/v1/me", None), ("get", "/api/v1/studies", None), ("post", "/api/v1/studies", BODY),
+             ("get", f"/api/v1/studies/{study_id}", None), ("get", f"/api/v1/studies/{study_id}/progress", None),
+             ("post", f"/api/v1/studies/{study_id}/status", {"status": "closed"}), ("get", "/api/v1/users", None),
+             ("post", "/api/v1/users", {"email": "x@lab.org", "password": "long enough"})]
+    for method, url, body in calls:
+        r = client.request(method, url, json=body)
+        assert r.status_code == 401, (method, url)
+        assert "log in" in r.json()["detail"].lower()
+
+
+def test_a_cross_site_form_cannot_change_a_study(api, session):
+    # A form on another site can send text/plain but not application/json without a CORS preflight; the
+    # API only reads JSON bodies, so such a post (even with the cookie) changes nothing.
+    study = make_study(session, status="open")
+    study_id = study.id
+    session.commit()
+    r = api.post(f"/api/v1/studies/{study_id}/status", content=b'{"status": "closed"}',
+                 headers={"Content-Type": "text/plain"})
+    assert r.status_code == 422
+    assert api.get(f"/api/v1/studies/{study_id}").json()["status"] == "open"
