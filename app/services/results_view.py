@@ -58,6 +58,19 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     return rows, winrate, note
 
 
+def _ratings_by_criterion(results: dict, labels: dict[str, str]) -> dict | None:
+    blocks = results.get("ratings") or {}
+    keys = [k for k in [*results.get("criteria_keys", []), OVERALL] if (blocks.get(k) or {}).get("ratings")]
+    if not keys:
+        return None
+    models = [r["model"] for r in blocks[keys[-1]]["ratings"]]
+    values = [[next((r["rating"] for r in blocks[k]["ratings"] if r["model"] == m), None) for k in keys]
+              for m in models]
+    # "cells", not "values": Jinja would resolve .values to the dict method.
+    return {"labels": [labels.get(k, OVERALL_LABEL if k == OVERALL else k) for k in keys], "models": models,
+            "cells": values}
+
+
 def _cost_points(results: dict, costs: list[dict], models: list[str]) -> list[dict]:
     rate: dict[str, tuple[float | None, float | None, float | None]] = {}
     overall = results.get("overall") or []
@@ -187,7 +200,8 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "overall": (ov | {"label": _pair_label(ov, two)}) if ov else None,
         "overall_rows": [r | {"label": _pair_label(r, two)} for r in overall],
         "themes": themes, "theme_tests": theme_tests, "details": details, "position_bias": pb,
-        "ratings": ratings, "winrate": winrate, "ratings_note": ratings_note, "costs": costs,
+        "ratings": ratings, "winrate": winrate,
+        "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
         "per_day": _per_day(votes), "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},
