@@ -28,7 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logsumexp
 
-from app.stats.frame import WINNERS, codes
+from app.stats.frame import WINNERS, codes, same_value
 
 SCALE = 400.0
 BASE = 10.0
@@ -40,7 +40,7 @@ def battle_table(votes: pd.DataFrame, models: list[str] | None = None) -> tuple[
 
     Rows where a model meets itself carry no information and are dropped.
     """
-    frame = votes[votes["model_a"].astype(object) != votes["model_b"].astype(object)]
+    frame = votes[~same_value(votes["model_a"], votes["model_b"])]
     if models is None:
         models = sorted({str(x) for x in pd.unique(frame["model_a"])} | {str(x) for x in pd.unique(frame["model_b"])})
     i, j = codes(frame["model_a"], models), codes(frame["model_b"], models)
@@ -52,14 +52,14 @@ def battle_table(votes: pd.DataFrame, models: list[str] | None = None) -> tuple[
     tie = ~(win_lo | win_hi)
     m = len(models)
     key = lo * m + hi
-    agg = pd.DataFrame({"key": key, "a": win_lo, "b": win_hi, "t": tie}).groupby("key").sum()
+    present = np.flatnonzero(np.bincount(key, minlength=m * m))
     table = pd.DataFrame(
         {
-            "i": (agg.index // m).astype(int),
-            "j": (agg.index % m).astype(int),
-            "wins_a": agg["a"].to_numpy(dtype=np.int64),
-            "wins_b": agg["b"].to_numpy(dtype=np.int64),
-            "ties": agg["t"].to_numpy(dtype=np.int64),
+            "i": present // m,
+            "j": present % m,
+            "wins_a": np.bincount(key, weights=win_lo, minlength=m * m)[present].astype(np.int64),
+            "wins_b": np.bincount(key, weights=win_hi, minlength=m * m)[present].astype(np.int64),
+            "ties": np.bincount(key, weights=tie, minlength=m * m)[present].astype(np.int64),
         }
     )
     table.insert(0, "model_a", [models[k] for k in table["i"]])
@@ -121,7 +121,7 @@ def ranks_from_intervals(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 def _cluster_counts(votes: pd.DataFrame, models: list[str], table: pd.DataFrame, cluster: str) -> np.ndarray:
     """(n_clusters, P * 3) counts of wins_a, wins_b, ties per cluster and matchup (matchups as in ``table``)."""
     m = len(models)
-    frame = votes[votes["model_a"].astype(object) != votes["model_b"].astype(object)]
+    frame = votes[~same_value(votes["model_a"], votes["model_b"])]
     i, j = codes(frame["model_a"], models), codes(frame["model_b"], models)
     w = codes(frame["winner"], WINNERS)
     swap = i > j

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from app.stats.significance import adjust_pvalues, sign_test
+from app.stats.significance import adjust_pvalues, sign_test, sign_tests
 
 
 def test_sign_test_exact_value():
@@ -11,6 +11,14 @@ def test_sign_test_exact_value():
     assert sign_test(9, 1) == pytest.approx(22 / 1024)
     assert sign_test(5, 5) == pytest.approx(1.0)
     assert math.isnan(sign_test(0, 0))
+
+
+def test_vectorised_sign_tests_equal_binomtest():
+    wins, losses = np.meshgrid(np.arange(0, 40), np.arange(0, 40))
+    got = sign_tests(wins.ravel(), losses.ravel())
+    ref = [sign_test(w, m) for w, m in zip(wins.ravel(), losses.ravel(), strict=True)]
+    np.testing.assert_allclose(got, ref, rtol=1e-9, equal_nan=True)
+    assert sign_tests([5000], [5300])[0] == pytest.approx(sign_test(5000, 5300), rel=1e-9)
 
 
 def test_holm_by_hand():
