@@ -16,7 +16,7 @@ from app.csrf import verify_csrf
 from app.models import Prompt, User
 from app.security import ROLES, AdminUser, CurrentUser, DbSession
 from app.services import studies as study_service
-from app.services.studies import ModelSpec, StudyError
+from app.services.studies import DEFAULT_SETTINGS, DTYPES, ModelSpec, StudyError
 from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
 from app.templating import templates
 from app.web.panels import render_panels
@@ -68,6 +68,8 @@ class StudyForm:
     votes_per_pair: str = "5"
     pairs_per_session: str = "10"
     redirect_url: str = ""
+    settings: dict[str, str] = field(default_factory=lambda: {
+        k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in DEFAULT_SETTINGS.items()})
 
     def model_rows(self) -> list[dict[str, str]]:
         """The rows to show: what was sent (at least two) plus one blank row for adding another model."""
@@ -87,7 +89,7 @@ def _themes() -> tuple[list[tuple[str, int]], str]:
 def _new_study_page(request, user, form: StudyForm, errors: list[str] | None = None, status: int = 200):
     themes, themes_error = _themes()
     return render(request, "admin/study_new.html", user, status_code=status, form=form, errors=errors or [],
-                  themes=themes, themes_error=themes_error, nav="new",
+                  themes=themes, themes_error=themes_error, nav="new", dtypes=DTYPES,
                   max_upload_mb=get_settings().max_upload_bytes // (1024 * 1024))
 
 
@@ -103,6 +105,21 @@ def _int_field(value: str, label: str, errors: list[str]) -> int | None:
     except ValueError:
         errors.append(f"{label} must be a whole number (got '{value}').")
         return None
+
+
+def _settings(raw: dict[str, str], errors: list[str]) -> dict[str, Any]:
+    """Form text -> typed generation settings; the service then checks ranges (multiples of 8, ...)."""
+    out: dict[str, Any] = {"negative_prompt": raw["negative_prompt"], "base_model": raw["base_model"].strip(),
+                           "dtype": raw["dtype"]}
+    try:
+        out["seeds"] = [int(x) for x in raw["seeds"].replace(",", " ").split()]
+    except ValueError:
+        errors.append(f"Seeds must be whole numbers separated by commas, e.g. 0, 1, 2 (got '{raw['seeds']}').")
+    for key, label in (("frames", "Frames"), ("width", "Width"), ("height", "Height"), ("fps", "Frames per second")):
+        value = _int_field(raw[key], label, errors)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _read_upload(upload: UploadFile | None, errors: list[str]) -> tuple[bytes, str] | None:
@@ -160,8 +177,18 @@ def create_study_submit(
     votes_per_pair: Annotated[str, Form()] = "5",
     pairs_per_session: Annotated[str, Form()] = "10",
     redirect_url: Annotated[str, Form()] = "",
+    seeds: Annotated[str, Form()] = "0",
+    frames: Annotated[str, Form()] = str(DEFAULT_SETTINGS["frames"]),
+    width: Annotated[str, Form()] = str(DEFAULT_SETTINGS["width"]),
+    height: Annotated[str, Form()] = str(DEFAULT_SETTINGS["height"]),
+    fps: Annotated[str, Form()] = str(DEFAULT_SETTINGS["fps"]),
+    negative_prompt: Annotated[str, Form()] = "",
+    base_model: Annotated[str, Form()] = DEFAULT_SETTINGS["base_model"],
+    dtype: Annotated[str, Form()] = DEFAULT_SETTINGS["dtype"],
 ) -> Response:
     verify_csrf(request, csrf_token)
+    raw_settings = {"seeds": seeds, "frames": frames, "width": width, "height": height, "fps": fps,
+                    "negative_prompt": negative_prompt, "base_model": base_model, "dtype": dtype}
     n = max(len(model_name), len(model_description), len(model_preset))
 
     def pick(values: list[str], i: int) -> str:
@@ -171,8 +198,9 @@ def create_study_submit(
             for i in range(n)]
     form = StudyForm(name=name, description=description, models=rows, prompt_source=prompt_source,
                      themes=themes, votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session,
-                     redirect_url=redirect_url)
+                     redirect_url=redirect_url, settings=raw_settings)
     errors: list[str] = []
+    settings = _settings(raw_settings, errors)
     vpp = _int_field(votes_per_pair, "Votes per pair", errors)
     pps = _int_field(pairs_per_session, "Pairs per session", errors)
     prompts = _prompt_specs(form, prompt_file, errors)
@@ -182,7 +210,7 @@ def create_study_submit(
         study = study_service.create_study(
             session, name=name, description=description, models=models, prompts=prompts,
             votes_per_pair=vpp if vpp is not None else 1, pairs_per_session=pps if pps is not None else 1,
-            redirect_url=redirect_url, created_by_id=user.id,
+            redirect_url=redirect_url, created_by_id=user.id, settings=settings,
         )
     except StudyError as exc:
         # The service repeats "no prompts" when the prompt source already failed; say each thing once.

@@ -185,3 +185,20 @@ def test_admin_adds_users(client, session):
                                           "csrf_token": token})
     assert r.status_code == 400 and "at least 8 characters" in r.text and 'value="x@lab.org"' in r.text
     assert sorted(session.scalars(select(User.email))) == ["boss@lab.org", "new@lab.org"]
+
+
+def test_generation_settings_from_the_form(client, session, user):
+    r = new_study_post(client, {"seeds": "0, 1, 7", "width": "256", "height": "500", "frames": "x"})
+    assert r.status_code == 400
+    errors = errors_shown(r.text)
+    assert any("'height' must be a multiple of 8" in e for e in errors)
+    assert any("Frames must be a whole number" in e for e in errors)
+    soup = BeautifulSoup(r.text, "html.parser")
+    assert soup.find("input", {"name": "seeds"})["value"] == "0, 1, 7"
+    assert count(session, Study) == 0
+    r = new_study_post(client, {"seeds": "0, 1, 7", "width": "256", "height": "384", "dtype": "bfloat16"})
+    assert r.status_code == 303, errors_shown(r.text)
+    settings = session.scalars(select(Study.settings)).one()
+    session.rollback()
+    assert settings == {"seeds": [0, 1, 7], "frames": 16, "width": 256, "height": 384, "fps": 8,
+                        "negative_prompt": "", "base_model": "emilianJR/epiCRealism", "dtype": "bfloat16"}
