@@ -146,8 +146,15 @@ def _headline(records: list[dict], models: list[str], ratings: dict | None) -> s
     if not records:
         return "No votes yet."
     if len(models) > 2 and ratings and "ratings" in ratings.get(OVERALL, {}):
-        top = ratings[OVERALL]["ratings"][0]
-        return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f})."
+        rows = ratings[OVERALL]["ratings"]
+        top = rows[0]
+        shared = [r["model"] for r in rows[1:] if r["rank"] == 1]
+        tail = (
+            f"; its 95% interval overlaps {', '.join(shared)}, so first place is not settled"
+            if shared
+            else "; its 95% interval is clear of every other model's"
+        )
+        return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f}){tail}."
     n_crit = len(records)
     leads: dict[str, list[bool]] = {}
     for rec in records:

@@ -16,7 +16,11 @@ import pandas as pd
 
 from app.criteria import DEFAULT_CRITERIA
 
-THEMES = ("people", "animals", "nature", "city", "fantasy")
+# The twelve themes of the built-in prompt suite (app/prompts/suite.jsonl).
+THEMES = (
+    "urban exploration", "historical moments", "sports", "wildlife", "underwater worlds", "nature",
+    "abstract concepts", "magical seasons", "mystical realms", "food and cooking", "space and sci-fi", "everyday life",
+)
 DETAILS = ("short", "medium", "long")
 _CRITERION_SCALE = (1.0, 1.3, 0.9, 1.1, -0.4, 1.0)  # one criterion favours the other model, as real ones can
 

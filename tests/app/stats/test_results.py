@@ -91,6 +91,7 @@ def test_more_than_two_models():
     block = res["ratings"]["overall"]
     assert block["order"][0] == "M1" and block["davidson"]["worths"][0]["model"] == "M1"
     assert res["headline"].startswith("M1 has the highest overall Bradley-Terry rating")
+    assert ("clear of every other" in res["headline"]) == (sum(r["rank"] == 1 for r in block["ratings"]) == 1)
 
 
 def test_external_arena_frame_runs_through_compute_results():

@@ -9,7 +9,8 @@ from app.stats.themes import group_table, groups_differ
 
 @pytest.fixture(scope="module")
 def votes():
-    return synthetic_votes(4000, seed=8, criteria=("c1", "c2"), criterion_scale={"c1": 1.0, "c2": 1.0},
+    themes = ("people", "animals", "nature", "city", "fantasy")
+    return synthetic_votes(4000, seed=8, criteria=("c1", "c2"), criterion_scale={"c1": 1.0, "c2": 1.0}, themes=themes,
                            theme_scale={"people": 3.0, "animals": 0.0, "nature": 1.0, "city": 1.0, "fantasy": 1.0})
 
 
