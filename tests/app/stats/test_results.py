@@ -103,3 +103,25 @@ def test_external_arena_frame_runs_through_compute_results():
     assert res["criteria_keys"] == ["overall_quality"]
     assert res["criteria"][0]["bootstrap_unit"] == "vote"
     assert res["themes"] == [] and res["ratings"]["overall_quality"]["n_battles"] == 300
+
+
+def test_categorical_input_gives_the_same_results():
+    votes = synthetic_votes(500, seed=11)
+    text = ["evaluator", "prompt", "theme", "detail", "criterion", "model_a", "model_b", "left_model", "side",
+            "winner"]
+    as_cat = votes.astype(dict.fromkeys(text, "category"))
+    assert compute_results(as_cat, n_boot=100) == compute_results(votes, n_boot=100)
+
+
+def test_criteria_subset_sets_order_and_overall():
+    votes = synthetic_votes(400, seed=12)
+    res = compute_results(votes, criteria=["overall_quality", "text_relevance"], n_boot=20)
+    assert [r["criterion"] for r in res["criteria"]] == ["overall_quality", "text_relevance"]
+    assert res["criteria_keys"] == ["overall_quality", "text_relevance"]
+    part = votes[votes["criterion"].isin(["overall_quality", "text_relevance"])]
+    a = (part["winner"] == "model_a").groupby(part["vote_id"]).sum()
+    b = (part["winner"] == "model_b").groupby(part["vote_id"]).sum()
+    assert res["overall"][0]["wins_a"] == (a > b).sum() and res["overall"][0]["ties"] == (a == b).sum()
+    assert {r["detail"] for r in res["detail_levels"]} == {"short", "medium", "long"}
+    with pytest.raises(VoteFrameError, match="no votes for criterion"):
+        compute_results(votes, criteria=["smell"])
