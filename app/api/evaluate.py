@@ -14,8 +14,17 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 from app.models import Assignment, Clip, Evaluator, Study
-from app.security import DbSession, client_key
-from app.services.assignments import EvaluationError, join, next_assignment, progress, session_quota
+from app.ratelimit import check_rate, client_ip
+from app.security import DbSession
+from app.services.assignments import (
+    EvaluationError,
+    join,
+    next_assignment,
+    progress,
+    session_quota,
+    study_for_invite,
+)
+from app.services.attention import qc_settings
 from app.services.votes import InvalidChoices, submit_vote
 from app.web.evaluator import clip_duration_ms, completion_redirect, evaluator_from_token, evaluator_token
 
@@ -104,8 +113,10 @@ def _refused(exc: EvaluationError) -> JSONResponse:
 @router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
 def api_join(body: JoinRequest, request: Request, session: DbSession):
     try:
+        study = study_for_invite(session, invite_token=body.invite_token)
+        check_rate("join", client_ip(request), qc_settings(study).join_rate_limit_per_minute)
         evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
-                         ip=client_key(request), user_agent=request.headers.get("user-agent"))
+                         ip=client_ip(request), user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refused(exc)
     study = session.get(Study, evaluator.study_id)

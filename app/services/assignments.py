@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.models import Assignment, Evaluator, Pair, Study, utcnow
+from app.services.attention import is_check_due, pick_check_pair, qc_settings
 
 # An open assignment counts as load on its pair only this long: an evaluator who closed the tab for good
 # must not keep a pair looking busy forever (it is still theirs to resume).
@@ -51,10 +52,6 @@ class StudyFull(EvaluationError):
     status_code = 409
 
 
-class TooManyJoins(EvaluationError):
-    status_code = 429
-
-
 class UnknownEvaluator(EvaluationError):
     status_code = 401
 
@@ -84,9 +81,10 @@ def check_can_join(session: Session, study: Study) -> None:
     """Refuse when the study is not open or has all the sessions it asked for."""
     if study.status != "open":
         raise StudyNotOpen("This study is not accepting answers right now. Please try again later.")
-    if study.sessions_per_invite:
+    limit = qc_settings(study).sessions_per_invite
+    if limit:
         joined = session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study.id))
-        if joined >= study.sessions_per_invite:
+        if joined >= limit:
             raise StudyFull("This study already has all the participants it needs. Thank you for your interest.")
 
 
@@ -118,17 +116,9 @@ def join(
         if existing is not None:
             return existing
     check_can_join(session, study)
+    # The per-IP join rate limit is applied by the routes (app.ratelimit.check_rate, shared via Redis when
+    # there is one); the keyed hash is kept so QC can spot many sessions from one address.
     ip_hash = _ip_hash(ip) if ip else None
-    limit = get_settings().join_rate_limit_per_minute
-    if ip_hash and limit:
-        recent = session.scalar(
-            select(func.count(Evaluator.id)).where(
-                Evaluator.ip_hash == ip_hash, Evaluator.created_at >= utcnow() - timedelta(minutes=1)
-            )
-        )
-        if recent >= limit:
-            raise TooManyJoins("Too many new sessions from your network in the last minute. Wait a minute and "
-                               "open the link again.")
     now = utcnow()
     evaluator = Evaluator(
         study_id=study.id,
@@ -153,7 +143,7 @@ def get_evaluator(session: Session, *, public_id: str) -> Evaluator:
 def session_quota(session: Session, study: Study) -> int:
     """How many pairs one session rates: the study's quota, or fewer if the study has fewer pairs."""
     n_pairs = session.scalar(select(func.count(Pair.id)).where(Pair.study_id == study.id, Pair.kind == "normal"))
-    return min(study.pairs_per_session, n_pairs or 0)
+    return min(qc_settings(study).max_pairs_per_session, n_pairs or 0)
 
 
 def progress(session: Session, *, evaluator: Evaluator) -> SessionProgress:
@@ -186,7 +176,7 @@ def _pick_pair_id(session: Session, *, study: Study, evaluator_id: int) -> int |
     rows = session.execute(
         select(Pair.id, load.label("load"))
         .outerjoin(reserved, reserved.c.pair_id == Pair.id)
-        # Attention checks (kind != 'normal') will be mixed in by their own rule, not by load.
+        # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
         .where(Pair.study_id == study.id, Pair.kind == "normal", Pair.id.not_in(seen))
     ).all()
     if not rows:
@@ -237,11 +227,18 @@ def next_assignment(session: Session, *, evaluator_id: int) -> Assignment | None
         return None
     study = session.get(Study, evaluator.study_id)
     had = session.scalar(select(func.count(Assignment.id)).where(Assignment.evaluator_id == evaluator.id)) or 0
-    if had >= study.pairs_per_session:
+    qc = qc_settings(study)
+    if had >= qc.max_pairs_per_session:
         return _finish(session, evaluator)
     if study.status != "open":
         raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
-    pair_id = _pick_pair_id(session, study=study, evaluator_id=evaluator.id)
+    pair_id = None
+    # Attention checks take a slot of the session's quota, so "Pair k of N" never changes when one comes up.
+    if qc.enabled and is_check_due(position=had + 1, rate=qc.attention_rate, rng=_rng):
+        check = pick_check_pair(session, evaluator_id=evaluator.id, study_id=study.id, rng=_rng)
+        pair_id = check.id if check is not None else None
+    if pair_id is None:
+        pair_id = _pick_pair_id(session, study=study, evaluator_id=evaluator.id)
     if pair_id is None:  # this evaluator has rated every pair of the study
         return _finish(session, evaluator)
     try:

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice, utcnow
 from app.services.assignments import EvaluationError, StudyNotOpen, as_utc, mark_completed_if_done
+from app.services.attention import is_too_fast, qc_settings
+from app.services.qc import refresh_flags
 
 SIDES = ("left", "right", "tie")
 CLIENT_TIME_MAX_MS = 24 * 3600 * 1000
@@ -47,14 +49,6 @@ class SubmitResult:
     vote: Vote | None = None
     completed: bool = False
     choices: dict[str, str] = field(default_factory=dict)
-
-
-def min_vote_ms(study: Study) -> int:
-    """The study's threshold below which a vote is flagged as too fast (``qc.min_vote_seconds``, default 0)."""
-    try:
-        return max(0, int(float((study.qc or {}).get("min_vote_seconds", 0)) * 1000))
-    except (TypeError, ValueError):
-        return 0
 
 
 def validate_choices(criteria: list[Criterion], choices: dict[str, str]) -> dict[str, str]:
@@ -121,7 +115,7 @@ def submit_vote(
             vote = Vote(
                 assignment_id=assignment.id, study_id=study.id, evaluator_id=evaluator_id, pair_id=pair.id,
                 shown_at=assignment.shown_at, submitted_at=now, time_spent_ms=spent, client_time_ms=client_time_ms,
-                too_fast=spent < min_vote_ms(study),
+                too_fast=is_too_fast(spent, qc_settings(study)),
             )
             session.add(vote)
             session.flush()  # the unique assignment_id refuses a racing second vote here
@@ -140,5 +134,7 @@ def submit_vote(
     except IntegrityError:
         session.refresh(assignment)
         return SubmitResult("already_recorded", assignment, completed=evaluator.completed_at is not None)
+    # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
+    refresh_flags(session, evaluator_id=evaluator_id)
     completed = mark_completed_if_done(session, evaluator=evaluator, study=study)
     return SubmitResult("recorded", assignment, vote=vote, completed=completed, choices=clean)

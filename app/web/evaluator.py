@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
 from app.models import Assignment, Clip, Evaluator, Study
-from app.security import DbSession, client_key
+from app.ratelimit import check_rate, client_ip
+from app.security import DbSession
 from app.services.assignments import (
     EvaluationError,
     check_can_join,
@@ -29,6 +30,7 @@ from app.services.assignments import (
     session_quota,
     study_for_invite,
 )
+from app.services.attention import qc_settings
 from app.services.votes import InvalidChoices, submit_vote
 from app.templating import templates
 
@@ -152,10 +154,13 @@ def consent(
                 check_can_join(session, study)
                 return _instructions(request, study, external_id=external_id, status=422,
                                      error="Please tick the consent box to take part.")
+            check_rate("join", client_ip(request), qc_settings(study).join_rate_limit_per_minute)
             evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
-                             ip=client_key(request), user_agent=request.headers.get("user-agent"))
+                             ip=client_ip(request), user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refusal(request, exc)
+    except HTTPException as exc:  # the join rate limit
+        return _message(request, "Please wait a minute", exc.detail, exc.status_code)
     response = RedirectResponse("/e/pair", status_code=303)
     _set_cookie(response, evaluator)
     return response

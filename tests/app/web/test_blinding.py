@@ -15,6 +15,8 @@ from PIL import Image
 from app.config import get_settings
 from app.media.storage import store_bytes
 from app.models import Clip, Pair, Prompt, StudyModel
+from app.ratelimit import reset_limits
+from app.services.attention import ensure_attention_pairs
 from tests.factories import make_study
 
 MODELS = [
@@ -37,9 +39,18 @@ def _gif_with_metadata(model_name: str, colour) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_join_limits():
+    """The join rate limit counts per client address in this process; every TestClient is "testclient"."""
+    reset_limits()
+    yield
+    reset_limits()
+
+
 @pytest.fixture
 def secret_study(session):
-    study = make_study(session, models=(), n_prompts=3, pairs_per_session=3, votes_per_pair=2)
+    study = make_study(session, models=(), n_prompts=3, pairs_per_session=3, votes_per_pair=2,
+                       qc={"attention_rate": 0.5})
     models = []
     for i, (mid, name, preset, desc) in enumerate(MODELS):
         m = StudyModel(id=mid, study_id=study.id, name=name, preset=preset, description=desc, position=i,
@@ -65,14 +76,18 @@ def secret_study(session):
                          clip_b_id=pair_clips[1].id))
         clips += pair_clips
     session.flush()
+    # Attention checks too: their copies are clips with files of their own, served through the same pages.
+    assert ensure_attention_pairs(session, study_id=study.id, n_sources=2) == 4
+    clips = session.query(Clip).filter_by(study_id=study.id).all()
     assert len(study.criteria) == 6
     secrets = {name for _, name, _, _ in MODELS} | {p for _, _, p, _ in MODELS} | {d for _, _, _, d in MODELS}
     secrets |= {"zz-h100", "lightning", "animatediff", "4step", "25step"}
     for c in clips:
         secrets |= {c.storage_name, c.storage_name.removesuffix(".gif"), c.sha256, c.sha256[:16], str(c.id)}
     secrets |= {str(mid) for mid, *_ in MODELS}
+    tokens = [c.media_token for c in clips]
     session.commit()
-    return study, secrets
+    return study, secrets, tokens
 
 
 def _decode_cookie_payloads(value: str) -> list[str]:
@@ -108,7 +123,7 @@ def _hidden(r, name):
 
 
 def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
-    study, secrets = secret_study
+    study, secrets, tokens = secret_study
     go = Recorder(client)
     media_urls: set[str] = set()
 
@@ -150,7 +165,9 @@ def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
         go("POST", "/api/v1/evaluate/votes", headers=headers,
            json={"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(keys, "tie")})
 
-    assert len(media_urls) == 6  # every clip of the study was served at least once
+    assert len(media_urls) >= 4
+    for token in tokens:  # every clip an evaluator could be shown, attention-check copies included
+        assert go("GET", f"/m/{token}").status_code == 200
     leaks = []
     for method, url, body, headers in go.seen:
         lower_secrets = {s.lower() for s in secrets}
@@ -176,7 +193,7 @@ def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
 
 def test_the_check_detects_a_leak(secret_study):
     """Guard against a vacuous test: the same check flags a page that does mention a model or a clip file."""
-    _study, secrets = secret_study
+    _study, secrets, _tokens = secret_study
     bad_body = b"<img src='/m/xyz' data-x='zz-lightning-secret'>"
     assert any(s.encode() in bad_body.lower() for s in secrets)
     raw_gif = _gif_with_metadata("zz-lightning-secret", (1, 2, 3))

@@ -14,8 +14,17 @@ from sqlalchemy import func, select, update
 from app.db import get_sessionmaker
 from app.main import create_app
 from app.models import Assignment, Clip, Evaluator, Vote
+from app.ratelimit import reset_limits
 from app.web.media import strip_gif_metadata
 from tests.factories import gif_bytes, make_pairs, make_study
+
+
+@pytest.fixture(autouse=True)
+def _fresh_join_limits():
+    """The join rate limit counts per client address in this process; every TestClient is "testclient"."""
+    reset_limits()
+    yield
+    reset_limits()
 
 
 @pytest.fixture
@@ -238,3 +247,20 @@ def test_votes_go_to_the_right_assignment_rows(client, study):
         a = s.scalar(select(Assignment).where(Assignment.token == _hidden(page, "assignment")))
         assert a.status == "done"
         assert s.scalar(select(Vote.assignment_id)) == a.id
+
+
+def test_join_rate_limit_per_address(client, session):
+    study = make_study(session, qc={"join_rate_limit_per_minute": 2})
+    make_pairs(session, study)
+    session.commit()
+    for _ in range(2):
+        client.cookies.clear()
+        join_and_consent(client, study)
+    client.cookies.clear()
+    page = client.get(f"/join/{study.invite_token}")
+    r = client.post(f"/join/{study.invite_token}",
+                    data={"csrf_token": _hidden(page, "csrf_token"), "consent": "yes"}, follow_redirects=False)
+    assert r.status_code == 429 and "Too many new sessions" in r.text
+    api = client.post("/api/v1/evaluate/join", json={"invite_token": study.invite_token})
+    assert api.status_code == 429 and api.headers["retry-after"]
+    assert db(select(func.count(Evaluator.id))) == 2
