@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -58,7 +58,7 @@ def evaluator_from_token(session: Session, token: str | None) -> Evaluator | Non
         return None
     try:
         public_id = _serializer().loads(token, max_age=COOKIE_MAX_AGE)
-    except BadSignature:
+    except BadData:
         return None
     if not isinstance(public_id, str):
         return None
