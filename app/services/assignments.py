@@ -220,12 +220,14 @@ def next_assignment(session: Session, *, evaluator_id: int) -> Assignment | None
     evaluator = session.get(Evaluator, evaluator_id)
     if evaluator is None:
         raise UnknownEvaluator("Your session was not found. Open the invite link again to start.")
-    current = _open_assignment(session, evaluator.id)
-    if current is not None:
-        return current
     if evaluator.completed_at is not None:
         return None
     study = session.get(Study, evaluator.study_id)
+    current = _open_assignment(session, evaluator.id)
+    if current is not None:
+        if study.status != "open":  # its vote would be refused: say so now, not after the evaluator answers
+            raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
+        return current
     had = session.scalar(select(func.count(Assignment.id)).where(Assignment.evaluator_id == evaluator.id)) or 0
     qc = qc_settings(study)
     if had >= qc.max_pairs_per_session:

@@ -91,9 +91,13 @@ def test_closed_study_gives_no_new_pair(session):
     study = make_study(session)
     make_pairs(session, study)
     ev = join(session, invite_token=study.invite_token)
+    resumed = join(session, invite_token=study.invite_token)
+    next_assignment(session, evaluator_id=resumed.id)
     study.status = "closed"
     with pytest.raises(StudyNotOpen):
         next_assignment(session, evaluator_id=ev.id)
+    with pytest.raises(StudyNotOpen):  # also for a pair that was already on screen
+        next_assignment(session, evaluator_id=resumed.id)
 
 
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
