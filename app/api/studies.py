@@ -51,7 +51,7 @@ class UserCreate(BaseModel):
 class ModelIn(BaseModel):
     name: str = Field(max_length=100)
     description: str = Field("", max_length=2000)
-    preset: str = Field("", max_length=100, description="Name of a generation preset, e.g. lightning-4step.")
+    preset: str = Field("", max_length=100, description="A generation preset (worker/presets.toml), e.g. animatediff.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-model settings, e.g. {'steps': 4}.")
 
 

@@ -6,7 +6,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,20 +17,16 @@ from app.config import get_settings
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
+from worker.presets import (
+    DEFAULT_SETTINGS,
+    GenerationConfigError,
+    get_preset,
+    validate_overrides,
+    validate_settings,
+)
 
-# Generation settings shared by every model of a study, so that the comparison is about the models and not
-# about resolution or length. AnimateDiff's motion modules were trained on 16-frame 512x512 clips at 8 fps.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "seeds": [0],
-    "frames": 16,
-    "width": 512,
-    "height": 512,
-    "fps": 8,
-    "negative_prompt": "",
-    "base_model": "emilianJR/epiCRealism",
-    "dtype": "float16",
-}
-DTYPES = ("float16", "bfloat16", "float32")
+# DEFAULT_SETTINGS (seeds [0], 16 frames, 512x512, 8 fps, epiCRealism, float16) and their validation live
+# with the worker's presets, so a study can never hold settings the worker would refuse.
 STATUSES = ("draft", "open", "closed")
 # Allowed status changes: a study is drafted, opened to evaluators, closed, and may be reopened.
 TRANSITIONS = {("draft", "open"), ("open", "closed"), ("closed", "open")}
@@ -84,38 +80,35 @@ def _criterion_fields(item: Any) -> tuple[str, str, str]:
     return key, label, rest[0] if rest else ""
 
 
+def _sentence(message: str) -> str:
+    message = message.strip()
+    return message + ("" if message.endswith(".") else ".")
+
+
 def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[str, Any]:
-    merged = {**DEFAULT_SETTINGS, **(given or {})}
-    seeds = merged["seeds"]
-    if (
-        not isinstance(seeds, list | tuple)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        errors.append("Seeds must be a non-empty list of distinct whole numbers >= 0, e.g. [0, 1].")
-    else:
-        merged["seeds"] = list(seeds)
-    for key in ("frames", "width", "height"):
-        value = merged[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            errors.append(f"Setting '{key}' must be a whole number >= 1 (got {value!r}).")
-    for key in ("width", "height"):
-        value = merged[key]
-        # The VAE downsamples by 8: other sizes are silently cropped or fail inside the UNet.
-        if isinstance(value, int) and value >= 1 and value % 8:
-            errors.append(f"Setting '{key}' must be a multiple of 8 (got {value}).")
-    fps = merged["fps"]
-    if not isinstance(fps, int | float) or isinstance(fps, bool) or not 0 < fps <= 60:
-        errors.append(f"Setting 'fps' must be a number between 1 and 60 (got {fps!r}).")
-    if merged["dtype"] not in DTYPES:
-        errors.append(f"Setting 'dtype' must be one of {', '.join(DTYPES)} (got {merged['dtype']!r}).")
-    for key in ("negative_prompt", "base_model"):
-        if not isinstance(merged[key], str):
-            errors.append(f"Setting '{key}' must be text.")
-    if not str(merged["base_model"]).strip():
-        errors.append("Setting 'base_model' must name the Stable Diffusion 1.5 checkpoint the models share.")
-    return merged
+    """The study's settings with defaults filled in, checked by the worker's own rules (one source of truth)."""
+    try:
+        return validate_settings(given)
+    except GenerationConfigError as exc:
+        errors.extend(_sentence(f"Generation settings: {e}") for e in exc.errors)
+        return {**DEFAULT_SETTINGS, **(given or {})}
+
+
+def _validate_model_generation(m: ModelSpec, errors: list[str]) -> dict[str, Any]:
+    """A known preset (or none: a model whose clips are only imported) and overrides the worker accepts."""
+    if (m.preset or "").strip():
+        try:
+            get_preset(m.preset.strip())
+        except GenerationConfigError as exc:
+            errors.append(f"Model '{m.name}': " + _sentence(str(exc)))
+    if not isinstance(m.overrides, dict):
+        errors.append(f"Model '{m.name}': overrides must be a mapping such as {{'steps': 4}}.")
+        return {}
+    try:
+        return validate_overrides(m.name, m.overrides)
+    except GenerationConfigError as exc:
+        errors.extend(_sentence(e) for e in exc.errors)
+        return dict(m.overrides)
 
 
 def _check_storable(errors: list[str], *, name, description, models, settings, criteria) -> None:
@@ -178,8 +171,7 @@ def create_study(
         elif model_name.lower() in seen_models:
             errors.append(f"Two models are called '{model_name}': give each model its own name.")
         seen_models.add(model_name.lower())
-        if not isinstance(m.overrides, dict):
-            errors.append(f"Model {i}'s overrides must be a mapping such as {{'steps': 4}}.")
+    overrides = [_validate_model_generation(m, errors) for m in models]
 
     prompts = list(prompts)
     if not prompts:
@@ -221,6 +213,7 @@ def create_study(
     if errors:
         raise StudyError(errors)
 
+    models = [replace(m, overrides=o) for m, o in zip(models, overrides, strict=True)]
     slug = slug or _unique_slug(session, slugify(name))
     try:
         # A savepoint: if the prompts service refuses a prompt after the study rows are flushed, only this

@@ -16,10 +16,11 @@ from app.csrf import verify_csrf
 from app.models import Prompt, User
 from app.security import ROLES, AdminUser, CurrentUser, DbSession
 from app.services import studies as study_service
-from app.services.studies import DEFAULT_SETTINGS, DTYPES, ModelSpec, StudyError
+from app.services.studies import DEFAULT_SETTINGS, ModelSpec, StudyError
 from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
 from app.templating import templates
 from app.web.panels import render_panels
+from worker.presets import DTYPES, all_presets
 
 router = APIRouter(include_in_schema=False)
 
@@ -90,6 +91,7 @@ def _new_study_page(request, user, form: StudyForm, errors: list[str] | None = N
     themes, themes_error = _themes()
     return render(request, "admin/study_new.html", user, status_code=status, form=form, errors=errors or [],
                   themes=themes, themes_error=themes_error, nav="new", dtypes=DTYPES,
+                  presets=sorted(all_presets().values(), key=lambda p: p.name),
                   max_upload_mb=get_settings().max_upload_bytes // (1024 * 1024))
 
 

@@ -9,8 +9,8 @@ from tests.factories import make_evaluator, make_pairs, make_study, make_user
 PASSWORD = "correct horse battery"
 BODY = {
     "name": "Lightning vs AnimateDiff",
-    "models": [{"name": "lightning", "preset": "lightning-4step", "overrides": {"steps": 4}},
-               {"name": "animatediff", "preset": "animatediff-25step"}],
+    "models": [{"name": "lightning", "preset": "animatediff-lightning-4step", "overrides": {"steps": 4}},
+               {"name": "animatediff", "preset": "animatediff"}],
     "themes": ["wildlife"],
     "votes_per_pair": 4,
 }
@@ -39,7 +39,7 @@ def test_create_get_and_list(api):
     study = r.json()
     assert study["status"] == "draft" and study["votes_per_pair"] == 4 and study["pairs_per_session"] == 10
     assert [(m["name"], m["preset"], m["overrides"]) for m in study["models"]] == [
-        ("lightning", "lightning-4step", {"steps": 4}), ("animatediff", "animatediff-25step", {})]
+        ("lightning", "animatediff-lightning-4step", {"steps": 4}), ("animatediff", "animatediff", {})]
     assert study["prompts"] == sum(1 for p in load_builtin_suite() if p.theme == "wildlife")
     assert len(study["criteria"]) == 6 and study["settings"]["frames"] == 16
     assert study["invite_url"].startswith("http://127.0.0.1:8000/join/")

@@ -43,12 +43,13 @@ def test_user_add_with_hidden_prompt_and_duplicate(migrated):
 
 
 def test_study_create_prints_id_and_invite_link(migrated):
-    r = run("study", "create", "--name", "Fast vs slow", "--model", "lightning:lightning-4step",
+    r = run("study", "create", "--name", "Fast vs slow", "--model", "lightning:animatediff-lightning-4step",
             "--model", "animatediff", "--theme", "nature", "--votes-per-pair", "3", "--pairs-per-session", "6")
     assert r.exit_code == 0, r.output
     with session_scope() as s:
         study = s.scalars(select(Study)).one()
-        assert [(m.name, m.preset) for m in study.models] == [("lightning", "lightning-4step"), ("animatediff", "")]
+        assert [(m.name, m.preset) for m in study.models] == [
+            ("lightning", "animatediff-lightning-4step"), ("animatediff", "")]
         assert (study.votes_per_pair, study.pairs_per_session) == (3, 6)
         assert set(s.scalars(select(Prompt.theme))) == {"nature"}
         assert f"Created study {study.id}" in r.output

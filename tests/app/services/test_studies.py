@@ -22,8 +22,8 @@ from app.services.studies import (
 from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
 
-MODELS = [ModelSpec("lightning", "4-step", preset="lightning-4step", overrides={"steps": 4}),
-          ModelSpec("animatediff", "25-step", preset="animatediff-25step")]
+MODELS = [ModelSpec("lightning", "4-step", preset="animatediff-lightning-4step", overrides={"steps": 4}),
+          ModelSpec("animatediff", "25-step", preset="animatediff")]
 PROMPTS = [PromptSpec("nature-001", "a waterfall in a misty forest", "nature", "short", ("water",)),
            PromptSpec("sports-001", "a surfer riding a large wave at sunset", "sports")]
 
@@ -43,7 +43,7 @@ def test_create_study_stores_models_criteria_prompts_and_settings(session):
     assert (study.votes_per_pair, study.pairs_per_session) == (4, 7)
     assert study.settings == {**DEFAULT_SETTINGS, "seeds": [0, 1]}
     assert [(m.name, m.preset, m.position, m.overrides) for m in study.models] == [
-        ("lightning", "lightning-4step", 0, {"steps": 4}), ("animatediff", "animatediff-25step", 1, {})]
+        ("lightning", "animatediff-lightning-4step", 0, {"steps": 4}), ("animatediff", "animatediff", 1, {})]
     assert [c.key for c in study.criteria] == [c.key for c in DEFAULT_CRITERIA]
     prompts = {p.external_id: p for p in session.scalars(select(Prompt).where(Prompt.study_id == study.id))}
     assert set(prompts) == {"nature-001", "sports-001"}
@@ -80,14 +80,17 @@ def test_custom_criteria_as_tuples(session):
         ({"votes_per_pair": 0}, "Votes per pair"),
         ({"pairs_per_session": -1}, "Pairs per session"),
         ({"settings": {"width": 500}}, "multiple of 8"),
-        ({"settings": {"seeds": []}}, "Seeds"),
+        ({"settings": {"seeds": []}}, "seeds must be"),
+        ({"settings": {"steps": 4}}, "unknown setting(s) steps"),
+        ({"models": [ModelSpec("a", preset="no-such-preset"), ModelSpec("b")]}, "unknown preset 'no-such-preset'"),
+        ({"models": [ModelSpec("a", overrides={"frames": 8}), ModelSpec("b")]}, "cannot override frames"),
         ({"settings": {"dtype": "int8"}}, "dtype"),
         ({"criteria": []}, "at least one criterion"),
         ({"criteria": [("Bad Key", "x", "")]}, "Criterion key"),
         ({"criteria": [("a", "A", ""), ("a", "B", "")]}, "unique"),
         ({"redirect_url": "javascript:alert(1)"}, "redirect URL"),
         ({"name": "nul\x00name"}, "NUL characters"),
-        ({"settings": {"guidance": float("nan")}}, "no NaN"),
+        ({"settings": {"fps": float("nan")}}, "no NaN"),
         ({"models": [ModelSpec("a", overrides={"steps": float("inf")}), ModelSpec("b")]}, "no NaN"),
         # refused by the prompts service after the study rows were flushed: the savepoint must undo them
         ({"prompts": [PromptSpec("bad id/..", "a cat", "animals")]}, "may only use letters"),
