@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.csrf import csrf_token, verify_csrf
 from app.security import DbSession, client_key, current_user, login, login_throttle, logout
-from app.services.users import authenticate
+from app.services.users import authenticate, count_admins
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -31,11 +31,12 @@ def safe_next(url: str | None) -> str:
     return url
 
 
-def _login_page(request: Request, *, email: str = "", next_url: str = "/", error: str = "", status: int = 200):
+def _login_page(request: Request, session, *, email="", next_url="/", error="", status: int = 200) -> Response:
     return templates.TemplateResponse(
         request,
         "auth/login.html",
-        {"email": email, "next": safe_next(next_url), "error": error},
+        # With no admin yet nobody can log in: say how to make one (the same hint `blindpair serve` prints).
+        {"email": email, "next": safe_next(next_url), "error": error, "no_admin": count_admins(session) == 0},
         status_code=status,
     )
 
@@ -44,7 +45,7 @@ def _login_page(request: Request, *, email: str = "", next_url: str = "/", error
 def login_form(request: Request, session: DbSession, next: str = "/") -> Response:
     if current_user(request, session) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return _login_page(request, next_url=next)
+    return _login_page(request, session, next_url=next)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -61,12 +62,12 @@ def login_submit(
     wait = throttle.retry_after(key)
     if wait:
         minutes = max(1, round(wait / 60))
-        return _login_page(request, email=email, next_url=next, status=429,
+        return _login_page(request, session, email=email, next_url=next, status=429,
                            error=f"Too many failed logins from this address. Try again in about {minutes} min.")
     user = authenticate(session, email=email, password=password)
     if user is None:
         throttle.failed(key)
-        return _login_page(request, email=email, next_url=next, error=LOGIN_ERROR, status=400)
+        return _login_page(request, session, email=email, next_url=next, error=LOGIN_ERROR, status=400)
     throttle.succeeded(key)
     login(request, user)
     return RedirectResponse(safe_next(next), status_code=303)

@@ -86,3 +86,10 @@ def test_only_admins_manage_users(client, session, researcher):
     login_form(client, "boss@lab.org", PASSWORD)
     assert client.get("/admin/users").status_code == 200
     assert client.get("/api/v1/users").status_code == 200
+
+
+def test_login_page_says_how_to_make_the_first_admin(client, session):
+    assert "blindpair user add you@lab.org --role admin" in client.get("/login").text
+    make_user(session, role="admin")
+    session.commit()
+    assert "blindpair user add" not in client.get("/login").text
