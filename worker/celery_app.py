@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 
 from celery import Celery, signals
 
@@ -25,6 +26,7 @@ QUEUE = "generation"
 def make_celery(broker_url: str | None = None) -> Celery:
     ws = worker_settings()
     url = broker_url or get_settings().resolved_broker_url
+    _prepare_sqlite_broker(url)
     celery = Celery("blindpair", broker=url, include=["worker.tasks"])
     celery.conf.update(
         # Reliability (https://docs.celeryq.dev/en/stable/userguide/tasks.html#Task.acks_late): a message is
@@ -38,14 +40,27 @@ def make_celery(broker_url: str | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": ws.visibility_timeout,
-            "polling_interval": ws.broker_polling_interval,
-        },
+        broker_transport_options=_transport_options(url, ws),
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_send_task_events=False,
     )
     return celery
+
+
+def _prepare_sqlite_broker(url: str) -> None:
+    """The embedded broker's SQLite file lives in the data folder, which may not exist yet."""
+    prefix = "sqla+sqlite:///"
+    if url.startswith(prefix) and url != prefix:
+        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _transport_options(url: str, ws) -> dict:
+    if url.startswith(("redis://", "rediss://")):
+        # A message not acknowledged within this many seconds is delivered again (a worker died holding it).
+        return {"visibility_timeout": ws.visibility_timeout}
+    # kombu's SQLAlchemy transport hands its transport options to create_engine(), which refuses unknown ones,
+    # and has no visibility timeout at all: a dead worker's clip is found by its stale lease (sweep_once).
+    return {}
 
 
 app = make_celery()
@@ -73,6 +88,7 @@ def broker_problem(timeout: float = 3.0) -> str | None:
     celery = sender_app()
     url = celery.conf.broker_url
     try:
+        _prepare_sqlite_broker(url)
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:
@@ -117,6 +133,17 @@ def _sweep_forever(stop: threading.Event) -> None:
             sweep_once()
         except Exception:  # the sweeper must outlive a database hiccup; the next round tries again
             log.exception("sweeping for stale clips failed; trying again in %.0f s", interval)
+
+
+@signals.worker_init.connect
+def _preload(**_kw) -> None:
+    """Import torch and diffusers before saying ready, so the first clip's time is the clip's (tens of seconds
+    on a small CPU otherwise). Weights are still loaded on first use, once per process."""
+    from worker.pipelines import quiet_libraries
+
+    quiet_libraries()
+    import diffusers  # noqa: F401
+    from diffusers import AnimateDiffPipeline, MotionAdapter  # noqa: F401
 
 
 @signals.worker_ready.connect

@@ -19,7 +19,6 @@ class WorkerSettings(BaseSettings):
     retry_backoff_seconds: float = 10.0
     # Redis: an unacknowledged message goes back to the queue after this long (kombu's visibility_timeout).
     visibility_timeout: int = 3600
-    broker_polling_interval: float = 1.0  # SQLAlchemy and Redis transports poll the broker this often
 
 
 def worker_settings() -> WorkerSettings:

@@ -34,6 +34,16 @@ class TransientLoadError(RuntimeError):
     """The hub could not be reached; worth retrying."""
 
 
+def quiet_libraries() -> None:
+    """No download/loading progress bars in worker logs: one line per clip is what an operator reads."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def offline() -> bool:
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
     return get_settings().hf_offline or flag
@@ -152,6 +162,7 @@ def load_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
     from diffusers import AnimateDiffPipeline
 
     t0 = time.perf_counter()
+    quiet_libraries()
     dtype = torch_dtype(spec.dtype, device)
     adapter = load_adapter(spec.preset, dtype=dtype)
     kwargs = {} if Path(spec.base_model).is_dir() else hub_kwargs()

@@ -46,6 +46,7 @@ class BatchResult:
     running: int = 0
     failed: int = 0  # failed clips are left alone: retry them with retry_failed
     clip_ids: list[int] = field(default_factory=list)  # the clips whose task was sent
+    scope_clip_ids: list[int] = field(default_factory=list)  # every clip of the batch, whatever its state
 
     @property
     def tasks_sent(self) -> int:
@@ -214,6 +215,8 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
         for seed in seed_list:
             for model in study.models:
                 clip = existing.get((model.id, prompt.id, seed))
+                if clip is not None:
+                    result.scope_clip_ids.append(clip.id)
                 if clip is None:
                     spec = specs[model.id]
                     clip = Clip(study_id=study.id, model_id=model.id, prompt_id=prompt.id, seed=seed, variant="",
@@ -223,6 +226,7 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
                     session.flush()
                     result.created += 1
                     to_send.append(clip.id)
+                    result.scope_clip_ids.append(clip.id)
                 elif clip.status == "queued":
                     result.resent += 1
                     to_send.append(clip.id)

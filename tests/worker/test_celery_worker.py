@@ -1,0 +1,160 @@
+"""Real Celery worker processes (``blindpair worker``) generating a queued batch of tiny clips.
+
+Every wait below has a generous deadline only so that a broken worker fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from app import db
+from app.media.storage import media_path
+from app.migrate import upgrade
+from app.models import Clip, Pair
+from app.services import generation as svc
+from tests.support.servers import redis_server, redis_unavailable_reason
+from tests.worker.conftest import make_tiny_study
+
+BLINDPAIR = str(Path(sys.executable).with_name("blindpair"))
+FAST_LEASE = {
+    "BLINDPAIR_WORKER_HEARTBEAT_SECONDS": "0.5",
+    "BLINDPAIR_WORKER_LEASE_SECONDS": "4",
+    "BLINDPAIR_WORKER_SWEEP_SECONDS": "1",
+    "BLINDPAIR_WORKER_VISIBILITY_TIMEOUT": "6",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+@pytest.fixture
+def migrated_session(tmp_path):
+    upgrade()  # the worker refuses a database that is not migrated, as it should
+    session = db.get_sessionmaker()()
+    yield session
+    session.close()
+
+
+class Worker:
+    def __init__(self, tmp_path: Path, name: str, extra_env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **FAST_LEASE, **(extra_env or {})}
+        self.log = tmp_path / f"worker-{name}.log"
+        self.proc = subprocess.Popen(
+            [BLINDPAIR, "worker", "--device", "cpu", "--loglevel", "info"],
+            env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the whole group: no chance to finish or requeue anything
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def statuses(session, study_id: int) -> dict[int, str]:
+    session.rollback()  # a fresh snapshot (and no open SQLite write transaction)
+    result = dict(session.execute(select(Clip.id, Clip.status).where(Clip.study_id == study_id)).all())
+    session.rollback()
+    return result
+
+
+def wait_for(predicate, worker: Worker, deadline_s: float = 240) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        if worker.proc.poll() is not None:
+            pytest.fail(f"the worker exited with {worker.proc.returncode}:\n{worker.tail()}")
+        time.sleep(0.05)
+    pytest.fail(f"the batch did not finish; worker log:\n{worker.tail()}")
+
+
+def assert_batch_complete(session, study, n_prompts: int) -> None:
+    session.rollback()
+    clips = session.scalars(select(Clip).where(Clip.study_id == study.id)).all()
+    assert len(clips) == n_prompts * 2
+    assert {(c.model_id, c.prompt_id, c.seed) for c in clips} == {
+        (m.id, p.id, 0) for m in study.models for p in study.prompts}
+    for clip in clips:
+        assert clip.status == "done", clip.error
+        assert Image.open(io.BytesIO(media_path(clip.storage_name).read_bytes())).n_frames == 2
+        assert clip.unet_evals in (2, 4) and clip.wall_seconds > 0
+    assert len({c.storage_name for c in clips}) == len(clips)
+    assert session.query(Pair).count() == n_prompts
+    session.rollback()
+
+
+def run_batch(session, tmp_path, tiny_model_dir, extra_env=None) -> None:
+    study = make_tiny_study(session, tiny_model_dir, n_prompts=2)
+    result = svc.queue_batch(session, study_id=study.id)
+    assert result.tasks_sent == 4
+    worker = Worker(tmp_path, "a", extra_env)
+    try:
+        wait_for(lambda: set(statuses(session, study.id).values()) == {"done"}, worker)
+    finally:
+        worker.stop()
+    assert_batch_complete(session, study, 2)
+
+
+@pytest.mark.slow
+def test_a_worker_on_the_embedded_broker_generates_a_batch(migrated_session, tmp_path, tiny_model_dir):
+    run_batch(migrated_session, tmp_path, tiny_model_dir)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_worker_on_redis_generates_a_batch(migrated_session, tmp_path, tiny_model_dir, monkeypatch):
+    reason = redis_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    from app import config
+
+    with redis_server() as url:
+        monkeypatch.setenv("BLINDPAIR_BROKER_URL", url)
+        config.get_settings.cache_clear()
+        run_batch(migrated_session, tmp_path, tiny_model_dir, {"BLINDPAIR_BROKER_URL": url})
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(migrated_session, tmp_path, tiny_model_dir):
+    session = migrated_session
+    n_prompts = 3
+    study = make_tiny_study(session, tiny_model_dir, n_prompts=n_prompts)
+    svc.queue_batch(session, study_id=study.id)
+    first = Worker(tmp_path, "first")
+    try:
+        # Kill while the second clip runs: it is the other model's, so the worker is loading a second pipeline.
+        wait_for(lambda: "done" in (s := statuses(session, study.id)).values() and "running" in s.values(), first)
+        first.kill()
+    finally:
+        first.stop()
+    killed = [cid for cid, status in statuses(session, study.id).items() if status == "running"]
+    assert statuses(session, study.id)  # the batch is part done, part pending
+    second = Worker(tmp_path, "second")
+    try:
+        wait_for(lambda: set(statuses(session, study.id).values()) == {"done"}, second)
+    finally:
+        second.stop()
+    assert_batch_complete(session, study, n_prompts)
+    session.rollback()
+    for clip_id in killed:  # the clip the first worker died on was taken back once and finished by the second
+        clip = session.get(Clip, clip_id)
+        assert clip.attempts == 2 and "second" not in clip.claimed_by
+    session.rollback()
