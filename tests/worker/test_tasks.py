@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.media.storage import media_path, media_root
 from app.models import Clip, Pair
@@ -165,3 +165,19 @@ def test_a_clip_that_keeps_killing_workers_is_failed(session, tiny_model_dir):
     session.expire_all()
     assert session.get(Clip, clip_id).status == "failed"
     assert "stopped responding 3 times" in session.get(Clip, clip_id).error
+
+
+def test_demo_presets_render_on_the_cpu_without_weights(session):
+    from tests.factories import make_study
+
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=1)
+    study.models[0].preset, study.models[1].preset = "demo-smooth", "demo-jittery"
+    session.commit()
+    ids = queue(session, study)
+    assert [run(session, i) for i in ids] == ["done", "done"]
+    session.expire_all()
+    clips = [session.get(Clip, i) for i in ids]
+    frames = [Image.open(io.BytesIO(media_path(c.storage_name).read_bytes())).n_frames for c in clips]
+    assert frames == [4, 4] and clips[0].sha256 != clips[1].sha256  # make_study: 4 frames at 32x32
+    assert clips[0].unet_evals == 0 and clips[0].steps is None and clips[0].generation["run"]["style"] == "smooth"
+    assert session.scalar(select(func.count(Pair.id))) == 1
