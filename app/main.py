@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.config import get_settings
+from app.middleware import install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
 
@@ -32,6 +33,8 @@ def create_app() -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    # Added last so it wraps everything: every response, errors included, carries the CSP and friends.
+    install_security(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     from app.api import router as api_router

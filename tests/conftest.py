@@ -67,6 +67,9 @@ def database_url(db_backend, tmp_path, request) -> str:
 def _isolated_settings(monkeypatch, tmp_path) -> Iterator[None]:
     """Every test gets its own data folder and a SQLite URL; ``engine`` may switch it."""
     _configure(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'test.sqlite'}")
+    from app.ratelimit import reset_limits
+
+    reset_limits()  # in-process rate-limit counts must not leak from one test into the next
     yield
     db.reset_engine_cache()
     config.get_settings.cache_clear()
