@@ -1,0 +1,46 @@
+"""The vote path's floor: a bare Starlette app on the same server stack that stores one row per request.
+
+Same uvicorn, same threadpool (a sync endpoint, as BlindPair's routes are), same engine factory as the app
+(``app.db.make_engine``: for SQLite the same WAL / synchronous=NORMAL / busy_timeout pragmas and BEGIN
+IMMEDIATE; for PostgreSQL the same psycopg driver and pool), same database. Everything BlindPair does on top
+of this — routing through FastAPI, cookies and CSRF, the ORM, choosing a pair, rendering the page, QC flags —
+is what the benchmark puts beside it.
+
+Serve with ``uvicorn --factory bench.floor_app:create_app``; the database comes from ``BENCH_FLOOR_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from app.db import make_engine
+
+metadata = MetaData()
+floor_votes = Table(
+    "bench_floor_votes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("evaluator", String(64)),
+    Column("choice", String(10)),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+
+def create_app() -> Starlette:
+    engine = make_engine(os.environ["BENCH_FLOOR_DATABASE_URL"])
+    metadata.create_all(engine)
+
+    def vote(request: Request) -> PlainTextResponse:
+        # Sync on purpose: Starlette runs it in the same anyio threadpool that runs BlindPair's sync routes.
+        with engine.begin() as conn:
+            conn.execute(insert(floor_votes).values(
+                evaluator=request.headers.get("x-evaluator", ""), choice="left", created_at=datetime.now(UTC)))
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/vote", vote, methods=["POST"]), Route("/ping", lambda r: PlainTextResponse("ok"))])

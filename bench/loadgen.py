@@ -1,0 +1,262 @@
+"""Load generator for the vote path, run as its own process: ``python -m bench.loadgen '<json config>'``.
+
+Per vote it does what a client does: fetch the current pair, then post the six answers. Two flows:
+``api`` (default): the evaluator JSON API, ``GET /api/v1/evaluate/pair`` then ``POST /api/v1/evaluate/votes``
+with the ``X-Evaluator-Token`` header. ``html``: what a browser does, ``GET /e/pair``, read the hidden
+assignment and CSRF tokens and the criteria from the HTML, post the form to ``POST /e/vote`` (303 back to
+``/e/pair``, which is the next vote's fetch). Both join through the JSON API (joining is not measured; its
+token is the same signed credential the browser keeps in the ``bp_eval`` cookie). An evaluator whose session
+is done is replaced by a new one. The floor client posts one request per vote to bench/floor_app.py.
+
+Modes: ``closed`` (``concurrency`` evaluators, each voting again as soon as its last vote returned) and
+``open`` (votes start at a fixed ``rate`` per second whatever the server does; latency is measured from the
+scheduled start, so a slow server cannot hide queueing: no coordinated omission). Prints one JSON object.
+Every loop is bounded by ``duration`` (plus a drain limit); only loopback URLs are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+ASSIGNMENT_RE = re.compile(r'name="assignment" value="([^"]+)"')
+CRITERION_RE = re.compile(r'name="c_([A-Za-z0-9_\-]+)"')
+SIDES = ("left", "right", "tie")
+DRAIN_SECONDS = 30.0
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)  # whole vote: page fetch + post (app) or the post (floor)
+    page_latencies: list[float] = field(default_factory=list)
+    post_latencies: list[float] = field(default_factory=list)
+    accepted: int = 0
+    errors: Counter = field(default_factory=Counter)
+    joins: int = 0
+
+
+class Evaluator:
+    def __init__(self, cookies: dict[str, str]) -> None:
+        self.cookies = cookies
+
+    def header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    def remember(self, response: httpx.Response) -> None:
+        for raw in response.headers.get_list("set-cookie"):
+            name, _, rest = raw.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
+
+
+class VoteError(Exception):
+    pass
+
+
+async def join(client: httpx.AsyncClient, invite: str, stats: Stats) -> Evaluator:
+    r = await client.post("/api/v1/evaluate/join", json={"invite_token": invite})
+    if r.status_code != 201:
+        raise VoteError(f"join {r.status_code}: {r.text[:200]}")
+    stats.joins += 1
+    return Evaluator({"bp_eval": r.json()["evaluator_token"]})
+
+
+async def app_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+    """One vote as a browser casts it. Returns 'voted' or 'finished' (the session's quota is done)."""
+    t0 = time.perf_counter()
+    page = await client.get("/e/pair", headers=ev.header())
+    t1 = time.perf_counter()
+    ev.remember(page)
+    if page.status_code == 303 and page.headers.get("location", "").endswith("/e/done"):
+        return "finished"
+    if page.status_code != 200:
+        raise VoteError(f"GET /e/pair {page.status_code}")
+    html = page.text
+    csrf, assignment = CSRF_RE.search(html), ASSIGNMENT_RE.search(html)
+    if not csrf or not assignment:
+        raise VoteError("pair page without csrf/assignment field")
+    form = {"csrf_token": csrf.group(1), "assignment": assignment.group(1),
+            "client_time_ms": str(rng.randint(5000, 30000))}
+    for key in dict.fromkeys(CRITERION_RE.findall(html)):
+        form[f"c_{key}"] = rng.choice(SIDES)
+    t2 = time.perf_counter()
+    post = await client.post("/e/vote", data=form, headers=ev.header())
+    t3 = time.perf_counter()
+    ev.remember(post)
+    if post.status_code != 303 or not post.headers.get("location", "").endswith("/e/pair"):
+        raise VoteError(f"POST /e/vote {post.status_code}")
+    stats.page_latencies.append(t1 - t0)
+    stats.post_latencies.append(t3 - t2)
+    return "voted"
+
+
+async def api_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+    """One vote through the evaluator JSON API: the current pair, then the answers (both sync routes)."""
+    headers = {"X-Evaluator-Token": ev.cookies["bp_eval"]}
+    t0 = time.perf_counter()
+    page = await client.get("/api/v1/evaluate/pair", headers=headers)
+    t1 = time.perf_counter()
+    if page.status_code != 200:
+        raise VoteError(f"GET /api/v1/evaluate/pair {page.status_code}")
+    body = page.json()
+    if body["status"] == "done":
+        return "finished"
+    pair = body["pair"]
+    payload = {"assignment_token": pair["assignment_token"], "client_time_ms": rng.randint(5000, 30000),
+               "choices": {c["key"]: rng.choice(SIDES) for c in pair["criteria"]}}
+    t2 = time.perf_counter()
+    post = await client.post("/api/v1/evaluate/votes", json=payload, headers=headers)
+    t3 = time.perf_counter()
+    if post.status_code != 200 or post.json().get("status") != "recorded":
+        raise VoteError(f"POST /api/v1/evaluate/votes {post.status_code}")
+    stats.page_latencies.append(t1 - t0)
+    stats.post_latencies.append(t3 - t2)
+    return "voted"
+
+
+async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+    t0 = time.perf_counter()
+    r = await client.post("/vote", headers={"x-evaluator": ev.cookies["id"]})
+    if r.status_code != 200:
+        raise VoteError(f"POST /vote {r.status_code}")
+    stats.post_latencies.append(time.perf_counter() - t0)
+    return "voted"
+
+
+async def _new_evaluator(kind: str, client, invite, stats, n: int) -> Evaluator:
+    if kind == "floor":
+        return Evaluator({"id": f"ev{n}"})
+    return await join(client, invite, stats)
+
+
+async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+    kind, invite = cfg["kind"], cfg.get("invite", "")
+    vote = VOTERS[(kind, cfg.get("flow", "api"))]
+    start = time.perf_counter()
+    window_start = start + cfg.get("warmup", 1.0)
+    window_end = window_start + cfg["duration"]
+    counter = iter(range(10**9))
+
+    async def evaluator_loop(i: int) -> None:
+        rng = random.Random(i)
+        ev = await _new_evaluator(kind, client, invite, stats, next(counter))
+        while time.perf_counter() < window_end:
+            t0 = time.perf_counter()
+            try:
+                outcome = await vote(client, ev, stats, rng)
+            except (VoteError, httpx.HTTPError) as exc:
+                if t0 >= window_start:
+                    stats.errors[str(exc)[:80] or type(exc).__name__] += 1
+                await asyncio.sleep(0.05)
+                continue
+            t1 = time.perf_counter()
+            if outcome == "finished":
+                ev = await _new_evaluator(kind, client, invite, stats, next(counter))
+                continue
+            # Throughput and latency count the votes that finished inside the measured window.
+            if window_start <= t1 <= window_end:
+                stats.latencies.append(t1 - t0)
+            stats.accepted += 1
+
+    await asyncio.gather(*(evaluator_loop(i) for i in range(cfg["concurrency"])))
+    return cfg["duration"]
+
+
+async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+    kind, invite, rate, duration = cfg["kind"], cfg.get("invite", ""), cfg["rate"], cfg["duration"]
+    vote = VOTERS[(kind, cfg.get("flow", "api"))]
+    # The evaluator population: each evaluator votes about every pool/rate seconds (2,000 at 200/s: every 10 s).
+    pool: asyncio.Queue[Evaluator] = asyncio.Queue()
+    n_pool = int(cfg.get("pool", rate * 10))
+    counter = iter(range(10**9))
+    sem = asyncio.Semaphore(32)
+
+    async def add_one() -> None:
+        async with sem:
+            pool.put_nowait(await _new_evaluator(kind, client, invite, stats, next(counter)))
+
+    await asyncio.gather(*(add_one() for _ in range(n_pool)))
+    rng = random.Random(0)
+    tasks = []
+
+    async def one(scheduled: float) -> None:
+        ev = pool.get_nowait() if not pool.empty() else await _new_evaluator(kind, client, invite, stats,
+                                                                              next(counter))
+        try:
+            outcome = await vote(client, ev, stats, rng)
+            if outcome == "finished":
+                ev = await _new_evaluator(kind, client, invite, stats, next(counter))
+                outcome = await vote(client, ev, stats, rng)
+        except (VoteError, httpx.HTTPError) as exc:
+            stats.errors[str(exc)[:80] or type(exc).__name__] += 1
+            return
+        stats.latencies.append(time.perf_counter() - scheduled)
+        stats.accepted += 1
+        pool.put_nowait(ev)
+
+    start = time.perf_counter() + 0.2
+    n = int(rate * duration)
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS) if tasks else (set(), set())
+    for t in pending:
+        t.cancel()
+        stats.errors["not answered within the drain limit"] += 1
+    return duration
+
+
+VOTERS = {("app", "api"): api_vote, ("app", "html"): app_vote, ("floor", "api"): floor_vote,
+          ("floor", "html"): floor_vote}
+
+
+def _check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise SystemExit(f"the load generator only targets loopback servers, not {host!r}")
+
+
+async def main_async(cfg: dict) -> dict:
+    _check_loopback(cfg["base_url"])
+    stats = Stats()
+    limits = httpx.Limits(max_connections=max(cfg.get("concurrency", 0), 64) * 2,
+                          max_keepalive_connections=max(cfg.get("concurrency", 0), 64) * 2)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0,
+                                 follow_redirects=False) as client:
+        run = closed_loop if cfg["mode"] == "closed" else open_loop
+        seconds = await run(cfg, client, stats)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "latencies": stats.latencies, "page_latencies": stats.page_latencies,
+        "post_latencies": stats.post_latencies, "accepted": stats.accepted, "errors": dict(stats.errors),
+        "joins": stats.joins, "seconds": seconds,
+        "loadgen_cpu_seconds": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+    }
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio works, it is just a little slower
+        print(json.dumps(asyncio.run(main_async(cfg))))
+    else:
+        print(json.dumps(uvloop.run(main_async(cfg))))
+
+
+if __name__ == "__main__":
+    main()

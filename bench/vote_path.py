@@ -1,0 +1,427 @@
+"""Vote path: the real server on SQLite and PostgreSQL against a bare Starlette floor, closed and open loop.
+
+    python -m bench.vote_path                      # full size (about 6 minutes)
+    python -m bench.vote_path --tiny               # seconds, what the test suite runs
+
+For each database: seed a study (2 models, 100 prompts, 100 pairs, the six criteria, attention checks on),
+serve it with ``uvicorn --factory app.main:create_app`` (1 worker), drive it from a separate load-generator
+process (bench/loadgen.py: a browser's GET /e/pair then POST /e/vote per vote), then do the same against
+bench/floor_app.py (one row per request, same server stack, same engine settings, same database). After each
+run the stored votes are counted and must equal the accepted ones. Server CPU time per vote is read from
+/proc so the ratio can be stated independently of the load generator, which shares the machine's cores.
+Optionally ``py-spy`` samples the app server during a saturated run to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO_ROOT, Report, percentile
+from bench.servers import cpu_seconds, uvicorn_server
+
+SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
+APP_FACTORY = "app.main:create_app"
+FLOOR_FACTORY = "bench.floor_app:create_app"
+
+
+# ---------------------------------------------------------------------------------------------- seeding
+
+
+def _gif(seed: int, frames: int = 8, size: int = 64) -> bytes:
+    """A small animated GIF with texture (the attention-check degradations need real pixels)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    images = [Image.fromarray(np.roll(base, i * 3, axis=1)) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=125, loop=0)
+    return buf.getvalue()
+
+
+def configure(database_url: str, data_dir: Path) -> dict[str, str]:
+    """Point this process's settings at the benchmark database; return the env for the server process."""
+    from app import config, db
+
+    env = {
+        "BLINDPAIR_DATABASE_URL": database_url,
+        "BLINDPAIR_DATA_DIR": str(data_dir),
+        "BLINDPAIR_SECRET_KEY": SECRET,
+        "BLINDPAIR_ENVIRONMENT": "development",
+        "BENCH_FLOOR_DATABASE_URL": database_url,
+    }
+    os.environ.update(env)
+    config.get_settings.cache_clear()
+    db.reset_engine_cache()
+    return env
+
+
+def seed_study(*, n_prompts: int, pairs_per_session: int, attention_checks: bool = True) -> tuple[int, str, str]:
+    """A study ready for voting, built with the app's own models and services.
+
+    Returns (study id, invite token, a note on attention checks).
+    """
+    from app.criteria import DEFAULT_CRITERIA
+    from app.db import Base, get_engine, session_scope
+    from app.media.storage import store_bytes
+    from app.models import Clip, Criterion, Pair, Prompt, Study, StudyModel
+
+    Base.metadata.create_all(get_engine())
+    with session_scope() as s:
+        study = Study(slug="bench", name="Benchmark study", status="open", votes_per_pair=5,
+                      pairs_per_session=pairs_per_session,
+                      settings={"seeds": [0], "frames": 8, "width": 64, "height": 64, "fps": 8},
+                      # One client address joins every simulated evaluator, so the per-address limit goes up.
+                      qc={"join_rate_limit_per_minute": 100000})
+        s.add(study)
+        s.flush()
+        models = [StudyModel(study_id=study.id, name=n, preset="", position=i)
+                  for i, n in enumerate(("lightning", "animatediff"))]
+        s.add_all(models)
+        for i, c in enumerate(DEFAULT_CRITERIA):
+            s.add(Criterion(study_id=study.id, key=c.key, label=c.label, description=c.description, position=i))
+        s.flush()
+        for p in range(n_prompts):
+            prompt = Prompt(study_id=study.id, external_id=f"p{p:03d}", text=f"benchmark prompt number {p}",
+                            theme=("nature", "city", "sports", "fantasy")[p % 4],
+                            detail=("short", "medium", "long")[p % 3])
+            s.add(prompt)
+            s.flush()
+            clips = []
+            for m in models:
+                stored = store_bytes(_gif(p * 2 + m.position))
+                clip = Clip(study_id=study.id, model_id=m.id, prompt_id=prompt.id, seed=0, origin="imported",
+                            status="done", storage_name=stored.storage_name, sha256=stored.sha256,
+                            size_bytes=stored.size_bytes, width=64, height=64, frames=8, fps=8)
+                s.add(clip)
+                clips.append(clip)
+            s.flush()
+            s.add(Pair(study_id=study.id, prompt_id=prompt.id, clip_a_id=clips[0].id, clip_b_id=clips[1].id))
+        study_id, invite = study.id, study.invite_token
+    note = "attention checks: off"
+    if attention_checks:
+        from app.services.attention import ensure_attention_pairs
+
+        with session_scope() as s:
+            made = ensure_attention_pairs(s, study_id=study_id)
+        note = f"attention checks: on ({made} check pairs, the app's default rate)"
+    return study_id, invite, note
+
+
+def count_rows(table: str) -> int:
+    from sqlalchemy import text
+
+    from app.db import get_engine
+
+    with get_engine().connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - fixed names
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def run_loadgen(cfg: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.loadgen", json.dumps(cfg)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str) -> dict[str, Any]:
+    """One load-generator run against a live server; votes stored are counted around it."""
+    before_rows = count_rows(table)
+    cpu0 = cpu_seconds(proc.pid)
+    timeout = cfg["duration"] + cfg.get("warmup", 1.0) + 120
+    result = run_loadgen({**cfg, "base_url": base, "kind": kind}, timeout=timeout)
+    cpu1 = cpu_seconds(proc.pid)
+    stored = count_rows(table) - before_rows
+    lat = result["latencies"]
+    seconds = result["seconds"]
+    votes_in_window = len(lat)
+    return {
+        "votes_per_s": votes_in_window / seconds if seconds else None,
+        "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)),
+        "page_p50_ms": _ms(percentile(result["page_latencies"], 50)),
+        "post_p50_ms": _ms(percentile(result["post_latencies"], 50)),
+        "post_p99_ms": _ms(percentile(result["post_latencies"], 99)),
+        "accepted": result["accepted"], "stored": stored, "errors": result["errors"],
+        "server_cpu_ms_per_vote": ((cpu1 - cpu0) * 1000 / result["accepted"]
+                                   if cpu0 is not None and cpu1 is not None and result["accepted"] else None),
+        "loadgen_cpu_s": result["loadgen_cpu_seconds"], "joins": result["joins"], "votes_in_window": votes_in_window,
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def profile_server(base: str, proc, cfg: dict[str, Any], out_dir: Path, seconds: float) -> dict[str, Any] | None:
+    """Sample the app server with py-spy while a saturated closed loop runs; summarise where time goes."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(pyspy).exists():
+        return None
+    raw = out_dir / "vote_path.pyspy.txt"
+    spy = subprocess.Popen([pyspy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds)), "--rate", "200",
+                            "--format", "raw", "--output", str(raw), "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    run_loadgen({**cfg, "base_url": base, "kind": "app", "duration": seconds, "warmup": 0.0}, timeout=seconds + 120)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not raw.exists():
+        return {"error": (err or b"").decode()[-500:]}
+    return summarise_profile(raw)
+
+
+# Layers, matched from the innermost frame outwards; a sample counts once, for the innermost layer it is in.
+DRIVER_LEAVES = ("do_execute", "do_executemany", "do_commit", "do_rollback", "_exec_insertmany_context")
+LOOP_LEAVES = ("Runner.run", "run_forever", "run_until_complete")
+LAYERS = (
+    ("Jinja2 template rendering", ("jinja2/",)),
+    ("SQLAlchemy ORM / Core in Python (building SQL, loading rows, unit of work)", ("sqlalchemy/",)),
+    ("pydantic / FastAPI (validation, dependency injection, serialisation)", ("fastapi/", "pydantic")),
+    ("itsdangerous / cookies / form parsing", ("itsdangerous", "multipart", "http/cookies")),
+    ("Starlette / uvicorn / anyio (HTTP, middleware, threadpool hand-off)", ("starlette/", "uvicorn/", "anyio/")),
+    ("BlindPair code itself (app/)", ("app/",)),
+)
+IDLE_LEAVES = ("wait (threading.py", "_worker (concurrent", "select (selectors.py", "get (queue.py",
+               "_wait_for_tstate_lock")
+
+
+def _layer(frames: list[str]) -> str:
+    leaf = frames[-1] if frames else ""
+    if any(x in leaf for x in DRIVER_LEAVES):
+        return "database: SQL running in SQLite / libpq (driver execute, commit)"
+    if any(x in leaf for x in LOOP_LEAVES):
+        return "event loop in C (uvloop sockets, httptools parsing)"
+    for f in reversed(frames):
+        if _app_file(f):
+            return "BlindPair code itself (app/)"
+        for name, needles in LAYERS:
+            if any(nd in f for nd in needles):
+                return name
+    return "other (interpreter, stdlib)"
+
+
+# py-spy prints a file relative to the sys.path entry it was found under, often just its base name.
+APP_FILES = {p.name for p in (REPO_ROOT / "app").rglob("*.py") if p.name != "__init__.py"}
+
+
+def _app_file(frame: str) -> str | None:
+    where = frame.rpartition(" (")[2].rsplit(":", 1)[0]
+    if where.startswith("app/") or "/app/" in where:
+        return where.split("app/", 1)[1]
+    return where if "/" not in where and where in APP_FILES else None
+
+
+def _app_function(frames: list[str]) -> str:
+    """The innermost BlindPair function on the stack (what the product was doing at that sample)."""
+    for f in reversed(frames):
+        where = _app_file(f)
+        if where:
+            return f"{f.partition(' (')[0]} ({where})"
+    return "outside app code (server, framework, thread hand-off)"
+
+
+def summarise_profile(raw: Path) -> dict[str, Any]:
+    """Collapsed stacks (``a;b;c count``) -> share of busy samples per layer, per BlindPair function, per leaf."""
+    layers: Counter = Counter()
+    functions: Counter = Counter()
+    leaves: Counter = Counter()
+    total = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        leaf = frames[-1] if frames else ""
+        if any(w in leaf for w in IDLE_LEAVES):  # threads parked waiting for work are idle, not cost
+            idle += n
+            continue
+        total += n
+        leaves[leaf] += n
+        layers[_layer(frames)] += n
+        functions[_app_function(frames)] += n
+    def shares(c: Counter, k: int | None = None) -> list[tuple[str, float]]:
+        return [(name, v / total) for name, v in c.most_common(k)] if total else []
+    return {"busy_samples": total, "idle_samples": idle, "layers": shares(layers),
+            "app_functions": shares(functions, 15), "top_leaves": shares(leaves, 12), "raw": str(raw)}
+
+
+@contextmanager
+def database(backend: str, tmp: Path):
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.sqlite'}"
+        return
+    from tests.support.servers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]:
+    out: dict[str, Any] = {"closed": {}, "open": {}}
+    with database(backend, tmp) as url:
+        data_dir = tmp / f"data-{backend}"
+        env = configure(url, data_dir)
+        t0 = time.perf_counter()
+        _study_id, invite, check_note = seed_study(n_prompts=args.prompts, pairs_per_session=args.pairs_per_session)
+        out["seed_seconds"] = time.perf_counter() - t0
+        out["check_note"] = check_note
+        closed = {"mode": "closed", "duration": args.duration, "warmup": args.warmup, "invite": invite,
+                  "flow": args.flow}
+        opened = {"mode": "open", "duration": args.open_duration, "rate": args.rate, "invite": invite,
+                  "flow": args.flow,
+                  "pool": args.pool or args.rate * 10}
+        servers = (("app", APP_FACTORY, "/static/css/app.css", "votes"),
+                   ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes"))
+        for kind, factory, ping, table in servers:
+            with uvicorn_server(factory, env, tmp / f"{backend}-{kind}.log", ping=ping) as (base, proc):
+                for c in args.concurrency:
+                    out["closed"][(kind, c)] = measure(base, proc, kind=kind, cfg={**closed, "concurrency": c},
+                                                       table=table)
+                    print(f"  {backend} {kind} closed c={c}: {_line(out['closed'][(kind, c)])}", flush=True)
+                out["open"][kind] = measure(base, proc, kind=kind, cfg=opened, table=table)
+                print(f"  {backend} {kind} open {args.rate}/s: {_line(out['open'][kind])}", flush=True)
+                if kind == "app" and args.profile_seconds > 0:
+                    conc = max(args.concurrency)
+                    out["profile"] = profile_server(base, proc, {**closed, "concurrency": min(conc, 64)},
+                                                    report_dir(args), args.profile_seconds)
+    return out
+
+
+def _line(m: dict[str, Any]) -> str:
+    return (f"{m['votes_per_s']:.0f} votes/s, p50 {m['p50_ms'] or 0:.1f} ms, p99 {m['p99_ms'] or 0:.1f} ms, "
+            f"accepted {m['accepted']} stored {m['stored']}, errors {sum(m['errors'].values())}")
+
+
+def report_dir(args) -> Path:
+    return Path(args.results_dir)
+
+
+def run(args) -> Report:
+    cmd = "python -m bench.vote_path" + (" --tiny" if args.tiny else "")
+    report = Report("vote_path", "Vote path: the real server against a bare Starlette floor", cmd,
+                    params={k: v for k, v in vars(args).items() if k != "func"})
+    tmp = Path(tempfile.mkdtemp(prefix="bp-bench-vote-"))
+    results: dict[str, Any] = {}
+    try:
+        for backend in args.backends:
+            if backend == "postgres":
+                from tests.support.servers import postgres_unavailable_reason
+
+                reason = postgres_unavailable_reason()
+                if reason:
+                    report.notes.append(f"PostgreSQL skipped: {reason}")
+                    continue
+            print(f"vote path on {backend}", flush=True)
+            results[backend] = run_backend(backend, args, tmp, report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _write(report, results, args)
+    return report
+
+
+def _write(report: Report, results: dict[str, Any], args) -> None:
+    ok_count = True
+    for backend, res in results.items():
+        rows = []
+        for c in args.concurrency:
+            app, floor = res["closed"][("app", c)], res["closed"][("floor", c)]
+            ratio = app["votes_per_s"] / floor["votes_per_s"] if floor["votes_per_s"] else None
+            cpu_ratio = (floor["server_cpu_ms_per_vote"] / app["server_cpu_ms_per_vote"]
+                         if app["server_cpu_ms_per_vote"] and floor["server_cpu_ms_per_vote"] else None)
+            rows.append([c, app["votes_per_s"], floor["votes_per_s"], ratio, app["p50_ms"], app["p99_ms"],
+                         floor["p50_ms"], floor["p99_ms"], app["server_cpu_ms_per_vote"],
+                         floor["server_cpu_ms_per_vote"], cpu_ratio, f"{app['stored']}/{app['accepted']}",
+                         sum(app["errors"].values())])
+            ok_count &= app["stored"] == app["accepted"] and floor["stored"] == floor["accepted"]
+            report.bar(f"{backend}, {c} evaluators: votes/s ≥ ½ the floor's", ratio is not None and ratio >= 0.5,
+                       f"{ratio:.2f} × floor" if ratio is not None else "–")
+        report.table(
+            f"{backend}: closed loop ({args.duration:g} s per level after {args.warmup:g} s warm-up)",
+            ["evaluators", "votes/s", "floor req/s", "ratio", "p50 ms", "p99 ms", "floor p50", "floor p99",
+             "server CPU ms/vote", "floor CPU ms/req", "CPU ratio", "stored/accepted", "errors"], rows)
+        app, floor = res["open"]["app"], res["open"]["floor"]
+        report.table(
+            f"{backend}: open loop, {args.rate:g} votes/s for {args.open_duration:g} s "
+            f"({args.pool or args.rate * 10} evaluators)",
+            ["server", "achieved votes/s", "p50 ms", "p99 ms", "page GET p50", "vote POST p50", "POST p99",
+             "server CPU ms/vote", "stored/accepted", "errors"],
+            [[name, m["votes_per_s"], m["p50_ms"], m["p99_ms"], m["page_p50_ms"], m["post_p50_ms"],
+              m["post_p99_ms"], m["server_cpu_ms_per_vote"], f"{m['stored']}/{m['accepted']}",
+              sum(m["errors"].values())] for name, m in (("BlindPair", app), ("floor", floor))])
+        errs = sum(app["errors"].values())
+        report.bar(f"{backend}, open loop {args.rate:g}/s: p99 < 100 ms and no errors",
+                   app["p99_ms"] is not None and app["p99_ms"] < 100 and errs == 0,
+                   f"p99 {app['p99_ms']:.0f} ms, {errs} errors" if app["p99_ms"] is not None else f"{errs} errors")
+        if app["errors"]:
+            report.notes.append(f"{backend} open-loop errors: {app['errors']}")
+        report.notes.append(f"{backend}: {res['check_note']}; seeding took {res['seed_seconds']:.1f} s.")
+        prof = res.get("profile")
+        if prof and "layers" in prof:
+            report.table(f"{backend}: where the app server's busy time goes, by layer (py-spy, "
+                         f"{prof['busy_samples']} busy samples)", ["layer (innermost on the stack)", "share"],
+                         [[k, f"{v:.0%}"] for k, v in prof["layers"]])
+            report.table(f"{backend}: by the innermost BlindPair function on the stack", ["function (module)", "share"],
+                         [[k.replace("|", "/")[:110], f"{v:.1%}"] for k, v in prof["app_functions"]])
+        elif prof:
+            report.notes.append(f"{backend}: py-spy failed: {prof.get('error')}")
+    report.bar("stored votes == accepted votes in every run", ok_count, "all equal" if ok_count else "MISMATCH")
+    report.data = {b: {"closed": {f"{k}-{c}": v for (k, c), v in r["closed"].items()}, "open": r["open"],
+                       "profile": r.get("profile"), "seed_seconds": r["seed_seconds"]} for b, r in results.items()}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="seconds-long run at low load (the test suite's size)")
+    p.add_argument("--backends", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--flow", choices=["api", "html"], default="api",
+                   help="api: the evaluator JSON API; html: the browser's pages and form post (see bench/loadgen.py)")
+    p.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64, 256])
+    p.add_argument("--duration", type=float, default=6.0, help="seconds measured per closed-loop level")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--rate", type=float, default=200.0, help="open loop: votes started per second")
+    p.add_argument("--open-duration", type=float, default=60.0, help="open loop: seconds")
+    p.add_argument("--pool", type=int, default=0, help="open loop: evaluators (default rate x 10)")
+    p.add_argument("--prompts", type=int, default=100)
+    p.add_argument("--pairs-per-session", type=int, default=20)
+    p.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy sampling of the app; 0 = off")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "bench" / "results"))
+    return p
+
+
+def tiny_args(argv: list[str] | None = None):
+    return parser().parse_args(["--tiny", "--concurrency", "1", "4", "--duration", "1", "--warmup", "0.3",
+                                "--rate", "10", "--open-duration", "2", "--pool", "5", "--prompts", "6",
+                                "--pairs-per-session", "3", "--profile-seconds", "0", *(argv or [])])
+
+
+def main(argv: list[str] | None = None) -> Report:
+    args = parser().parse_args(argv)
+    if args.tiny:
+        args = tiny_args([a for a in (argv or []) if a != "--tiny"])
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
+    report = run(args)
+    path = report.save(Path(args.results_dir))
+    print(report.markdown())
+    print(f"written: {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
