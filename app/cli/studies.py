@@ -84,3 +84,28 @@ def study_list() -> None:
             p = study_service.study_progress(session, study_id=s.id)
             typer.echo(f"{s.id}\t{s.status}\t{s.name}\t{p['votes']}/{p['votes_target']} votes\t"
                        f"{p['evaluators']} evaluators")
+
+
+def _set_status(study_id: int, status: str) -> None:
+    require_migrated()
+    try:
+        with session_scope() as session:
+            study = study_service.set_status(session, study_id=study_id, status=status)
+            name, invite = study.name, study_service.invite_url(study)
+    except StudyError as exc:
+        _fail(exc.errors)
+    typer.echo(f"Study {study_id} ({name}) is {status}.")
+    if status == "open":
+        typer.echo(f"Invite link: {invite}")
+
+
+@study_app.command("open")
+def study_open(study_id: int = typer.Argument(..., help="The study's id (see `blindpair study list`).")) -> None:
+    """Open a study to evaluators."""
+    _set_status(study_id, "open")
+
+
+@study_app.command("close")
+def study_close(study_id: int = typer.Argument(..., help="The study's id (see `blindpair study list`).")) -> None:
+    """Close a study: evaluators are turned away, results stay."""
+    _set_status(study_id, "closed")

@@ -114,3 +114,17 @@ def test_migration_check_explains_an_unreachable_server():
     problem = serve_module.migration_problem(f"postgresql+psycopg://bp:secret@127.0.0.1:{free_port()}/blindpair")
     assert "Cannot read the database" in problem and "BLINDPAIR_DATABASE_URL" in problem
     assert "secret" not in problem  # the password is never printed
+
+
+def test_study_open_and_close(migrated):
+    assert run("study", "create", "--name", "S", "--model", "a", "--model", "b", "--theme", "nature").exit_code == 0
+    with session_scope() as s:
+        study_id = s.scalars(select(Study.id)).one()
+    r = run("study", "open", str(study_id))
+    assert r.exit_code == 0 and "is open" in r.output and "/join/" in r.output
+    r = run("study", "close", str(study_id))
+    assert r.exit_code == 0 and "is closed" in r.output
+    with session_scope() as s:
+        assert s.get(Study, study_id).status == "closed"
+    r = run("study", "open", "999")
+    assert r.exit_code == 1 and "no study with id 999" in r.output
