@@ -43,6 +43,13 @@ class CachedResults:
     results: dict
     computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     compute_seconds: float = 0.0
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, fn):
+        """Derived figures (per-day counts, timeline) computed once per results, not once per page view."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
 
 
 @dataclass

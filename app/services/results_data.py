@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, StudyModel, Vote, VoteChoice
@@ -44,57 +45,88 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame["time_spent_ms"] = frame["time_spent_ms"].astype("int64")
     frame["flagged"] = frame["flagged"].astype(bool)
     # SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: utc=True treats both right.
-    frame["submitted_at"] = pd.to_datetime(frame["submitted_at"], utc=True).astype("datetime64[ns, UTC]")
+    stamps = frame["submitted_at"]
+    text = len(stamps) > 0 and isinstance(stamps.iloc[0], str)
+    frame["submitted_at"] = pd.to_datetime(stamps, utc=True, format="ISO8601" if text else None).astype(
+        "datetime64[ns, UTC]")
     for col in ("evaluator", "prompt", "theme", "detail", "criterion", "model_a", "model_b", "left_model",
                 "side", "winner"):
         frame[col] = frame[col].astype(str)
     return frame[list(VOTE_COLUMNS)]
 
 
-def _vote_query(study_id: int, *, after_vote_id: int = 0) -> Select:
-    model_a = aliased(StudyModel)
-    model_b = aliased(StudyModel)
+def _votes_query(study_id: int, *, after_vote_id: int) -> Select:
+    """One row per vote of a normal pair: who, which prompt, which models, which side was model_a's."""
+    clip_a, clip_b = aliased(Clip), aliased(Clip)
     # Which model was on the left: the assignment recorded the left clip; the pair says which clip is "a".
     left_is_a = Assignment.left_clip_id == Pair.clip_a_id
     return (
-        select(
-            Vote.id, Vote.study_id, Evaluator.public_id, Prompt.external_id, Prompt.theme, Prompt.detail,
-            Criterion.key, model_a.name, model_b.name, left_is_a, VoteChoice.side, VoteChoice.outcome,
-            Vote.submitted_at, Vote.time_spent_ms, Evaluator.flagged,
-        )
-        .select_from(VoteChoice)
-        .join(Vote, Vote.id == VoteChoice.vote_id)
-        .join(Criterion, Criterion.id == VoteChoice.criterion_id)
+        select(Vote.id, Vote.study_id, Evaluator.public_id, Prompt.external_id, Prompt.theme, Prompt.detail,
+               clip_a.model_id, clip_b.model_id, left_is_a,
+               # Raw column value: parsing 10^5 datetimes row by row in Python is slower than one vectorised
+               # pd.to_datetime (SQLite stores ISO text; PostgreSQL's driver already returns datetimes).
+               type_coerce(Vote.submitted_at, String), Vote.time_spent_ms, Evaluator.flagged)
         .join(Pair, Pair.id == Vote.pair_id)
         .join(Assignment, Assignment.id == Vote.assignment_id)
         .join(Prompt, Prompt.id == Pair.prompt_id)
         .join(Evaluator, Evaluator.id == Vote.evaluator_id)
-        .join(model_a, model_a.id == VoteChoice.model_a_id)
-        .join(model_b, model_b.id == VoteChoice.model_b_id)
+        .join(clip_a, clip_a.id == Pair.clip_a_id)
+        .join(clip_b, clip_b.id == Pair.clip_b_id)
         .where(Vote.study_id == study_id, Vote.id > after_vote_id, Pair.kind == "normal")
-        .order_by(Vote.id, Criterion.position)
     )
+
+
+def _choices_query(study_id: int, *, after_vote_id: int) -> Select:
+    return (
+        select(VoteChoice.vote_id, VoteChoice.criterion_id, VoteChoice.side, VoteChoice.outcome)
+        .join(Vote, Vote.id == VoteChoice.vote_id)
+        .where(Vote.study_id == study_id, Vote.id > after_vote_id)
+    )
+
+
+def _columns(session: Session, query: Select, names: list[str]) -> pd.DataFrame:
+    """Run a Core query and build the frame column-wise.
+
+    Core (``connection().execute``) skips the ORM's per-row work, and transposing with zip avoids pandas'
+    per-row namedtuple checks on Row objects, which alone took ~13 s for 1.2M rows.
+    """
+    rows = session.connection().execute(query).fetchall()
+    if not rows:
+        return pd.DataFrame({n: pd.Series(dtype=object) for n in names})
+    return pd.DataFrame(dict(zip(names, zip(*rows, strict=True), strict=True)))
 
 
 def load_vote_frame(session: Session, *, study_id: int, after_vote_id: int = 0) -> pd.DataFrame:
     """Every vote × criterion of a study's normal pairs (votes with id > ``after_vote_id``), as the contract says.
 
     Flagged evaluators' votes are included with ``flagged=True``; the statistics drop them by default.
+    Rows are ordered by vote id, then by the study's criterion order.
+
+    Why two narrow queries and a pandas merge instead of one wide join: measured on SQLite with 200,000 votes
+    (1.2M rows), the single join returning names per row took ~19 s; votes (200k rows, with their joins)
+    plus choices (1.2M rows of ids) take ~3 s, and the merge well under a second.
     """
-    rows = session.execute(_vote_query(study_id, after_vote_id=after_vote_id)).all()
-    if not rows:
+    votes = _columns(session, _votes_query(study_id, after_vote_id=after_vote_id),
+                     ["vote_id", "study_id", "public_id", "prompt", "theme", "detail", "model_a_id", "model_b_id",
+                      "left_is_a", "submitted_at", "time_spent_ms", "flagged"])
+    if votes.empty:
         return empty_vote_frame()
-    (vote_id, study, public_id, prompt, theme, detail, criterion, name_a, name_b, left_is_a, side, outcome,
-     submitted_at, time_spent_ms, flagged) = zip(*rows, strict=True)
-    # Pseudonyms are computed once per evaluator, not once per row.
-    names = {p: pseudonym(p) for p in set(public_id)}
-    frame = pd.DataFrame({
-        "vote_id": vote_id, "study_id": study, "evaluator": [names[p] for p in public_id], "prompt": prompt,
-        "theme": theme, "detail": detail, "criterion": criterion, "model_a": name_a, "model_b": name_b,
-        "left_model": [a if is_a else b for a, b, is_a in zip(name_a, name_b, left_is_a, strict=True)],
-        "side": side, "winner": [_WINNER[o] for o in outcome], "submitted_at": submitted_at,
-        "time_spent_ms": time_spent_ms, "flagged": flagged,
-    })
+    choices = _columns(session, _choices_query(study_id, after_vote_id=after_vote_id),
+                       ["vote_id", "criterion_id", "side", "outcome"])
+    criteria = session.execute(select(Criterion.id, Criterion.key, Criterion.position)
+                               .where(Criterion.study_id == study_id)).all()
+    model_names = dict(session.execute(select(StudyModel.id, StudyModel.name)
+                                       .where(StudyModel.study_id == study_id)).all())
+    # Pseudonyms and names are computed once per evaluator / model, not once per row.
+    votes["evaluator"] = votes["public_id"].map({p: pseudonym(p) for p in votes["public_id"].unique()})
+    votes["model_a"] = votes["model_a_id"].map(model_names)
+    votes["model_b"] = votes["model_b_id"].map(model_names)
+    votes["left_model"] = votes["model_a"].where(votes["left_is_a"].astype(bool), votes["model_b"])
+    frame = choices.merge(votes, on="vote_id", how="inner")  # inner: drops attention-check votes
+    frame["criterion"] = frame["criterion_id"].map({cid: key for cid, key, _ in criteria})
+    frame["winner"] = frame["outcome"].map(_WINNER)
+    order = frame["criterion_id"].map({cid: pos for cid, _, pos in criteria})
+    frame = frame.iloc[np.lexsort((order.to_numpy(), frame["vote_id"].to_numpy()))].reset_index(drop=True)
     return _typed(frame)
 
 
@@ -138,27 +170,21 @@ def criterion_labels(session: Session, *, study_id: int) -> dict[str, str]:
 
 
 def evaluator_rows(session: Session, *, study_id: int) -> list[dict]:
-    """Every evaluator who joined, pseudonymous, with their vote count, median seconds per vote and QC flags.
+    """Every evaluator who joined, pseudonymous, with their vote count and quality-control flags.
 
     Counts include attention-check votes (they are votes the person cast); the vote frame does not.
     """
-    evaluators = session.execute(
-        select(Evaluator.id, Evaluator.public_id, Evaluator.created_at, Evaluator.completed_at, Evaluator.flagged,
-               Evaluator.flag_reasons).where(Evaluator.study_id == study_id).order_by(Evaluator.id)
+    rows = session.execute(
+        select(Evaluator.public_id, Evaluator.created_at, Evaluator.completed_at, Evaluator.flagged,
+               Evaluator.flag_reasons, func.count(Vote.id))
+        .outerjoin(Vote, Vote.evaluator_id == Evaluator.id)
+        .where(Evaluator.study_id == study_id)
+        .group_by(Evaluator.id)
+        .order_by(func.count(Vote.id).desc(), Evaluator.id)
     ).all()
-    times = pd.DataFrame(session.execute(select(Vote.evaluator_id, Vote.time_spent_ms)
-                                         .where(Vote.study_id == study_id)).all(),
-                         columns=["evaluator_id", "time_spent_ms"])
-    grouped = times.groupby("evaluator_id")["time_spent_ms"].agg(["count", "median"])
-    rows = []
-    for ev_id, public_id, joined, completed, flagged, reasons in evaluators:
-        n = int(grouped.at[ev_id, "count"]) if ev_id in grouped.index else 0
-        median_ms = float(grouped.at[ev_id, "median"]) if n else None
-        rows.append({"evaluator": pseudonym(public_id), "joined_at": joined, "completed_at": completed,
-                     "flagged": bool(flagged), "flag_reasons": list(reasons or []), "votes": n,
-                     "median_seconds": None if median_ms is None else round(median_ms / 1000, 1)})
-    rows.sort(key=lambda r: -r["votes"])
-    return rows
+    return [{"evaluator": pseudonym(public_id), "joined_at": joined, "completed_at": completed,
+             "flagged": bool(flagged), "flag_reasons": list(reasons or []), "votes": int(n)}
+            for public_id, joined, completed, flagged, reasons, n in rows]
 
 
 def model_costs(session: Session, *, study_id: int) -> list[dict]:

@@ -95,11 +95,17 @@ def _cost_points(results: dict, costs: list[dict], models: list[str]) -> list[di
     return out
 
 
-def _votes_frame(cached: CachedResults) -> pd.DataFrame:
+def _vote_level(cached: CachedResults) -> dict:
+    """Figures over votes (not vote x criterion rows), computed once per cached result."""
     frame = cached.frame
-    if not cached.include_flagged:
-        frame = frame[~frame["flagged"]]
-    return frame.drop_duplicates("vote_id")
+    first = frame.drop_duplicates("vote_id")
+    shown = first if cached.include_flagged else first[~first["flagged"]]
+    return {
+        "per_day": _per_day(shown),
+        "timeline": charts.votes_over_time(list(shown["submitted_at"].dt.to_pydatetime()) if len(shown) else []),
+        "median_seconds": (first.groupby("evaluator")["time_spent_ms"].median() / 1000).round(1).to_dict(),
+        "flagged_votes": int(first["flagged"].sum()),
+    }
 
 
 def _per_day(votes: pd.DataFrame) -> list[dict]:
@@ -135,9 +141,11 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
     models = res.get("models") or [m.name for m in study.models]
     two = len(models) == 2
     agreement = res.get("agreement") or {}
-    evaluators = evaluator_rows(session, study_id=study.id)
+    per_vote = cached.memo("vote_level", lambda: _vote_level(cached))
+    evaluators = [e | {"median_seconds": per_vote["median_seconds"].get(e["evaluator"])}
+                  for e in evaluator_rows(session, study_id=study.id)]
     flagged = [e for e in evaluators if e["flagged"]]
-    flagged_votes = int(cached.frame.loc[cached.frame["flagged"], "vote_id"].nunique()) if len(cached.frame) else 0
+    flagged_votes = per_vote["flagged_votes"]
     criteria = [_row(r, labels, agreement=agreement) for r in res.get("criteria", [])]
     overall = [_row(r, labels, agreement=agreement) for r in res.get("overall", [])]
     order = {k: i for i, k in enumerate([*res.get("criteria_keys", []), OVERALL])}
@@ -148,7 +156,6 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
                      key=lambda r: (detail_order.get(r["group"], 9), r["group"], order.get(r["key"], 99)))
     ratings, winrate, ratings_note = _ratings(res)
     costs = _cost_points(res, model_costs(session, study_id=study.id), models)
-    votes = _votes_frame(cached)
     n_votes = int(res.get("n_votes") or 0)
     model_a, model_b = (models + [None, None])[:2]
 
@@ -157,7 +164,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
         "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",
         "cost": charts.cost_scatter(costs),
-        "timeline": charts.votes_over_time(list(votes["submitted_at"].dt.to_pydatetime()) if len(votes) else []),
+        "timeline": per_vote["timeline"],
         "ratings": charts.ratings_plot(ratings) if ratings else "",
         "heat": "",
     }
@@ -202,7 +209,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "themes": themes, "theme_tests": theme_tests, "details": details, "position_bias": pb,
         "ratings": ratings, "winrate": winrate,
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
-        "per_day": _per_day(votes), "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
+        "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},
     }

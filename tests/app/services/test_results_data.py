@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Clip, Pair
@@ -15,6 +16,7 @@ from app.services.results_data import (
     vote_fingerprint,
 )
 from tests.app.services.results_factory import cast_vote, voted_study
+from tests.conftest import BACKENDS
 from tests.factories import make_clip, make_evaluator, make_pairs, make_study
 
 KEYS = [c.key for c in DEFAULT_CRITERIA]
@@ -34,6 +36,7 @@ def test_empty_study_gives_empty_frame_with_contract_columns(session):
     assert str(frame["submitted_at"].dtype) == "datetime64[ns, UTC]"
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_winner_is_in_model_space_when_clip_b_was_on_the_left(session):
     study, pair = _one_pair(session)
     ev = make_evaluator(session, study, public_id="evaluator-public-id")
@@ -87,6 +90,7 @@ def test_attention_checks_are_excluded_and_flags_carried(session):
     assert rows[0]["votes"] == 2 and rows[0]["flagged"] and rows[0]["flag_reasons"] == ["failed attention checks"]
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_incremental_load_and_fingerprint(session):
     study = voted_study(session, n_prompts=2, n_evaluators=2)
     full = load_vote_frame(session, study_id=study.id)
