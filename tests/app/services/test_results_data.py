@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from app.criteria import DEFAULT_CRITERIA
-from app.models import Clip, Pair
+from app.models import Clip, Pair, Vote
 from app.services.results_data import (
     VOTE_COLUMNS,
     evaluator_rows,
@@ -115,3 +115,38 @@ def test_model_costs_are_medians_of_recorded_seconds(session):
     assert costs["lightning"]["median_wall_seconds"] == 2.0
     assert costs["animatediff"]["median_wall_seconds"] == 30.0
     assert costs["animatediff"]["timed_clips"] == 1
+
+
+def test_votes_through_the_evaluator_services_land_in_the_frame_in_model_space(session):
+    """End to end with H1's services: what the evaluator clicked, mapped through the assignment's left clip."""
+    from app.models import Assignment, Study
+    from app.services.assignments import join, next_assignment
+    from app.services.votes import submit_vote
+
+    study = make_study(session, n_prompts=3, pairs_per_session=3)
+    make_pairs(session, study)
+    session.commit()
+    invite = session.get(Study, study.id).invite_token
+    clicked: dict[int, str] = {}
+    for _ in range(2):
+        ev = join(session, invite_token=invite)
+        while (assignment := next_assignment(session, evaluator_id=ev.id)) is not None:
+            side = "left" if assignment.position % 2 else "right"
+            submit_vote(session, assignment_token=assignment.token, evaluator_id=ev.id,
+                        choices=dict.fromkeys(KEYS, side) | {"motion_amplitude": "tie"})
+            clicked[assignment.id] = side
+        session.commit()
+    frame = load_vote_frame(session, study_id=study.id)
+    assert len(frame) == 6 * len(KEYS)
+    for vote_id, rows in frame.groupby("vote_id"):
+        vote = session.get(Vote, int(vote_id))
+        assignment = session.get(Assignment, vote.assignment_id)
+        pair = session.get(Pair, vote.pair_id)
+        side = clicked[assignment.id]
+        clicked_clip = assignment.left_clip_id if side == "left" else assignment.right_clip_id
+        expected = "model_a" if clicked_clip == pair.clip_a_id else "model_b"
+        decided = rows[rows["criterion"] != "motion_amplitude"]
+        assert (decided["side"] == side).all() and (decided["winner"] == expected).all()
+        assert rows.loc[rows["criterion"] == "motion_amplitude", "winner"].item() == "tie"
+        left_model = session.get(Clip, assignment.left_clip_id).model.name
+        assert (rows["left_model"] == left_model).all()

@@ -134,3 +134,17 @@ def test_admin_downloads(client, session, study):
     report = client.get(f"/studies/{study.id}/export/report.html")
     assert report.status_code == 200 and "<svg" in report.text
     assert client.get(f"/studies/{study.id}/export/votes.xlsx").status_code == 404
+
+
+def test_three_models_show_ratings_from_compute_results(client, session):
+    study = voted_study(session, n_prompts=4, n_evaluators=3, models=("m1", "m2", "m3"))
+    session.commit()
+    _as(client, session, "researcher")
+    r = client.get(f"/studies/{study.id}/results")
+    assert r.status_code == 200
+    ratings = _results(session, study)["ratings"]["overall"]["ratings"]
+    soup = BeautifulSoup(r.text, "html.parser")
+    rows = [[td.get_text(strip=True) for td in tr.find_all("td")]
+            for tr in soup.select("#ratings table")[0].select("tbody tr")]
+    assert [(row[1], row[2]) for row in rows] == [(x["model"], f"{x['rating']:.0f}") for x in ratings]
+    assert soup.select_one("#ratings svg")["role"] == "img"
