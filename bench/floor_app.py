@@ -6,6 +6,8 @@ IMMEDIATE; for PostgreSQL the same psycopg driver and pool), same database. Ever
 of this — routing through FastAPI, cookies and CSRF, the ORM, choosing a pair, rendering the page, QC flags —
 is what the benchmark puts beside it.
 
+It also serves ``/media/{name}`` from ``BENCH_FLOOR_MEDIA_DIR``: the floor of the media route.
+
 Serve with ``uvicorn --factory bench.floor_app:create_app``; the database comes from ``BENCH_FLOOR_DATABASE_URL``.
 """
 
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Route
 
 from app.db import make_engine
@@ -43,4 +45,14 @@ def create_app() -> Starlette:
                 evaluator=request.headers.get("x-evaluator", ""), choice="left", created_at=datetime.now(UTC)))
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[Route("/vote", vote, methods=["POST"]), Route("/ping", lambda r: PlainTextResponse("ok"))])
+    media_dir = os.environ.get("BENCH_FLOOR_MEDIA_DIR", "")
+
+    def media(request: Request) -> FileResponse | PlainTextResponse:
+        # The media floor: Starlette's FileResponse (ETag, Last-Modified, 304 on If-None-Match) of the same bytes.
+        name = request.path_params["name"]
+        if not media_dir or "/" in name or name.startswith("."):
+            return PlainTextResponse("Not found", status_code=404)
+        return FileResponse(os.path.join(media_dir, name), media_type="image/gif")
+
+    return Starlette(routes=[Route("/vote", vote, methods=["POST"]), Route("/ping", lambda r: PlainTextResponse("ok")),
+                             Route("/media/{name}", media)])
