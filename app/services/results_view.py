@@ -128,8 +128,8 @@ def _position_bias(pb: dict | None, model_a: str | None) -> dict | None:
                else "no significant pull towards either side")
     a_left = pb.get("a_left_share")
     balance = f" {model_a} was shown on the left in {100 * a_left:.0f}% of votes." if a_left is not None else ""
-    unit = f" (unit: {pb['unit']})" if pb.get("unit") else ""
-    text = (f"The clip shown on the left won {100 * rate:.1f}% of {pb['n']} decided judgements{unit}; 50% means "
+    unit = " (each vote counted once, by its overall decision)" if "overall" in str(pb.get("unit", "")) else ""
+    text = (f"The clip shown on the left won {100 * rate:.1f}% of {pb['n']} decided votes{unit}; 50% means "
             f"no position bias, and here there is {verdict}.{balance}") if rate is not None else ""
     return {"left": pb.get("left_wins"), "right": pb.get("right_wins"), "n": pb["n"], "rate": rate, "lo": lo,
             "hi": hi, "p": p, "text": text}
@@ -159,7 +159,9 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
     n_votes = int(res.get("n_votes") or 0)
     model_a, model_b = (models + [None, None])[:2]
 
-    chart_rows = [r | {"label": _pair_label(r, two)} for r in criteria + overall]
+    # Charts draw the prompt-bootstrap interval (votes on one prompt are not independent; Wilson ignores that).
+    chart_rows = [r | {"label": _pair_label(r, two), "lo": r["boot_lo"], "hi": r["boot_hi"]}
+                  for r in criteria + overall]
     view_charts: dict[str, Any] = {
         "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
         "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",

@@ -41,7 +41,7 @@ def dashboard(request: Request, study_id: int, session: DbSession, user: Current
     study = _study(session, study_id)
     view, cached = study_view(session, study=study, include_flagged=_flag(include_flagged))
     return templates.TemplateResponse(request, "results/dashboard.html", {
-        "v": view, "user": user, "is_admin": user.role == "admin",
+        "v": view, "user": user, "nav": "studies", "is_admin": user.role == "admin",
         "live": study.status == "open", "fingerprint": cached.fingerprint.token(),
         "fingerprint_url": f"/api/v1/studies/{study.id}/results/fingerprint",
         "computed_at": fmt_time(cached.computed_at), "compute_seconds": cached.compute_seconds,
