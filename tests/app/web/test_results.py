@@ -82,6 +82,10 @@ def test_dashboard_numbers_equal_compute_results(client, session, study):
         cells = [td.get_text(strip=True) for td in row.find_all("td")]
         assert cells[1] == f"{100 * rec['pref_rate_a']:.1f}%"
         assert ("★" in cells[6]) == rec["significant"]
+    forest = soup.select_one("#preference svg").get_text(" ")
+    for rec in results["criteria"]:
+        lo, hi = rec["bootstrap_ci"]
+        assert f"{100 * rec['pref_rate_a']:.0f}% [{100 * lo:.0f}%–{100 * hi:.0f}%]" in forest
     # Every chart is an accessible SVG with its data table beside it.
     for svg in soup.select("#criteria svg, #preference svg, #themes svg, #cost svg, #timeline svg"):
         assert svg["role"] == "img" and svg.find("title").get_text()
@@ -148,3 +152,26 @@ def test_three_models_show_ratings_from_compute_results(client, session):
             for tr in soup.select("#ratings table")[0].select("tbody tr")]
     assert [(row[1], row[2]) for row in rows] == [(x["model"], f"{x['rating']:.0f}") for x in ratings]
     assert soup.select_one("#ratings svg")["role"] == "img"
+
+
+def test_page_views_reuse_the_cache_until_a_vote_arrives(client, session, study):
+    from app.models import Evaluator, Pair
+    from app.services.results_cache import get_cache
+    from tests.app.services.results_factory import cast_vote
+
+    _as(client, session, "researcher")
+    first = client.get(f"/api/v1/studies/{study.id}/results/fingerprint").json()["fingerprint"]
+    client.get(f"/studies/{study.id}/results")
+    computed = get_cache().computations
+    client.get(f"/studies/{study.id}/results")
+    client.get(f"/api/v1/studies/{study.id}/results")
+    assert get_cache().computations == computed
+    pair = session.query(Pair).filter_by(study_id=study.id).first()
+    ev = Evaluator(study_id=study.id)  # a new evaluator: nobody votes twice on one pair
+    session.add(ev)
+    session.flush()
+    cast_vote(session, pair=pair, evaluator=ev, choices={c.key: "left" for c in study.criteria}, a_left=True)
+    session.commit()
+    assert client.get(f"/api/v1/studies/{study.id}/results/fingerprint").json()["fingerprint"] != first
+    r = client.get(f"/studies/{study.id}/results")
+    assert get_cache().computations == computed + 1 and "17 votes from" in r.text
