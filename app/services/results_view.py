@@ -45,6 +45,8 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     block = (results.get("ratings") or {}).get(OVERALL)
     if not block:
         return [], None, ""
+    if block.get("error"):
+        return [], None, f"Ratings could not be computed: {block['error']}"
     rows = []
     for i, r in enumerate(block.get("ratings", [])):
         lo, hi = (r.get("ci") or [r.get("lo"), r.get("hi")])[:2]
@@ -52,15 +54,22 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     winrate = None
     if block.get("win_rate") and block.get("order"):
         winrate = {"models": block["order"], "matrix": block["win_rate"]}
-    note = block.get("note") or ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000); "
-                                 "ties count half a win to each side; intervals from bootstrap resampling; "
-                                 "ranks from non-overlapping intervals.")
+    note = ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000); ties count half a win "
+            f"to each side; 95% intervals from bootstrap resampling {block.get('bootstrap_unit', 'prompt')}s; a "
+            "model's rank is 1 + the number of models whose interval lies entirely above its own.")
+    dav = block.get("davidson")
+    if dav:
+        note += (f" Davidson's tie model (ties as their own outcome): tie parameter ν = {dav['nu']:.2f}; worths "
+                 + ", ".join(f"{w['model']} {w['worth']:.3f}" for w in dav["worths"])
+                 + ("." if dav.get("converged", True) else " (the fit did not fully converge; read it as rough)."))
     return rows, winrate, note
 
 
 def _ratings_by_criterion(results: dict, labels: dict[str, str]) -> dict | None:
     blocks = results.get("ratings") or {}
     keys = [k for k in [*results.get("criteria_keys", []), OVERALL] if (blocks.get(k) or {}).get("ratings")]
+    if OVERALL not in keys:
+        return None
     if not keys:
         return None
     models = [r["model"] for r in blocks[keys[-1]]["ratings"]]
