@@ -71,8 +71,8 @@ class ResultsCache:
         self.max_studies = max_studies
         self._frames: OrderedDict[tuple, _FrameEntry] = OrderedDict()
         self._results: OrderedDict[tuple, CachedResults] = OrderedDict()
-        # One lock: two requests for a changed study compute once, the second waits and reuses the result.
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards the dicts; computations hold a per-study lock instead
+        self._study_locks: dict[tuple, threading.RLock] = {}
         self.computations = 0  # how many times results were computed (tests and the dashboard footer read it)
         self.frame_loads = {"full": 0, "incremental": 0, "reflag": 0}
 
@@ -89,17 +89,21 @@ class ResultsCache:
         """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""
         fp = fingerprint or vote_fingerprint(session, study_id=study_id)
         key = (self._db(session), study_id)
-        with self._lock:
+        with self._study_lock(key):
             entry = self._frames.get(key)
             if entry is not None and entry.fingerprint == fp:
-                self._frames.move_to_end(key)
                 return entry.frame
             frame = self._refresh(session, study_id=study_id, entry=entry, fp=fp)
-            self._frames[key] = _FrameEntry(fp, frame)
-            self._frames.move_to_end(key)
-            while len(self._frames) > self.max_studies:
-                self._frames.popitem(last=False)
+            with self._lock:
+                self._frames[key] = _FrameEntry(fp, frame)
+                self._frames.move_to_end(key)
+                while len(self._frames) > self.max_studies:
+                    self._frames.popitem(last=False)
             return frame
+
+    def _study_lock(self, key: tuple) -> threading.RLock:
+        with self._lock:
+            return self._study_locks.setdefault(key, threading.RLock())
 
     def _refresh(self, session: Session, *, study_id: int, entry: _FrameEntry | None,
                  fp: VoteFingerprint) -> pd.DataFrame:
@@ -126,22 +130,41 @@ class ResultsCache:
     def results(self, session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
         fp = vote_fingerprint(session, study_id=study_id)
         key = (self._db(session), study_id, bool(include_flagged))
-        with self._lock:
+        hit = self._results.get(key)  # a hit needs no lock: a long computation elsewhere never delays it
+        if hit is not None and hit.fingerprint == fp:
+            return hit
+        study_lock = self._study_lock(key[:2])
+        # One computation per study at a time: a second request for the same change waits and reuses it,
+        # while other studies' pages are served meanwhile.
+        with study_lock:
             hit = self._results.get(key)
             if hit is not None and hit.fingerprint == fp:
-                self._results.move_to_end(key)
                 return hit
             frame = self.frame(session, study_id=study_id, fingerprint=fp)
+            criteria = criterion_keys(session, study_id=study_id)
+            _release(session)
             started = time.perf_counter()
-            results = compute(frame, criteria=criterion_keys(session, study_id=study_id),
-                              include_flagged=include_flagged)
-            self.computations += 1
+            results = compute(frame, criteria=criteria, include_flagged=include_flagged)
             entry = CachedResults(study_id=study_id, include_flagged=bool(include_flagged), fingerprint=fp,
                                   frame=frame, results=results, compute_seconds=time.perf_counter() - started)
-            self._results[key] = entry
-            while len(self._results) > 2 * self.max_studies:
-                self._results.popitem(last=False)
+            with self._lock:
+                self.computations += 1
+                self._results[key] = entry
+                self._results.move_to_end(key)
+                while len(self._results) > 2 * self.max_studies:
+                    self._results.popitem(last=False)
             return entry
+
+
+def _release(session: Session) -> None:
+    """End a read-only transaction before seconds of CPU-bound statistics.
+
+    On SQLite every transaction starts with BEGIN IMMEDIATE (app/db.py) and so holds the write lock: a
+    dashboard computing inside its request's transaction would make evaluators' vote submissions wait.
+    Only a session with nothing pending is committed; one that wrote something keeps its transaction.
+    """
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.commit()
 
 
 _CACHE = ResultsCache()

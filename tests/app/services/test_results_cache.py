@@ -59,3 +59,48 @@ def test_a_deleted_vote_reloads_the_frame(session):
     session.flush()
     assert cache.results(session, study_id=study.id).results["n_votes"] == 3
     assert cache.frame_loads["full"] == 2
+
+
+def test_a_computation_neither_blocks_other_studies_nor_holds_the_database(session, monkeypatch):
+    """While study A's statistics run, study B's cached page is served and a vote can be written."""
+    import threading
+
+    from app import db
+    from app.services import results_cache
+
+    study_a = voted_study(session, n_prompts=2, n_evaluators=2)
+    study_b = voted_study(session, n_prompts=2, n_evaluators=2)
+    session.commit()
+    cache = ResultsCache()
+    hit_b = cache.results(session, study_id=study_b.id)
+    session.commit()
+
+    real = results_cache.compute
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_for_a(frame, **kw):
+        if len(frame) and (frame["study_id"] == study_a.id).all():
+            entered.set()
+            release.wait(60)
+        return real(frame, **kw)
+
+    monkeypatch.setattr(results_cache, "compute", slow_for_a)
+    out = {}
+
+    def compute_a():
+        with db.session_scope() as s:
+            out["a"] = cache.results(s, study_id=study_a.id)
+
+    worker = threading.Thread(target=compute_a)
+    worker.start()
+    try:
+        assert entered.wait(60), "study A's computation never started"
+        with db.session_scope() as s:  # SQLite: would wait on the write lock if A's request still held it
+            assert cache.results(s, study_id=study_b.id) is hit_b
+            pair = s.query(Pair).filter_by(study_id=study_a.id).first()
+            cast_vote(s, pair=pair, evaluator=make_evaluator(s, s.get(type(study_a), study_a.id)),
+                      choices=dict.fromkeys(KEYS, "tie"), a_left=True)
+    finally:
+        release.set()
+        worker.join(60)
+    assert out["a"].results["n_votes"] == 4
