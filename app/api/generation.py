@@ -1,5 +1,90 @@
-"""JSON API v1: generation."""
+"""JSON API v1: generation (queue a batch, progress, retry failed clips, cost per model)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.studies import ERRORS, Message, StudyId
+from app.models import Study
+from app.security import CurrentUser, DbSession
+from app.services import generation as svc
+
+router = APIRouter(tags=["generation"])
+RESPONSES = {**ERRORS, 503: {"model": Message}}
+
+
+class QueueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    theme: str | None = Field(default=None, max_length=100, description="Only prompts of this theme.")
+    prompt_ids: list[int | str] | None = Field(default=None, max_length=10000,
+                                               description="Prompt ids (numeric) or the suite's ids, e.g. urban-003.")
+    seeds: list[int] | None = Field(default=None, max_length=100, description="Default: the study's seeds.")
+
+
+class QueueOut(BaseModel):
+    batch_id: int | None
+    created: int
+    resent: int
+    already_done: int
+    running: int
+    failed: int
+    tasks_sent: int
+    message: str
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    clip_ids: list[int] | None = Field(default=None, max_length=10000, description="Default: every failed clip.")
+
+
+class RetryOut(BaseModel):
+    requeued: int
+
+
+def _study(session, study_id: int) -> None:
+    if session.get(Study, study_id) is None:
+        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
+
+
+@router.post("/studies/{study_id}/generation/queue", response_model=QueueOut, status_code=202, responses=RESPONSES)
+def api_queue(study_id: StudyId, body: QueueIn, session: DbSession, user: CurrentUser) -> QueueOut:
+    """Queue prompts x models x seeds. Queuing again never duplicates a clip; still-queued clips are re-sent."""
+    _study(session, study_id)
+    try:
+        r = svc.queue_batch(session, study_id=study_id, theme=body.theme, prompt_ids=body.prompt_ids,
+                            seeds=body.seeds)
+    except svc.BrokerUnavailable as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    except svc.GenerationError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    return QueueOut(batch_id=r.batch_id, created=r.created, resent=r.resent, already_done=r.already_done,
+                    running=r.running, failed=r.failed, tasks_sent=r.tasks_sent, message=r.describe())
+
+
+@router.get("/studies/{study_id}/generation", responses=ERRORS)
+def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+    """Per-model queued/running/done/failed counts, ETA, exactly what each model runs with, failed clips."""
+    _study(session, study_id)
+    return svc.generation_progress(session, study_id=study_id)
+
+
+@router.get("/studies/{study_id}/generation/costs", responses=ERRORS)
+def api_costs(study_id: StudyId, session: DbSession, user: CurrentUser) -> list[dict[str, Any]]:
+    """Per model: median and p90 seconds per clip, UNet evaluations, peak memory, device-seconds, speedup."""
+    _study(session, study_id)
+    return svc.cost_summary(session, study_id=study_id)
+
+
+@router.post("/studies/{study_id}/generation/retry", response_model=RetryOut, responses=RESPONSES)
+def api_retry(study_id: StudyId, body: RetryIn, session: DbSession, user: CurrentUser) -> RetryOut:
+    """Queue failed clips again (all of the study's, or the listed ones)."""
+    _study(session, study_id)
+    try:
+        return RetryOut(requeued=svc.retry_failed(session, study_id=study_id, clip_ids=body.clip_ids))
+    except svc.BrokerUnavailable as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    except svc.GenerationError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
