@@ -126,7 +126,8 @@ def print_study(console: Console, v: dict) -> None:
         print_ratings(console, v["ratings"], v.get("winrate"), title="Ratings (overall)")
     if v["position_bias"]:
         console.print(f"Position bias: {v['position_bias']['text']}")
-    console.print(v["evaluator_summary"])
+    console.print(v["evaluator_summary"]
+                  + ("" if v["include_flagged"] or not v["flagged_votes"] else " Add --include-flagged to count them."))
     for e in v["flagged"]:
         console.print(f"  [red]flagged[/red] {e['evaluator']} ({e['votes']} votes): "
                       f"{'; '.join(e['flag_reasons']) or 'no reason recorded'}")

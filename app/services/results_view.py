@@ -204,13 +204,13 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
     if alphas:
         kpis.append((f"{sorted(alphas)[len(alphas) // 2]:.2f}", "median agreement (Krippendorff α)"))
     voted = sum(1 for e in evaluators if e["votes"])
-    summary = (f"{len(evaluators)} evaluators joined and {voted} voted; {len(flagged)} flagged by quality control"
-               f" ({flagged_votes} votes, {'included' if cached.include_flagged else 'excluded'} above).")
+    summary = (f"{_n(len(evaluators), 'evaluator')} joined and {voted} voted; {len(flagged)} flagged by quality "
+               f"control ({_n(flagged_votes, 'vote')}, {'included' if cached.include_flagged else 'excluded'} above).")
     return {
         "study": study, "empty": n_votes == 0, "include_flagged": cached.include_flagged,
         "flagged_votes": flagged_votes, "headline": res.get("headline") or "No votes yet.",
-        "subhead": (f"{n_votes:,} votes from {res.get('n_evaluators') or 0} evaluators on "
-                    f"{res.get('n_prompts') or 0} prompts. ★ = significant after Holm adjustment across criteria "
+        "subhead": (f"{_n(n_votes, 'vote')} from {_n(res.get('n_evaluators') or 0, 'evaluator')} on "
+                    f"{_n(res.get('n_prompts') or 0, 'prompt')}. ★ = significant after Holm adjustment across criteria "
                     f"(α = {res.get('alpha', 0.05)})."),
         "overall_definition": res.get("overall_definition", ""), "models": models, "two_models": two,
         "model_a": model_a, "model_b": model_b, "kpis": kpis,
@@ -229,6 +229,10 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
 def study_view(session: Session, *, study: Study, include_flagged: bool = False) -> tuple[dict, CachedResults]:
     cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
     return build_view(session, study=study, cached=cached), cached
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def fmt_time(t: datetime) -> str:

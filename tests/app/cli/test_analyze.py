@@ -50,6 +50,20 @@ def test_study_summary_and_files(migrated, tmp_path):
     assert results["headline"] in (tmp_path / "r.html").read_text()
     by_slug = run("--study", slug)
     assert by_slug.exit_code == 0 and results["headline"] in by_slug.output
+    assert "Add --include-flagged" not in by_slug.output  # the flagged evaluator cast no votes
+
+
+def test_include_flagged_counts_flagged_votes(migrated):
+    from app.models import Evaluator
+
+    with session_scope() as s:
+        study = voted_study(s, n_prompts=2, n_evaluators=2)
+        s.query(Evaluator).filter_by(study_id=study.id).first().flagged = True
+        study_id = study.id
+    excluded = run("--study", str(study_id))
+    included = run("--study", str(study_id), "--include-flagged")
+    assert "2 votes from 1 evaluator on" in excluded.output and "Add --include-flagged" in excluded.output
+    assert "4 votes from 2 evaluators" in included.output and "(2 votes, included above)" in included.output
 
 
 def test_unknown_study_and_bad_arguments(migrated):
