@@ -98,18 +98,14 @@ def print_study(console: Console, v: dict) -> None:
         console.print("No votes yet: share the study's invite link to collect some.")
         return
     two = v["two_models"]
-    table = Table(title="Per criterion" + (f": {v['model_a']} vs {v['model_b']}" if two else ""),
-                  title_justify="left", header_style="bold")
-    table.add_column("Criterion")
-    for name in (f"{v['model_a']} wins" if two else "A wins", "Ties", f"{v['model_b']} wins" if two else "B wins"):
-        table.add_column(name, justify="right")
-    table.add_column(f"Pref. {v['model_a']}" if two else "Pref. A", justify="right")
-    table.add_column("Wilson 95%", justify="right")
-    table.add_column("Bootstrap 95%", justify="right")
-    table.add_column("p (Holm)", justify="right")
-    table.add_column("Result")
-    table.add_column("α agree", justify="right")
-    table.add_column("More votes", justify="right")
+    title = f"Per criterion: A = {v['model_a']}, B = {v['model_b']}" if two else "Per criterion and model pair"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("Criterion", no_wrap=True)
+    for name in ("A wins", "Ties", "B wins", "Pref. A", "Wilson 95%", "Bootstrap 95%", "p (Holm)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("Result", no_wrap=True)
+    table.add_column("α agree", justify="right", no_wrap=True)
+    table.add_column("More votes", justify="right", no_wrap=True)
     rows = v["criteria"] + v["overall_rows"]
     for k, r in enumerate(rows):
         result = f"[green]★ {r['leader']}[/green]" if r["significant"] else "[dim]undecided[/dim]"
@@ -125,7 +121,7 @@ def print_study(console: Console, v: dict) -> None:
     if v["ratings"]:
         print_ratings(console, v["ratings"], v.get("winrate"), title="Ratings (overall)")
     if v["position_bias"]:
-        console.print(f"Position bias: {v['position_bias']['text']}")
+        console.print(f"Position bias. {v['position_bias']['text']}")
     console.print(v["evaluator_summary"]
                   + ("" if v["include_flagged"] or not v["flagged_votes"] else " Add --include-flagged to count them."))
     for e in v["flagged"]:
