@@ -72,6 +72,7 @@ def test_winner_when_clip_a_was_on_the_left(session):
     assert (frame["winner"] == "model_a").all()
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_attention_checks_are_excluded_and_flags_carried(session):
     study, pair = _one_pair(session)
     degraded = make_clip(session, model=study.models[0], prompt=pair.prompt, seed=1)
@@ -106,6 +107,7 @@ def test_incremental_load_and_fingerprint(session):
     assert vote_fingerprint(session, study_id=study.id).flagged != fp.flagged
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_model_costs_are_medians_of_recorded_seconds(session):
     study, pair = _one_pair(session)
     for seconds, clip_id in ((2.0, pair.clip_a_id), (30.0, pair.clip_b_id)):
