@@ -72,7 +72,8 @@ def raw_votes(session: Session, *, study: Study, fmt: str) -> Download:
 
 
 def _chunks(frame: pd.DataFrame, fmt: str) -> Iterator[bytes]:
-    text = frame.assign(submitted_at=frame["submitted_at"].map(lambda t: t.isoformat()))
+    # ISO 8601 in UTC, vectorised (a per-row isoformat() costs seconds on a million rows).
+    text = frame.assign(submitted_at=frame["submitted_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"))
     if fmt == "csv":
         yield ",".join(RAW_VOTE_COLUMNS).encode() + b"\n"
     for start in range(0, len(text), _CHUNK_ROWS):
