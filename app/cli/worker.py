@@ -28,6 +28,8 @@ def worker_command(
     concurrency: int = typer.Option(1, min=1, help="Clips generated at once. One per GPU is usual; run one worker "
                                                    "per GPU (CUDA_VISIBLE_DEVICES) to use several."),
     loglevel: str = typer.Option("info", help="debug, info, warning or error."),
+    name: str = typer.Option("", help="Node name before @host (default blindpair-PID, unique on a machine); "
+                                      "the compose healthcheck pings blindpair@HOSTNAME."),
 ) -> None:
     """Start a generation worker that takes clips from the queue until stopped (Ctrl+C finishes the clip)."""
     require_migrated()
@@ -51,7 +53,7 @@ def worker_command(
     pool = "solo" if concurrency == 1 else "prefork"
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", "-Q", QUEUE, f"--loglevel={loglevel.upper()}",
-        f"--hostname=blindpair-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+        f"--hostname={name or f'blindpair-{os.getpid()}'}@%h", "--without-gossip", "--without-mingle",
     ])
 
 
