@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 from celery import Celery, signals
@@ -146,6 +148,32 @@ def _preload(**_kw) -> None:
     from diffusers import AnimateDiffPipeline, MotionAdapter  # noqa: F401
 
 
+def pending_clips() -> int:
+    from sqlalchemy import func, select
+
+    from app.db import session_scope
+    from app.models import Clip
+
+    with session_scope() as session:
+        return session.scalar(select(func.count(Clip.id)).where(Clip.status.in_(("queued", "running")))) or 0
+
+
+def _exit_when_idle(every: float = 2.0) -> None:
+    """``blindpair worker --exit-when-idle``: stop (warm shutdown) once no clip is queued or running."""
+    idle_checks = 0
+    while True:
+        time.sleep(every)
+        try:
+            idle_checks = idle_checks + 1 if pending_clips() == 0 else 0
+        except Exception:
+            log.exception("checking for pending clips failed")
+            continue
+        if idle_checks >= 2:  # twice in a row: a clip between being queued and being sent is not missed
+            log.info("no clip is queued or running: stopping (--exit-when-idle)")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
 @signals.worker_ready.connect
 def _start_sweeper(sender=None, **_kw) -> None:
     """Every worker also watches for clips whose worker died (any one of them may take them back)."""
@@ -154,3 +182,5 @@ def _start_sweeper(sender=None, **_kw) -> None:
     _sweeper_started.set()
     threading.Thread(target=_sweep_forever, args=(threading.Event(),), name="blindpair-sweeper",
                      daemon=True).start()
+    if worker_settings().exit_when_idle:
+        threading.Thread(target=_exit_when_idle, name="blindpair-idle", daemon=True).start()

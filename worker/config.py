@@ -19,6 +19,7 @@ class WorkerSettings(BaseSettings):
     retry_backoff_seconds: float = 10.0
     # Redis: an unacknowledged message goes back to the queue after this long (kombu's visibility_timeout).
     visibility_timeout: int = 3600
+    exit_when_idle: bool = False  # stop once no clip is queued or running (the demo, batch jobs on rented GPUs)
 
 
 def worker_settings() -> WorkerSettings:

@@ -28,6 +28,8 @@ def worker_command(
     concurrency: int = typer.Option(1, min=1, help="Clips generated at once. One per GPU is usual; run one worker "
                                                    "per GPU (CUDA_VISIBLE_DEVICES) to use several."),
     loglevel: str = typer.Option("info", help="debug, info, warning or error."),
+    exit_when_idle: bool = typer.Option(False, "--exit-when-idle",
+                                        help="Stop once no clip of any study is queued or running."),
     name: str = typer.Option("", help="Node name before @host (default blindpair-PID, unique on a machine); "
                                       "the compose healthcheck pings blindpair@HOSTNAME."),
 ) -> None:
@@ -43,6 +45,8 @@ def worker_command(
                 _fail(["--device cuda was asked for but this torch has no usable CUDA GPU "
                        f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch."], code=2)
         os.environ["BLINDPAIR_WORKER_DEVICE"] = device
+    if exit_when_idle:
+        os.environ["BLINDPAIR_WORKER_EXIT_WHEN_IDLE"] = "1"
     from worker.celery_app import QUEUE, broker_problem
     from worker.celery_app import app as celery
 

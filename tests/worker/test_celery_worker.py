@@ -44,11 +44,12 @@ def migrated_session(tmp_path):
 
 
 class Worker:
-    def __init__(self, tmp_path: Path, name: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, name: str, extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         env = {**os.environ, **FAST_LEASE, **(extra_env or {})}
         self.log = tmp_path / f"worker-{name}.log"
         self.proc = subprocess.Popen(
-            [BLINDPAIR, "worker", "--device", "cpu", "--loglevel", "info"],
+            [BLINDPAIR, "worker", "--device", "cpu", "--loglevel", "info", *args],
             env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -75,12 +76,12 @@ def statuses(session, study_id: int) -> dict[int, str]:
     return result
 
 
-def wait_for(predicate, worker: Worker, deadline_s: float = 240) -> None:
+def wait_for(predicate, worker: Worker, deadline_s: float = 240, worker_alive_check: bool = True) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if predicate():
             return
-        if worker.proc.poll() is not None:
+        if worker_alive_check and worker.proc.poll() is not None:
             pytest.fail(f"the worker exited with {worker.proc.returncode}:\n{worker.tail()}")
         time.sleep(0.05)
     pytest.fail(f"the batch did not finish; worker log:\n{worker.tail()}")
