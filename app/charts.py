@@ -199,12 +199,12 @@ def _diverging(rate: float | None) -> str:
 
 
 def heatmap(rows: Sequence[str], cols: Sequence[tuple[str, str]], cells: dict[tuple[str, str], dict], *,
-            subject: str, uid: str = "heat") -> Markup:
+            subject: str, uid: str = "heat", row_title: str = "theme") -> Markup:
     """Theme × criterion: each cell prints the preference rate for ``subject``, n, and ★ if significant.
 
     rows: row labels; cols: (key, label); cells[(row, key)] = {rate, n, significant}.
     """
-    title = f"Preference for {subject} by theme and criterion"
+    title = f"Preference for {subject} by {row_title} and criterion"
     if not rows or not cols:
         return empty_chart(uid, title, "No votes yet.")
     left, cw, ch, top = 150, 96, 40, 74

@@ -65,6 +65,14 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     return rows, winrate, note
 
 
+def _group_tests(tests: list[dict] | None, labels: dict[str, str]) -> list[str]:
+    return [
+        f"{labels.get(t['criterion'], OVERALL_LABEL if t['criterion'] == OVERALL else t['criterion'])}: "
+        f"χ²({t['dof']}) = {t['chi2']:.2f}, p = {t['p_value']:.3f}"
+        for t in tests or [] if t.get("chi2") is not None and t.get("p_value") is not None
+    ]
+
+
 def _ratings_by_criterion(results: dict, labels: dict[str, str]) -> dict | None:
     blocks = results.get("ratings") or {}
     keys = [k for k in [*results.get("criteria_keys", []), OVERALL] if (blocks.get(k) or {}).get("ratings")]
@@ -128,6 +136,32 @@ def _per_day(votes: pd.DataFrame) -> list[dict]:
     return out
 
 
+def _agreement_rows(agreement: dict, labels: dict[str, str], keys: list[str]) -> list[dict]:
+    """Krippendorff's alpha per criterion with Krippendorff's own reading (Content Analysis, 2nd ed., 2004):
+    alpha >= .800 reliable, .667-.800 tentative conclusions only, below .667 unreliable."""
+    rows = []
+    for key in [*keys, OVERALL]:
+        a = agreement.get(key)
+        if not a:
+            continue
+        alpha = a.get("alpha")
+        reading = ("not enough overlap" if alpha is None else "reliable" if alpha >= 0.8
+                   else "tentative" if alpha >= 0.667 else "low")
+        rows.append({"label": labels.get(key, OVERALL_LABEL if key == OVERALL else key), "alpha": alpha,
+                     "n_units": a.get("n_units"), "n_judgements": a.get("n_judgements"), "reading": reading})
+    return rows
+
+
+def _position_rows(pb: dict | None, labels: dict[str, str]) -> list[dict]:
+    rows = []
+    for key, f in ((pb or {}).get("by_criterion") or {}).items():
+        if f and f.get("n"):
+            lo, hi = (f.get("ci") or [None, None])[:2]
+            rows.append({"label": labels.get(key, key), "left": f.get("left_wins"), "right": f.get("right_wins"),
+                         "rate": f.get("rate"), "lo": lo, "hi": hi, "p": f.get("p_value")})
+    return rows
+
+
 def _position_bias(pb: dict | None, model_a: str | None) -> dict | None:
     if not pb or not pb.get("n"):
         return None
@@ -178,6 +212,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "timeline": per_vote["timeline"],
         "ratings": charts.ratings_plot(ratings) if ratings else "",
         "heat": "",
+        "detail_heat": "",
     }
     if themes and two:
         theme_names = list(dict.fromkeys(r["group"] for r in themes))
@@ -185,11 +220,14 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
                  for r in themes}
         view_charts["heat"] = charts.heatmap(theme_names, cols, cells, subject=model_a or "")
-    theme_tests = [
-        f"{labels.get(t['criterion'], OVERALL_LABEL if t['criterion'] == OVERALL else t['criterion'])}: "
-        f"χ²({t['dof']}) = {t['chi2']:.2f}, p = {t['p_value']:.3f}"
-        for t in res.get("themes_differ") or [] if t.get("chi2") is not None and t.get("p_value") is not None
-    ]
+    if details and two:
+        levels = list(dict.fromkeys(r["group"] for r in details))
+        cols = [(k, labels.get(k, k)) for k in res.get("criteria_keys", [])] + [(OVERALL, OVERALL_LABEL)]
+        cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
+                 for r in details}
+        view_charts["detail_heat"] = charts.heatmap(levels, cols, cells, subject=model_a or "", uid="heat-detail",
+                                                    row_title="detail level")
+    theme_tests = _group_tests(res.get("themes_differ"), labels)
     alphas = [a["alpha"] for k, a in agreement.items() if k != OVERALL and a.get("alpha") is not None]
     pb = _position_bias(res.get("position_bias"), model_a)
     ov = overall[0] if overall else None
@@ -218,6 +256,9 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "overall": (ov | {"label": _pair_label(ov, two)}) if ov else None,
         "overall_rows": [r | {"label": _pair_label(r, two)} for r in overall],
         "themes": themes, "theme_tests": theme_tests, "details": details, "position_bias": pb,
+        "detail_tests": _group_tests(res.get("detail_levels_differ"), labels),
+        "agreement": _agreement_rows(agreement, labels, res.get("criteria_keys", [])),
+        "position_rows": _position_rows(res.get("position_bias"), labels),
         "ratings": ratings, "winrate": winrate,
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,

@@ -86,6 +86,10 @@ def test_dashboard_numbers_equal_compute_results(client, session, study):
     for rec in results["criteria"]:
         lo, hi = rec["bootstrap_ci"]
         assert f"{100 * rec['pref_rate_a']:.0f}% [{100 * lo:.0f}%–{100 * hi:.0f}%]" in forest
+    agreement = [[td.get_text(strip=True) for td in tr.find_all("td")] for tr in soup.select("#agreement tbody tr")]
+    assert [row[1] for row in agreement[:-1]] == [
+        "–" if results["agreement"][rec["criterion"]]["alpha"] is None
+        else f"{results['agreement'][rec['criterion']]['alpha']:.3f}" for rec in results["criteria"]]
     # Every chart is an accessible SVG with its data table beside it.
     for svg in soup.select("#criteria svg, #preference svg, #themes svg, #cost svg, #timeline svg"):
         assert svg["role"] == "img" and svg.find("title").get_text()
