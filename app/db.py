@@ -22,6 +22,9 @@ NAMING_CONVENTION = {
 }
 
 
+READ_ONLY_OPTION = "blindpair_read_only"
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -47,7 +50,10 @@ def make_engine(url: str) -> Engine:
             # IMMEDIATE takes the write lock up front: read-then-write services (assignment, counters)
             # cannot interleave, and a waiting writer retries inside busy_timeout instead of failing
             # with "database is locked" at commit time. See https://sqlite.org/lang_transaction.html
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Long reads (the results dashboard, exports) ask for a deferred BEGIN instead: under WAL a
+            # reader works on a snapshot and never holds up evaluators' votes.
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
@@ -81,6 +87,17 @@ def session_scope() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_session_scope() -> Iterator[Session]:
+    """A session for long reads; on SQLite its transaction does not take the write lock. Never write in it."""
+    session = Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    try:
+        yield session
+        session.rollback()
     finally:
         session.close()
 

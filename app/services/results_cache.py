@@ -21,6 +21,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.db import read_session_scope
 from app.models import Evaluator, Vote
 from app.services.results_data import (
     VoteFingerprint,
@@ -85,8 +86,13 @@ class ResultsCache:
     def _db(session: Session) -> str:
         return session.get_bind().url.render_as_string(hide_password=True)
 
-    def frame(self, session: Session, *, study_id: int, fingerprint: VoteFingerprint | None = None) -> pd.DataFrame:
+    def frame(self, session: Session, *, study_id: int) -> pd.DataFrame:
         """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""
+        _release(session)
+        with read_session_scope() as reader:
+            return self._frame(reader, study_id=study_id)
+
+    def _frame(self, session: Session, *, study_id: int, fingerprint: VoteFingerprint | None = None) -> pd.DataFrame:
         fp = fingerprint or vote_fingerprint(session, study_id=study_id)
         key = (self._db(session), study_id)
         with self._study_lock(key):
@@ -128,6 +134,12 @@ class ResultsCache:
         return load_vote_frame(session, study_id=study_id)
 
     def results(self, session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
+        # Read through a snapshot session: the caller's (on SQLite, write-locking) transaction ends first.
+        _release(session)
+        with read_session_scope() as reader:
+            return self._cached_results(reader, study_id=study_id, include_flagged=include_flagged)
+
+    def _cached_results(self, session: Session, *, study_id: int, include_flagged: bool) -> CachedResults:
         fp = vote_fingerprint(session, study_id=study_id)
         key = (self._db(session), study_id, bool(include_flagged))
         hit = self._results.get(key)  # a hit needs no lock: a long computation elsewhere never delays it
@@ -140,7 +152,7 @@ class ResultsCache:
             hit = self._results.get(key)
             if hit is not None and hit.fingerprint == fp:
                 return hit
-            frame = self.frame(session, study_id=study_id, fingerprint=fp)
+            frame = self._frame(session, study_id=study_id, fingerprint=fp)
             criteria = criterion_keys(session, study_id=study_id)
             _release(session)
             started = time.perf_counter()
