@@ -306,7 +306,7 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
 
 def _line(m: dict[str, Any]) -> str:
     return (f"{m['votes_per_s']:.0f} votes/s, p50 {m['p50_ms'] or 0:.1f} ms, p99 {m['p99_ms'] or 0:.1f} ms, "
-            f"accepted {m['accepted']} stored {m['stored']}, errors {sum(m['errors'].values())}")
+            f"accepted {m['accepted']} stored {m['stored']}, errors {m['errors'] or 0}")
 
 
 def report_dir(args) -> Path:
@@ -331,7 +331,10 @@ def run(args) -> Report:
             print(f"vote path on {backend}", flush=True)
             results[backend] = run_backend(backend, args, tmp, report)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept server logs and databases in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     _write(report, results, args)
     return report
 
@@ -401,6 +404,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=int, default=100)
     p.add_argument("--pairs-per-session", type=int, default=20)
     p.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy sampling of the app; 0 = off")
+    p.add_argument("--keep", action="store_true", help="keep the server logs and SQLite files (printed path)")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "bench" / "results"))
     return p
 

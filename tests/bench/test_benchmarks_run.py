@@ -1,0 +1,135 @@
+"""Each benchmark runs end to end at its tiny size and its report is internally consistent.
+
+No timing is asserted anywhere (timings belong in BENCHMARKS.md, not in pass/fail); what is checked is that
+the benchmark measured what it says: votes stored equal votes accepted, results cover every vote, encoders
+round-trip every frame, the worker path produced its clips, and the tables are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from app import config, db
+from tests.support.servers import postgres_unavailable_reason
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Benchmarks point the process at their own database through the environment; undo that afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    config.get_settings.cache_clear()
+    db.reset_engine_cache()
+
+
+def _saved(results: Path, name: str) -> dict:
+    assert (results / f"{name}.md").read_text().startswith("## ")
+    return json.loads((results / f"{name}.json").read_text())
+
+
+def _check_vote_path(tmp_path: Path, backend: str) -> None:
+    from bench import vote_path
+
+    report = vote_path.main(["--tiny", "--backends", backend, "--results-dir", str(tmp_path)])
+    data = _saved(tmp_path, "vote_path")["data"][backend]
+    assert set(data["closed"]) == {"app-1", "app-4", "floor-1", "floor-4"}
+    for run in [*data["closed"].values(), *data["open"].values()]:
+        assert run["accepted"] > 0
+        # Every vote the server accepted is in the database, none twice. (Refusals are counted, not asserted:
+        # they are findings of the benchmark, reported in its table, not failures of the benchmark.)
+        assert run["stored"] == run["accepted"]
+        assert run["server_cpu_ms_per_vote"] > 0
+    assert ("stored votes == accepted votes in every run", True, "all equal") in report.bars
+
+
+def test_vote_path_runs_on_sqlite(tmp_path):
+    _check_vote_path(tmp_path, "sqlite")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_vote_path_runs_on_postgres(tmp_path):
+    reason = postgres_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
+        pytest.skip(reason)
+    _check_vote_path(tmp_path, "postgres")
+
+
+def test_profile_summary_attributes_samples_to_layers_and_app_functions(tmp_path):
+    from bench.vote_path import summarise_profile
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "Thread._bootstrap (threading.py:1002);api_vote (app/api/evaluate.py:161);submit_vote (votes.py:103);"
+        "Session.execute (sqlalchemy/orm/session.py:2300);"
+        "DefaultDialect.do_execute (sqlalchemy/engine/default.py:1192) 3\n"
+        "Thread._bootstrap (threading.py:1002);api_pair (app/api/evaluate.py:142);"
+        "Environment.render (jinja2/environment.py:1300) 1\n"
+        "Thread._bootstrap (threading.py:1002);WorkerThread.run (anyio/_backends/_asyncio.py:1124);"
+        "Condition.wait (threading.py:320) 6\n")
+    out = summarise_profile(raw)
+    assert out["busy_samples"] == 4 and out["idle_samples"] == 6
+    layers = dict(out["layers"])
+    assert layers["database: SQL running in SQLite / libpq (driver execute, commit)"] == 0.75
+    assert layers["Jinja2 template rendering"] == 0.25
+    functions = dict(out["app_functions"])
+    assert functions["submit_vote (votes.py)"] == 0.75 and functions["api_pair (api/evaluate.py)"] == 0.25
+
+
+def test_analysis_runs_and_covers_every_vote(tmp_path):
+    from bench import analysis
+
+    analysis.main(["--tiny", "--results-dir", str(tmp_path)])
+    sizes = _saved(tmp_path, "analysis")["data"]["sizes"]
+    assert [s["votes"] for s in sizes] == [500, 2000]
+    for s in sizes:
+        assert s["rows"] == s["votes"] * 6
+        assert s["n_votes_in_results"] == s["votes"]
+        # The floor reads the same rows the product's vote frame is built from.
+        assert s["floor_rows"] == s["vote_frame_rows"] == s["rows"]
+        assert s["recomputed_on_page_view"] is False
+        assert all(e["bytes"] > 0 for e in s["exports"].values())
+
+
+def test_gif_encoding_runs_and_every_method_round_trips(tmp_path):
+    from bench import gif_encoding
+
+    gif_encoding.main(["--tiny", "--results-dir", str(tmp_path)])
+    data = _saved(tmp_path, "gif_encoding")["data"]
+    for by_method in data["encoding"].values():
+        for records in by_method.values():
+            assert all(r["frames_ok"] == 1.0 and r["bytes"] > 0 for r in records)
+    assert data["serving"]["app"]["status_if_none_match"] == 304
+    assert data["serving"]["app"]["etag"] is True
+
+
+@pytest.mark.slow
+def test_generation_runs_through_the_worker_path(tmp_path):
+    from bench import generation
+
+    generation.main(["--tiny", "--results-dir", str(tmp_path)])
+    data = _saved(tmp_path, "generation")["data"]
+    assert data["in_process"]["outcomes"] == ["done"] * 4  # 2 prompts x 2 tiny presets
+    for preset in generation.PRESETS:
+        assert len(data["floor"][preset]) == 2
+
+
+@pytest.mark.slow
+def test_gpu_generation_self_test_runs_on_cpu(tmp_path):
+    from bench import gpu_generation
+
+    gpu_generation.main(["--tiny", "--results-dir", str(tmp_path)])
+    data = _saved(tmp_path, "gpu_generation")["data"]
+    assert data["unet_flops_per_eval"] > 0
+    assert data["gpu_check"]["presets"]["lightning"]["unet_evals"] == 1
+    assert data["variants"][0]["variant"] == "baseline" and data["variants"][0]["total"] > 0
