@@ -8,6 +8,7 @@ complete with no pair seen twice, and each pair's left/right counterbalancing ho
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -19,10 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
-def test_many_evaluators_at_once(live_server, load_study, database_url):
+def test_many_evaluators_at_once(live_server, load_study, database_url, db_backend, record_property):
     tally = Tally()
+    started = time.perf_counter()
     errors = asyncio.run(run_crowd(live_server.url, load_study.invite_token, N_EVALUATORS, tally, seed=1,
                                    behaviour=Behaviour()))
+    elapsed = time.perf_counter() - started
+    # Reported, not asserted (no timed assertions): the figures behind docs/operations.md.
+    requests = sum(tally.statuses.values())
+    summary = (f"{db_backend}: {N_EVALUATORS} evaluators, {len(tally.acked)} votes, {requests} requests in "
+               f"{elapsed:.1f} s = {len(tally.acked) / elapsed:.1f} votes/s, {requests / elapsed:.1f} requests/s")
+    record_property("throughput", summary)
+    print(summary)
     assert not errors, f"{len(errors)} evaluators failed, first: {errors[0]!r}\n{live_server.log_tail()}"
     assert not tally.server_errors, tally.server_errors[:5]
     assert tally.finished == set(range(N_EVALUATORS))
