@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.gif import encode_gif
-from worker.pipelines import PipelineCache, process_cache
+from worker.pipelines import PipelineCache, free_device_memory, process_cache
 from worker.presets import RunSpec
 
 
@@ -90,6 +90,7 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
                                      cache=cache if cache is not None else process_cache())
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+            free_device_memory(device)  # the half-built activations; the cached pipeline stays usable
             raise GpuOutOfMemory(
                 f"GPU out of memory on {device} for {spec.frames} frames at {spec.width}x{spec.height} "
                 f"({spec.dtype}): run fewer workers per GPU, use float16, or lower frames/size "
