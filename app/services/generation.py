@@ -461,15 +461,16 @@ def _wall_times(session: Session, study_id: int) -> dict[int, list[float]]:
     return times
 
 
-def cost_summary(session: Session, *, study_id: int) -> list[dict[str, Any]]:
-    """Per model, from the recorded costs of generated clips: median/p90 seconds per clip, UNet evaluations,
-    peak memory, device-seconds of the batch, and the speedup against the slowest model (by median)."""
+def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None) -> list[dict[str, Any]]:
+    """Per model, from the recorded costs of generated clips (of one batch, if given): median/p90 seconds per
+    clip, UNet evaluations, peak memory, device-seconds in all, and the speedup against the slowest model."""
     study = _study(session, study_id)
     rows: dict[int, list[Clip]] = defaultdict(list)
-    for clip in session.scalars(
-        select(Clip).where(Clip.study_id == study.id, Clip.status == "done", Clip.origin == "generated",
-                           Clip.wall_seconds.is_not(None))
-    ):
+    query = select(Clip).where(Clip.study_id == study.id, Clip.status == "done", Clip.origin == "generated",
+                               Clip.wall_seconds.is_not(None))
+    if batch_id is not None:
+        query = query.where(Clip.batch_id == batch_id)
+    for clip in session.scalars(query):
         rows[clip.model_id].append(clip)
     out = []
     for m in study.models:

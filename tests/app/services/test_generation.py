@@ -131,6 +131,9 @@ def test_progress_and_costs_come_from_the_recorded_clips(session):
     assert costs["jittery"]["speedup_vs_slowest"] == pytest.approx(1.0)
     assert costs["jittery"]["peak_memory_bytes"] == 7_000_000_000
     assert costs["smooth"]["scheduler"] == "EulerDiscreteScheduler" and costs["smooth"]["clips"] == 4
+    batch_id = fast[0].batch_id
+    assert [r["clips"] for r in svc.cost_summary(session, study_id=study.id, batch_id=batch_id)] == [4, 2]
+    assert [r["clips"] for r in svc.cost_summary(session, study_id=study.id, batch_id=batch_id + 1)] == [0, 0]
 
 
 def test_costs_ignore_imported_clips(session):
