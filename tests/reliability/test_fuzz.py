@@ -58,7 +58,7 @@ def _check(case, response) -> None:
 
 @schema.parametrize()
 # No shrinking: a failure is reported with its reproducing request at once, and the run stays short.
-@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+@settings(max_examples=6, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 def test_api_never_fails_with_a_server_error(case, identities):
