@@ -1,10 +1,11 @@
 """Attention checks: pairs with a known honest answer, mixed into evaluator sessions, and the QC settings.
 
 Two kinds of check pair (``Pair.kind``):
-- ``check_same``: a clip against a byte-identical copy of itself. The honest answer is "indistinguishable"
+- ``check_same``: a clip against a pixel-identical copy of itself. The honest answer is "indistinguishable"
   (tie) on every criterion. The copy is its own Clip row (variant ``duplicate``) with its own media token
-  and stored file, so the page shows two different opaque URLs exactly as for a normal pair; pointing both
-  sides at one URL would give the check away to anyone reading the page source.
+  and a freshly encoded file (``duplicate_gif``), so the page shows two different opaque URLs and two
+  files of different sizes exactly as for a normal pair; pointing both sides at one URL, or serving the
+  same bytes twice, would give the check away to anyone reading the page source or the network tab.
 - ``check_degraded``: a clip (``clip_a``) against a visibly degraded copy (``clip_b``, variant ``frozen`` /
   ``noise`` / ``scrambled``, made by ``app.media.degrade``). The original must win the criteria the
   degradation obviously hurts (``EXPECTED_WINS``) and overall quality.
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.media.degrade import applicable_variants, degrade_gif
+from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
 
@@ -244,7 +245,7 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
             variant_use[variant] += 1
         duplicate = have.get(DUPLICATE_VARIANT)
         if duplicate is None:
-            duplicate = _store_copy(source, data, DUPLICATE_VARIANT)
+            duplicate = _store_copy(source, duplicate_gif(data), DUPLICATE_VARIANT)
             session.add(duplicate)
         session.flush()
         by_source[source.id] = {degraded.variant: degraded, DUPLICATE_VARIANT: duplicate}

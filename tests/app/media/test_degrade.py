@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from app.media.degrade import DegradeError, applicable_variants, decode_gif, degrade_gif, motion_energy
+from app.media.degrade import (
+    DegradeError,
+    applicable_variants,
+    decode_gif,
+    degrade_gif,
+    duplicate_gif,
+    motion_energy,
+)
 from tests.factories import gif_bytes
 
 REAL_GIFS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "animatediff_gifs"
@@ -60,6 +67,14 @@ def test_scrambled_is_a_true_reordering(source):
         assert [f.tobytes() for f in scrambled] != [f.tobytes() for f in original]  # different order
 
 
+def test_duplicate_has_the_same_pixels_in_other_bytes(source):
+    copy = duplicate_gif(source)
+    assert copy != source
+    a, b = decode_gif(source), decode_gif(copy)
+    assert a.durations_ms == b.durations_ms and a.size == b.size
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+
+
 def test_no_source_metadata_leaks():
     im = Image.open(io.BytesIO(gif_bytes(frames=4)))
     frames = [f.copy() for f in ImageSequence.Iterator(im)]
@@ -67,8 +82,8 @@ def test_no_source_metadata_leaks():
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=125, loop=0,
                    comment=b"model=lightning file=secret_name.gif")
     assert b"lightning" in buf.getvalue()
-    for variant in ("frozen", "noise", "scrambled"):
-        out = degrade_gif(buf.getvalue(), variant)
+    for variant in ("frozen", "noise", "scrambled", "duplicate"):
+        out = duplicate_gif(buf.getvalue()) if variant == "duplicate" else degrade_gif(buf.getvalue(), variant)
         assert b"lightning" not in out and b"secret_name" not in out
         assert "comment" not in Image.open(io.BytesIO(out)).info
 
