@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
+from app.api.studies import StudyId
 from app.models import Study
 from app.security import CurrentUser, DbSession
 from app.services.results_cache import get_results
@@ -20,7 +21,7 @@ def _study(session, study_id: int) -> Study:
 
 
 @router.get("/studies/{study_id}/results")
-def study_results(study_id: int, session: DbSession, _user: CurrentUser, include_flagged: bool = False) -> dict:
+def study_results(study_id: StudyId, session: DbSession, _user: CurrentUser, include_flagged: bool = False) -> dict:
     """All statistics of the study (keys documented in ``app.stats.results``), computed once per vote change."""
     study = _study(session, study_id)
     cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
@@ -30,7 +31,7 @@ def study_results(study_id: int, session: DbSession, _user: CurrentUser, include
 
 
 @router.get("/studies/{study_id}/results/fingerprint")
-def results_fingerprint(study_id: int, session: DbSession, _user: CurrentUser) -> dict:
+def results_fingerprint(study_id: StudyId, session: DbSession, _user: CurrentUser) -> dict:
     """Cheap change detector for the live dashboard: changes whenever a vote or a QC flag does."""
     fp = vote_fingerprint(session, study_id=_study(session, study_id).id)
     return {"fingerprint": fp.token(), "votes": fp.votes}
