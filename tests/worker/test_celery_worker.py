@@ -112,6 +112,10 @@ def run_batch(session, tmp_path, tiny_model_dir, extra_env=None) -> None:
     finally:
         worker.stop()
     assert_batch_complete(session, study, 2)
+    # One worker process loaded each model's pipeline once and reused it for the model's other clip.
+    loads = session.scalars(select(Clip.generation).where(Clip.study_id == study.id)).all()
+    session.rollback()
+    assert sorted(g["pipeline_loaded_for_this_clip"] for g in loads) == [False, False, True, True]
 
 
 @pytest.mark.slow
