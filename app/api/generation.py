@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.studies import ERRORS, Message, StudyId
+from app.api.studies import ERRORS, MAX_ID, Message, StudyId
 from app.models import Study
 from app.security import CurrentUser, DbSession
 from app.services import generation as svc
 
 router = APIRouter(tags=["generation"])
 RESPONSES = {**ERRORS, 503: {"model": Message}}
+# Bounds matching the columns (32-bit ids, 64-bit seeds): a bigger number is a 422, not a driver overflow.
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+PromptRef = RowId | Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class QueueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     theme: str | None = Field(default=None, max_length=100, description="Only prompts of this theme.")
-    prompt_ids: list[int | str] | None = Field(default=None, max_length=10000,
+    prompt_ids: list[PromptRef] | None = Field(default=None, max_length=10000,
                                                description="Prompt ids (numeric) or the suite's ids, e.g. urban-003.")
-    seeds: list[int] | None = Field(default=None, max_length=100, description="Default: the study's seeds.")
+    seeds: list[Seed] | None = Field(default=None, min_length=1, max_length=100,
+                                     description="Default: the study's seeds.")
 
 
 class QueueOut(BaseModel):
@@ -37,7 +42,7 @@ class QueueOut(BaseModel):
 
 class RetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    clip_ids: list[int] | None = Field(default=None, max_length=10000, description="Default: every failed clip.")
+    clip_ids: list[RowId] | None = Field(default=None, max_length=10000, description="Default: every failed clip.")
 
 
 class RetryOut(BaseModel):

@@ -131,8 +131,8 @@ def _parse_seeds(seeds: Iterable[int] | None, default: list[int]) -> list[int]:
     if seeds is None:
         return list(default)
     out = list(seeds)
-    if not out or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in out):
-        raise GenerationError(f"seeds must be whole numbers >= 0, not {out!r}")
+    if not out or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in out):
+        raise GenerationError(f"seeds must be whole numbers >= 0 (and below 2**63), not {out!r}")
     return sorted(set(out))
 
 
@@ -149,13 +149,13 @@ def _select_prompts(session: Session, study: Study, theme: str | None,
         wanted = list(prompt_ids)
         by_key = {p.id: p for p in prompts} | {p.external_id: p for p in prompts}
         unknown = [w for w in wanted if w not in by_key and str(w) not in by_key
-                   and not (isinstance(w, str) and w.isdigit() and int(w) in by_key)]
+                   and not (isinstance(w, str) and w.isdecimal() and int(w) in by_key)]
         if unknown:
             raise GenerationError(f"unknown prompt id(s) for this study{' and theme' if theme else ''}: "
                                   f"{', '.join(map(str, unknown))}")
         chosen = {}
         for w in wanted:
-            p = by_key.get(w) or by_key.get(str(w)) or by_key.get(int(w))
+            p = by_key.get(w) or by_key.get(str(w)) or by_key[int(w)]
             chosen[p.id] = p
         prompts = sorted(chosen.values(), key=lambda p: p.id)
     if not prompts:

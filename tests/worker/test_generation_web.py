@@ -122,3 +122,18 @@ def test_the_api_queues_reports_and_refuses(client, session, user, study):
     assert client.post(f"/api/v1/studies/{study.id}/generation/retry", json={}).json() == {"requeued": 0}
     client.cookies.clear()
     assert client.get(f"/api/v1/studies/{study.id}/generation").status_code == 401
+
+
+@pytest.mark.parametrize("body", [
+    {"seeds": [2**64]}, {"seeds": [-1]}, {"seeds": []}, {"prompt_ids": [2**40]}, {"prompt_ids": [""]},
+    {"colour": "red"},
+])
+def test_out_of_range_api_input_is_a_422_and_changes_nothing(client, session, user, study, body):
+    assert client.post(f"/api/v1/studies/{study.id}/generation/queue", json=body).status_code == 422
+    assert client.post(f"/api/v1/studies/{study.id}/generation/retry", json={"clip_ids": [2**40]}).status_code == 422
+    assert clip_count(session) == 0
+
+
+def test_odd_prompt_ids_are_unknown_not_a_crash(client, session, user, study):
+    resp = client.post(f"/api/v1/studies/{study.id}/generation/queue", json={"prompt_ids": ["²", "p000"]})
+    assert resp.status_code == 400 and "unknown prompt id(s) for this study: ²" in resp.json()["detail"]
