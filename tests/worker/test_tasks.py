@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from app.media.storage import media_path, media_root
 from app.models import Clip, Pair
 from app.services import generation as svc
+from tests.conftest import BACKENDS
 from tests.worker.conftest import make_tiny_study
 from worker import tasks
 from worker.pipelines import TransientLoadError
@@ -126,6 +127,7 @@ def test_gpu_out_of_memory_is_reported_as_such(session, tiny_model_dir, monkeypa
     assert session.get(Clip, clip_id).error.startswith("GPU out of memory")
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_a_dead_workers_clip_is_taken_back_and_its_late_result_discarded(session, tiny_model_dir):
     study = make_tiny_study(session, tiny_model_dir, n_prompts=1)
     clip_id = queue(session, study)[0]

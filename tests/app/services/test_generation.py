@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, func, select, text
 from app import config
 from app.models import Batch, Clip
 from app.services import generation as svc
+from tests.conftest import BACKENDS
 from tests.factories import make_study
 from tests.support.servers import free_port
 
@@ -26,6 +27,7 @@ def nothing_written(session) -> bool:
     return session.scalar(select(func.count(Clip.id))) == 0 and session.scalar(select(func.count(Batch.id))) == 0
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_a_batch_is_prompts_by_models_by_seeds(session):
     study = demo_study(session, n_prompts=4, seeds=[0, 1])
     sent: list[int] = []
@@ -96,6 +98,7 @@ def _done(clip: Clip, wall: float, evals: int, peak: int | None) -> None:
     clip.generation = {"scheduler_class": "EulerDiscreteScheduler", "scheduler_config": {"timestep_spacing": "x"}}
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_progress_and_costs_come_from_the_recorded_clips(session):
     study = demo_study(session, n_prompts=6)
     svc.queue_batch(session, study_id=study.id, send=[].extend)
