@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
@@ -208,6 +209,21 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
         for c in session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "",
                                                     Clip.prompt_id.in_([p.id for p in prompts])))
     }
+    try:
+        result, to_send = _create_clips(session, study, batch, prompts, seed_list, specs, existing)
+    except IntegrityError as exc:
+        # Another queue request created some of these clips between our read and our insert.
+        session.rollback()
+        raise GenerationError("another batch for these clips was queued at the same moment; nothing was "
+                              "changed by this request: queue again (existing clips are never duplicated)") from exc
+    session.commit()
+    _send(send, to_send)
+    result.clip_ids = to_send
+    return result
+
+
+def _create_clips(session: Session, study: Study, batch: Batch, prompts: list[Prompt], seed_list: list[int],
+                  specs: dict[int, RunSpec], existing: dict) -> tuple[BatchResult, list[int]]:
     result = BatchResult(batch_id=batch.id)
     to_send: list[int] = []
     # Prompt-major order: both models of a prompt finish close together, so its pair is ready early.
@@ -236,10 +252,7 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
                     result.running += 1
                 else:
                     result.failed += 1
-    session.commit()
-    _send(send, to_send)
-    result.clip_ids = to_send
-    return result
+    return result, to_send
 
 
 def _send(send: Sender, clip_ids: list[int]) -> None:

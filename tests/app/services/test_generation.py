@@ -155,3 +155,21 @@ def test_validate_models_for_study_creation():
     with pytest.raises(svc.GenerationError) as err:
         svc.validate_models(settings={"height": 7}, models=[("a", "nope", {}), ("b", "animatediff", {"x": 1})])
     assert len(err.value.errors) == 3
+
+
+def test_a_concurrent_queue_that_wins_the_race_leaves_this_one_changing_nothing(session, monkeypatch):
+    study = demo_study(session, n_prompts=1)
+    real = svc._create_clips
+
+    def racing(session_, study_, batch, prompts, seeds, specs, existing):
+        # Another request inserts the same clip after our read of the existing clips: ours must fail cleanly.
+        other = svc.utcnow()
+        session_.add(Clip(study_id=study_.id, model_id=study_.models[0].id, prompt_id=prompts[0].id, seed=0,
+                          variant="", origin="generated", status="queued", created_at=other))
+        session_.flush()
+        return real(session_, study_, batch, prompts, seeds, specs, existing)
+
+    monkeypatch.setattr(svc, "_create_clips", racing)
+    with pytest.raises(svc.GenerationError, match="queued at the same moment"):
+        svc.queue_batch(session, study_id=study.id, send=[].extend)
+    assert nothing_written(session)
