@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     # Where the worker finds weights: a Hugging Face cache folder; HF_HUB_OFFLINE is honoured as usual.
     model_cache_dir: Path | None = None
     hf_offline: bool = False
+    # Worker (env BLINDPAIR_WORKER_*). A running clip's worker writes a heartbeat every heartbeat_seconds;
+    # a clip silent for lease_seconds is taken back by another worker's sweeper (every sweep_seconds).
+    worker_device: str = ""  # cuda | cpu | cuda:N; empty = cuda when available
+    worker_heartbeat_seconds: float = 10.0
+    worker_lease_seconds: float = 120.0
+    worker_sweep_seconds: float = 30.0
+    # Clips a worker died on this many times are failed instead of handed out again (a clip that kills workers).
+    worker_max_attempts: int = 3
+    worker_max_retries: int = 3  # Celery retries for transient errors, with exponential backoff
+    worker_retry_backoff_seconds: float = 10.0
+    # Redis: an unacknowledged message goes back to the queue after this long (kombu's visibility_timeout).
+    worker_visibility_timeout: int = 3600
+    worker_exit_when_idle: bool = False  # stop once no clip is queued or running (the demo, rented GPUs)
     max_upload_bytes: int = 50 * 1024 * 1024
     join_rate_limit_per_minute: int = 30
     secure_cookies: bool = False
