@@ -139,6 +139,17 @@ async def _new_evaluator(kind: str, client, invite, stats, n: int) -> Evaluator:
     return await join(client, invite, stats)
 
 
+async def _join_until(kind: str, client, invite, stats: Stats, n: int, until: float) -> Evaluator | None:
+    """A new evaluator; a refused or timed-out join is counted as an error and tried again until ``until``."""
+    while time.perf_counter() < until:
+        try:
+            return await _new_evaluator(kind, client, invite, stats, n)
+        except (VoteError, httpx.HTTPError) as exc:
+            stats.errors[f"join: {str(exc)[:70] or type(exc).__name__}"] += 1
+            await asyncio.sleep(0.1)
+    return None
+
+
 async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
     kind, invite = cfg["kind"], cfg.get("invite", "")
     vote = VOTERS[(kind, cfg.get("flow", "api"))]
@@ -149,8 +160,8 @@ async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> flo
 
     async def evaluator_loop(i: int) -> None:
         rng = random.Random(i)
-        ev = await _new_evaluator(kind, client, invite, stats, next(counter))
-        while time.perf_counter() < window_end:
+        ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
+        while ev is not None and time.perf_counter() < window_end:
             t0 = time.perf_counter()
             try:
                 outcome = await vote(client, ev, stats, rng)
@@ -161,7 +172,7 @@ async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> flo
                 continue
             t1 = time.perf_counter()
             if outcome == "finished":
-                ev = await _new_evaluator(kind, client, invite, stats, next(counter))
+                ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
                 continue
             # Throughput and latency count the votes that finished inside the measured window.
             if window_start <= t1 <= window_end:
@@ -183,16 +194,18 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
 
     async def add_one() -> None:
         async with sem:
-            pool.put_nowait(await _new_evaluator(kind, client, invite, stats, next(counter)))
+            ev = await _join_until(kind, client, invite, stats, next(counter), time.perf_counter() + 60)
+            if ev is not None:
+                pool.put_nowait(ev)
 
     await asyncio.gather(*(add_one() for _ in range(n_pool)))
     rng = random.Random(0)
     tasks = []
 
     async def one(scheduled: float) -> None:
-        ev = pool.get_nowait() if not pool.empty() else await _new_evaluator(kind, client, invite, stats,
-                                                                              next(counter))
         try:
+            ev = pool.get_nowait() if not pool.empty() else await _new_evaluator(kind, client, invite, stats,
+                                                                                  next(counter))
             outcome = await vote(client, ev, stats, rng)
             if outcome == "finished":
                 ev = await _new_evaluator(kind, client, invite, stats, next(counter))

@@ -122,12 +122,19 @@ def seed_study(*, n_prompts: int, pairs_per_session: int, attention_checks: bool
 
 
 def count_rows(table: str) -> int:
-    from sqlalchemy import text
-
+    """Rows in ``table``, read over a DB-API connection in autocommit: no BEGIN IMMEDIATE, so a server that holds
+    SQLite's write lock cannot block the count."""
     from app.db import get_engine
 
-    with get_engine().connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - fixed names
+    raw = get_engine().raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed table names
+        count = int(cur.fetchone()[0])
+        raw.rollback()
+        return count
+    finally:
+        raw.close()
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -299,7 +306,7 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
                 print(f"  {backend} {kind} open {args.rate}/s: {_line(out['open'][kind])}", flush=True)
                 if kind == "app" and args.profile_seconds > 0:
                     conc = max(args.concurrency)
-                    out["profile"] = profile_server(base, proc, {**closed, "concurrency": min(conc, 64)},
+                    out["profile"] = profile_server(base, proc, {**closed, "concurrency": min(conc, 16)},
                                                     report_dir(args), args.profile_seconds)
     return out
 
