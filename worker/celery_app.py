@@ -23,6 +23,9 @@ from worker.config import worker_settings
 log = logging.getLogger(__name__)
 TASK_NAME = "blindpair.generate_clip"
 QUEUE = "generation"
+# Set to "0" by `blindpair worker --no-preload`. A plain environment flag, not a Settings field: it only
+# passes one CLI choice from the command to the worker_init signal of the same process.
+PRELOAD_ENV = "BLINDPAIR_WORKER_PRELOAD"
 
 
 def make_celery(broker_url: str | None = None) -> Celery:
@@ -140,7 +143,10 @@ def _sweep_forever(stop: threading.Event) -> None:
 @signals.worker_init.connect
 def _preload(**_kw) -> None:
     """Import torch and diffusers before saying ready, so the first clip's time is the clip's (tens of seconds
-    on a small CPU otherwise). Weights are still loaded on first use, once per process."""
+    on a small CPU otherwise). Weights are still loaded on first use, once per process. The demo's worker skips
+    this (``--no-preload``): its presets never touch diffusers, and the import is most of its start-up time."""
+    if os.environ.get(PRELOAD_ENV, "1") == "0":
+        return
     from worker.pipelines import quiet_libraries
 
     quiet_libraries()

@@ -32,6 +32,9 @@ def worker_command(
                                         help="Stop once no clip of any study is queued or running."),
     name: str = typer.Option("", help="Node name before @host (default blindpair-PID, unique on a machine); "
                                       "the compose healthcheck pings blindpair@HOSTNAME."),
+    preload: bool = typer.Option(True, "--preload/--no-preload",
+                                 help="Import diffusers before taking clips, so the first clip's recorded time is "
+                                      "the clip's. --no-preload starts in a second, for demo presets only."),
 ) -> None:
     """Start a generation worker that takes clips from the queue until stopped (Ctrl+C finishes the clip)."""
     require_migrated()
@@ -47,8 +50,11 @@ def worker_command(
         os.environ["BLINDPAIR_WORKER_DEVICE"] = device
     if exit_when_idle:
         os.environ["BLINDPAIR_WORKER_EXIT_WHEN_IDLE"] = "1"
-    from worker.celery_app import QUEUE, broker_problem
+    from worker.celery_app import PRELOAD_ENV, QUEUE, broker_problem
     from worker.celery_app import app as celery
+
+    if not preload:
+        os.environ[PRELOAD_ENV] = "0"
 
     problem = broker_problem()
     if problem:
