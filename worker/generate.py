@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.gif import encode_gif
+from worker.gif import encode_clip_gif
 from worker.pipelines import PipelineCache, free_device_memory, process_cache
 from worker.presets import RunSpec
 
@@ -136,7 +136,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
     finally:
         hook.remove()
     cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
-    gif = encode_gif(frames, fps=spec.fps)
+    gif, info = encode_clip_gif(frames, fps=spec.fps)
     t_end = time.perf_counter()
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     generation = {
@@ -152,7 +152,8 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
     }
     return ClipResult(
-        gif=gif, width=spec.width, height=spec.height, frames=len(frames), fps=spec.fps,
+        # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
+        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
         # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
         wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
         denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_decoded,
@@ -168,10 +169,10 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    gif = encode_gif(frames, fps=spec.fps)
+    gif, info = encode_clip_gif(frames, fps=spec.fps)
     t2 = time.perf_counter()
     return ClipResult(
-        gif=gif, width=spec.width, height=spec.height, frames=len(frames), fps=spec.fps, wall_seconds=t2 - t0,
+        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
         denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
         unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
         generation={"run": spec.describe(), "seed": seed, "versions": library_versions(),
