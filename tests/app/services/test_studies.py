@@ -107,6 +107,42 @@ def test_bad_input_is_refused_and_nothing_is_written(session, kwargs, message):
     assert _count(session, Criterion) == 0
 
 
+# Study creation checks presets, overrides and settings with the worker's rules, so a study never holds a model
+# that queue_batch would refuse; app.services.generation.validate_models is the generation side's own check.
+GENERATION_CASES = [
+    ([("a", "demo-smooth", {}), ("b", "demo-jittery", {})], {}, True),
+    ([("a", "animatediff-lightning-4step", {"steps": 2}), ("b", "", {})], {"width": 256, "height": 256}, True),
+    ([("a", "no-such-preset", {}), ("b", "animatediff", {})], {}, False),
+    ([("a", "animatediff", {"steps": -1}), ("b", "animatediff", {})], {}, False),
+    ([("a", "animatediff", {"guidance": 80}), ("b", "animatediff", {})], {}, False),
+    ([("a", "animatediff", {"fps": 4}), ("b", "animatediff", {})], {}, False),
+    ([("a", "animatediff", {}), ("b", "animatediff", {})], {"height": 260}, False),
+    ([("a", "animatediff", {}), ("b", "animatediff", {})], {"frames": 0}, False),
+]
+
+
+@pytest.mark.parametrize(("models", "settings", "ok"), GENERATION_CASES)
+def test_study_creation_agrees_with_the_generation_check(session, models, settings, ok):
+    from app.services.generation import GenerationError, validate_models
+
+    try:
+        validate_models(settings=settings, models=models)
+        generation_ok = True
+    except GenerationError:
+        generation_ok = False
+    assert generation_ok is ok
+    specs = [ModelSpec(name, preset=preset, overrides=overrides) for name, preset, overrides in models]
+    if ok:
+        study = create_study(session, name="g", models=specs, prompts=PROMPTS, settings=settings)
+        assert [(m.preset, m.overrides) for m in study.models] == [(p, o) for _, p, o in models]
+        return
+    with pytest.raises(StudyError) as err:
+        create_study(session, name="g", models=specs, prompts=PROMPTS, settings=settings)
+    assert any(word in str(err.value) for word in ("preset", "steps", "guidance", "override", "multiple of 8",
+                                                    "frames"))
+    assert _count(session, Study) == _count(session, StudyModel) == _count(session, Prompt) == 0
+
+
 def test_every_problem_is_reported_at_once(session):
     with pytest.raises(StudyError) as err:
         create_study(session, name="", models=[], prompts=[], votes_per_pair=0)
