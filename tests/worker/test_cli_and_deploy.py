@@ -91,3 +91,54 @@ def test_compose_has_the_services_a_gpu_deployment_needs():
     targets = {line.split(" AS ")[1].strip() for line in (ROOT / "Dockerfile").read_text().splitlines()
                if line.startswith("FROM ")}
     assert targets == {services["web"]["build"]["target"], services["worker"]["build"]["target"]}
+
+
+def _deploy_commands() -> list[list[str]]:
+    """Every ``blindpair ...`` command line in docker-compose.yml and the Dockerfile: exec-form lists, ``sh -c``
+    strings and the compose file's how-to comments (``docker compose ... blindpair ...``)."""
+    import json
+    import re
+    import shlex
+
+    found: list[list[str]] = []
+    for name in ("docker-compose.yml", "Dockerfile"):
+        for line in (ROOT / name).read_text().splitlines():
+            body = line.strip()
+            if body.startswith("#") and "docker compose" not in body:
+                continue  # prose, not a command
+            if body.startswith(("CMD [", "command: [")):
+                argv = json.loads(body.split(" ", 1)[1])
+                if argv[0] == "blindpair":
+                    found.append(argv[1:])
+                    continue
+            for match in re.finditer(r"(?<![\w@/-])blindpair ([a-z][\w-]*(?: [^\s\"&;]+)*)", body):
+                found.append(shlex.split(match.group(1)))
+    return found
+
+
+def _parse_only(argv: list[str]) -> None:
+    """Parse argv with the real CLI (sub-commands, options, types, required arguments) without running it."""
+    import typer.main
+
+    command = typer.main.get_command(cli)
+    ctx = command.make_context("blindpair", list(argv), resilient_parsing=False)
+    while hasattr(command, "resolve_command"):
+        _, command, rest = command.resolve_command(ctx, ctx._protected_args + ctx.args)
+        ctx = command.make_context(command.name, rest, parent=ctx)
+
+
+def test_deploy_files_use_commands_the_cli_accepts():
+    # typer 0.29 vendors click; every usage error it raises (unknown command or option, bad value, missing
+    # argument) derives from TyperException.
+    from typer.exceptions import TyperException
+
+    commands = _deploy_commands()
+    assert ["db", "upgrade"] in commands and ["worker", "--device", "cuda", "--name", "blindpair"] in commands
+    assert any(c[:2] == ["user", "add"] for c in commands)  # the first admin, in the compose header
+    for argv in commands:
+        try:
+            _parse_only(argv)
+        except TyperException as exc:
+            pytest.fail(f"`blindpair {' '.join(argv)}` is not a valid command: {exc.format_message()}")
+    with pytest.raises(TyperException, match="No such command 'create'"):  # the checker itself catches a wrong command
+        _parse_only(["user", "create", "--email", "you@lab.org", "--role", "admin"])
