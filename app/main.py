@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from app.concurrency import install_thread_headroom
 from app.config import get_settings
 from app.middleware import install_security
 from app.security import LoginRequired
@@ -24,6 +25,7 @@ def create_app() -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # unused, and its inline script would need the CSP loosened
     )
     # Researchers' login lives in this signed cookie; evaluators get their own (see app/web/evaluator.py).
     app.add_middleware(
@@ -35,6 +37,7 @@ def create_app() -> FastAPI:
     )
     # Added last so it wraps everything: every response, errors included, carries the CSP and friends.
     install_security(app)
+    install_thread_headroom(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     from app.api import router as api_router

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.cli.base import app
+from app.concurrency import SUGGESTED_LIMIT_CONCURRENCY
 from app.config import get_settings
 from app.migrate import alembic_config
 
@@ -93,4 +94,6 @@ def serve(
         # Invite links are built from the base URL, not from the request, so a proxy cannot rewrite them.
         typer.secho(f"Invite links use BLINDPAIR_BASE_URL={settings.base_url}; set it to the address evaluators "
                     "reach this server at.", fg=typer.colors.YELLOW)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, proxy_headers=True)
+    # Requests in flight stay below the thread pool (app/concurrency.py), so a commit always finds a thread.
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, proxy_headers=True,
+                limit_concurrency=SUGGESTED_LIMIT_CONCURRENCY)

@@ -11,11 +11,12 @@ import math
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
@@ -220,9 +221,14 @@ def pair_page(request: Request, session: DbSession) -> Response:
     return response
 
 
+async def _form(request: Request) -> FormData:
+    return await request.form()
+
+
 @router.post("/e/vote", response_class=HTMLResponse)
-async def vote(request: Request, session: DbSession) -> Response:
-    form = await request.form()
+def vote(request: Request, session: DbSession, form: Annotated[FormData, Depends(_form)]) -> Response:
+    # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
+    # handler here stalled every other request behind one vote waiting for SQLite's write lock).
     try:
         verify_csrf(request, str(form.get("csrf_token", "")))
     except HTTPException as exc:

@@ -280,3 +280,13 @@ def check_database(database_url: str, tally: Tally, *, study_id: int, n_evaluato
                 assert pair.votes_count == votes, f"pair {pair.id}: votes_count {pair.votes_count} != {votes}"
     finally:
         engine.dispose()
+
+
+def run_async(coro):
+    """``asyncio.run`` in a fresh thread: the browser tests' Playwright (sync API) keeps an event loop running
+    in the main thread of a pytest worker, and asyncio.run refuses to start inside a running loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

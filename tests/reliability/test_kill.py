@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.reliability.conftest import N_EVALUATORS, VOTES_EACH
-from tests.reliability.harness import Behaviour, Tally, check_database, run_crowd
+from tests.reliability.harness import Behaviour, Tally, check_database, run_async, run_crowd
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ async def _load_with_crash(server, invite: str, tally: Tally) -> list[BaseExcept
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_kill_and_restart_under_load(live_server, load_study, database_url):
     tally = Tally()
-    errors = asyncio.run(_load_with_crash(live_server, load_study.invite_token, tally))
+    errors = run_async(_load_with_crash(live_server, load_study.invite_token, tally))
     assert not errors, f"{len(errors)} evaluators failed, first: {errors[0]!r}\n{live_server.log_tail()}"
     assert tally.transport_errors > 0, "the crash was not seen by any client; the test did not test anything"
     assert not tally.server_errors, tally.server_errors[:5]

@@ -7,14 +7,13 @@ complete with no pair seen twice, and each pair's left/right counterbalancing ho
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from tests.conftest import BACKENDS
 from tests.reliability.conftest import N_EVALUATORS, VOTES_EACH
-from tests.reliability.harness import Behaviour, Tally, check_database, run_crowd
+from tests.reliability.harness import Behaviour, Tally, check_database, run_async, run_crowd
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_many_evaluators_at_once(live_server, load_study, database_url, db_backend, record_property):
     tally = Tally()
     started = time.perf_counter()
-    errors = asyncio.run(run_crowd(live_server.url, load_study.invite_token, N_EVALUATORS, tally, seed=1,
+    errors = run_async(run_crowd(live_server.url, load_study.invite_token, N_EVALUATORS, tally, seed=1,
                                    behaviour=Behaviour()))
     elapsed = time.perf_counter() - started
     # Reported, not asserted (no timed assertions): the figures behind docs/operations.md.
