@@ -205,6 +205,8 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
     if study is None:
         raise ValueError(f"study {study_id} does not exist")
     settings = qc_settings(study)
+    if not settings.enabled or settings.attention_rate <= 0:
+        return 0
     target = n_sources if n_sources is not None else _target_sources(study, settings)
 
     copies = session.scalars(

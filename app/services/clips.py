@@ -19,6 +19,7 @@ from app.config import get_settings
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Clip, Pair, Prompt, Study, StudyModel, Vote
+from app.services.attention import ensure_attention_pairs
 from app.services.pairs import ensure_pairs
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -286,6 +287,8 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             clip.fps = p.info.fps
         session.flush()
         result.pairs_created = ensure_pairs(session, study_id=study_id)
+        # Attention checks need real clips to copy, so they are made as soon as clips exist.
+        ensure_attention_pairs(session, study_id=study_id)
     except BaseException:
         remove_media(written)
         raise

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
+from app.services.attention import ensure_attention_pairs
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 from worker.presets import (
     DEFAULT_SETTINGS,
@@ -275,6 +276,9 @@ def set_status(session: Session, *, study_id: int, status: str) -> Study:
         raise StudyError(f"A {study.status} study cannot be set to {status}.")
     study.status = status
     session.flush()
+    if status == "open":
+        # Checks for clips that arrived before opening; later clips add theirs as they are imported or made.
+        ensure_attention_pairs(session, study_id=study.id)
     return study
 
 

@@ -9,6 +9,9 @@ from app.cli import app
 from app.models import Clip, Pair, Prompt
 from tests.factories import gif_bytes, make_study
 
+# Import is tested on its own here; attention-check copies made on import are tested below.
+NO_CHECKS = {"enabled": False}
+
 runner = CliRunner()
 
 
@@ -27,7 +30,7 @@ def _fill(folder, study, **kw):
 
 
 def test_import_gifs_command(session, tmp_path):
-    study = make_study(session, n_prompts=2)
+    study = make_study(session, n_prompts=2, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study)
     session.commit()
@@ -42,7 +45,7 @@ def test_import_gifs_command(session, tmp_path):
 
 
 def test_import_gifs_refusal_prints_the_mismatch_table(session, tmp_path):
-    study = make_study(session, models=("fast", "slow"), n_prompts=2)
+    study = make_study(session, models=("fast", "slow"), n_prompts=2, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study, frames=8)
     session.commit()
@@ -61,7 +64,7 @@ def test_import_gifs_unknown_study(engine, tmp_path):
 
 
 def test_prompts_import_command_all_or_nothing(session, tmp_path):
-    study = make_study(session, n_prompts=1)
+    study = make_study(session, n_prompts=1, qc=NO_CHECKS)
     session.commit()
     slug, study_id = study.slug, study.id
     bad = tmp_path / "bad.csv"

@@ -13,6 +13,9 @@ from app.models import Clip, Pair
 from app.services.clips import ClipImportError, Signature, import_gif_folder, remove_media
 from tests.factories import gif_bytes, make_evaluator, make_study
 
+# Import is tested on its own here; attention-check copies made on import are tested below.
+NO_CHECKS = {"enabled": False}
+
 
 def _write(folder, model, prompt_id, data, name=None):
     d = folder / model
@@ -33,7 +36,7 @@ def _counts(session):
 
 
 def test_import_creates_clips_and_pairs_and_strips_metadata(session, tmp_path):
-    study = make_study(session, models=("fast", "slow"), n_prompts=2)
+    study = make_study(session, models=("fast", "slow"), n_prompts=2, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study, frames=6, size=(40, 40), fps=10)
     tagged = gif_bytes(frames=6, size=(40, 40), fps=10)
@@ -55,7 +58,7 @@ def test_import_creates_clips_and_pairs_and_strips_metadata(session, tmp_path):
 
 
 def test_reimport_is_idempotent_and_replace_needs_flag(session, tmp_path):
-    study = make_study(session, models=("a", "b"), n_prompts=1)
+    study = make_study(session, models=("a", "b"), n_prompts=1, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study)
     import_gif_folder(session, study_id=study.id, folder=folder)
@@ -86,7 +89,7 @@ def test_replace_refused_once_a_clip_has_votes(session, tmp_path):
 
     from app.models import Assignment, Vote
 
-    study = make_study(session, models=("a", "b"), n_prompts=1)
+    study = make_study(session, models=("a", "b"), n_prompts=1, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study)
     import_gif_folder(session, study_id=study.id, folder=folder)
@@ -105,7 +108,7 @@ def test_replace_refused_once_a_clip_has_votes(session, tmp_path):
 
 
 def test_mismatched_frame_count_refuses_the_whole_batch_with_a_report(session, tmp_path):
-    study = make_study(session, models=("fast", "slow"), n_prompts=3)
+    study = make_study(session, models=("fast", "slow"), n_prompts=3, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study, frames=8)
     _write(folder, "slow", "p001", gif_bytes(frames=5))
@@ -124,7 +127,7 @@ def test_mismatched_frame_count_refuses_the_whole_batch_with_a_report(session, t
 
 
 def test_new_files_must_match_clips_already_stored(session, tmp_path):
-    study = make_study(session, models=("a", "b"), n_prompts=2)
+    study = make_study(session, models=("a", "b"), n_prompts=2, qc=NO_CHECKS)
     first = tmp_path / "first"
     for m in study.models:
         _write(first, m.name, "p000", gif_bytes(fps=8))
@@ -139,7 +142,7 @@ def test_new_files_must_match_clips_already_stored(session, tmp_path):
 
 
 def test_every_bad_file_is_reported_and_nothing_changes(session, tmp_path):
-    study = make_study(session, models=("fast", "slow"), n_prompts=2)
+    study = make_study(session, models=("fast", "slow"), n_prompts=2, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _fill(folder, study)
     _write(folder, "fast", "p000", b"GIF89a not really")  # undecodable
@@ -159,7 +162,7 @@ def test_every_bad_file_is_reported_and_nothing_changes(session, tmp_path):
 
 
 def test_partial_import_waits_for_the_other_model(session, tmp_path):
-    study = make_study(session, models=("fast", "slow"), n_prompts=1)
+    study = make_study(session, models=("fast", "slow"), n_prompts=1, qc=NO_CHECKS)
     folder = tmp_path / "gifs"
     _write(folder, "fast", "p000", gif_bytes())
     res = import_gif_folder(session, study_id=study.id, folder=folder)
@@ -177,7 +180,7 @@ def test_real_animatediff_gifs(session, tmp_path):
     """Real AnimateDiff output (v1.5 vs v1.5-v2 motion modules, same prompts) imports with frames untouched."""
     if not (SHARED_GIFS / "adiff_compare_mmv15_0.gif").exists():
         pytest.skip(f"real AnimateDiff GIFs not present at {SHARED_GIFS}")
-    study = make_study(session, models=("mm-v15", "mm-v15-v2"), n_prompts=4)
+    study = make_study(session, models=("mm-v15", "mm-v15-v2"), n_prompts=4, qc=NO_CHECKS)
     folder = tmp_path / "real"
     for i in range(4):
         _write(folder, "mm-v15", f"p{i:03d}", (SHARED_GIFS / f"adiff_compare_mmv15_{i}.gif").read_bytes())
@@ -195,3 +198,16 @@ def test_real_animatediff_gifs(session, tmp_path):
     with pytest.raises(ClipImportError) as exc:
         import_gif_folder(session, study_id=study.id, folder=folder, replace=True)
     assert [m.differs for m in exc.value.mismatches] == [["frames 48 vs 16", "fps 23.08 vs 7.69"]]
+
+
+def test_import_makes_attention_checks_when_qc_is_on(session, tmp_path):
+    study = make_study(session, models=("fast", "slow"), n_prompts=3)
+    folder = tmp_path / "gifs"
+    _fill(folder, study, frames=6, size=(40, 40), fps=10)
+    import_gif_folder(session, study_id=study.id, folder=folder)
+    session.commit()
+    kinds = session.scalars(select(Pair.kind)).all()
+    assert kinds.count("normal") == 3
+    assert kinds.count("check_same") >= 1 and kinds.count("check_degraded") >= 1
+    copies = session.scalars(select(Clip).where(Clip.origin == "degraded")).all()
+    assert copies and all(c.status == "done" and c.frames == 6 for c in copies)
