@@ -220,8 +220,6 @@ def demo(
     log_path = settings.data_dir / "demo-worker.log"
     try:
         if pending:
-            # The worker starts while the batch is queued: it needs a few seconds to come up.
-            worker = DemoWorker(log_path, exit_when_idle=not serve)
             try:
                 with session_scope() as session:
                     batch = queue_batch(session, study_id=study_id)
@@ -231,6 +229,8 @@ def demo(
             except GenerationError as exc:
                 console.print(f"[red]Demo not ready, the batch was refused: {exc}[/red]")
                 raise typer.Exit(2) from exc
+            # Started after queueing, so that --exit-when-idle cannot see an empty queue and stop at once.
+            worker = DemoWorker(log_path, exit_when_idle=not serve)
             console.print(f"Batch {batch.batch_id}: {batch.describe()} ({shape}); a CPU worker is making them "
                           f"(log: {log_path}).")
             try:
@@ -269,4 +269,7 @@ def demo(
             serve_cmd(host=None, port=None, reload=False)
     finally:
         if worker is not None:
+            stopping = worker.alive()
             worker.stop()
+            if stopping:
+                console.print("Demo worker stopped.")

@@ -22,7 +22,8 @@ runner = CliRunner()
 def _state():
     with session_scope() as s:
         study = s.scalars(select(Study).where(Study.slug == "demo")).one()
-        clips = s.scalars(select(Clip).where(Clip.study_id == study.id)).all()
+        # Real clips only: opening the study also makes degraded attention-check copies (variant != "").
+        clips = s.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")).all()
         return {
             "study": (study.id, study.status, [m.name for m in study.models], study.invite_token),
             "prompts": s.scalar(select(func.count()).select_from(Prompt)),
@@ -31,7 +32,9 @@ def _state():
             "costs": sorted((c.id, c.wall_seconds, c.denoise_seconds, c.encode_seconds, c.unet_evals, c.device,
                              c.claimed_by, c.batch_id) for c in clips),
             "batches": s.scalar(select(func.count()).select_from(Batch)),
-            "pairs": s.scalar(select(func.count()).select_from(Pair)),
+            "pairs": s.scalar(select(func.count()).select_from(Pair).where(Pair.kind == "normal")),
+            "all_clips": s.scalar(select(func.count()).select_from(Clip)),
+            "all_pairs": s.scalar(select(func.count()).select_from(Pair)),
             "admins": s.scalar(select(func.count()).select_from(User).where(User.role == "admin")),
         }
 
