@@ -201,8 +201,16 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
     await asyncio.gather(*(add_one() for _ in range(n_pool)))
     rng = random.Random(0)
     tasks = []
+    # At most this many votes in flight: beyond it, arrivals wait here (their latency still counts from the
+    # scheduled time). Thousands of requests queued inside httpx's connection pool cost the generator
+    # quadratic CPU and starved the server it was measuring.
+    in_flight = asyncio.Semaphore(int(cfg.get("max_in_flight", 256)))
 
     async def one(scheduled: float) -> None:
+        async with in_flight:
+            await vote_once(scheduled)
+
+    async def vote_once(scheduled: float) -> None:
         try:
             ev = pool.get_nowait() if not pool.empty() else await _new_evaluator(kind, client, invite, stats,
                                                                                   next(counter))
