@@ -92,3 +92,6 @@ def make_evaluator(session: Session, study: Study, **kw) -> Evaluator:
     session.add(ev)
     session.flush()
     return ev
+
+# For tests of generation or import that count clips and pairs: no attention-check copies are made.
+NO_CHECKS = {"enabled": False}

@@ -350,10 +350,13 @@ def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, s
         update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values),
     )
     if done:
+        from app.services.attention import ensure_attention_pairs
         from app.services.pairs import ensure_pairs
 
         clip = session.get(Clip, clip_id, populate_existing=True)
         ensure_pairs(session, study_id=clip.study_id, prompt_id=clip.prompt_id)
+        # Clips made after a study opened need their share of attention checks too (no-op once enough exist).
+        ensure_attention_pairs(session, study_id=clip.study_id)
     return bool(done)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from app.models import Clip
 from app.services import generation as svc
-from tests.factories import make_study, make_user
+from tests.factories import NO_CHECKS, make_study, make_user
 
 pytestmark = pytest.mark.browser
 POLL_MS = 3000
@@ -25,7 +25,7 @@ def _set(session, clip_ids, **values) -> None:
 
 
 def test_generation_counts_update_live_and_polling_stops(page, live_server, session):
-    study = make_study(session, models=("smooth", "jittery"), n_prompts=3)
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=3, qc=NO_CHECKS)
     for model, preset in zip(study.models, ("demo-smooth", "demo-jittery"), strict=True):
         model.preset = preset
     study.settings = {**study.settings, "base_model": "none", "dtype": "float32"}

@@ -13,7 +13,7 @@ from app import config
 from app.cli import app as cli
 from app.migrate import upgrade
 from app.models import Clip
-from tests.factories import make_study
+from tests.factories import NO_CHECKS, make_study
 from tests.support.servers import free_port
 from worker import tasks
 
@@ -27,7 +27,7 @@ def demo_study_id():
     from app.db import session_scope
 
     with session_scope() as session:
-        study = make_study(session, models=("smooth", "jittery"), n_prompts=2)
+        study = make_study(session, models=("smooth", "jittery"), n_prompts=2, qc=NO_CHECKS)
         study.models[0].preset, study.models[1].preset = "demo-smooth", "demo-jittery"
         return study.id
 

@@ -16,7 +16,7 @@ from app.media.storage import media_path
 from app.models import Clip, Pair
 from app.services import generation as svc
 from app.services.clips import import_gif_folder
-from tests.factories import make_study
+from tests.factories import NO_CHECKS, make_study
 from worker import gif as worker_gif
 from worker import tasks
 
@@ -24,7 +24,7 @@ SETTINGS = {"seeds": [0], "frames": 4, "width": 32, "height": 32, "fps": 8, "bas
 
 
 def _demo_study(session):
-    study = make_study(session, models=("smooth", "jittery"), n_prompts=2)
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=2, qc=NO_CHECKS)
     for model, preset in zip(study.models, ("demo-smooth", "demo-jittery"), strict=True):
         model.preset = preset
     study.settings = dict(SETTINGS)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app import config
 from app.models import Clip
 from tests.app.web.test_auth import PASSWORD, csrf_of, login_form
-from tests.factories import make_study, make_user
+from tests.factories import NO_CHECKS, make_study, make_user
 from tests.support.servers import free_port
 
 
@@ -23,7 +23,7 @@ def user(session, client):
 
 @pytest.fixture
 def study(session):
-    study = make_study(session, models=("fast", "slow"), n_prompts=4)
+    study = make_study(session, models=("fast", "slow"), n_prompts=4, qc=NO_CHECKS)
     study.models[0].preset, study.models[1].preset = "animatediff-lightning-4step", "animatediff"
     session.commit()
     return study

@@ -40,7 +40,7 @@ def test_a_clip_is_generated_recorded_and_paired(session, tiny_model_dir):
     study = make_tiny_study(session, tiny_model_dir, n_prompts=1)
     light_id, ad_id = queue(session, study)
     assert run(session, light_id) == "done"
-    assert session.scalar(select(Pair.id)) is None  # only one model done: no pair yet
+    assert session.scalar(select(Pair.id).where(Pair.kind == "normal")) is None  # only one model done: no pair yet
     assert run(session, ad_id) == "done"
     session.expire_all()
     light, ad = session.get(Clip, light_id), session.get(Clip, ad_id)
@@ -55,7 +55,7 @@ def test_a_clip_is_generated_recorded_and_paired(session, tiny_model_dir):
     assert (ad.steps, ad.guidance_scale, ad.unet_evals) == (2, 7.5, 4)
     assert light.generation["scheduler_config"]["timestep_spacing"] == "trailing"
     assert ad.generation["scheduler_config"]["timestep_spacing"] == "linspace"
-    pair = session.scalars(select(Pair)).one()
+    pair = session.scalars(select(Pair).where(Pair.kind == "normal")).one()
     assert (pair.clip_a_id, pair.clip_b_id) == (light_id, ad_id)
 
     # Work already done is skipped: no second file, no second attempt.
@@ -72,7 +72,7 @@ def test_queueing_twice_creates_no_new_clip(session, tiny_model_dir):
     run(session, first[0])
     again = queue(session, study)
     assert sorted(again) == sorted(first[1:])  # still-queued clips are sent again; the done one is not
-    assert session.query(Clip).count() == 4
+    assert session.query(Clip).filter(Clip.origin == "generated").count() == 4
 
 
 def test_missing_weights_fail_the_clip_in_words_and_it_can_be_retried(session, tiny_model_dir, tmp_path,
@@ -170,9 +170,9 @@ def test_a_clip_that_keeps_killing_workers_is_failed(session, tiny_model_dir):
 
 
 def test_demo_presets_render_on_the_cpu_without_weights(session):
-    from tests.factories import make_study
+    from tests.factories import NO_CHECKS, make_study
 
-    study = make_study(session, models=("smooth", "jittery"), n_prompts=1)
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=1, qc=NO_CHECKS)
     study.models[0].preset, study.models[1].preset = "demo-smooth", "demo-jittery"
     session.commit()
     ids = queue(session, study)
@@ -183,3 +183,17 @@ def test_demo_presets_render_on_the_cpu_without_weights(session):
     assert frames == [4, 4] and clips[0].sha256 != clips[1].sha256  # make_study: 4 frames at 32x32
     assert clips[0].unet_evals == 0 and clips[0].steps is None and clips[0].generation["run"]["style"] == "smooth"
     assert session.scalar(select(func.count(Pair.id))) == 1
+
+
+def test_clips_generated_for_an_open_study_get_attention_checks(session):
+    from tests.factories import make_study
+
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=2)  # QC on by default
+    study.models[0].preset, study.models[1].preset = "demo-smooth", "demo-jittery"
+    session.commit()
+    for clip_id in queue(session, study):
+        assert run(session, clip_id) == "done"
+    session.expire_all()
+    kinds = session.scalars(select(Pair.kind)).all()
+    assert kinds.count("normal") == 2
+    assert "check_same" in kinds and "check_degraded" in kinds

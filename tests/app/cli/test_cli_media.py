@@ -7,10 +7,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from app.models import Clip, Pair, Prompt
-from tests.factories import gif_bytes, make_study
-
-# Import is tested on its own here; attention-check copies made on import are tested below.
-NO_CHECKS = {"enabled": False}
+from tests.factories import NO_CHECKS, gif_bytes, make_study
 
 runner = CliRunner()
 

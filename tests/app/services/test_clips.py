@@ -11,10 +11,7 @@ from app.media.gif import decode_frames, inspect_gif
 from app.media.storage import media_path, media_root
 from app.models import Clip, Pair
 from app.services.clips import ClipImportError, Signature, import_gif_folder, remove_media
-from tests.factories import gif_bytes, make_evaluator, make_study
-
-# Import is tested on its own here; attention-check copies made on import are tested below.
-NO_CHECKS = {"enabled": False}
+from tests.factories import NO_CHECKS, gif_bytes, make_evaluator, make_study
 
 
 def _write(folder, model, prompt_id, data, name=None):

@@ -10,12 +10,12 @@ from app import config
 from app.models import Batch, Clip
 from app.services import generation as svc
 from tests.conftest import BACKENDS
-from tests.factories import make_study
+from tests.factories import NO_CHECKS, make_study
 from tests.support.servers import free_port
 
 
 def demo_study(session, *, n_prompts=4, **settings):
-    study = make_study(session, models=("smooth", "jittery"), n_prompts=n_prompts)
+    study = make_study(session, models=("smooth", "jittery"), n_prompts=n_prompts, qc=NO_CHECKS)
     study.models[0].preset, study.models[1].preset = "demo-smooth", "demo-jittery"
     study.settings = {**study.settings, **settings}
     session.commit()
