@@ -136,6 +136,9 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
             if path.is_dir() or path.suffix.lower() != ".gif":
                 errors.append(f"{entry.name}/{path.name}: not a .gif file")
                 continue
+            if not path.resolve().is_relative_to(folder.resolve()):
+                errors.append(f"{entry.name}/{path.name}: a link to a file outside {folder}; copy the GIF in instead")
+                continue
             files.append((entry.name, path))
     return files
 

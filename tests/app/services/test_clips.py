@@ -208,3 +208,18 @@ def test_import_makes_attention_checks_when_qc_is_on(session, tmp_path):
     assert kinds.count("check_same") >= 1 and kinds.count("check_degraded") >= 1
     copies = session.scalars(select(Clip).where(Clip.origin == "degraded")).all()
     assert copies and all(c.status == "done" and c.frames == 6 for c in copies)
+
+
+def test_a_link_that_leaves_the_import_folder_is_refused(session, tmp_path):
+    study = make_study(session, models=("fast", "slow"), n_prompts=1, qc=NO_CHECKS)
+    folder = tmp_path / "gifs"
+    _fill(folder, study)
+    outside = tmp_path / "elsewhere.gif"
+    outside.write_bytes(gif_bytes())
+    target = folder / "slow" / "p000.gif"
+    target.unlink()
+    target.symlink_to(outside)
+    with pytest.raises(ClipImportError) as info:
+        import_gif_folder(session, study_id=study.id, folder=folder)
+    assert any("slow/p000.gif: a link to a file outside" in e for e in info.value.errors)
+    assert _counts(session)[0] == 0

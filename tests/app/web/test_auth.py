@@ -93,3 +93,17 @@ def test_login_page_says_how_to_make_the_first_admin(client, session):
     make_user(session, role="admin")
     session.commit()
     assert "blindpair user add" not in client.get("/login").text
+
+
+def test_passwords_never_reach_the_logs(client, session, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    make_user(session, email="logme@example.org", password="s3cret-right-one")
+    session.commit()
+    login_form(client, "logme@example.org", "s3cret-wrong-one")
+    login_form(client, "logme@example.org", "s3cret-right-one")
+    client.post("/api/v1/login", json={"email": "logme@example.org", "password": "s3cret-api-one"})
+    assert caplog.records, "nothing was logged at DEBUG: the test would not see a leak"
+    for secret in ("s3cret-right-one", "s3cret-wrong-one", "s3cret-api-one"):
+        assert secret not in caplog.text
