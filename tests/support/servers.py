@@ -87,24 +87,39 @@ def redis_unavailable_reason() -> str | None:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """Start a private redis-server on a free port without persistence; yield its URL."""
+def redis_server(*, port: int | None = None, dir: Path | None = None, appendonly: bool = False) -> Iterator[str]:
+    """Start a private redis-server on ``port`` (default: a free one); yield its URL; stop it (SIGTERM) on exit.
+
+    Without persistence by default. ``appendonly=True`` keeps every write in an append-only file under ``dir``
+    (fsync on every write, as a crash test needs), so a server started again with the same port and ``dir``
+    comes back with its data, like the compose file's ``redis-server --appendonly yes``.
+    """
     reason = redis_unavailable_reason()
     if reason:
         raise RuntimeError(reason)
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if appendonly and dir is None:
+        raise ValueError("appendonly=True needs a dir to keep the append-only file in")
+    port = port or free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if appendonly:
+        cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+    else:
+        cmd += ["--appendonly", "no"]
+    if dir is not None:
+        Path(dir).mkdir(parents=True, exist_ok=True)
+        cmd += ["--dir", str(dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode} on start (port {port} taken?)")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
             except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not accept connections on port {port} within 10 s") from None
                 time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
