@@ -173,12 +173,19 @@ def _pick_pair_id(session: Session, *, study: Study, evaluator_id: int) -> int |
         .subquery()
     )
     load = Pair.votes_count + func.coalesce(reserved.c.n, 0)
+    # Prompts of the attention checks this evaluator had: a normal pair repeating one (same prompt, same clip
+    # URL) would show that the earlier pair was a check, so such pairs come last.
+    check_prompts = set(session.scalars(
+        select(Pair.prompt_id).join(Assignment, Assignment.pair_id == Pair.id)
+        .where(Assignment.evaluator_id == evaluator_id, Pair.kind != "normal")
+    ))
     rows = session.execute(
-        select(Pair.id, load.label("load"))
+        select(Pair.id, Pair.prompt_id, load.label("load"))
         .outerjoin(reserved, reserved.c.pair_id == Pair.id)
         # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
         .where(Pair.study_id == study.id, Pair.kind == "normal", Pair.id.not_in(seen))
     ).all()
+    rows = [r for r in rows if r.prompt_id not in check_prompts] or rows
     if not rows:
         return None
     least = min(r.load for r in rows)

@@ -274,8 +274,8 @@ def is_check_due(*, position: int, rate: float, rng: random.Random) -> bool:
 def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random) -> Pair | None:
     """A check pair this evaluator has not had, whose source clip was in none of their earlier checks.
 
-    The least-shown pairs go first, ties broken at random. ``None`` when the pool is used up (then the
-    caller serves a normal pair).
+    Checks on prompts the evaluator has not seen yet go first, then the least-shown pairs, ties broken at
+    random. ``None`` when the pool is used up (then the caller serves a normal pair).
     """
     seen_pairs = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
     # Real pairs also have clip_a = a source clip, but seeing a clip in a real pair must not rule it out.
@@ -285,13 +285,20 @@ def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: 
         .where(Assignment.evaluator_id == evaluator_id, Pair.kind.in_(CHECK_KINDS))
     )
     rows = session.execute(
-        select(Pair.id, Pair.assigned_count).where(
+        select(Pair.id, Pair.assigned_count, Pair.prompt_id).where(
             Pair.study_id == study_id, Pair.kind.in_(CHECK_KINDS), Pair.id.not_in(seen_pairs),
             Pair.clip_a_id.not_in(seen_sources),
         )
     ).all()
     if not rows:
         return None
+    # A check repeats a prompt, and the very clip URL, of a normal pair; shown after that pair, the repeat
+    # gives the check away. Prefer checks on prompts this evaluator has not seen (fall back when none is left).
+    seen_prompts = set(session.scalars(
+        select(Pair.prompt_id).join(Assignment, Assignment.pair_id == Pair.id)
+        .where(Assignment.evaluator_id == evaluator_id)
+    ))
+    rows = [r for r in rows if r.prompt_id not in seen_prompts] or rows
     least = min(r.assigned_count for r in rows)
     return session.get(Pair, rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
 

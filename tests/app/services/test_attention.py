@@ -212,3 +212,28 @@ def test_validate_qc_reports_every_problem():
     assert len(err.value.errors) == 4
     assert any("attention_rate must be between 0 and 0.5" in e for e in err.value.errors)
     assert any("unknown QC setting 'colour'" in e for e in err.value.errors)
+
+
+def test_a_check_never_repeats_a_prompt_the_evaluator_has_seen_while_others_remain(session, study):
+    # Blinding (issue 5): a check shares its prompt and its original's clip URL with a normal pair; served
+    # after (or before) that pair, the repeat would mark it as a check.
+    from app.services.assignments import _pick_pair_id
+
+    ensure_attention_pairs(session, study_id=study.id, rng=random.Random(0), n_sources=2)
+    check_prompts = {p.prompt_id for p in _checks(session, study.id)}
+    assert len(check_prompts) == 2
+    normals = session.scalars(select(Pair).where(Pair.study_id == study.id, Pair.kind == "normal")).all()
+    for seed in range(20):
+        ev = make_evaluator(session, study)
+        seen = next(p for p in normals if p.prompt_id in check_prompts)
+        assign(session, pair=seen, evaluator=ev)
+        check = pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=random.Random(seed))
+        assert check.prompt_id != seen.prompt_id
+        assign(session, pair=check, evaluator=ev)
+        for _ in range(len(normals) - 2):  # every normal pair but the one on the check's prompt
+            pair_id = _pick_pair_id(session, study=study, evaluator_id=ev.id)
+            assert session.get(Pair, pair_id).prompt_id != check.prompt_id
+            assign(session, pair=session.get(Pair, pair_id), evaluator=ev)
+        # only that one is left: it is still served rather than ending the session early
+        last = session.get(Pair, _pick_pair_id(session, study=study, evaluator_id=ev.id))
+        assert last.prompt_id == check.prompt_id
