@@ -24,6 +24,7 @@ from app.models import Assignment, Clip, Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
 from app.services.assignments import (
+    EXTERNAL_ID_MAX,
     EvaluationError,
     check_can_join,
     join,
@@ -103,9 +104,11 @@ def _no_session(request: Request) -> Response:
 
 
 def _external_id(request: Request) -> str:
+    # Cut to what is stored (join() keeps as much): echoed longer in the consent form, the form's own limit
+    # refused the participant with a raw JSON error.
     for name in EXTERNAL_ID_PARAMS:
         if request.query_params.get(name):
-            return request.query_params[name]
+            return request.query_params[name].strip()[:EXTERNAL_ID_MAX]
     return ""
 
 
@@ -141,7 +144,7 @@ def consent(
     session: DbSession,
     csrf_token: Annotated[str, Form()] = "",
     consent: Annotated[str, Form()] = "",
-    external_id: Annotated[str, Form(max_length=200)] = "",
+    external_id: Annotated[str, Form(max_length=EXTERNAL_ID_MAX)] = "",
 ) -> Response:
     try:
         verify_csrf(request, csrf_token)

@@ -83,6 +83,13 @@ def test_instructions_list_criteria_and_need_consent(client, study, session):
     assert client.get(f"/join/{study.invite_token}", follow_redirects=False).headers["location"] == "/e/pair"
 
 
+def test_an_overlong_platform_id_in_the_invite_link_still_lets_the_evaluator_join(client, study):
+    # The consent form echoes the id from the link; over the form's 200-character limit it answered with
+    # FastAPI's raw JSON 422 and the participant could not join at all.
+    join_and_consent(client, study, "?PROLIFIC_PID=" + "p" * 300)
+    assert db(select(Evaluator)).external_id == "p" * 200
+
+
 def test_invalid_and_closed_invites_say_so(client, study, session):
     assert client.get("/join/not-a-token").status_code == 404
     study.status = "closed"
