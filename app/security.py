@@ -19,7 +19,13 @@ _hasher = PasswordHasher()
 SESSION_USER_KEY = "user_id"
 ROLES = ("admin", "researcher")
 
-DbSession = Annotated[Session, Depends(get_db)]
+# scope="function": the session commits before the response leaves, so "vote recorded" is only ever said of
+# a committed vote (the default "request" scope commits after the response is sent). max_concurrency bounds
+# the sessions in flight below the thread pool and queues the rest without holding a thread: on SQLite a
+# request waiting for the write lock must never take the thread the lock holder needs to commit.
+# https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/#early-exit-and-scope
+DB_SESSIONS_IN_FLIGHT = 32
+DbSession = Annotated[Session, Depends(get_db, scope="function", max_concurrency=DB_SESSIONS_IN_FLIGHT)]
 
 
 def hash_password(password: str) -> str:

@@ -81,3 +81,38 @@ def test_media_urls_and_tokens_in_the_openapi_schema(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/evaluate/votes" in schema["paths"]
     assert "/m/{media_token}" not in schema["paths"]  # HTML/media routes stay out of the API docs
+
+
+def test_a_vote_is_committed_before_the_response_says_recorded(engine, study, monkeypatch):
+    """The default FastAPI scope would commit after the response left: a client could be told "recorded"
+    about a vote that then failed to commit."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy.orm import Session
+
+    from app.main import create_app
+
+    events: list[str] = []
+    real_commit = Session.commit
+
+    def commit(self):
+        real_commit(self)
+        events.append("commit")
+
+    monkeypatch.setattr(Session, "commit", commit)
+    app = create_app()
+
+    async def recording(scope, receive, send):
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                events.append("response")
+            await send(message)
+
+        await app(scope, receive, send_and_note)
+
+    with TestClient(recording) as client:
+        headers = _join(client, study)
+        pair = client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]
+        events.clear()
+        vote = {"assignment_token": pair["assignment_token"], "choices": {c.key: "tie" for c in study.criteria}}
+        assert client.post("/api/v1/evaluate/votes", json=vote, headers=headers).json()["status"] == "recorded"
+    assert "commit" in events and events.index("commit") < events.index("response"), events
