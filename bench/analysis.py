@@ -290,8 +290,8 @@ def run(args) -> Report:
                f"slope {exp:.2f} over all sizes, {tail_exp:.2f} between the two largest" if exp is not None else "–")
     recomputed = [r for r in with_db if r.get("recomputed_on_page_view")]
     report.bar("no recomputation per page view (results cache)", not recomputed if with_db else None,
-               "one computation per vote change; page view = 2 indexed queries" if with_db and not recomputed
-               else "recomputed!")
+               "not measured (no database sizes)" if not with_db else
+               "one computation per vote change; page view = 2 indexed queries" if not recomputed else "recomputed!")
     report.notes.append(
         f"Growth exponent of the floor (read_sql) over the DB sizes: {floor_exp:.2f}." if floor_exp else
         "Floor exponent needs two DB sizes.")
