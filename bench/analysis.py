@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> Report:
         args = parser().parse_args(["--tiny", "--sizes", "500", "2000", "--n-boot", "50",
                                     *[a for a in (argv or []) if a != "--tiny"]])
     report = run(args)
+    report.command = " ".join(["python -m bench.analysis", *(argv or [])])  # exactly what was run
     path = report.save(Path(args.results_dir))
     print(report.markdown())
     print(f"written: {path}")

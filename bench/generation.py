@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> Report:
         args = parser().parse_args(["--tiny", "--clips", "2", "--frames", "4", "--size", "32", "--no-worker",
                                     *[a for a in (argv or []) if a != "--tiny"]])
     report = run(args)
+    report.command = " ".join(["python -m bench.generation", *(argv or [])])  # exactly what was run
     path = report.save(Path(args.results_dir))
     print(report.markdown())
     print(f"written: {path}")

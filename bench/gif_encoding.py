@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> Report:
         args = parser().parse_args(["--tiny", "--frames", "4", "--size", "64", "--real-limit", "1", "--repeat", "1",
                                     "--requests", "5", *[a for a in (argv or []) if a != "--tiny"]])
     report = run(args)
+    report.command = " ".join(["python -m bench.gif_encoding", *(argv or [])])  # exactly what was run
     path = report.save(Path(args.results_dir))
     print(report.markdown())
     print(f"written: {path}")

@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> Report:
         args = parser().parse_args(["--tiny", "--runs", "1", "--steps", "1", "--no-compile",
                                     *[a for a in (argv or []) if a != "--tiny"]])
     report = run(args)
+    report.command = " ".join(["python -m bench.gpu_generation", *(argv or [])])  # exactly what was run
     path = report.save(Path(args.results_dir))
     print(report.markdown())
     print(f"written: {path}")

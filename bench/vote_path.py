@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> Report:
         args = tiny_args([a for a in (argv or []) if a != "--tiny"])
     Path(args.results_dir).mkdir(parents=True, exist_ok=True)
     report = run(args)
+    report.command = " ".join(["python -m bench.vote_path", *(argv or [])])  # exactly what was run
     path = report.save(Path(args.results_dir))
     print(report.markdown())
     print(f"written: {path}")
