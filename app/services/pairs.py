@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Clip, Pair, StudyModel
+from app.models import Clip, Pair, Study, StudyModel
 
 
 def ensure_pairs(session: Session, *, study_id: int, prompt_id: int | None = None) -> int:
@@ -20,6 +20,11 @@ def ensure_pairs(session: Session, *, study_id: int, prompt_id: int | None = Non
     ``clip_a`` is the clip of the model with the lower ``position``. Safe to call again and from concurrent
     workers: existing pairs are skipped and a pair inserted meanwhile by another transaction is ignored.
     """
+    # Serialise pair-making per study. Without it, on PostgreSQL (READ COMMITTED) two workers finishing the
+    # last two clips of a prompt each looked for the other's clip before it was committed, and neither made
+    # the pair. NO KEY UPDATE does not block inserts that merely reference the study (votes, clips).
+    # SQLite ignores it: BEGIN IMMEDIATE (app/db.py) already runs writers one at a time.
+    session.execute(select(Study.id).where(Study.id == study_id).with_for_update(key_share=True))
     models = list(session.scalars(
         select(StudyModel).where(StudyModel.study_id == study_id).order_by(StudyModel.position, StudyModel.id)
     ))
