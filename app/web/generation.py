@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 
-from app.api.studies import StudyId
+from app.api.studies import MAX_ID, StudyId
 from app.csrf import verify_csrf
 from app.models import Prompt, Study
 from app.security import CurrentUser, DbSession
@@ -77,11 +77,13 @@ def queue_submit(request: Request, study_id: StudyId, session: DbSession, user: 
 
 @router.post("/studies/{study_id}/generation/retry")
 def retry_submit(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
-                 clip_id: Annotated[int | None, Form()] = None, csrf_token: Annotated[str, Form()] = "") -> Response:
+                 clip_id: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
+                 csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
     _check_study(session, study_id)
     try:
-        n = svc.retry_failed(session, study_id=study_id, clip_ids=[clip_id] if clip_id else None)
+        # "is not None": a clip_id of 0 must not mean "every failed clip".
+        n = svc.retry_failed(session, study_id=study_id, clip_ids=[clip_id] if clip_id is not None else None)
     except svc.BrokerUnavailable as exc:
         flash(request, f"Not retried: {exc}", "error")
     except svc.GenerationError as exc:

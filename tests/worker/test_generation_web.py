@@ -91,6 +91,22 @@ def test_failed_clips_are_listed_with_their_error_and_retried(client, session, u
     session.rollback()
 
 
+@pytest.mark.parametrize("clip_id", ["0", "-3", str(2**70)])
+def test_a_bad_clip_id_to_retry_is_a_4xx_and_retries_nothing(client, session, user, study, clip_id):
+    # clip_id=0 was read as "no clip given" and requeued every failed clip; 2**70 overflowed the driver (500).
+    html = client.get(f"/studies/{study.id}").text
+    client.post(f"/studies/{study.id}/generation/queue", data={"csrf_token": csrf_of(html)})
+    for clip in session.scalars(select(Clip)):
+        clip.status = "failed"
+    session.commit()
+    resp = client.post(f"/studies/{study.id}/generation/retry", data={"csrf_token": csrf_of(html),
+                                                                       "clip_id": clip_id})
+    assert resp.status_code == 422 and "clip_id" in resp.text
+    session.expire_all()
+    assert {c.status for c in session.scalars(select(Clip))} == {"failed"}
+    session.rollback()
+
+
 def test_the_cost_table_shows_recorded_costs(client, session, user, study):
     html = client.get(f"/studies/{study.id}").text
     client.post(f"/studies/{study.id}/generation/queue", data={"csrf_token": csrf_of(html)})
