@@ -126,9 +126,14 @@ def _check_storable(errors: list[str], *, name, description, models, settings, c
             errors.append(f"{label} must be plain JSON values (numbers, text, lists; no NaN or Infinity).")
 
 
+# The JSON API's bound (app/api/studies.py): the web form and the CLI reach the service without it, and a
+# larger number overflowed PostgreSQL's INTEGER column (a 500) where SQLite stored it.
+MAX_PER_STUDY_COUNT = 10_000
+
+
 def _positive_int(value: Any, label: str, errors: list[str]) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        errors.append(f"{label} must be a whole number of at least 1 (got {value!r}).")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PER_STUDY_COUNT:
+        errors.append(f"{label} must be a whole number from 1 to {MAX_PER_STUDY_COUNT:,} (got {value!r}).")
 
 
 def create_study(

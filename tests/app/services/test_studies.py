@@ -79,6 +79,8 @@ def test_custom_criteria_as_tuples(session):
         ({"prompts": PROMPTS + PROMPTS[:1]}, "repeated: nature-001"),
         ({"votes_per_pair": 0}, "Votes per pair"),
         ({"pairs_per_session": -1}, "Pairs per session"),
+        ({"votes_per_pair": 10**11}, "Votes per pair"),  # was stored on SQLite, a 500 on PostgreSQL
+        ({"pairs_per_session": 2**31}, "Pairs per session"),
         ({"settings": {"width": 500}}, "multiple of 8"),
         ({"settings": {"seeds": []}}, "seeds must be"),
         ({"settings": {"steps": 4}}, "unknown setting(s) steps"),
