@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
-from app.models import Clip, Pair, Prompt, Study, StudyModel, Vote
+from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
 from app.services.attention import ensure_attention_pairs
 from app.services.pairs import ensure_pairs
 
@@ -290,12 +290,34 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             clip.fps = p.info.fps
         session.flush()
         result.pairs_created = ensure_pairs(session, study_id=study_id)
+        _drop_stale_copies(session, result, [p.existing.id for p in planned
+                                             if p.existing is not None and p.action == "replace"])
         # Attention checks need real clips to copy, so they are made as soon as clips exist.
         ensure_attention_pairs(session, study_id=study_id)
     except BaseException:
         remove_media(written)
         raise
     return result
+
+
+def _drop_stale_copies(session: Session, result: ImportResult, replaced_ids: list[int]) -> None:
+    """Delete the attention-check copies made from the old files of replaced clips (remade afterwards).
+
+    Kept, a "same clip twice" check would show the old clip against the new one and flag evaluators who
+    answered honestly. Replacing is refused once any pair of the clip has votes (``_clip_has_votes``), so
+    these checks have none; an open assignment of one goes with it.
+    """
+    if not replaced_ids:
+        return
+    stale = session.execute(select(Clip.id, Clip.storage_name).where(Clip.source_clip_id.in_(replaced_ids))).all()
+    if not stale:
+        return
+    ids = [clip_id for clip_id, _ in stale]
+    pair_ids = select(Pair.id).where(Pair.clip_b_id.in_(ids)).scalar_subquery()
+    session.execute(delete(Assignment).where(Assignment.pair_id.in_(pair_ids)))
+    session.execute(delete(Pair).where(Pair.clip_b_id.in_(ids)))
+    session.execute(delete(Clip).where(Clip.id.in_(ids)))
+    result.obsolete_files.extend(name for _, name in stale if name)
 
 
 def remove_media(storage_names: list[str]) -> None:

@@ -223,3 +223,25 @@ def test_a_link_that_leaves_the_import_folder_is_refused(session, tmp_path):
         import_gif_folder(session, study_id=study.id, folder=folder)
     assert any("slow/p000.gif: a link to a file outside" in e for e in info.value.errors)
     assert _counts(session)[0] == 0
+
+
+def test_replacing_a_clip_remakes_its_attention_check_copies(session, tmp_path):
+    # The copies were made from the old file: a "same clip twice" check would have shown the old clip against
+    # the new one, and evaluators answering honestly ("left/right better") would have been flagged.
+    study = make_study(session, models=("fast", "slow"), n_prompts=1)  # one prompt: every clip is a source
+    folder = tmp_path / "gifs"
+    _fill(folder, study, frames=6, size=(40, 40), fps=10)
+    import_gif_folder(session, study_id=study.id, folder=folder)
+    session.commit()
+    assert session.scalars(select(Pair.kind).where(Pair.kind == "check_same")).all()
+    _write(folder, "slow", "p000", gif_bytes(frames=6, size=(40, 40), fps=10, colour=(0, 200, 0)))
+    res = import_gif_folder(session, study_id=study.id, folder=folder, replace=True)
+    session.commit()
+    remove_media(res.obsolete_files)
+    same = session.scalars(select(Pair).where(Pair.kind == "check_same")).all()
+    assert {p.clip_a.model.name for p in same} >= {"slow"}
+    for pair in same:
+        original, copy = (media_path(c.storage_name).read_bytes() for c in (pair.clip_a, pair.clip_b))
+        assert [f.tobytes() for f in decode_frames(original)] == [f.tobytes() for f in decode_frames(copy)]
+    for copy in session.scalars(select(Clip).where(Clip.origin == "degraded")):
+        assert media_path(copy.storage_name).exists()
