@@ -198,3 +198,14 @@ def test_the_check_detects_a_leak(secret_study):
     assert any(s.encode() in bad_body.lower() for s in secrets)
     raw_gif = _gif_with_metadata("zz-lightning-secret", (1, 2, 3))
     assert "comment" in Image.open(io.BytesIO(raw_gif)).info
+
+
+def test_the_study_description_stays_with_researchers(client, session, secret_study):
+    # The study form says "for researchers; evaluators never see it", and descriptions name the models (the
+    # demo's says which of its two renderers stutters); the instructions page used to print it.
+    study, _secrets, _tokens = secret_study
+    study = session.merge(study)
+    study.description = "Comparing zz-lightning-secret against its 25-step teacher"
+    session.commit()
+    page = client.get(f"/join/{study.invite_token}")
+    assert page.status_code == 200 and "zz-lightning-secret" not in page.text
