@@ -272,6 +272,29 @@ def api_set_status(study_id: StudyId, body: StatusIn, session: DbSession, user: 
     return _study_out(session, study)
 
 
+@router.get("/studies/{study_id}/qc", responses=ERRORS)
+def api_get_qc(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+    """The study's effective quality-control settings (attention checks, too-fast votes, straight-lining)."""
+    from dataclasses import asdict
+
+    from app.services.attention import qc_settings
+
+    return asdict(qc_settings(_get_study(session, study_id)))
+
+
+@router.patch("/studies/{study_id}/qc", responses=ERRORS)
+def api_set_qc(study_id: StudyId, body: dict[str, Any], session: DbSession, user: CurrentUser) -> dict[str, Any]:
+    """Change some quality-control settings, e.g. {"attention_rate": 0.2, "min_seconds_per_vote": 6}.
+
+    Evaluators are re-judged under the new settings at once; the results follow.
+    """
+    _get_study(session, study_id)
+    try:
+        return study_service.set_qc(session, study_id=study_id, changes=body)
+    except StudyError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+
 @router.get("/studies/{study_id}/progress", response_model=ProgressOut, responses=ERRORS)
 def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> ProgressOut:
     _get_study(session, study_id)

@@ -109,3 +109,42 @@ def study_open(study_id: int = typer.Argument(..., help="The study's id (see `bl
 def study_close(study_id: int = typer.Argument(..., help="The study's id (see `blindpair study list`).")) -> None:
     """Close a study: evaluators are turned away, results stay."""
     _set_status(study_id, "closed")
+
+
+@study_app.command("qc")
+def study_qc(
+    study_id: int = typer.Argument(..., help="The study's id (see `blindpair study list`)."),
+    setting: list[str] = typer.Option(
+        None, "--set", help="KEY=VALUE, e.g. attention_rate=0.2 or enabled=false; repeatable. Without --set: show."
+    ),
+) -> None:
+    """Show or change a study's quality-control settings (attention checks, too-fast votes, straight-lining)."""
+    require_migrated()
+    changes: dict[str, object] = {}
+    for item in setting or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            _fail([f"--set {item!r}: write KEY=VALUE, e.g. --set attention_rate=0.2"])
+        value: object = raw.strip()
+        if value in ("true", "false"):
+            value = value == "true"
+        elif value in ("none", "null", ""):
+            value = None
+        changes[key.strip()] = value
+    try:
+        with session_scope() as session:
+            if changes:
+                effective = study_service.set_qc(session, study_id=study_id, changes=changes)
+            else:
+                study = study_service.get_study(session, study_id)
+                if study is None:
+                    raise StudyError(f"There is no study with id {study_id}.")
+                from dataclasses import asdict
+
+                from app.services.attention import qc_settings
+
+                effective = asdict(qc_settings(study))
+    except StudyError as exc:
+        _fail(["Nothing was changed:", *exc.errors] if changes else exc.errors)
+    for key, value in effective.items():
+        typer.echo(f"{key} = {value}")

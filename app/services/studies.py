@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
-from app.services.attention import ensure_attention_pairs
+from app.services.attention import QCSettingsError, ensure_attention_pairs, qc_settings, validate_qc
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 from worker.presets import (
     DEFAULT_SETTINGS,
@@ -285,6 +285,31 @@ def set_status(session: Session, *, study_id: int, status: str) -> Study:
         # Checks for clips that arrived before opening; later clips add theirs as they are imported or made.
         ensure_attention_pairs(session, study_id=study.id)
     return study
+
+
+def set_qc(session: Session, *, study_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a study's quality-control settings; re-judge its evaluators; return the effective settings.
+
+    ``changes`` holds only the settings to change (see ``app.services.attention.QCSettings``); a value of
+    None for a limit means "use the study's own". Bad input raises StudyError and changes nothing.
+    """
+    from dataclasses import asdict
+
+    from app.services.qc import refresh_study_flags
+
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyError(f"There is no study with id {study_id}.")
+    try:
+        clean = validate_qc(changes)
+    except QCSettingsError as exc:
+        raise StudyError(exc.errors) from exc
+    study.qc = {**(study.qc or {}), **clean}
+    session.flush()
+    # A changed threshold changes who is flagged, and flagged evaluators' votes leave the results.
+    refresh_study_flags(session, study_id=study.id)
+    ensure_attention_pairs(session, study_id=study.id)
+    return asdict(qc_settings(study))
 
 
 def invite_url(study: Study, base_url: str | None = None) -> str:

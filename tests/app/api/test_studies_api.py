@@ -152,3 +152,31 @@ def test_a_cross_site_form_cannot_change_a_study(api, session):
                  headers={"Content-Type": "text/plain"})
     assert r.status_code == 422
     assert api.get(f"/api/v1/studies/{study_id}").json()["status"] == "open"
+
+
+def test_qc_settings_are_changed_and_evaluators_rejudged(api, session):
+    from app.models import Evaluator
+    from tests.app.services.qc_votes import vote
+
+    study = make_study(session, n_prompts=4)
+    pairs = make_pairs(session, study)
+    ev = make_evaluator(session, study)
+    for pair, side in zip(pairs, ("left", "right", "tie", "left"), strict=True):
+        vote(session, pair=pair, evaluator=ev, sides=side, time_ms=5000)  # 5 s: fine under the default 4 s
+    study_id, ev_id = study.id, ev.id
+    session.commit()
+    assert api.get(f"/api/v1/studies/{study_id}/qc").json()["min_seconds_per_vote"] == 4.0
+
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"min_seconds_per_vote": 8, "max_too_fast_share": 0.5})
+    assert r.status_code == 200, r.text
+    assert r.json()["min_seconds_per_vote"] == 8.0 and r.json()["attention_rate"] == 0.1
+    session.expire_all()
+    flagged = session.get(Evaluator, ev_id)
+    assert flagged.flagged and any("in under 8 s" in reason for reason in flagged.flag_reasons), flagged.flag_reasons
+    session.rollback()  # end the read: on SQLite it holds the write lock the next request needs
+
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"attention_rate": "lots", "colour": 1})
+    assert r.status_code == 400
+    assert "attention_rate must be a number" in r.json()["detail"] and "unknown QC setting" in r.json()["detail"]
+    session.expire_all()
+    assert session.get(Study, study_id).qc == {"min_seconds_per_vote": 8.0, "max_too_fast_share": 0.5}

@@ -129,3 +129,19 @@ def test_study_open_and_close(migrated):
         assert s.get(Study, study_id).status == "closed"
     r = run("study", "open", "999")
     assert r.exit_code == 1 and "no study with id 999" in r.output
+
+
+def test_study_qc_shows_and_changes_settings(migrated):
+    assert run("study", "create", "--name", "S", "--model", "a", "--model", "b", "--theme", "nature").exit_code == 0
+    with session_scope() as s:
+        study_id = s.scalars(select(Study.id)).one()
+    r = run("study", "qc", str(study_id))
+    assert r.exit_code == 0 and "attention_rate = 0.1" in r.output and "enabled = True" in r.output
+    r = run("study", "qc", str(study_id), "--set", "attention_rate=0.25", "--set", "min_seconds_per_vote=6")
+    assert r.exit_code == 0, r.output
+    assert "attention_rate = 0.25" in r.output and "min_seconds_per_vote = 6.0" in r.output
+    r = run("study", "qc", str(study_id), "--set", "attention_rate=2", "--set", "colour=blue")
+    assert r.exit_code == 1 and "Nothing was changed" in r.output
+    assert "attention_rate must be between 0 and 0.5" in r.output and "unknown QC setting 'colour'" in r.output
+    with session_scope() as s:
+        assert s.get(Study, study_id).qc == {"attention_rate": 0.25, "min_seconds_per_vote": 6.0}
