@@ -2,7 +2,9 @@
 
 ``GET /m/{media_token}``: the token is random per clip (``Clip.media_token``); the response carries no file
 name, no Last-Modified (it would differ by pipeline timing), and an ETag keyed with the secret so it is not
-the clip's stored sha256. The GIF is served with its comment, XMP and other application blocks removed.
+the clip's stored sha256. The GIF is served with its comment, XMP and other application blocks removed,
+and padded to the size of the largest clip of the same prompt and seed, so that file size cannot tell the
+models apart.
 """
 
 from __future__ import annotations
@@ -83,10 +85,56 @@ def strip_gif_metadata(data: bytes) -> bytes:
             raise GifFormatError(f"unexpected block 0x{marker:02x} at byte {pos}")
 
 
-@lru_cache(maxsize=32)
-def _served(storage_name: str) -> tuple[bytes, str]:
-    """Sanitised bytes and their ETag; stored files never change under a name, so caching by name is safe."""
-    body = strip_gif_metadata(media_path(storage_name).read_bytes())
+# Every served clip grows by at least this much, so any shortfall can be filled with a valid comment block.
+PAD_MARGIN = 8
+
+
+def pad_gif(data: bytes, size: int) -> bytes:
+    """The same GIF grown to exactly ``size`` bytes by an all-zero comment block just before the trailer.
+
+    Decoders ignore comment extensions, and zeros carry nothing. ``size - len(data)`` must be 3 or at
+    least 5 (a comment is 2 introducer bytes, sub-blocks of a length byte plus 1-255 bytes, and a 0 end).
+    """
+    extra = size - len(data)
+    if extra == 0:
+        return data
+    if extra < 3 or extra == 4 or data[-1:] != b"\x3b":
+        raise GifFormatError(f"cannot pad a GIF by {extra} bytes")
+    room = extra - 3  # bytes for sub-blocks, each 1 length byte + 1..255 data bytes
+    blocks = bytearray()
+    while room:
+        take = min(256, room)
+        if room - take == 1:  # never leave a lone byte: it could only be an empty (terminating) block
+            take -= 1
+        blocks += bytes([take - 1]) + bytes(take - 1)
+        room -= take
+    return data[:-1] + b"\x21\xfe" + bytes(blocks) + b"\x00\x3b"
+
+
+@lru_cache(maxsize=64)
+def _stripped(storage_name: str) -> bytes:
+    """Sanitised bytes; stored files never change under a name, so caching by name is safe."""
+    return strip_gif_metadata(media_path(storage_name).read_bytes())
+
+
+def _served(session, clip: Clip) -> tuple[bytes, str]:
+    """The clip's bytes, padded to the size of the largest clip shown beside it, and their ETag.
+
+    File size is a side channel: a 4-step model's GIFs may be systematically smaller than a 25-step
+    model's, and Content-Length (or loading time) would then tell the sides apart. Every clip of the same
+    prompt and seed (each model, and the attention-check copies) is served at one common size.
+    """
+    siblings = session.scalars(select(Clip.storage_name).where(
+        Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
+        Clip.status == "done", Clip.storage_name.is_not(None))).all()
+    sizes = []
+    for name in siblings:
+        try:
+            sizes.append(len(_stripped(name)))
+        except (OSError, ValueError):
+            continue  # a sibling's broken file is its own problem; it must not take this clip down
+    body = _stripped(clip.storage_name)
+    body = pad_gif(body, max([len(body), *sizes]) + PAD_MARGIN)
     key = get_settings().secret_key.encode()
     etag = hmac.new(key, b"etag:" + hashlib.sha256(body).digest(), hashlib.sha256).hexdigest()[:32]
     return body, f'"{etag}"'
@@ -102,7 +150,7 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
     if clip is None or not clip.storage_name:
         return _not_found()
     try:
-        body, etag = _served(clip.storage_name)
+        body, etag = _served(session, clip)
     except (OSError, ValueError) as exc:
         # Logged with the clip id for the operator; the evaluator only sees 404 (no hint about the clip).
         log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
