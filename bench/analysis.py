@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.common import REPO_ROOT, Report, loglog_exponent, timed
+from bench.common import REPO_ROOT, Report, loglog_exponent, run_cli, timed
 from bench.vote_path import configure
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
@@ -314,18 +314,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> Report:
-    args = parser().parse_args(argv)
-    if args.tiny:
-        args = parser().parse_args(["--tiny", "--sizes", "500", "2000", "--n-boot", "50",
-                                    *[a for a in (argv or []) if a != "--tiny"]])
-    report = run(args)
-    report.command = " ".join(["python -m bench.analysis", *(argv or [])])  # exactly what was run
-    path = report.save(Path(args.results_dir))
-    print(report.markdown())
-    print(f"written: {path}")
-    return report
+# What --tiny means here: the test suite's size, seconds long.
+TINY = ["--tiny", "--sizes", "500", "2000", "--n-boot", "50"]
 
+
+def main(argv: list[str] | None = None) -> Report:
+    return run_cli("bench.analysis", parser, run, argv, lambda rest: parser().parse_args([*TINY, *rest]))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -188,3 +188,19 @@ class Report:
 def describe_machine(info: dict[str, Any]) -> str:
     return (f"{info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, GPU: {info['gpu']}; "
             f"{info['os']}; load average at start {info['load_average_at_start']}")
+
+
+def run_cli(module: str, parser: Callable[[], Any], run: Callable[[Any], Report], argv: list[str] | None,
+            tiny: Callable[[list[str]], Any]) -> Report:
+    """Every benchmark's entry point: parse (``--tiny`` expands to the module's small settings), run, then
+    save the JSON and markdown under ``--results-dir``, print the tables and record the exact command."""
+    args = parser().parse_args(argv)
+    if args.tiny:
+        args = tiny([a for a in (argv or []) if a != "--tiny"])
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
+    report = run(args)
+    report.command = " ".join([f"python -m {module}", *(argv or [])])  # exactly what was run
+    path = report.save(Path(args.results_dir))
+    print(report.markdown())
+    print(f"written: {path}")
+    return report

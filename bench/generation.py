@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, Report, percentile
+from bench.common import REPO_ROOT, Report, percentile, run_cli
 
 PRESETS = ("tiny-lightning-2step", "tiny-animatediff")
 PROMPT = "a red fox running through fresh snow at dawn, cinematic"
@@ -265,18 +265,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> Report:
-    args = parser().parse_args(argv)
-    if args.tiny:
-        args = parser().parse_args(["--tiny", "--clips", "2", "--frames", "4", "--size", "32", "--no-worker",
-                                    *[a for a in (argv or []) if a != "--tiny"]])
-    report = run(args)
-    report.command = " ".join(["python -m bench.generation", *(argv or [])])  # exactly what was run
-    path = report.save(Path(args.results_dir))
-    print(report.markdown())
-    print(f"written: {path}")
-    return report
+# What --tiny means here: the test suite's size, seconds long.
+TINY = ["--tiny", "--clips", "2", "--frames", "4", "--size", "32", "--no-worker"]
 
+
+def main(argv: list[str] | None = None) -> Report:
+    return run_cli("bench.generation", parser, run, argv, lambda rest: parser().parse_args([*TINY, *rest]))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.common import REPO_ROOT, Report, percentile
+from bench.common import REPO_ROOT, Report, percentile, run_cli
 
 SHARED_GIFS = REPO_ROOT.parent / "shared" / "data" / "animatediff_gifs"
 LINK_BITS_PER_S = 20e6
@@ -346,18 +346,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> Report:
-    args = parser().parse_args(argv)
-    if args.tiny:
-        args = parser().parse_args(["--tiny", "--frames", "4", "--size", "64", "--real-limit", "1", "--repeat", "1",
-                                    "--requests", "5", *[a for a in (argv or []) if a != "--tiny"]])
-    report = run(args)
-    report.command = " ".join(["python -m bench.gif_encoding", *(argv or [])])  # exactly what was run
-    path = report.save(Path(args.results_dir))
-    print(report.markdown())
-    print(f"written: {path}")
-    return report
+# What --tiny means here: the test suite's size, seconds long.
+TINY = ["--tiny", "--frames", "4", "--size", "64", "--real-limit", "1", "--repeat", "1", "--requests", "5"]
 
+
+def main(argv: list[str] | None = None) -> Report:
+    return run_cli("bench.gif_encoding", parser, run, argv, lambda rest: parser().parse_args([*TINY, *rest]))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

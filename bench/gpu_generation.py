@@ -26,10 +26,9 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, Report
+from bench.common import REPO_ROOT, Report, run_cli
 
 # Dense (no sparsity) fp16/bf16 tensor-core peaks with fp32 accumulation, TFLOP/s, from NVIDIA's data sheets.
 PEAK_TFLOPS = (
@@ -289,18 +288,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> Report:
-    args = parser().parse_args(argv)
-    if args.tiny:
-        args = parser().parse_args(["--tiny", "--runs", "1", "--steps", "1", "--no-compile",
-                                    *[a for a in (argv or []) if a != "--tiny"]])
-    report = run(args)
-    report.command = " ".join(["python -m bench.gpu_generation", *(argv or [])])  # exactly what was run
-    path = report.save(Path(args.results_dir))
-    print(report.markdown())
-    print(f"written: {path}")
-    return report
+# What --tiny means here: the test suite's size, seconds long.
+TINY = ["--tiny", "--runs", "1", "--steps", "1", "--no-compile"]
 
+
+def main(argv: list[str] | None = None) -> Report:
+    return run_cli("bench.gpu_generation", parser, run, argv, lambda rest: parser().parse_args([*TINY, *rest]))
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, Report, percentile
+from bench.common import REPO_ROOT, Report, percentile, run_cli
 from bench.servers import cpu_seconds, uvicorn_server
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
@@ -443,17 +443,7 @@ def tiny_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> Report:
-    args = parser().parse_args(argv)
-    if args.tiny:
-        args = tiny_args([a for a in (argv or []) if a != "--tiny"])
-    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
-    report = run(args)
-    report.command = " ".join(["python -m bench.vote_path", *(argv or [])])  # exactly what was run
-    path = report.save(Path(args.results_dir))
-    print(report.markdown())
-    print(f"written: {path}")
-    return report
-
+    return run_cli("bench.vote_path", parser, run, argv, tiny_args)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
