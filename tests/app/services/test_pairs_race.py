@@ -52,10 +52,13 @@ def test_concurrent_completions_of_one_prompt_make_its_pair(session):
     thread.start()
     # Let the second completion run as far as it can while the first is uncommitted: to its end (the bug), or
     # until it waits on a lock the first holds (the fix). Polled, not timed.
-    with db.get_engine().connect() as watch:
+    # Autocommit: inside one transaction pg_stat_activity is a snapshot and would never show the wait.
+    deadline = time.monotonic() + 120  # a safety net against a hung run, not a timing assertion
+    with db.get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
         while thread.is_alive() and not watch.scalar(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'second-completion' "
                 "AND wait_event_type = 'Lock'")):
+            assert time.monotonic() < deadline, "the second completion neither finished nor waited on a lock"
             time.sleep(0.01)
     first.commit()
     first.close()
