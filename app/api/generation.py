@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.studies import ERRORS, MAX_ID, Message, StudyId
-from app.models import Study
+from app.api.studies import ERRORS, MAX_ID, Message, StudyId, study_or_404
 from app.security import CurrentUser, DbSession
 from app.services import generation as svc
 
@@ -49,15 +48,10 @@ class RetryOut(BaseModel):
     requeued: int
 
 
-def _study(session, study_id: int) -> None:
-    if session.get(Study, study_id) is None:
-        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
-
-
 @router.post("/studies/{study_id}/generation/queue", response_model=QueueOut, status_code=202, responses=RESPONSES)
 def api_queue(study_id: StudyId, body: QueueIn, session: DbSession, user: CurrentUser) -> QueueOut:
     """Queue prompts x models x seeds. Queuing again never duplicates a clip; still-queued clips are re-sent."""
-    _study(session, study_id)
+    study_or_404(session, study_id)
     try:
         r = svc.queue_batch(session, study_id=study_id, theme=body.theme, prompt_ids=body.prompt_ids,
                             seeds=body.seeds)
@@ -72,21 +66,21 @@ def api_queue(study_id: StudyId, body: QueueIn, session: DbSession, user: Curren
 @router.get("/studies/{study_id}/generation", responses=ERRORS)
 def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     """Per-model queued/running/done/failed counts, ETA, exactly what each model runs with, failed clips."""
-    _study(session, study_id)
+    study_or_404(session, study_id)
     return svc.generation_progress(session, study_id=study_id)
 
 
 @router.get("/studies/{study_id}/generation/costs", responses=ERRORS)
 def api_costs(study_id: StudyId, session: DbSession, user: CurrentUser) -> list[dict[str, Any]]:
     """Per model: median and p90 seconds per clip, UNet evaluations, peak memory, device-seconds, speedup."""
-    _study(session, study_id)
+    study_or_404(session, study_id)
     return svc.cost_summary(session, study_id=study_id)
 
 
 @router.post("/studies/{study_id}/generation/retry", response_model=RetryOut, responses=RESPONSES)
 def api_retry(study_id: StudyId, body: RetryIn, session: DbSession, user: CurrentUser) -> RetryOut:
     """Queue failed clips again (all of the study's, or the listed ones)."""
-    _study(session, study_id)
+    study_or_404(session, study_id)
     try:
         return RetryOut(requeued=svc.retry_failed(session, study_id=study_id, clip_ids=body.clip_ids))
     except svc.BrokerUnavailable as exc:

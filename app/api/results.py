@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
-from app.api.studies import StudyId
-from app.models import Study
+from app.api.studies import StudyId, study_or_404
 from app.security import CurrentUser, DbSession
 from app.services.results_cache import get_results
 from app.services.results_data import vote_fingerprint
@@ -13,17 +12,10 @@ from app.services.results_data import vote_fingerprint
 router = APIRouter(tags=["results"])
 
 
-def _study(session, study_id: int) -> Study:
-    study = session.get(Study, study_id)
-    if study is None:
-        raise HTTPException(status_code=404, detail=f"There is no study {study_id}.")
-    return study
-
-
 @router.get("/studies/{study_id}/results")
 def study_results(study_id: StudyId, session: DbSession, _user: CurrentUser, include_flagged: bool = False) -> dict:
     """All statistics of the study (keys documented in ``app.stats.results``), computed once per vote change."""
-    study = _study(session, study_id)
+    study = study_or_404(session, study_id)
     cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
     return {"study": {"id": study.id, "slug": study.slug, "name": study.name, "status": study.status},
             "computed_at": cached.computed_at.isoformat(), "fingerprint": cached.fingerprint.token(),
@@ -33,5 +25,5 @@ def study_results(study_id: StudyId, session: DbSession, _user: CurrentUser, inc
 @router.get("/studies/{study_id}/results/fingerprint")
 def results_fingerprint(study_id: StudyId, session: DbSession, _user: CurrentUser) -> dict:
     """Cheap change detector for the live dashboard: changes whenever a vote or a QC flag does."""
-    fp = vote_fingerprint(session, study_id=_study(session, study_id).id)
+    fp = vote_fingerprint(session, study_id=study_or_404(session, study_id).id)
     return {"fingerprint": fp.token(), "votes": fp.votes}

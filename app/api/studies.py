@@ -183,7 +183,8 @@ def _study_out(session, study: Study) -> StudyOut:
     )
 
 
-def _get_study(session, study_id: int) -> Study:
+def study_or_404(session, study_id: int) -> Study:
+    """The study, or a 404 that says so; shared by every page and API route under /studies/{study_id}."""
     study = study_service.get_study(session, study_id)
     if study is None:
         raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
@@ -257,14 +258,14 @@ def api_create_study(body: StudyCreate, session: DbSession, user: CurrentUser) -
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS)
-def api_get_study(study_id: StudyId, session: DbSession, user: CurrentUser) -> StudyOut:
-    return _study_out(session, _get_study(session, study_id))
+def apistudy_or_404(study_id: StudyId, session: DbSession, user: CurrentUser) -> StudyOut:
+    return _study_out(session, study_or_404(session, study_id))
 
 
 @router.post("/studies/{study_id}/status", response_model=StudyOut, responses=ERRORS)
 def api_set_status(study_id: StudyId, body: StatusIn, session: DbSession, user: CurrentUser) -> StudyOut:
     """Open a study to evaluators, close it, or reopen it (draft → open → closed → open)."""
-    _get_study(session, study_id)
+    study_or_404(session, study_id)
     try:
         study = study_service.set_status(session, study_id=study_id, status=body.status)
     except StudyError as exc:
@@ -279,7 +280,7 @@ def api_get_qc(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict
 
     from app.services.attention import qc_settings
 
-    return asdict(qc_settings(_get_study(session, study_id)))
+    return asdict(qc_settings(study_or_404(session, study_id)))
 
 
 @router.patch("/studies/{study_id}/qc", responses=ERRORS)
@@ -288,7 +289,7 @@ def api_set_qc(study_id: StudyId, body: dict[str, Any], session: DbSession, user
 
     Evaluators are re-judged under the new settings at once; the results follow.
     """
-    _get_study(session, study_id)
+    study_or_404(session, study_id)
     try:
         return study_service.set_qc(session, study_id=study_id, changes=body)
     except StudyError as exc:
@@ -297,7 +298,7 @@ def api_set_qc(study_id: StudyId, body: dict[str, Any], session: DbSession, user
 
 @router.get("/studies/{study_id}/progress", response_model=ProgressOut, responses=ERRORS)
 def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> ProgressOut:
-    _get_study(session, study_id)
+    study_or_404(session, study_id)
     return ProgressOut.model_validate(study_service.study_progress(session, study_id=study_id))
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from app.api.studies import StudyId
+from app.api.studies import StudyId, study_or_404
 from app.config import get_settings
 from app.csrf import verify_csrf
 from app.models import Prompt, User
@@ -36,13 +36,6 @@ def render(request: Request, name: str, user: User, status_code: int = 200, **co
     """Render an admin page: adds the user (for the top bar) and any pending flash message."""
     context.setdefault("flash", request.session.pop(FLASH_KEY, None))
     return templates.TemplateResponse(request, name, {"user": user, **context}, status_code=status_code)
-
-
-def _study_or_404(session, study_id: int):
-    study = study_service.get_study(session, study_id)
-    if study is None:
-        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
-    return study
 
 
 # --- studies list -------------------------------------------------------------------------------------------
@@ -239,7 +232,7 @@ def _render_panels(request: Request, session, study, user) -> list[Markup]:
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser) -> Response:
-    study = _study_or_404(session, study_id)
+    study = study_or_404(session, study_id)
     themes = session.execute(
         select(Prompt.theme, func.count()).where(Prompt.study_id == study.id).group_by(Prompt.theme)
         .order_by(Prompt.theme)
@@ -262,7 +255,7 @@ def study_status_submit(
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     verify_csrf(request, csrf_token)
-    _study_or_404(session, study_id)
+    study_or_404(session, study_id)
     try:
         study = study_service.set_status(session, study_id=study_id, status=status)
     except StudyError as exc:

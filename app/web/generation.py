@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 
-from app.api.studies import MAX_ID, StudyId
+from app.api.studies import MAX_ID, StudyId, study_or_404
 from app.csrf import verify_csrf
 from app.models import Prompt, Study
 from app.security import CurrentUser, DbSession
@@ -54,16 +54,11 @@ def _back(study_id: int) -> RedirectResponse:
     return RedirectResponse(f"/studies/{study_id}#generation", status_code=303)
 
 
-def _check_study(session, study_id: int) -> None:
-    if session.get(Study, study_id) is None:
-        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
-
-
 @router.post("/studies/{study_id}/generation/queue")
 def queue_submit(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
                  theme: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
-    _check_study(session, study_id)
+    study_or_404(session, study_id)
     try:
         result = svc.queue_batch(session, study_id=study_id, theme=theme or None)
     except svc.BrokerUnavailable as exc:
@@ -80,7 +75,7 @@ def retry_submit(request: Request, study_id: StudyId, session: DbSession, user: 
                  clip_id: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
                  csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
-    _check_study(session, study_id)
+    study_or_404(session, study_id)
     try:
         # "is not None": a clip_id of 0 must not mean "every failed clip".
         n = svc.retry_failed(session, study_id=study_id, clip_ids=[clip_id] if clip_id is not None else None)

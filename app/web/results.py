@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from app.api.studies import StudyId
+from app.api.studies import StudyId, study_or_404
 from app.models import Study
 from app.security import AdminUser, CurrentUser, DbSession
 from app.services import exports
@@ -25,13 +25,6 @@ def results_panel(session, study: Study) -> tuple[str, dict]:
     return "results/_panel.html", {"headline": headline, "study_id": study.id}
 
 
-def _study(session, study_id: int) -> Study:
-    study = session.get(Study, study_id)
-    if study is None:
-        raise HTTPException(status_code=404, detail=f"There is no study {study_id}; pick one from the study list.")
-    return study
-
-
 def _flag(value: str | None) -> bool:
     return value not in (None, "", "0", "false", "no")
 
@@ -39,7 +32,7 @@ def _flag(value: str | None) -> bool:
 @router.get("/studies/{study_id}/results", response_class=HTMLResponse)
 def dashboard(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
               include_flagged: str | None = None):
-    study = _study(session, study_id)
+    study = study_or_404(session, study_id)
     view, cached = study_view(session, study=study, include_flagged=_flag(include_flagged))
     return templates.TemplateResponse(request, "results/dashboard.html", {
         "v": view, "user": user, "nav": "studies", "is_admin": user.role == "admin",
@@ -65,28 +58,28 @@ def _export(fn, **kw) -> Response:
 
 @router.get("/studies/{study_id}/export/votes.{fmt}")
 def export_votes(study_id: StudyId, fmt: str, session: DbSession, _admin: AdminUser):
-    return _export(exports.raw_votes, session=session, study=_study(session, study_id), fmt=fmt)
+    return _export(exports.raw_votes, session=session, study=study_or_404(session, study_id), fmt=fmt)
 
 
 @router.get("/studies/{study_id}/export/clips.{fmt}")
 def export_clips(study_id: StudyId, fmt: str, session: DbSession, _admin: AdminUser):
-    return _export(exports.clips_manifest, session=session, study=_study(session, study_id), fmt=fmt)
+    return _export(exports.clips_manifest, session=session, study=study_or_404(session, study_id), fmt=fmt)
 
 
 @router.get("/studies/{study_id}/export/results.json")
 def export_results(study_id: StudyId, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
-    return _export(exports.results_json, session=session, study=_study(session, study_id),
+    return _export(exports.results_json, session=session, study=study_or_404(session, study_id),
                    include_flagged=_flag(include_flagged))
 
 
 @router.get("/studies/{study_id}/export/clean_battle/{criterion}.json")
 def export_clean_battle(study_id: StudyId, criterion: str, session: DbSession, _admin: AdminUser,
                         include_flagged: str | None = None):
-    return _export(exports.clean_battle, session=session, study=_study(session, study_id), criterion=criterion,
+    return _export(exports.clean_battle, session=session, study=study_or_404(session, study_id), criterion=criterion,
                    include_flagged=_flag(include_flagged))
 
 
 @router.get("/studies/{study_id}/export/report.html")
 def export_report(study_id: StudyId, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
-    return _export(exports.html_report, session=session, study=_study(session, study_id),
+    return _export(exports.html_report, session=session, study=study_or_404(session, study_id),
                    include_flagged=_flag(include_flagged))
