@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
+from tests.support.servers import stop_process
 
 PRESETS = ("tiny-lightning-2step", "tiny-animatediff")
 PROMPT = "a red fox running through fresh snow at dawn, cinematic"
@@ -156,12 +157,7 @@ def worker_process(args, tiny_dir: Path, tmp: Path, env: dict[str, str]) -> dict
             raise RuntimeError(f"the worker did not finish {len(states)} clips in {args.worker_timeout}s: {states}")
         t_done = time.perf_counter()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
     with session_scope() as s:
         clips = list(s.scalars(select(Clip).where(Clip.study_id == study_id).order_by(Clip.finished_at)))
         finished = [c.finished_at for c in clips if c.finished_at is not None]
