@@ -71,6 +71,7 @@ def _isolated_settings(monkeypatch, tmp_path) -> Iterator[None]:
 
     reset_limits()  # in-process rate-limit counts must not leak from one test into the next
     yield
+    reset_limits()
     db.reset_engine_cache()
     config.get_settings.cache_clear()
 

@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from app.ratelimit import reset_limits
 from app.services.attention import ensure_attention_pairs
 from tests.factories import make_pairs, make_study
 from tests.reliability.harness import LiveServer, server_env
@@ -15,13 +14,6 @@ from tests.reliability.harness import LiveServer, server_env
 N_EVALUATORS = int(os.environ.get("BLINDPAIR_LOAD_EVALUATORS", "50"))
 VOTES_EACH = 20
 
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    # In-process ASGI calls (the fuzz test) count joins in this process; live servers count their own.
-    reset_limits()
-    yield
-    reset_limits()
 
 
 @pytest.fixture

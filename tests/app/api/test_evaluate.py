@@ -7,16 +7,7 @@ from sqlalchemy import func, select
 
 from app.db import get_sessionmaker
 from app.models import Vote, VoteChoice
-from app.ratelimit import reset_limits
 from tests.factories import make_pairs, make_study
-
-
-@pytest.fixture(autouse=True)
-def _fresh_join_limits():
-    """The join rate limit counts per client address in this process; every TestClient is "testclient"."""
-    reset_limits()
-    yield
-    reset_limits()
 
 
 @pytest.fixture

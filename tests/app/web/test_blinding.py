@@ -15,7 +15,6 @@ from PIL import Image
 from app.config import get_settings
 from app.media.storage import store_bytes
 from app.models import Clip, Pair, Prompt, StudyModel
-from app.ratelimit import reset_limits
 from app.services.attention import ensure_attention_pairs
 from tests.factories import make_study
 
@@ -38,13 +37,6 @@ def _gif_with_metadata(model_name: str, colour) -> bytes:
                    comment=f"generator={model_name}".encode())
     return buf.getvalue()
 
-
-@pytest.fixture(autouse=True)
-def _fresh_join_limits():
-    """The join rate limit counts per client address in this process; every TestClient is "testclient"."""
-    reset_limits()
-    yield
-    reset_limits()
 
 
 @pytest.fixture

@@ -14,17 +14,8 @@ from sqlalchemy import func, select, update
 from app.db import get_sessionmaker
 from app.main import create_app
 from app.models import Assignment, Clip, Evaluator, Vote
-from app.ratelimit import reset_limits
 from app.web.media import strip_gif_metadata
 from tests.factories import gif_bytes, make_pairs, make_study
-
-
-@pytest.fixture(autouse=True)
-def _fresh_join_limits():
-    """The join rate limit counts per client address in this process; every TestClient is "testclient"."""
-    reset_limits()
-    yield
-    reset_limits()
 
 
 @pytest.fixture
