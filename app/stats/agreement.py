@@ -71,11 +71,31 @@ def unit_columns(votes: pd.DataFrame) -> list[str]:
     return ["prompt", "model_a", "model_b"]
 
 
+# The last row of each (criterion, unit, evaluator) key is found with a dense array over the key space while
+# that space is at most this many times the number of rows (and under _DENSE_MAX); sparser keys are sorted.
+_DENSE_PER_ROW = 8
+_DENSE_MAX = 64_000_000
+
+
+def _last_rows(key: np.ndarray) -> np.ndarray:
+    """Positions of the last row of every distinct ``key`` (non-negative ints), in key order.
+
+    A dense ``np.maximum.at`` over the key space is several times faster than sorting millions of keys.
+    """
+    if key.size and int(key.max()) < min(_DENSE_MAX, _DENSE_PER_ROW * key.size + 1024):
+        dtype = np.int32 if key.size < 2**31 else np.int64  # half the memory traffic
+        last = np.full(int(key.max()) + 1, -1, dtype=dtype)
+        np.maximum.at(last, key, np.arange(key.size, dtype=dtype))
+        return last[last >= 0].astype(np.int64)
+    _, first_from_end = np.unique(key[::-1], return_index=True)
+    return key.size - 1 - first_from_end
+
+
 def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict]:
     """{criterion: {"alpha", "n_units", "n_judgements"}} over units judged by at least two evaluators.
 
-    Works on integer codes: one pass finds each evaluator's last judgement per criterion and unit, then per
-    criterion a units x (model_a, model_b, tie) count matrix goes to ``krippendorff_alpha``.
+    Works on integer codes: one pass finds each evaluator's last judgement per criterion and unit, then one
+    ``bincount`` gives every criterion's units x (model_a, model_b, tie) count matrix for ``krippendorff_alpha``.
     """
     units = unit_columns(votes)
     empty = {"alpha": None, "n_units": 0, "n_judgements": 0}
@@ -85,19 +105,19 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
     unit, unit_keys = group_codes(votes, units)
     ev, ev_cats = column_codes(votes["evaluator"])
     w = codes(votes["winner"], WINNERS)
-    n_units, n_ev = len(unit_keys), len(ev_cats) + 1
-    key = (crit * n_units + unit) * n_ev + (ev + 1)
-    _, first_from_end = np.unique(key[::-1], return_index=True)
-    keep = len(key) - 1 - first_from_end  # each evaluator's last judgement of a unit on a criterion
-    crit, unit, w = crit[keep], unit[keep], w[keep]
+    n_crit, n_units, n_ev = len(crit_cats) + 1, len(unit_keys), len(ev_cats) + 1
+    key = (unit * n_ev + (ev + 1)) * n_crit + (crit + 1)  # a vote's rows are neighbours
+    keep = _last_rows(key)  # each evaluator's last judgement of a unit on a criterion
+    keep = keep[w[keep] >= 0]  # a judgement with no valid winner has no value to agree on
+    cell = ((crit[keep] + 1) * n_units + unit[keep]) * 3 + w[keep]
+    counts = np.bincount(cell, minlength=n_crit * n_units * 3).reshape(n_crit, n_units, 3)
     out = {}
     for criterion in criteria:
         if criterion not in crit_cats:
             out[criterion] = dict(empty)
             continue
-        mask = crit == crit_cats.index(criterion)
-        counts = np.bincount(unit[mask] * 3 + w[mask], minlength=n_units * 3).reshape(n_units, 3)
-        multi = counts[counts.sum(axis=1) >= 2]
+        per_unit = counts[crit_cats.index(criterion) + 1]
+        multi = per_unit[per_unit.sum(axis=1) >= 2]
         out[criterion] = {
             "alpha": krippendorff_alpha(value_counts=multi) if len(multi) else None,
             "n_units": int(len(multi)),

@@ -211,7 +211,13 @@ def compute_results(
             groups[group] = ([], [])
 
     agreement_crits = crits + ([OVERALL] if overall is not None else [])
-    agreement = agreement_by_criterion(with_overall, agreement_crits) if len(frame) else {}
+    agreement = {}
+    if len(frame):
+        # Per frame rather than on with_overall: the criteria are disjoint and units keep their order, so the
+        # figures are the same without alpha re-reading a concatenated copy of every row.
+        agreement = agreement_by_criterion(frame, crits)
+        if overall is not None:
+            agreement.update(agreement_by_criterion(overall, [OVERALL]))
 
     ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed) if len(models) > 2 else None
 

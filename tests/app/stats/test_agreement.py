@@ -50,3 +50,21 @@ def test_agreement_in_model_space():
     # Each unit split evenly: worse than chance.
     split = _votes([["model_a", "model_b"], ["model_b", "model_a"], ["model_a", "model_b"]])
     assert agreement_by_criterion(split, ["c"])["c"]["alpha"] < 0
+
+
+def test_last_judgement_counts_when_an_evaluator_changes_their_mind():
+    final = _votes([["model_b", "model_b"], ["model_a", "model_b"], ["tie", "tie"]])
+    earlier = final.iloc[[0]].assign(winner="model_a")  # e0 first said model_a on p0, then model_b
+    got = agreement_by_criterion(pd.concat([earlier, final], ignore_index=True), ["c"])["c"]
+    assert got == agreement_by_criterion(final, ["c"])["c"]
+    assert got["n_judgements"] == 6
+
+
+def test_dense_and_sorted_last_rows_agree(monkeypatch):
+    import app.stats.agreement as agreement
+
+    key = np.random.default_rng(0).integers(0, 50, 500)
+    dense = agreement._last_rows(key)
+    monkeypatch.setattr(agreement, "_DENSE_MAX", 0)
+    assert np.array_equal(dense, agreement._last_rows(key))
+    assert all(key[i] not in key[i + 1:] for i in dense)  # each is its key's last occurrence
