@@ -26,12 +26,14 @@ def preference_table(
     cluster: str | None = "prompt",
     stratify: str | None = None,
     confidence: float = 0.95,
+    weight: str | None = None,
 ) -> pd.DataFrame:
     """One row per cell of ``by`` with wins/ties/shares, intervals and the unadjusted sign-test p-value.
 
     ``cluster``: the column whose values are resampled by the bootstrap (prompts); None or absent means votes
     are resampled independently. ``stratify``: resample clusters within the strata of this column (used for
-    per-theme cells, where the number of prompts per theme is fixed by design).
+    per-theme cells, where the number of prompts per theme is fixed by design). ``weight``: a column saying
+    how many votes each row stands for (``frame.count_rows``); the figures are those of the repeated rows.
     """
     by = list(by)
     if votes.empty:
@@ -40,6 +42,9 @@ def preference_table(
     n_cells = len(keys)
     w = codes(votes["winner"], WINNERS)
     is_a, is_b, is_t = (w == 0), (w == 1), (w == 2)
+    if weight is not None:
+        rows = votes[weight].to_numpy(dtype=float)
+        is_a, is_b, is_t = is_a * rows, is_b * rows, is_t * rows
     wins_a = np.bincount(cells, weights=is_a, minlength=n_cells).astype(np.int64)
     wins_b = np.bincount(cells, weights=is_b, minlength=n_cells).astype(np.int64)
     ties = np.bincount(cells, weights=is_t, minlength=n_cells).astype(np.int64)
@@ -65,7 +70,7 @@ def preference_table(
         n_cl = used.size + int((cl_codes == used.size).any())
         flat = cl_codes.astype(np.int64) * n_cells + cells
         s = np.bincount(flat, weights=is_a, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
-        t = np.bincount(flat, weights=is_a | is_b, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
+        t = np.bincount(flat, weights=is_a + is_b, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
         strata = None
         if stratify and stratify in votes.columns:
             strata = np.zeros(n_cl, dtype=np.int64)

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from app.stats.agreement import agreement_by_criterion
-from app.stats.frame import check_votes, criteria_order, model_order, orient_pairs, same_value
+from app.stats.frame import check_votes, count_rows, criteria_order, model_order, orient_pairs, same_value
 from app.stats.overall import DEFINITION, OVERALL, overall_votes
 from app.stats.pairwise import add_decision, preference_table
 from app.stats.position import position_bias
@@ -117,8 +117,18 @@ def _records(table: pd.DataFrame, lead: list[str], adjusted: list[str]) -> list[
     return out
 
 
-def _pairwise(frame: pd.DataFrame, criteria: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
-    table = preference_table(frame, ["criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed)
+# What the preference tables read of a row: counting rows that agree on these first loses nothing.
+_TABLE_COLUMNS = ("criterion", "model_a", "model_b", "winner", "prompt", "theme", "detail")
+_COUNT = "_rows"
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as counts of rows per combination of ``_TABLE_COLUMNS`` (millions of rows to thousands)."""
+    return count_rows(frame, [c for c in _TABLE_COLUMNS if c in frame.columns], _COUNT)
+
+
+def _pairwise(counts: pd.DataFrame, criteria: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
+    table = preference_table(counts, ["criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed, weight=_COUNT)
     if table.empty:
         return table
     table["_order"] = table["criterion"].map({c: i for i, c in enumerate(criteria)})
@@ -192,20 +202,22 @@ def compute_results(
     models = model_order(frame) if len(frame) else []
     frame = orient_pairs(frame, models)
 
-    table = _pairwise(frame, crits, n_boot=n_boot, seed=seed)
+    counts = _counts(frame)
+    table = _pairwise(counts, crits, n_boot=n_boot, seed=seed)
     criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
 
     overall = overall_votes(frame, crits) if has_vote_id else None
     overall_records: list[dict] = []
     if overall is not None and len(overall):
-        ov = _pairwise(overall, [OVERALL], n_boot=n_boot, seed=seed)
+        overall_counts = _counts(overall)
+        ov = _pairwise(overall_counts, [OVERALL], n_boot=n_boot, seed=seed)
         overall_records = _records(ov, ["criterion"], ["p_holm"])
+        counts = pd.concat([counts, overall_counts], ignore_index=True)
 
-    with_overall = pd.concat([frame, overall]) if overall is not None else frame
     groups: dict[str, tuple[list, list]] = {}
     for group in ("theme", "detail"):
         if group in frame.columns and len(frame):
-            gt = group_table(with_overall, group, n_boot=n_boot, seed=seed, alpha=ALPHA)
+            gt = group_table(counts, group, n_boot=n_boot, seed=seed, alpha=ALPHA, weight=_COUNT)
             groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(groups_differ(gt, group)))
         else:
             groups[group] = ([], [])
@@ -219,7 +231,10 @@ def compute_results(
         if overall is not None:
             agreement.update(agreement_by_criterion(overall, [OVERALL]))
 
-    ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed) if len(models) > 2 else None
+    ratings = None
+    if len(models) > 2:
+        with_overall = pd.concat([frame, overall]) if overall is not None else frame
+        ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed)
 
     n_votes = int(frame["vote_id"].nunique()) if has_vote_id else (len(frame) // max(len(crits), 1))
     return _clean(

@@ -22,11 +22,20 @@ from app.stats.significance import adjust_pvalues
 
 
 def group_table(
-    votes: pd.DataFrame, group: str, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    votes: pd.DataFrame,
+    group: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    weight: str | None = None,
 ) -> pd.DataFrame:
-    """Preference figures per ``group`` (e.g. 'theme', 'detail') x criterion x pair, with ``p_bh``."""
+    """Preference figures per ``group`` (e.g. 'theme', 'detail') x criterion x pair, with ``p_bh``.
+
+    ``weight``: as in ``preference_table`` (rows standing for several votes).
+    """
     table = preference_table(
-        votes, [group, "criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed, stratify=group
+        votes, [group, "criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed, stratify=group, weight=weight
     )
     if table.empty:
         return table.assign(p_bh=pd.Series(dtype=float))

@@ -1,0 +1,35 @@
+"""Counting rows first (``count_rows`` + ``weight=``) must give the very figures of the rows themselves."""
+
+import pandas as pd
+from pandas.testing import assert_frame_equal
+
+from app.stats.frame import check_votes, count_rows
+from app.stats.pairwise import preference_table
+from app.stats.synthetic import synthetic_votes
+from app.stats.themes import group_table
+
+COLS = ["criterion", "model_a", "model_b", "winner", "prompt", "theme", "detail"]
+
+
+def _frame():
+    frame = synthetic_votes(1500, models=("A", "B", "C"), n_prompts=30, seed=4)
+    frame.loc[frame.index[::13], "theme"] = None  # missing values form their own cell
+    return check_votes(frame)
+
+
+def test_count_rows_adds_up_to_the_rows():
+    frame = _frame()
+    counts = count_rows(frame, COLS, "rows")
+    assert counts["rows"].sum() == len(frame)
+    assert len(counts) == len(frame[COLS].drop_duplicates())
+    assert all(isinstance(counts[c].dtype, pd.CategoricalDtype) for c in COLS)
+
+
+def test_weighted_tables_equal_row_tables_bootstrap_included():
+    frame = _frame()
+    counts = count_rows(frame, COLS, "rows")
+    by = ["criterion", "model_a", "model_b"]
+    assert_frame_equal(preference_table(counts, by, n_boot=200, seed=3, weight="rows"),
+                       preference_table(frame, by, n_boot=200, seed=3), check_exact=True)
+    assert_frame_equal(group_table(counts, "theme", n_boot=200, seed=3, weight="rows"),
+                       group_table(frame, "theme", n_boot=200, seed=3), check_exact=True)
