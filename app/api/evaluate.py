@@ -13,20 +13,22 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
-from app.models import Assignment, Clip, Evaluator, Study
+from app.models import Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
 from app.services.assignments import (
     EvaluationError,
+    EvaluatorState,
+    PairView,
     join,
     next_assignment,
-    progress,
     session_quota,
+    study_criteria,
     study_for_invite,
 )
 from app.services.attention import qc_settings
 from app.services.votes import InvalidChoices, submit_vote
-from app.web.evaluator import clip_duration_ms, completion_redirect, evaluator_from_token, evaluator_token
+from app.web.evaluator import completion_redirect, evaluator_token, state_from_token
 
 router = APIRouter(prefix="/evaluate", tags=["evaluate"])
 token_header = APIKeyHeader(name="X-Evaluator-Token", auto_error=False,
@@ -97,12 +99,12 @@ ERRORS = {
 }
 
 
-def _evaluator(session: DbSession, token: Annotated[str | None, Depends(token_header)]) -> Evaluator:
-    evaluator = evaluator_from_token(session, token)
-    if evaluator is None:
+def _evaluator(session: DbSession, token: Annotated[str | None, Depends(token_header)]) -> EvaluatorState:
+    state = state_from_token(session, token)
+    if state is None:
         raise HTTPException(401, "Send the evaluator_token from POST /api/v1/evaluate/join in the X-Evaluator-Token "
                             "header; this one is missing, invalid or expired.")
-    return evaluator
+    return state
 
 
 def _refused(exc: EvaluationError) -> JSONResponse:
@@ -123,41 +125,36 @@ def api_join(body: JoinRequest, request: Request, session: DbSession):
     return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=session_quota(session, study))
 
 
-def _pair_out(session, assignment: Assignment, total: int) -> PairOut:
-    pair = assignment.pair
-    study = session.get(Study, pair.study_id)
-    left, right = session.get(Clip, assignment.left_clip_id), session.get(Clip, assignment.right_clip_id)
+def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
     return PairOut(
-        assignment_token=assignment.token, position=assignment.position, total=max(total, assignment.position),
-        prompt=pair.prompt.text, left_media_url=f"/m/{left.media_token}", right_media_url=f"/m/{right.media_token}",
-        play_ms=max(clip_duration_ms(left), clip_duration_ms(right)),
-        criteria=[CriterionOut(key=c.key, label=c.label, description=c.description) for c in study.criteria],
+        assignment_token=view.token, position=view.position, total=max(state.quota, view.position),
+        prompt=view.prompt, left_media_url=f"/m/{view.left_media_token}",
+        right_media_url=f"/m/{view.right_media_token}", play_ms=view.play_ms,
+        criteria=[CriterionOut(key=c.key, label=c.label, description=c.description)
+                  for c in study_criteria(session, state.study_id)],
     )
 
 
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(session: DbSession, evaluator: Annotated[Evaluator, Depends(_evaluator)]):
+def api_pair(session: DbSession, state: Annotated[EvaluatorState, Depends(_evaluator)]):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
     try:
-        assignment = next_assignment(session, evaluator_id=evaluator.id)
+        view = next_assignment(session, evaluator_id=state.id, state=state)
     except EvaluationError as exc:
         return _refused(exc)
-    where = progress(session, evaluator=evaluator)
-    if assignment is None:
-        study = session.get(Study, evaluator.study_id)
-        return PairResponse(status="done", done=where.done, total=where.total,
-                            completion_code=evaluator.completion_code,
-                            redirect_url=completion_redirect(study, evaluator.completion_code) or None)
-    return PairResponse(status="pair", done=where.done, total=where.total,
-                        pair=_pair_out(session, assignment, where.total))
+    if view is None:
+        return PairResponse(status="done", done=state.done, total=state.quota,
+                            completion_code=state.completion_code,
+                            redirect_url=completion_redirect(state.redirect_url, state.completion_code) or None)
+    return PairResponse(status="pair", done=state.done, total=state.quota, pair=_pair_out(session, view, state))
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, session: DbSession, evaluator: Annotated[Evaluator, Depends(_evaluator)]):
+def api_vote(body: VoteRequest, session: DbSession, state: Annotated[EvaluatorState, Depends(_evaluator)]):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
     try:
-        result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=evaluator.id,
-                             choices=dict(body.choices), client_time_ms=body.client_time_ms)
+        result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
+                             choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
     except EvaluationError as exc:
         return _refused(exc)
     return VoteResponse(status=result.status, completed=result.completed)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, ScalarSelect, case, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
-from app.models import Assignment, Evaluator, Pair, Study, utcnow
-from app.services.attention import is_check_due, pick_check_pair, qc_settings
+from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, utcnow
+from app.services.attention import QCSettings, is_check_due, pick_check_pair, qc_settings, qc_settings_for
 
 # An open assignment counts as load on its pair only this long: an evaluator who closed the tab for good
 # must not keep a pair looking busy forever (it is still theirs to resume).
@@ -127,6 +127,9 @@ def join(
         user_agent=(user_agent or "")[:USER_AGENT_MAX] or None,
         created_at=now,
         consented_at=now,
+        # Set, not left out: the vote path closes sessions with an UPDATE statement, and SQLAlchemy only
+        # carries that into an Evaluator already in the session if the attribute was loaded.
+        completed_at=None,
     )
     session.add(evaluator)
     session.flush()
@@ -140,6 +143,103 @@ def get_evaluator(session: Session, *, public_id: str) -> Evaluator:
     return evaluator
 
 
+@dataclass(frozen=True)
+class EvaluatorState:
+    """An evaluator session and what the rating flow needs of its study, read in one query.
+
+    The hot path (a pair page, a vote) works on this instead of ORM objects: it is one round trip where
+    loading an Evaluator, its Study and counting assignments and pairs took six (see BENCHMARKS.md).
+    """
+
+    id: int
+    study_id: int
+    completed_at: datetime | None
+    completion_code: str
+    flagged: bool
+    flag_reasons: list[str]
+    study_status: str
+    redirect_url: str
+    qc: QCSettings
+    n_pairs: int  # normal pairs in the study
+    had: int  # assignments given so far (open or done)
+    done: int  # assignments answered
+
+    @property
+    def quota(self) -> int:
+        """How many pairs this session rates: the study's quota, or fewer if the study has fewer pairs."""
+        return min(self.qc.max_pairs_per_session, self.n_pairs)
+
+
+@dataclass(frozen=True)
+class PairView:
+    """An assignment with everything its page shows (prompt, both clips' media tokens, size and duration)."""
+
+    id: int
+    token: str
+    position: int
+    pair_id: int
+    kind: str
+    clip_a_id: int
+    left_clip_id: int
+    right_clip_id: int
+    shown_at: datetime
+    prompt: str
+    left_media_token: str
+    right_media_token: str
+    width: int
+    height: int
+    play_ms: int
+
+
+def lock_evaluator(session: Session, evaluator_id: int) -> None:
+    """Serialise one evaluator's requests (two tabs, a double submit) on PostgreSQL with a row lock.
+
+    Taken in its own statement, before anything is counted: under READ COMMITTED the statements after it see
+    whatever the request that held the lock committed. SQLite needs nothing: BEGIN IMMEDIATE already
+    serialises every writing transaction (app/db.py).
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Evaluator.id).where(Evaluator.id == evaluator_id).with_for_update())
+
+
+def _count(*where) -> ScalarSelect:
+    return select(func.count(Assignment.id)).where(*where).scalar_subquery()
+
+
+def evaluator_state(session: Session, *, evaluator_id: int | None = None, public_id: str | None = None,
+                    lock: bool = False) -> EvaluatorState | None:
+    """The evaluator (by id or public id) with its study and counts; ``lock`` serialises its requests first."""
+    if evaluator_id is None and not public_id:
+        return None
+    if lock and session.get_bind().dialect.name != "sqlite":
+        if evaluator_id is None:
+            evaluator_id = session.scalar(select(Evaluator.id).where(Evaluator.public_id == public_id))
+            if evaluator_id is None:
+                return None
+        lock_evaluator(session, evaluator_id)
+    n_pairs = (select(func.count(Pair.id)).where(Pair.study_id == Study.id, Pair.kind == "normal")
+               .scalar_subquery())
+    row = session.execute(
+        select(Evaluator.id, Evaluator.study_id, Evaluator.completed_at, Evaluator.completion_code,
+               Evaluator.flagged, Evaluator.flag_reasons, Study.status, Study.redirect_url, Study.qc,
+               Study.pairs_per_session, Study.sessions_per_invite, n_pairs.label("n_pairs"),
+               _count(Assignment.evaluator_id == Evaluator.id).label("had"),
+               _count(Assignment.evaluator_id == Evaluator.id, Assignment.status == "done").label("done"))
+        .join(Study, Study.id == Evaluator.study_id)
+        .where(Evaluator.id == evaluator_id if evaluator_id is not None else Evaluator.public_id == public_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return EvaluatorState(
+        id=row.id, study_id=row.study_id, completed_at=row.completed_at, completion_code=row.completion_code,
+        flagged=bool(row.flagged), flag_reasons=list(row.flag_reasons or []), study_status=row.status,
+        redirect_url=row.redirect_url or "",
+        qc=qc_settings_for(row.qc, pairs_per_session=row.pairs_per_session,
+                           sessions_per_invite=row.sessions_per_invite),
+        n_pairs=row.n_pairs or 0, had=row.had or 0, done=row.done or 0,
+    )
+
+
 def session_quota(session: Session, study: Study) -> int:
     """How many pairs one session rates: the study's quota, or fewer if the study has fewer pairs."""
     n_pairs = session.scalar(select(func.count(Pair.id)).where(Pair.study_id == study.id, Pair.kind == "normal"))
@@ -147,136 +247,167 @@ def session_quota(session: Session, study: Study) -> int:
 
 
 def progress(session: Session, *, evaluator: Evaluator) -> SessionProgress:
-    study = session.get(Study, evaluator.study_id)
-    done = session.scalar(
-        select(func.count(Assignment.id)).where(Assignment.evaluator_id == evaluator.id, Assignment.status == "done")
-    )
-    return SessionProgress(done=done or 0, total=session_quota(session, study))
+    state = evaluator_state(session, evaluator_id=evaluator.id)
+    return SessionProgress(done=state.done, total=state.quota)
 
 
-def _open_assignment(session: Session, evaluator_id: int) -> Assignment | None:
-    return session.scalar(
-        select(Assignment)
-        .where(Assignment.evaluator_id == evaluator_id, Assignment.status == "open")
+_LEFT, _RIGHT = aliased(Clip), aliased(Clip)
+_VIEW_COLUMNS = (
+    Assignment.id, Assignment.token, Assignment.position, Assignment.pair_id, Pair.kind, Pair.clip_a_id,
+    Assignment.left_clip_id, Assignment.right_clip_id, Assignment.shown_at, Prompt.text,
+    _LEFT.media_token.label("left_media_token"), _RIGHT.media_token.label("right_media_token"),
+    _LEFT.width.label("lw"), _LEFT.height.label("lh"), _RIGHT.width.label("rw"), _RIGHT.height.label("rh"),
+    _LEFT.frames.label("lf"), _LEFT.fps.label("lfps"), _RIGHT.frames.label("rf"), _RIGHT.fps.label("rfps"),
+)
+
+
+def duration_ms(frames: int | None, fps: float | None) -> int:
+    """How long a clip plays once; 0 when its frames or fps are unknown."""
+    if not frames or not fps:
+        return 0
+    return math.ceil(frames * 1000 / fps)
+
+
+def pair_view(session: Session, *, where) -> PairView | None:
+    """The first assignment matching ``where`` (by position), with what its page shows, in one query."""
+    row = session.execute(
+        select(*_VIEW_COLUMNS)
+        .join(Pair, Pair.id == Assignment.pair_id)
+        .join(Prompt, Prompt.id == Pair.prompt_id)
+        .join(_LEFT, _LEFT.id == Assignment.left_clip_id)
+        .join(_RIGHT, _RIGHT.id == Assignment.right_clip_id)
+        .where(where)
         .order_by(Assignment.position)
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        return None
+    return PairView(
+        id=row.id, token=row.token, position=row.position, pair_id=row.pair_id, kind=row.kind,
+        clip_a_id=row.clip_a_id, left_clip_id=row.left_clip_id, right_clip_id=row.right_clip_id,
+        shown_at=row.shown_at, prompt=row.text, left_media_token=row.left_media_token,
+        right_media_token=row.right_media_token,
+        width=row.lw or row.rw or 256, height=row.lh or row.rh or 256,
+        # One number for both sides (the longer clip), so it cannot tell which clip is which.
+        play_ms=max(duration_ms(row.lf, row.lfps), duration_ms(row.rf, row.rfps)),
+    )
+
+
+def study_criteria(session: Session, study_id: int) -> list[Row]:
+    """The study's criteria in page order (key, label, description), as light rows for the pair page."""
+    return list(session.execute(
+        select(Criterion.id, Criterion.key, Criterion.label, Criterion.description)
+        .where(Criterion.study_id == study_id).order_by(Criterion.position)
+    ).all())
+
+
+def _open_assignment(session: Session, evaluator_id: int) -> PairView | None:
+    return pair_view(session, where=(Assignment.evaluator_id == evaluator_id) & (Assignment.status == "open"))
+
+
+def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int) -> int | None:
+    """Among pairs this evaluator has not had, one with the least load (votes + live reservations), at random.
+
+    One query: the load, the pairs already seen and the check prompts are all worked out by the database,
+    which returns the single pair chosen (ties broken by its random()).
+    """
+    seen = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
+    # Open assignments of each pair still count as load for RESERVATION_TTL (index assignments(pair_id, status)).
+    reserved = _count(Assignment.pair_id == Pair.id, Assignment.status == "open",
+                      Assignment.shown_at >= utcnow() - RESERVATION_TTL)
+    # Prompts of the attention checks this evaluator had: a normal pair repeating one (same prompt, same clip
+    # URL) would show that the earlier pair was a check, so such pairs come last.
+    checked = aliased(Pair)
+    check_prompts = (
+        select(checked.prompt_id).join(Assignment, Assignment.pair_id == checked.id)
+        .where(Assignment.evaluator_id == evaluator_id, checked.kind != "normal")
+    )
+    return session.scalar(
+        select(Pair.id)
+        # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
+        .where(Pair.study_id == study_id, Pair.kind == "normal", Pair.id.not_in(seen))
+        .order_by(case((Pair.prompt_id.in_(check_prompts), 1), else_=0), Pair.votes_count + reserved,
+                  func.random())
         .limit(1)
     )
 
 
-def _pick_pair_id(session: Session, *, study: Study, evaluator_id: int) -> int | None:
-    """Among pairs this evaluator has not had, one with the least load (votes + live reservations), at random."""
-    seen = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
-    reserved = (
-        select(Assignment.pair_id, func.count(Assignment.id).label("n"))
-        .where(Assignment.status == "open", Assignment.shown_at >= utcnow() - RESERVATION_TTL)
-        .group_by(Assignment.pair_id)
-        .subquery()
-    )
-    load = Pair.votes_count + func.coalesce(reserved.c.n, 0)
-    # Prompts of the attention checks this evaluator had: a normal pair repeating one (same prompt, same clip
-    # URL) would show that the earlier pair was a check, so such pairs come last.
-    check_prompts = set(session.scalars(
-        select(Pair.prompt_id).join(Assignment, Assignment.pair_id == Pair.id)
-        .where(Assignment.evaluator_id == evaluator_id, Pair.kind != "normal")
-    ))
-    rows = session.execute(
-        select(Pair.id, Pair.prompt_id, load.label("load"))
-        .outerjoin(reserved, reserved.c.pair_id == Pair.id)
-        # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
-        .where(Pair.study_id == study.id, Pair.kind == "normal", Pair.id.not_in(seen))
-    ).all()
-    rows = [r for r in rows if r.prompt_id not in check_prompts] or rows
-    if not rows:
-        return None
-    least = min(r.load for r in rows)
-    return _rng.choice([r.id for r in rows if r.load == least])
-
-
-def _choose_a_left(pair: Pair) -> bool:
+def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
     """Counterbalance: put clip_a on the side it has been on less often; a coin flip when even."""
-    a_right = pair.assigned_count - pair.a_left_count
-    if pair.a_left_count != a_right:
-        return pair.a_left_count < a_right
+    a_right = assigned_count - a_left_count
+    if a_left_count != a_right:
+        return a_left_count < a_right
     return _rng.random() < 0.5
 
 
-def _allocate(session: Session, *, evaluator: Evaluator, pair_id: int, position: int) -> Assignment:
+def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> None:
     # Lock the pair row so concurrent allocations read and bump its counters one after another (Postgres;
     # SQLite transactions are already serialised by BEGIN IMMEDIATE, see app/db.py).
-    pair = session.scalar(
-        select(Pair).where(Pair.id == pair_id).with_for_update().execution_options(populate_existing=True)
-    )
-    a_left = _choose_a_left(pair)
-    pair.assigned_count += 1
-    pair.a_left_count += int(a_left)
+    pair = session.execute(
+        select(Pair.clip_a_id, Pair.clip_b_id, Pair.assigned_count, Pair.a_left_count)
+        .where(Pair.id == pair_id).with_for_update()
+    ).one()
+    a_left = _choose_a_left(pair.assigned_count, pair.a_left_count)
+    session.execute(update(Pair).where(Pair.id == pair_id).values(
+        assigned_count=Pair.assigned_count + 1, a_left_count=Pair.a_left_count + int(a_left)))
     left, right = (pair.clip_a_id, pair.clip_b_id) if a_left else (pair.clip_b_id, pair.clip_a_id)
-    assignment = Assignment(
-        evaluator_id=evaluator.id, pair_id=pair.id, position=position, left_clip_id=left, right_clip_id=right,
+    session.execute(insert(Assignment).values(
+        evaluator_id=evaluator_id, pair_id=pair_id, position=position, left_clip_id=left, right_clip_id=right,
         status="open", shown_at=utcnow(),
-    )
-    session.add(assignment)
-    session.flush()
-    return assignment
+    ))
 
 
-def next_assignment(session: Session, *, evaluator_id: int) -> Assignment | None:
+def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorState | None = None) -> PairView | None:
     """The evaluator's open assignment (resume), else a newly allocated one; ``None`` once the session is done.
 
-    Raises ``StudyNotOpen`` if the study stopped taking answers before this evaluator finished.
+    Raises ``StudyNotOpen`` if the study stopped taking answers before this evaluator finished. ``state`` is
+    the evaluator's state read under ``lock=True`` in this transaction, when the caller has it already.
     """
-    evaluator = session.get(Evaluator, evaluator_id)
-    if evaluator is None:
+    state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
+    if state is None:
         raise UnknownEvaluator("Your session was not found. Open the invite link again to start.")
-    if evaluator.completed_at is not None:
+    if state.completed_at is not None:
         return None
-    study = session.get(Study, evaluator.study_id)
-    current = _open_assignment(session, evaluator.id)
+    # had - done assignments are open: at most one, the page to resume (no query when there is none).
+    current = _open_assignment(session, state.id) if state.had > state.done else None
     if current is not None:
-        if study.status != "open":  # its vote would be refused: say so now, not after the evaluator answers
+        if state.study_status != "open":  # its vote would be refused: say so now, not after the evaluator answers
             raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
         return current
-    had = session.scalar(select(func.count(Assignment.id)).where(Assignment.evaluator_id == evaluator.id)) or 0
-    qc = qc_settings(study)
-    if had >= qc.max_pairs_per_session:
-        return _finish(session, evaluator)
-    if study.status != "open":
+    qc = state.qc
+    if state.had >= qc.max_pairs_per_session:
+        return _finish(session, state.id)
+    if state.study_status != "open":
         raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
     pair_id = None
     # Attention checks take a slot of the session's quota, so "Pair k of N" never changes when one comes up.
-    if qc.enabled and is_check_due(position=had + 1, rate=qc.attention_rate, rng=_rng):
-        check = pick_check_pair(session, evaluator_id=evaluator.id, study_id=study.id, rng=_rng)
+    if qc.enabled and is_check_due(position=state.had + 1, rate=qc.attention_rate, rng=_rng):
+        check = pick_check_pair(session, evaluator_id=state.id, study_id=state.study_id, rng=_rng)
         pair_id = check.id if check is not None else None
     if pair_id is None:
-        pair_id = _pick_pair_id(session, study=study, evaluator_id=evaluator.id)
+        pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id)
     if pair_id is None:  # this evaluator has rated every pair of the study
-        return _finish(session, evaluator)
-    try:
-        with session.begin_nested():
-            return _allocate(session, evaluator=evaluator, pair_id=pair_id, position=had + 1)
-    except IntegrityError:
-        # The same evaluator asked twice at once (two tabs): the other request allocated; give that one.
-        current = _open_assignment(session, evaluator.id)
-        if current is None:
-            raise
-        return current
+        return _finish(session, state.id)
+    # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
+    # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
+    _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
+    return _open_assignment(session, state.id)
 
 
-def _finish(session: Session, evaluator: Evaluator) -> None:
-    if evaluator.completed_at is None:
-        evaluator.completed_at = utcnow()
-        session.flush()
+def _finish(session: Session, evaluator_id: int) -> None:
+    session.execute(update(Evaluator).where(Evaluator.id == evaluator_id, Evaluator.completed_at.is_(None))
+                    .values(completed_at=utcnow()))
     return None
 
 
-def mark_completed_if_done(session: Session, *, evaluator: Evaluator, study: Study) -> bool:
+def mark_completed_if_done(session: Session, *, state: EvaluatorState, done: int) -> bool:
     """After a vote: close the session once its quota is rated (so the completion code shows at once)."""
-    done = session.scalar(
-        select(func.count(Assignment.id)).where(Assignment.evaluator_id == evaluator.id, Assignment.status == "done")
-    )
-    if done >= session_quota(session, study) and evaluator.completed_at is None:
-        evaluator.completed_at = utcnow()
-        session.flush()
-    return evaluator.completed_at is not None
+    if state.completed_at is not None:
+        return True
+    if done >= state.quota:
+        _finish(session, state.id)
+        return True
+    return False
 
 
 def as_utc(value: datetime) -> datetime:

@@ -19,14 +19,16 @@ enter the results (the vote frame only reads ``Pair.kind == 'normal'``).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
@@ -136,13 +138,29 @@ def validate_qc(data: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def qc_settings(study: Study) -> QCSettings:
-    """The study's QC settings: defaults overridden by ``Study.qc``, the limits filled from the study row.
+    """The study's QC settings: defaults overridden by ``Study.qc``, the limits filled from the study row."""
+    return qc_settings_for(study.qc, pairs_per_session=study.pairs_per_session,
+                           sessions_per_invite=study.sessions_per_invite)
+
+
+def qc_settings_for(stored_qc: dict[str, Any] | None, *, pairs_per_session: int,
+                    sessions_per_invite: int | None) -> QCSettings:
+    """``qc_settings`` from the study's columns (the vote path reads them without loading a Study).
 
     Invalid stored values (written around ``validate_qc``) fall back to the defaults rather than breaking
     every evaluator page of the study.
     """
+    key = json.dumps(stored_qc or {}, sort_keys=True, default=str)
+    return _qc_settings(key, pairs_per_session, sessions_per_invite, get_settings().join_rate_limit_per_minute)
+
+
+@lru_cache(maxsize=256)
+def _qc_settings(stored_json: str, pairs_per_session: int, sessions_per_invite: int | None,
+                 default_join_rate: int) -> QCSettings:
+    # Cached: validating the stored settings on every request was measurable on the vote path, and the
+    # result is a pure function of these arguments (QCSettings is frozen).
     stored = {}
-    for key, value in (study.qc or {}).items():
+    for key, value in json.loads(stored_json).items():
         try:
             stored.update(validate_qc({key: value}))
         except QCSettingsError:
@@ -150,10 +168,10 @@ def qc_settings(study: Study) -> QCSettings:
     base = QCSettings(**stored)
     return QCSettings(**{
         **asdict(base),
-        "max_pairs_per_session": base.max_pairs_per_session or study.pairs_per_session,
+        "max_pairs_per_session": base.max_pairs_per_session or pairs_per_session,
         "sessions_per_invite": (base.sessions_per_invite if base.sessions_per_invite is not None
-                                else study.sessions_per_invite or 0),
-        "join_rate_limit_per_minute": base.join_rate_limit_per_minute or get_settings().join_rate_limit_per_minute,
+                                else sessions_per_invite or 0),
+        "join_rate_limit_per_minute": base.join_rate_limit_per_minute or default_join_rate,
     })
 
 
@@ -310,12 +328,28 @@ def _words(key: str) -> str:
     return key.replace("_", " ")
 
 
-def grade_check(pair: Pair, choices_by_criterion_key: dict[str, str], left_clip_id: int) -> list[str]:
+@dataclass(frozen=True)
+class CheckPair:
+    """What grading needs of an attention-check pair: its kind, its original clip and the copy's variant."""
+
+    id: int
+    kind: str
+    clip_a_id: int
+    variant: str
+
+    @classmethod
+    def of(cls, pair: Pair) -> CheckPair:
+        return cls(pair.id, pair.kind, pair.clip_a_id, pair.clip_b.variant if pair.clip_b is not None else "")
+
+
+def grade_check(pair: Pair | CheckPair, choices_by_criterion_key: dict[str, str], left_clip_id: int) -> list[str]:
     """Why this answer to an attention check fails, in words; an empty list means it passed.
 
     ``choices_by_criterion_key`` maps criterion keys to 'left' / 'right' / 'tie' as clicked, and
     ``left_clip_id`` is the clip that was shown on the left (``Assignment.left_clip_id``).
     """
+    if isinstance(pair, Pair):
+        pair = CheckPair.of(pair)
     choices = dict(choices_by_criterion_key)
     if pair.kind == CHECK_SAME:
         not_tie = [k for k, side in choices.items() if side != "tie"]
@@ -326,7 +360,7 @@ def grade_check(pair: Pair, choices_by_criterion_key: dict[str, str], left_clip_
     if pair.kind != CHECK_DEGRADED:
         return []
     original_side = "left" if left_clip_id == pair.clip_a_id else "right"
-    variant = pair.clip_b.variant if pair.clip_b is not None else ""
+    variant = pair.variant or ""
     what = VARIANT_WORDS.get(variant, "a degraded copy")
     expected = [k for k in EXPECTED_WINS.get(variant, ("overall_quality",)) if k in choices]
     if expected:
@@ -344,18 +378,44 @@ def grade_check(pair: Pair, choices_by_criterion_key: dict[str, str], left_clip_
             f"({losses} to {wins} criteria)"]
 
 
-def check_votes(session: Session, *, evaluator_id: int) -> list[tuple[Pair, dict[str, str], int]]:
-    """This evaluator's answered attention checks as (pair, choices by criterion key, left clip id)."""
+@dataclass(frozen=True)
+class AnsweredVote:
+    """One of an evaluator's votes as QC reads it: timing, the pair's kind and what was clicked."""
+
+    id: int
+    time_spent_ms: int
+    too_fast: bool
+    pair: CheckPair
+    left_clip_id: int
+    choices: dict[str, str]  # criterion key -> left | right | tie, as clicked
+
+
+def answered_votes(session: Session, *, evaluator_id: int) -> list[AnsweredVote]:
+    """Every vote of this evaluator with its choices, in one query (QC re-reads them after each vote)."""
+    copy = aliased(Clip)
     rows = session.execute(
-        select(Vote.id, Pair.id, Assignment.left_clip_id, Criterion.key, VoteChoice.side)
+        select(Vote.id, Vote.time_spent_ms, Vote.too_fast, Pair.id, Pair.kind, Pair.clip_a_id, copy.variant,
+               Assignment.left_clip_id, Criterion.key, VoteChoice.side)
         .join(Assignment, Assignment.id == Vote.assignment_id)
         .join(Pair, Pair.id == Vote.pair_id)
-        .join(VoteChoice, VoteChoice.vote_id == Vote.id)
-        .join(Criterion, Criterion.id == VoteChoice.criterion_id)
-        .where(Vote.evaluator_id == evaluator_id, Pair.kind.in_(CHECK_KINDS))
+        .join(copy, copy.id == Pair.clip_b_id)
+        .outerjoin(VoteChoice, VoteChoice.vote_id == Vote.id)
+        .outerjoin(Criterion, Criterion.id == VoteChoice.criterion_id)
+        .where(Vote.evaluator_id == evaluator_id)
         .order_by(Vote.id)
     ).all()
-    grouped: dict[int, tuple[int, int, dict[str, str]]] = {}
-    for vote_id, pair_id, left_clip_id, key, side in rows:
-        grouped.setdefault(vote_id, (pair_id, left_clip_id, {}))[2][key] = side
-    return [(session.get(Pair, pair_id), choices, left) for pair_id, left, choices in grouped.values()]
+    votes: dict[int, AnsweredVote] = {}
+    for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in rows:
+        vote = votes.get(vote_id)
+        if vote is None:
+            pair = CheckPair(pair_id, kind, clip_a_id, variant or "")
+            vote = votes[vote_id] = AnsweredVote(vote_id, spent, bool(fast), pair, left_clip_id, {})
+        if key is not None:
+            vote.choices[key] = side
+    return list(votes.values())
+
+
+def check_votes(session: Session, *, evaluator_id: int) -> list[tuple[CheckPair, dict[str, str], int]]:
+    """This evaluator's answered attention checks as (pair, choices by criterion key, left clip id)."""
+    return [(v.pair, v.choices, v.left_clip_id) for v in answered_votes(session, evaluator_id=evaluator_id)
+            if v.pair.kind in CHECK_KINDS]

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import Evaluator, Pair, Study, Vote, VoteChoice
-from app.services.attention import CHECK_KINDS, QCSettings, check_votes, grade_check, qc_settings
+from app.models import Evaluator, Study
+from app.services.attention import CHECK_KINDS, AnsweredVote, QCSettings, answered_votes, grade_check, qc_settings
 
 
 def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, max_failed: int) -> str | None:
@@ -62,54 +62,58 @@ def straightline_reason(sides: Sequence[str], *, n_votes: int, min_votes: int, s
 
 def evaluate_evaluator(session: Session, *, evaluator_id: int, settings: QCSettings | None = None) -> list[str]:
     """Every reason to flag this evaluator, in words; empty when nothing is wrong or QC is off."""
-    evaluator = session.get(Evaluator, evaluator_id)
-    if evaluator is None:
-        raise ValueError(f"evaluator {evaluator_id} does not exist")
-    settings = settings or qc_settings(session.get(Study, evaluator.study_id))
+    if settings is None:
+        evaluator = session.get(Evaluator, evaluator_id)
+        if evaluator is None:
+            raise ValueError(f"evaluator {evaluator_id} does not exist")
+        settings = qc_settings(session.get(Study, evaluator.study_id))
     if not settings.enabled:
         return []
-    reasons: list[str] = []
+    votes = answered_votes(session, evaluator_id=evaluator_id)
+    return flag_reasons(votes, settings)
 
-    checks = check_votes(session, evaluator_id=evaluator_id)
-    failures = [grade_check(pair, choices, left) for pair, choices, left in checks]
+
+def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[str]:
+    """The three rules applied to one evaluator's votes."""
+    reasons: list[str] = []
+    checks = [v for v in votes if v.pair.kind in CHECK_KINDS]
+    failures = [grade_check(v.pair, v.choices, v.left_clip_id) for v in checks]
     reason = failed_checks_reason(failures, n_checks=len(checks), max_failed=settings.max_failed_checks)
     if reason:
         reasons.append(reason)
 
     # Time and straight-lining are judged on every vote, checks included: a check looks like any pair,
     # so how fast it was answered says as much about care as any other vote.
-    votes = session.execute(
-        select(Vote.id, Vote.time_spent_ms, Vote.too_fast).where(Vote.evaluator_id == evaluator_id)
-    ).all()
-    reason = too_fast_reason([v.time_spent_ms for v in votes], [bool(v.too_fast) for v in votes],
+    reason = too_fast_reason([v.time_spent_ms for v in votes], [v.too_fast for v in votes],
                              min_seconds=settings.min_seconds_per_vote, max_share=settings.max_too_fast_share)
     if reason:
         reasons.append(reason)
 
     # Straight-lining on the real pairs only: on a same-clip check the honest answer is all "tie", and on a
     # degraded check it is all on one side, which would make an attentive evaluator look like a clicker.
-    sides = session.scalars(
-        select(VoteChoice.side)
-        .join(Vote, Vote.id == VoteChoice.vote_id)
-        .join(Pair, Pair.id == Vote.pair_id)
-        .where(Vote.evaluator_id == evaluator_id, Pair.kind.not_in(CHECK_KINDS))
-    ).all()
-    n_real = len({v.id for v in votes}) - len(checks)
-    reason = straightline_reason(sides, n_votes=n_real, min_votes=settings.straightline_min_votes,
+    real = [v for v in votes if v.pair.kind not in CHECK_KINDS]
+    sides = [side for v in real for side in v.choices.values()]
+    reason = straightline_reason(sides, n_votes=len(real), min_votes=settings.straightline_min_votes,
                                  share=settings.straightline_share)
     if reason:
         reasons.append(reason)
     return reasons
 
 
-def refresh_flags(session: Session, *, evaluator_id: int) -> list[str]:
-    """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons."""
-    reasons = evaluate_evaluator(session, evaluator_id=evaluator_id)
-    evaluator = session.get(Evaluator, evaluator_id)
-    if evaluator.flag_reasons != reasons or evaluator.flagged != bool(reasons):
-        evaluator.flag_reasons = reasons
-        evaluator.flagged = bool(reasons)
-        session.flush()
+def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings | None = None,
+                  stored: tuple[bool, list[str]] | None = None) -> list[str]:
+    """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons.
+
+    ``stored`` is the evaluator's current (flagged, reasons) when the caller has read them already: the row
+    is then written only when the outcome changed (the vote path passes it, and most votes change nothing).
+    """
+    reasons = evaluate_evaluator(session, evaluator_id=evaluator_id, settings=settings)
+    if stored is None:
+        evaluator = session.get(Evaluator, evaluator_id)
+        stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
+    if stored != (bool(reasons), reasons):
+        session.execute(update(Evaluator).where(Evaluator.id == evaluator_id)
+                        .values(flagged=bool(reasons), flag_reasons=reasons))
     return reasons
 
 

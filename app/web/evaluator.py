@@ -7,7 +7,6 @@ signed ``bp_eval`` cookie, whose payload is only the evaluator's random public i
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,16 +19,20 @@ from starlette.datastructures import FormData
 
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
-from app.models import Assignment, Clip, Evaluator, Study
+from app.models import Assignment, Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
     EvaluationError,
+    EvaluatorState,
+    PairView,
     check_can_join,
+    evaluator_state,
     join,
     next_assignment,
-    session_quota,
+    pair_view,
+    study_criteria,
     study_for_invite,
 )
 from app.services.attention import qc_settings
@@ -55,16 +58,26 @@ def evaluator_token(evaluator: Evaluator) -> str:
     return _serializer().dumps(evaluator.public_id)
 
 
-def evaluator_from_token(session: Session, token: str | None) -> Evaluator | None:
+def public_id_from_token(token: str | None) -> str | None:
+    """The evaluator's public id inside a signed credential; ``None`` if missing, forged or expired."""
     if not token:
         return None
     try:
         public_id = _serializer().loads(token, max_age=COOKIE_MAX_AGE)
     except BadData:
         return None
-    if not isinstance(public_id, str):
-        return None
-    return session.scalar(select(Evaluator).where(Evaluator.public_id == public_id))
+    return public_id if isinstance(public_id, str) else None
+
+
+def evaluator_from_token(session: Session, token: str | None) -> Evaluator | None:
+    public_id = public_id_from_token(token)
+    return session.scalar(select(Evaluator).where(Evaluator.public_id == public_id)) if public_id else None
+
+
+def state_from_token(session: Session, token: str | None) -> EvaluatorState | None:
+    """The evaluator behind a credential, for the rating routes: locked for this request (see lock_evaluator)."""
+    public_id = public_id_from_token(token)
+    return evaluator_state(session, public_id=public_id, lock=True) if public_id else None
 
 
 def _set_cookie(response: Response, evaluator: Evaluator) -> None:
@@ -74,13 +87,13 @@ def _set_cookie(response: Response, evaluator: Evaluator) -> None:
     )
 
 
-def completion_redirect(study: Study, code: str) -> str:
+def completion_redirect(redirect_url: str, code: str) -> str:
     """The study's redirect URL with the completion code: ``{code}`` is replaced, else ``cc=`` is appended."""
-    if not study.redirect_url:
+    if not redirect_url:
         return ""
-    if "{code}" in study.redirect_url:
-        return study.redirect_url.replace("{code}", code)
-    parts = urlsplit(study.redirect_url)
+    if "{code}" in redirect_url:
+        return redirect_url.replace("{code}", code)
+    parts = urlsplit(redirect_url)
     query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), ("cc", code)])
     return urlunsplit(parts._replace(query=query))
 
@@ -170,36 +183,24 @@ def consent(
     return response
 
 
-def clip_duration_ms(clip: Clip) -> int:
-    if not clip.frames or not clip.fps:
-        return 0
-    return math.ceil(clip.frames * 1000 / clip.fps)
-
-
-def _pair_page(request: Request, session: Session, assignment: Assignment, *, chosen: dict[str, str] | None = None,
-               error: str = "", missing: list[str] | None = None, status: int = 200) -> Response:
-    pair = assignment.pair
-    study = session.get(Study, pair.study_id)
-    left, right = session.get(Clip, assignment.left_clip_id), session.get(Clip, assignment.right_clip_id)
-    width = left.width or right.width or 256
-    height = left.height or right.height or 256
-    total = max(session_quota(session, study), assignment.position)
+def _pair_page(request: Request, session: Session, view: PairView, state: EvaluatorState, *,
+               chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
+               status: int = 200) -> Response:
     context = {
-        "assignment_token": assignment.token,
-        "prompt": pair.prompt.text,
-        "left_src": f"/m/{left.media_token}",
-        "right_src": f"/m/{right.media_token}",
-        "width": width,
-        "height": height,
-        # One number for both sides (the longer clip), so it cannot tell which clip is which.
-        "play_ms": max(clip_duration_ms(left), clip_duration_ms(right)),
-        "criteria": list(study.criteria),
+        "assignment_token": view.token,
+        "prompt": view.prompt,
+        "left_src": f"/m/{view.left_media_token}",
+        "right_src": f"/m/{view.right_media_token}",
+        "width": view.width,
+        "height": view.height,
+        "play_ms": view.play_ms,
+        "criteria": study_criteria(session, state.study_id),
         "sides": SIDE_LABELS,
         "chosen": chosen or {},
         "missing": set(missing or []),
         "error": error,
-        "position": assignment.position,
-        "total": total,
+        "position": view.position,
+        "total": max(state.quota, view.position),
     }
     return templates.TemplateResponse(request, "evaluator/pair.html", context, status_code=status)
 
@@ -210,16 +211,16 @@ def _current(request: Request, session: Session) -> Evaluator | None:
 
 @router.get("/e/pair", response_class=HTMLResponse)
 def pair_page(request: Request, session: DbSession) -> Response:
-    evaluator = _current(request, session)
-    if evaluator is None:
+    state = state_from_token(session, request.cookies.get(COOKIE_NAME))
+    if state is None:
         return _no_session(request)
     try:
-        assignment = next_assignment(session, evaluator_id=evaluator.id)
+        view = next_assignment(session, evaluator_id=state.id, state=state)
     except EvaluationError as exc:
         return _refusal(request, exc)
-    if assignment is None:
+    if view is None:
         return RedirectResponse("/e/done", status_code=303)
-    response = _pair_page(request, session, assignment)
+    response = _pair_page(request, session, view, state)
     response.headers["Cache-Control"] = "no-store"  # Back must not show an old pair as if it were current
     return response
 
@@ -236,18 +237,19 @@ def vote(request: Request, session: DbSession, form: Annotated[FormData, Depends
         verify_csrf(request, str(form.get("csrf_token", "")))
     except HTTPException as exc:
         return _message(request, "Please reload", exc.detail, 403, action="/e/pair")
-    evaluator = _current(request, session)
-    if evaluator is None:
+    state = state_from_token(session, request.cookies.get(COOKIE_NAME))
+    if state is None:
         return _no_session(request)
     choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
     raw_ms = str(form.get("client_time_ms", ""))
     client_ms = int(raw_ms) if raw_ms.isdigit() and len(raw_ms) < 10 else None
+    token = str(form.get("assignment", ""))
     try:
-        submit_vote(session, assignment_token=str(form.get("assignment", "")), evaluator_id=evaluator.id,
-                    choices=choices, client_time_ms=client_ms)
+        submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
+                    client_time_ms=client_ms, state=state)
     except InvalidChoices as exc:
-        assignment = session.scalar(select(Assignment).where(Assignment.token == str(form.get("assignment", ""))))
-        return _pair_page(request, session, assignment, chosen=choices, error=exc.message,
+        view = pair_view(session, where=Assignment.token == token)
+        return _pair_page(request, session, view, state, chosen=choices, error=exc.message,
                           missing=exc.missing + exc.invalid, status=422)
     except EvaluationError as exc:
         return _refusal(request, exc)
@@ -265,5 +267,6 @@ def done(request: Request, session: DbSession) -> Response:
     study = session.get(Study, evaluator.study_id)
     return templates.TemplateResponse(
         request, "evaluator/done.html",
-        {"code": evaluator.completion_code, "redirect": completion_redirect(study, evaluator.completion_code)},
+        {"code": evaluator.completion_code,
+         "redirect": completion_redirect(study.redirect_url, evaluator.completion_code)},
     )

@@ -162,7 +162,7 @@ def test_side_is_random_when_balanced(session):
     for _ in range(40):
         ev = join(session, invite_token=study.invite_token)
         a = next_assignment(session, evaluator_id=ev.id)
-        firsts.append(a.left_clip_id == a.pair.clip_a_id)
+        firsts.append(a.left_clip_id == a.clip_a_id)
     # 40 fair coin flips all equal has probability 2**-39.
     assert 0 < sum(firsts) < 40
 
@@ -223,10 +223,10 @@ def test_attention_checks_take_slots_of_the_quota_without_repeats(session):
         for position in range(1, 5):
             a = next_assignment(session, evaluator_id=ev.id)
             assert a.position == position
-            kinds[a.pair.kind] += 1
-            if a.pair.kind in CHECK_KINDS:
+            kinds[a.kind] += 1
+            if a.kind in CHECK_KINDS:
                 assert position > 1, "a session starts with a real pair"
-                sources.append(a.pair.clip_a_id)
+                sources.append(a.clip_a_id)
             submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study, "tie"))
         assert next_assignment(session, evaluator_id=ev.id) is None
         assert len(sources) == len(set(sources)), "the same clip came back in a second check"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from app.models import Clip, Pair
 from app.services.attention import (
     CHECK_DEGRADED,
     CHECK_SAME,
+    CheckPair,
     QCSettings,
     QCSettingsError,
     check_votes,
@@ -143,7 +143,7 @@ def test_is_check_due_rate_and_first_pair():
 
 
 def _pair(kind, variant=""):
-    return SimpleNamespace(kind=kind, clip_a_id=1, clip_b_id=2, clip_b=SimpleNamespace(variant=variant))
+    return CheckPair(id=1, kind=kind, clip_a_id=1, variant=variant)
 
 
 def test_grade_same_clip():
@@ -231,9 +231,9 @@ def test_a_check_never_repeats_a_prompt_the_evaluator_has_seen_while_others_rema
         assert check.prompt_id != seen.prompt_id
         assign(session, pair=check, evaluator=ev)
         for _ in range(len(normals) - 2):  # every normal pair but the one on the check's prompt
-            pair_id = _pick_pair_id(session, study=study, evaluator_id=ev.id)
+            pair_id = _pick_pair_id(session, study_id=study.id, evaluator_id=ev.id)
             assert session.get(Pair, pair_id).prompt_id != check.prompt_id
             assign(session, pair=session.get(Pair, pair_id), evaluator=ev)
         # only that one is left: it is still served rather than ending the session early
-        last = session.get(Pair, _pick_pair_id(session, study=study, evaluator_id=ev.id))
+        last = session.get(Pair, _pick_pair_id(session, study_id=study.id, evaluator_id=ev.id))
         assert last.prompt_id == check.prompt_id

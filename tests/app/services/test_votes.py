@@ -126,7 +126,7 @@ def test_time_spent_is_measured_by_the_server_and_fast_votes_flagged(session):
     assert fast.too_fast is True
     assert fast.client_time_ms == 24 * 3600 * 1000  # clamped: the client's number is only a hint
     b = next_assignment(session, evaluator_id=ev.id)
-    b.shown_at = utcnow() - timedelta(seconds=30)
+    session.get(Assignment, b.id).shown_at = utcnow() - timedelta(seconds=30)
     session.flush()
     submit_vote(session, assignment_token=b.token, evaluator_id=ev.id, choices=choices)
     slow = session.scalar(select(Vote).where(Vote.assignment_id == b.id))
