@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.criteria import DEFAULT_CRITERIA
 
@@ -37,7 +39,28 @@ def codes(series: pd.Series, categories) -> np.ndarray:
 
 
 def _categorical(series: pd.Series) -> pd.Series:
-    return series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
+    """``series.astype("category")`` (categories sorted), with one hashing pass for Arrow-backed strings.
+
+    pandas' own conversion of Arrow strings dictionary-encodes, then sorts and re-codes every row through an
+    index lookup; encoding with pyarrow and sorting only the dictionary gives the same categorical in about
+    half the time, which on six million rows and ten text columns is over a second.
+    """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series
+    if not isinstance(series.array, pd.arrays.ArrowStringArray):
+        return series.astype("category")
+    arrow = pa.array(series.array)
+    if isinstance(arrow, pa.ChunkedArray):  # e.g. after a concat; chunks would each get their own dictionary
+        arrow = arrow.combine_chunks()
+    encoded = pc.dictionary_encode(arrow)
+    values = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(values, kind="stable")  # the order astype("category") gives: Python's str order
+    rank = np.empty(len(order) + 1, dtype=np.min_scalar_type(-len(order) - 1))  # the codes' final dtype
+    rank[order] = np.arange(len(order))
+    rank[-1] = -1  # missing values (null indices, filled with -1 below) stay missing
+    codes = rank[encoded.indices.fill_null(-1).to_numpy()]
+    categories = pd.Index(values[order], dtype=series.dtype)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories), index=series.index, name=series.name)
 
 
 def check_votes(votes: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +89,7 @@ def check_votes(votes: pd.DataFrame) -> pd.DataFrame:
         if c in out.columns:
             out[c] = _categorical(out[c])
     if "side" in out.columns:
-        side = codes(out["side"], SIDES)
+        side = codes(_categorical(out["side"]), SIDES)
         if (side < 0).any():
             raise VoteFrameError(f"side must be one of {', '.join(SIDES)}; fix or drop the column")
         out["side"] = pd.Categorical.from_codes(side, categories=SIDES)
@@ -87,7 +110,12 @@ def same_value(left: pd.Series, right: pd.Series) -> np.ndarray:
 
 def criteria_order(votes: pd.DataFrame, criteria: list[str] | None = None) -> list[str]:
     """The criteria to analyse: as given, else the defaults' order first and any others as they appear."""
-    present = [str(c) for c in pd.unique(votes["criterion"].astype(object))]
+    crit = votes["criterion"]
+    if isinstance(crit.dtype, pd.CategoricalDtype):  # unique codes, in order of appearance: no object copy
+        names = np.array([*crit.cat.categories.astype(object), np.nan], dtype=object)
+        present = [str(c) for c in names[pd.unique(crit.cat.codes.to_numpy())]]
+    else:
+        present = [str(c) for c in pd.unique(crit.astype(object))]
     if criteria is not None:
         unknown = [c for c in criteria if c not in present]
         if unknown and len(votes):
