@@ -77,8 +77,8 @@ _DENSE_PER_ROW = 8
 _DENSE_MAX = 64_000_000
 
 
-def _last_rows(key: np.ndarray) -> np.ndarray:
-    """Positions of the last row of every distinct ``key`` (non-negative ints), in key order.
+def _last_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(every distinct ``key`` (non-negative ints), ascending; the position of its last row).
 
     A dense ``np.maximum.at`` over the key space is several times faster than sorting millions of keys.
     """
@@ -86,9 +86,17 @@ def _last_rows(key: np.ndarray) -> np.ndarray:
         dtype = np.int32 if key.size < 2**31 else np.int64  # half the memory traffic
         last = np.full(int(key.max()) + 1, -1, dtype=dtype)
         np.maximum.at(last, key, np.arange(key.size, dtype=dtype))
-        return last[last >= 0].astype(np.int64)
-    _, first_from_end = np.unique(key[::-1], return_index=True)
-    return key.size - 1 - first_from_end
+        present = np.flatnonzero(last >= 0)
+        return present, last[present]
+    distinct, first_from_end = np.unique(key[::-1], return_index=True)
+    return distinct, key.size - 1 - first_from_end
+
+
+def _codes_without_copy(series: pd.Series) -> np.ndarray:
+    """Category codes as stored (-1 = missing); other columns are factorised."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.cat.codes.to_numpy()
+    return pd.factorize(series)[0]
 
 
 def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict]:
@@ -103,13 +111,25 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
         return {c: dict(empty) for c in criteria}
     crit, crit_cats = column_codes(votes["criterion"])
     unit, unit_keys = group_codes(votes, units)
-    ev, ev_cats = column_codes(votes["evaluator"])
+    ev = _codes_without_copy(votes["evaluator"])
     w = codes(votes["winner"], WINNERS)
-    n_crit, n_units, n_ev = len(crit_cats) + 1, len(unit_keys), len(ev_cats) + 1
-    key = (unit * n_ev + (ev + 1)) * n_crit + (crit + 1)  # a vote's rows are neighbours
-    keep = _last_rows(key)  # each evaluator's last judgement of a unit on a criterion
-    keep = keep[w[keep] >= 0]  # a judgement with no valid winner has no value to agree on
-    cell = ((crit[keep] + 1) * n_units + unit[keep]) * 3 + w[keep]
+    n_crit, n_units, n_ev = len(crit_cats) + 1, len(unit_keys), int(ev.max(initial=-1)) + 2
+    # (unit, evaluator, criterion) key, built in place in the smallest integer type that holds it
+    key = unit.astype(np.int32 if n_units * n_ev * n_crit < 2**31 else np.int64)
+    for code, size in ((ev, n_ev), (crit, n_crit)):
+        key *= size
+        key += code
+        key += 1
+    # Each evaluator's last judgement of a unit on a criterion; unit and criterion are read back from the key
+    # (in order) rather than gathered from millions of scattered rows.
+    key, last = _last_rows(key)
+    value = w[last]
+    valid = value >= 0  # a judgement with no valid winner has no value to agree on
+    key, value = key[valid], value[valid]
+    cell = key // (n_ev * n_crit)  # the unit
+    cell += (key % n_crit) * n_units  # (criterion code + 1) x units
+    cell *= 3
+    cell += value
     counts = np.bincount(cell, minlength=n_crit * n_units * 3).reshape(n_crit, n_units, 3)
     out = {}
     for criterion in criteria:

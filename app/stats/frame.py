@@ -184,7 +184,7 @@ def _cells(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray
         key += 1
     if total <= 5_000_000:
         present = np.flatnonzero(np.bincount(key, minlength=total))
-        lookup = np.full(total, -1, dtype=np.int64)
+        lookup = np.full(total, -1, dtype=key.dtype)
         lookup[present] = np.arange(present.size)
         cells, uniq = lookup[key], present
     else:

@@ -64,7 +64,9 @@ def test_dense_and_sorted_last_rows_agree(monkeypatch):
     import app.stats.agreement as agreement
 
     key = np.random.default_rng(0).integers(0, 50, 500)
-    dense = agreement._last_rows(key)
+    distinct, last = agreement._last_rows(key)
     monkeypatch.setattr(agreement, "_DENSE_MAX", 0)
-    assert np.array_equal(dense, agreement._last_rows(key))
-    assert all(key[i] not in key[i + 1:] for i in dense)  # each is its key's last occurrence
+    sorted_distinct, sorted_last = agreement._last_rows(key)
+    assert np.array_equal(distinct, sorted_distinct) and np.array_equal(last, sorted_last)
+    assert np.array_equal(distinct, np.unique(key)) and np.array_equal(key[last], distinct)
+    assert all(k not in key[i + 1:] for k, i in zip(distinct, last, strict=True))  # each is its key's last row
