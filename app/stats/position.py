@@ -17,9 +17,8 @@ from app.stats.proportions import proportion_ci
 from app.stats.significance import sign_test
 
 
-def _figures(side: np.ndarray, a_left: np.ndarray | None) -> dict:
-    left = int(np.count_nonzero(side == 0))
-    right = int(np.count_nonzero(side == 1))
+def _figures(left: int, right: int, a_left: int | None, rows: int) -> dict:
+    """Figures from counts: left and right wins, rows with model_a on the left (None: unknown), rows."""
     n = left + right
     lo, hi = proportion_ci(left, n) if n else (None, None)
     return {
@@ -29,7 +28,7 @@ def _figures(side: np.ndarray, a_left: np.ndarray | None) -> dict:
         "rate": left / n if n else None,
         "ci": [lo, hi],
         "p_value": sign_test(left, right) if n else None,
-        "a_left_share": float(a_left.mean()) if a_left is not None and a_left.size else None,
+        "a_left_share": a_left / rows if a_left is not None and rows else None,
     }
 
 
@@ -39,17 +38,27 @@ def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
     return side, a_left
 
 
+def _counts(side: np.ndarray, a_left: np.ndarray | None, group: np.ndarray, n_groups: int) -> list[dict]:
+    """``_figures`` per group (codes 0..n_groups-1; -1 = none), from bincounts rather than a mask per group."""
+    keep = group >= 0
+    side_n = np.bincount(group[keep] * 4 + (side[keep] + 1), minlength=n_groups * 4).reshape(n_groups, 4)
+    rows = side_n.sum(axis=1)
+    a_n = np.bincount(group[keep], weights=a_left[keep], minlength=n_groups) if a_left is not None else None
+    return [_figures(int(side_n[g, 1]), int(side_n[g, 2]), None if a_n is None else int(a_n[g]), int(rows[g]))
+            for g in range(n_groups)]
+
+
 def position_bias(votes: pd.DataFrame, overall: pd.DataFrame | None, criteria: list[str]) -> dict | None:
     """Left-win figures for the per-vote overall decision plus ``by_criterion``; None without a side column."""
     if "side" not in votes.columns:
         return None
     side, a_left = _arrays(votes)
     use_overall = overall is not None and "side" in overall.columns
-    head = _figures(*_arrays(overall)) if use_overall else _figures(side, a_left)
+    head_side, head_left = _arrays(overall) if use_overall else (side, a_left)
+    head = _counts(head_side, head_left, np.zeros(len(head_side), dtype=np.int64), 1)[0]
     head["unit"] = "vote (overall decision)" if use_overall else "vote x criterion"
     crit, cats = column_codes(votes["criterion"])
-    head["by_criterion"] = {}
-    for c in criteria:
-        mask = crit == (cats.index(c) if c in cats else -2)
-        head["by_criterion"][c] = _figures(side[mask], None if a_left is None else a_left[mask])
+    per = _counts(side, a_left, crit, len(cats))
+    none = _counts(side[:0], None if a_left is None else a_left[:0], crit[:0], 1)[0]  # a criterion without rows
+    head["by_criterion"] = {c: per[cats.index(c)] if c in cats else none for c in criteria}
     return head
