@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 TRANSIENT = (TransientLoadError, OperationalError, ConnectionError, TimeoutError)
 
 
-def worker_device() -> str:
-    device = worker_settings().device
+def worker_device(ws=None) -> str:
+    device = (ws or worker_settings()).device
     if device:
         return device
     import torch
@@ -60,12 +60,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None) -> str:
+def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, ws=None) -> str:
     """Generate one clip if it still needs it. Returns the outcome in a word (for logs and tests).
 
     Raises ``RetryLater`` for a transient error while retries remain (the Celery task turns it into a retry).
+    ``ws``: the task's ``worker_settings()``, read once per clip (each read parses the environment and .env).
     """
-    ws = worker_settings()
+    ws = ws or worker_settings()
     max_retries = ws.max_retries if max_retries is None else max_retries
     worker = worker_identity()
     with session_scope() as session:
@@ -84,7 +85,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None) 
 
     try:
         with heartbeating(clip_id, worker, ws.heartbeat_seconds):
-            result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device())
+            result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device(ws))
             stored = store_bytes(result.gif, suffix=".gif")
     except TRANSIENT as exc:
         if retries < max_retries:
@@ -126,7 +127,7 @@ class RetryLater(Exception):
 def generate_clip_task(self, clip_id: int) -> str:
     ws = worker_settings()
     try:
-        return run_clip(clip_id, retries=self.request.retries, max_retries=ws.max_retries)
+        return run_clip(clip_id, retries=self.request.retries, max_retries=ws.max_retries, ws=ws)
     except RetryLater as exc:
         # Exponential backoff with jitter, as Celery's retry_backoff does.
         countdown = ws.retry_backoff_seconds * (2 ** self.request.retries) * random.uniform(0.5, 1.5)
