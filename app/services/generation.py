@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from worker.presets import GenerationConfigError, RunSpec, resolve_run, validate_settings
@@ -308,7 +308,10 @@ def claim_clip(session: Session, *, clip_id: int, worker: str, lease_seconds: fl
                (Clip.status == "queued") | ((Clip.status == "running") & (Clip.heartbeat_at < stale)))
         .values(status="running", claimed_by=worker, heartbeat_at=now, started_at=now, attempts=Clip.attempts + 1),
     )
-    clip = session.get(Clip, clip_id, populate_existing=True)
+    # One SELECT for everything the worker reads next (model, preset, study settings, prompt text): lazy loads
+    # were four more round trips per clip.
+    clip = session.get(Clip, clip_id, populate_existing=True,
+                       options=[joinedload(Clip.model).joinedload(StudyModel.study), joinedload(Clip.prompt)])
     if clip is None:
         return Claim("missing")
     if taken:
@@ -345,19 +348,21 @@ def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, s
         "unet_evals": result.unet_evals, "peak_memory_bytes": result.peak_memory_bytes, "device": result.device,
         "dtype": result.dtype, "generation": result.generation, "finished_at": utcnow(), "heartbeat_at": None,
     }
-    done = _write(
-        session,
-        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values),
-    )
-    if done:
+    # RETURNING says both whether the row was ours and what pairing needs, without reading the row again.
+    done = session.execute(
+        update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running").values(**values)
+        .returning(Clip.study_id, Clip.prompt_id),
+        execution_options={"synchronize_session": False},
+    ).first()
+    if done is not None:
         from app.services.attention import ensure_attention_pairs
         from app.services.pairs import ensure_pairs
 
-        clip = session.get(Clip, clip_id, populate_existing=True)
-        ensure_pairs(session, study_id=clip.study_id, prompt_id=clip.prompt_id)
+        study_id, prompt_id = done
+        ensure_pairs(session, study_id=study_id, prompt_id=prompt_id)
         # Clips made after a study opened need their share of attention checks too (no-op once enough exist).
-        ensure_attention_pairs(session, study_id=clip.study_id)
-    return bool(done)
+        ensure_attention_pairs(session, study_id=study_id)
+    return done is not None
 
 
 def fail_clip(session: Session, *, clip_id: int, worker: str | None, error: str) -> bool:
