@@ -35,17 +35,36 @@ def media_path(storage_name: str) -> Path:
 
 
 def store_bytes(data: bytes, suffix: str = ".gif") -> StoredFile:
-    """Write ``data`` under a fresh random name: temp file, fsync, then rename, so no half file is seen."""
+    """Write ``data`` under a fresh random name: temp file, fsync, rename, fsync of the folder.
+
+    No reader ever sees a half file (the rename is atomic), and once this returns the file survives a crash of
+    the machine: fsync(2) says syncing a file does not sync its directory entry, so without the folder's fsync a
+    power cut could lose the rename while the database row that names the file (committed next) survives.
+    """
     root = media_root()
     name = secrets.token_hex(16) + suffix
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, root / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(root)
     return StoredFile(name, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder to fsync it
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
