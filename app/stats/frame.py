@@ -96,6 +96,15 @@ def check_votes(votes: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def in_list(series: pd.Series, values) -> np.ndarray:
+    """``series.isin(values)`` as a numpy array, by category code for categoricals (no hashing of rows)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        wanted = set(values)
+        hit = np.array([c in wanted for c in series.cat.categories] + [False])  # code -1 (missing): False
+        return hit[series.cat.codes.to_numpy()]
+    return series.isin(values).to_numpy()
+
+
 def same_value(left: pd.Series, right: pd.Series) -> np.ndarray:
     """Elementwise left == right, on codes when both are categoricals over the same categories."""
     if (

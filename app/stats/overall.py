@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app.stats.frame import SIDES, WINNERS, codes, same_value
+from app.stats.frame import SIDES, WINNERS, codes, in_list, same_value
 
 OVERALL = "overall"
 DEFINITION = (
@@ -47,14 +47,14 @@ def overall_votes(votes: pd.DataFrame, criteria: list[str] | None = None) -> pd.
         raise ValueError("the overall aggregate needs a vote_id column to group a vote's criteria")
     frame = votes
     if criteria is not None:
-        keep = votes["criterion"].isin(criteria).to_numpy()
+        keep = in_list(votes["criterion"], criteria)
         frame = votes if keep.all() else votes[keep]  # no copy of every column when nothing is dropped
     if frame.empty:
         return frame.iloc[0:0].assign(criterion=pd.Series(dtype=object))
     vote, first = _votes_of_rows(frame["vote_id"])
     w = codes(frame["winner"], WINNERS)
-    a = np.bincount(vote, weights=(w == 0), minlength=len(first))
-    b = np.bincount(vote, weights=(w == 1), minlength=len(first))
+    won = np.bincount(vote * 4 + (w + 1), minlength=len(first) * 4).reshape(-1, 4)  # slot 0: not a winner
+    a, b = won[:, 1], won[:, 2]
     out = frame.iloc[first].reset_index(drop=True).copy()
     crit = frame["criterion"]
     if isinstance(crit.dtype, pd.CategoricalDtype) and OVERALL in crit.cat.categories:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from app.stats.agreement import agreement_by_criterion
-from app.stats.frame import check_votes, count_rows, criteria_order, model_order, orient_pairs, same_value
+from app.stats.frame import check_votes, count_rows, criteria_order, in_list, model_order, orient_pairs, same_value
 from app.stats.overall import DEFINITION, OVERALL, overall_votes
 from app.stats.pairwise import add_decision, preference_table
 from app.stats.position import position_bias
@@ -197,7 +197,8 @@ def compute_results(
         frame = frame[~flagged]
     crits = criteria_order(frame, criteria)
     # A model compared with itself says nothing about preference (one such battle is in the GenAI-Arena log).
-    frame = frame[frame["criterion"].isin(crits) & ~same_value(frame["model_a"], frame["model_b"])]
+    keep = in_list(frame["criterion"], crits) & ~same_value(frame["model_a"], frame["model_b"])
+    frame = frame if keep.all() else frame[keep]  # no copy of every column when nothing is dropped
     frame = frame.assign(criterion=frame["criterion"].cat.set_categories([*crits, OVERALL]))
     models = model_order(frame) if len(frame) else []
     frame = orient_pairs(frame, models)
