@@ -134,18 +134,34 @@ def criteria_order(votes: pd.DataFrame, criteria: list[str] | None = None) -> li
     return [c for c in default if c in present] + [c for c in present if c not in default]
 
 
+def _value_counts(series: pd.Series) -> pd.Series:
+    """Rows per value (``value_counts``); for a categorical one ``bincount`` of its codes, every category listed."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return series.value_counts()
+    code = series.cat.codes.to_numpy()
+    return pd.Series(np.bincount(code[code >= 0], minlength=len(series.cat.categories)), index=series.cat.categories)
+
+
 def model_order(votes: pd.DataFrame) -> list[str]:
     """Models ordered by how often they are model_a (the study's lower position), then by name.
 
     In a BlindPair study model_a is always the model with the lower position, so this recovers the study's
     order; for external logs it is a stable, documented order.
     """
-    a = votes["model_a"].value_counts()
-    b = votes["model_b"].value_counts()
+    a = _value_counts(votes["model_a"])
+    b = _value_counts(votes["model_b"])
     counts = pd.concat([a.rename("a"), b.rename("b")], axis=1).fillna(0)
     counts = counts[(counts["a"] + counts["b"]) > 0]
     share_a = counts["a"] / (counts["a"] + counts["b"])
     return sorted((str(m) for m in counts.index), key=lambda m: (-share_a[m], m))
+
+
+def _over(series: pd.Series, categories: list, code: np.ndarray | None):
+    """The column as a categorical over exactly ``categories`` (``code``: its codes there, if known)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype) and not dtype.ordered and list(dtype.categories) == list(categories):
+        return series  # already so: no recoding of millions of rows
+    return pd.Categorical.from_codes(codes(series, categories) if code is None else code, categories=categories)
 
 
 def orient_pairs(votes: pd.DataFrame, models: list[str]) -> pd.DataFrame:
@@ -156,10 +172,13 @@ def orient_pairs(votes: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     ra, rb = codes(votes["model_a"], models), codes(votes["model_b"], models)
     out = votes.copy(deep=False)
     swap = ra > rb
-    out["model_a"] = pd.Categorical.from_codes(np.where(swap, rb, ra), categories=models)
-    out["model_b"] = pd.Categorical.from_codes(np.where(swap, ra, rb), categories=models)
+    if not swap.any():  # already oriented (a BlindPair study always is): only the categories may change
+        out["model_a"], out["model_b"] = _over(votes["model_a"], models, ra), _over(votes["model_b"], models, rb)
+    else:
+        out["model_a"] = pd.Categorical.from_codes(np.where(swap, rb, ra), categories=models)
+        out["model_b"] = pd.Categorical.from_codes(np.where(swap, ra, rb), categories=models)
     if "left_model" in out.columns:
-        out["left_model"] = pd.Categorical.from_codes(codes(out["left_model"], models), categories=models)
+        out["left_model"] = _over(out["left_model"], models, None)
     if swap.any():
         w = codes(out["winner"], WINNERS)
         out["winner"] = pd.Categorical.from_codes(np.where(swap, np.array([1, 0, 2])[w], w), categories=WINNERS)
