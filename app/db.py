@@ -102,6 +102,17 @@ def read_session_scope() -> Iterator[Session]:
         session.close()
 
 
+def expire_cached(session: Session, model: type, pk: int, *attrs: str) -> None:
+    """Forget ``attrs`` of the ``model`` row ``pk`` if this session holds it, after a Core UPDATE changed them.
+
+    The rating flow writes with prebuilt Core statements (app/services/assignments.py), which do not update
+    ORM objects; a caller that loaded the row earlier in the session (scripts, tests) then re-reads it.
+    """
+    obj = session.identity_map.get(session.identity_key(model, pk))
+    if obj is not None:
+        session.expire(obj, list(attrs) or None)
+
+
 def get_db() -> Iterator[Session]:
     """FastAPI dependency: one session per request, committed if the handler returns normally."""
     with session_scope() as session:

@@ -14,10 +14,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Row, ScalarSelect, case, func, insert, select, update
+from sqlalchemy import Row, ScalarSelect, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
+from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, utcnow
 from app.services.attention import QCSettings, is_check_due, pick_check_pair, qc_settings, qc_settings_for
 
@@ -127,9 +128,6 @@ def join(
         user_agent=(user_agent or "")[:USER_AGENT_MAX] or None,
         created_at=now,
         consented_at=now,
-        # Set, not left out: the vote path closes sessions with an UPDATE statement, and SQLAlchemy only
-        # carries that into an Evaluator already in the session if the attribute was loaded.
-        completed_at=None,
     )
     session.add(evaluator)
     session.flush()
@@ -191,6 +189,31 @@ class PairView:
     play_ms: int
 
 
+# The rating flow's statements are built once, with bind parameters: building a statement (coercing columns,
+# proxying the columns of aliases, computing its cache key) cost more CPU than running it on SQLite, and
+# these run on every pair page and every vote.
+_LOCK_EVALUATOR = select(Evaluator.id).where(Evaluator.id == bindparam("evaluator_id")).with_for_update()
+_EVALUATOR_ID = select(Evaluator.id).where(Evaluator.public_id == bindparam("public_id"))
+
+
+def _count(*where) -> ScalarSelect:
+    return select(func.count(Assignment.id)).where(*where).scalar_subquery()
+
+
+_STATE = (
+    select(Evaluator.id, Evaluator.study_id, Evaluator.completed_at, Evaluator.completion_code,
+           Evaluator.flagged, Evaluator.flag_reasons, Study.status, Study.redirect_url, Study.qc,
+           Study.pairs_per_session, Study.sessions_per_invite,
+           select(func.count(Pair.id)).where(Pair.study_id == Study.id, Pair.kind == "normal")
+           .scalar_subquery().label("n_pairs"),
+           _count(Assignment.evaluator_id == Evaluator.id).label("had"),
+           _count(Assignment.evaluator_id == Evaluator.id, Assignment.status == "done").label("done"))
+    .join(Study, Study.id == Evaluator.study_id)
+)
+_STATE_BY_ID = _STATE.where(Evaluator.id == bindparam("evaluator_id"))
+_STATE_BY_PUBLIC_ID = _STATE.where(Evaluator.public_id == bindparam("public_id"))
+
+
 def lock_evaluator(session: Session, evaluator_id: int) -> None:
     """Serialise one evaluator's requests (two tabs, a double submit) on PostgreSQL with a row lock.
 
@@ -199,11 +222,7 @@ def lock_evaluator(session: Session, evaluator_id: int) -> None:
     serialises every writing transaction (app/db.py).
     """
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(select(Evaluator.id).where(Evaluator.id == evaluator_id).with_for_update())
-
-
-def _count(*where) -> ScalarSelect:
-    return select(func.count(Assignment.id)).where(*where).scalar_subquery()
+        session.execute(_LOCK_EVALUATOR, {"evaluator_id": evaluator_id})
 
 
 def evaluator_state(session: Session, *, evaluator_id: int | None = None, public_id: str | None = None,
@@ -213,21 +232,14 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
         return None
     if lock and session.get_bind().dialect.name != "sqlite":
         if evaluator_id is None:
-            evaluator_id = session.scalar(select(Evaluator.id).where(Evaluator.public_id == public_id))
+            evaluator_id = session.scalar(_EVALUATOR_ID, {"public_id": public_id})
             if evaluator_id is None:
                 return None
         lock_evaluator(session, evaluator_id)
-    n_pairs = (select(func.count(Pair.id)).where(Pair.study_id == Study.id, Pair.kind == "normal")
-               .scalar_subquery())
-    row = session.execute(
-        select(Evaluator.id, Evaluator.study_id, Evaluator.completed_at, Evaluator.completion_code,
-               Evaluator.flagged, Evaluator.flag_reasons, Study.status, Study.redirect_url, Study.qc,
-               Study.pairs_per_session, Study.sessions_per_invite, n_pairs.label("n_pairs"),
-               _count(Assignment.evaluator_id == Evaluator.id).label("had"),
-               _count(Assignment.evaluator_id == Evaluator.id, Assignment.status == "done").label("done"))
-        .join(Study, Study.id == Evaluator.study_id)
-        .where(Evaluator.id == evaluator_id if evaluator_id is not None else Evaluator.public_id == public_id)
-    ).one_or_none()
+    if evaluator_id is not None:
+        row = session.execute(_STATE_BY_ID, {"evaluator_id": evaluator_id}).one_or_none()
+    else:
+        row = session.execute(_STATE_BY_PUBLIC_ID, {"public_id": public_id}).one_or_none()
     if row is None:
         return None
     return EvaluatorState(
@@ -268,18 +280,24 @@ def duration_ms(frames: int | None, fps: float | None) -> int:
     return math.ceil(frames * 1000 / fps)
 
 
-def pair_view(session: Session, *, where) -> PairView | None:
-    """The first assignment matching ``where`` (by position), with what its page shows, in one query."""
-    row = session.execute(
-        select(*_VIEW_COLUMNS)
-        .join(Pair, Pair.id == Assignment.pair_id)
-        .join(Prompt, Prompt.id == Pair.prompt_id)
-        .join(_LEFT, _LEFT.id == Assignment.left_clip_id)
-        .join(_RIGHT, _RIGHT.id == Assignment.right_clip_id)
-        .where(where)
-        .order_by(Assignment.position)
-        .limit(1)
-    ).one_or_none()
+_VIEW = (
+    select(*_VIEW_COLUMNS)
+    .join(Pair, Pair.id == Assignment.pair_id)
+    .join(Prompt, Prompt.id == Pair.prompt_id)
+    .join(_LEFT, _LEFT.id == Assignment.left_clip_id)
+    .join(_RIGHT, _RIGHT.id == Assignment.right_clip_id)
+)
+_VIEW_OPEN = (_VIEW.where(Assignment.evaluator_id == bindparam("evaluator_id"), Assignment.status == "open")
+              .order_by(Assignment.position).limit(1))
+_VIEW_BY_TOKEN = _VIEW.where(Assignment.token == bindparam("token"))
+
+
+def pair_view(session: Session, *, evaluator_id: int | None = None, token: str | None = None) -> PairView | None:
+    """The evaluator's open assignment, or the assignment with this token, with what its page shows."""
+    if token is not None:
+        row = session.execute(_VIEW_BY_TOKEN, {"token": token}).one_or_none()
+    else:
+        row = session.execute(_VIEW_OPEN, {"evaluator_id": evaluator_id}).one_or_none()
     if row is None:
         return None
     return PairView(
@@ -293,28 +311,30 @@ def pair_view(session: Session, *, where) -> PairView | None:
     )
 
 
+_CRITERIA = (select(Criterion.id, Criterion.key, Criterion.label, Criterion.description)
+             .where(Criterion.study_id == bindparam("study_id")).order_by(Criterion.position))
+
+
 def study_criteria(session: Session, study_id: int) -> list[Row]:
-    """The study's criteria in page order (key, label, description), as light rows for the pair page."""
-    return list(session.execute(
-        select(Criterion.id, Criterion.key, Criterion.label, Criterion.description)
-        .where(Criterion.study_id == study_id).order_by(Criterion.position)
-    ).all())
+    """The study's criteria in page order (id, key, label, description), as light rows."""
+    return list(session.execute(_CRITERIA, {"study_id": study_id}).all())
 
 
 def _open_assignment(session: Session, evaluator_id: int) -> PairView | None:
-    return pair_view(session, where=(Assignment.evaluator_id == evaluator_id) & (Assignment.status == "open"))
+    return pair_view(session, evaluator_id=evaluator_id)
 
 
-def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int) -> int | None:
+def _build_pick() -> Select:
     """Among pairs this evaluator has not had, one with the least load (votes + live reservations), at random.
 
     One query: the load, the pairs already seen and the check prompts are all worked out by the database,
     which returns the single pair chosen (ties broken by its random()).
     """
+    evaluator_id = bindparam("evaluator_id")
     seen = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
     # Open assignments of each pair still count as load for RESERVATION_TTL (index assignments(pair_id, status)).
     reserved = _count(Assignment.pair_id == Pair.id, Assignment.status == "open",
-                      Assignment.shown_at >= utcnow() - RESERVATION_TTL)
+                      Assignment.shown_at >= bindparam("since"))
     # Prompts of the attention checks this evaluator had: a normal pair repeating one (same prompt, same clip
     # URL) would show that the earlier pair was a check, so such pairs come last.
     checked = aliased(Pair)
@@ -322,14 +342,23 @@ def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int) -> int 
         select(checked.prompt_id).join(Assignment, Assignment.pair_id == checked.id)
         .where(Assignment.evaluator_id == evaluator_id, checked.kind != "normal")
     )
-    return session.scalar(
+    return (
         select(Pair.id)
         # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
-        .where(Pair.study_id == study_id, Pair.kind == "normal", Pair.id.not_in(seen))
+        .where(Pair.study_id == bindparam("study_id"), Pair.kind == "normal", Pair.id.not_in(seen))
         .order_by(case((Pair.prompt_id.in_(check_prompts), 1), else_=0), Pair.votes_count + reserved,
                   func.random())
         .limit(1)
     )
+
+
+_PICK = _build_pick()
+
+
+def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int) -> int | None:
+    """The least-loaded pair for this evaluator (see ``_build_pick``); ``None`` when none is left."""
+    return session.scalar(_PICK, {"study_id": study_id, "evaluator_id": evaluator_id,
+                                  "since": utcnow() - RESERVATION_TTL})
 
 
 def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
@@ -340,21 +369,27 @@ def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
     return _rng.random() < 0.5
 
 
+_PAIR_FOR_UPDATE = (select(Pair.clip_a_id, Pair.clip_b_id, Pair.assigned_count, Pair.a_left_count)
+                    .where(Pair.id == bindparam("pair_id")).with_for_update())
+_pairs, _assignments = Pair.__table__, Assignment.__table__
+_BUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
+                  .values(assigned_count=_pairs.c.assigned_count + 1,
+                          a_left_count=_pairs.c.a_left_count + bindparam("a_left")))
+_INSERT_ASSIGNMENT = insert(_assignments)
+
+
 def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> None:
     # Lock the pair row so concurrent allocations read and bump its counters one after another (Postgres;
     # SQLite transactions are already serialised by BEGIN IMMEDIATE, see app/db.py).
-    pair = session.execute(
-        select(Pair.clip_a_id, Pair.clip_b_id, Pair.assigned_count, Pair.a_left_count)
-        .where(Pair.id == pair_id).with_for_update()
-    ).one()
+    pair = session.execute(_PAIR_FOR_UPDATE, {"pair_id": pair_id}).one()
     a_left = _choose_a_left(pair.assigned_count, pair.a_left_count)
-    session.execute(update(Pair).where(Pair.id == pair_id).values(
-        assigned_count=Pair.assigned_count + 1, a_left_count=Pair.a_left_count + int(a_left)))
+    session.execute(_BUMP_ASSIGNED, {"pair_id": pair_id, "a_left": int(a_left)})
+    expire_cached(session, Pair, pair_id, "assigned_count", "a_left_count")
     left, right = (pair.clip_a_id, pair.clip_b_id) if a_left else (pair.clip_b_id, pair.clip_a_id)
-    session.execute(insert(Assignment).values(
-        evaluator_id=evaluator_id, pair_id=pair_id, position=position, left_clip_id=left, right_clip_id=right,
-        status="open", shown_at=utcnow(),
-    ))
+    session.execute(_INSERT_ASSIGNMENT, {
+        "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position, "left_clip_id": left,
+        "right_clip_id": right, "status": "open", "shown_at": utcnow(),
+    })
 
 
 def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorState | None = None) -> PairView | None:
@@ -394,9 +429,15 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     return _open_assignment(session, state.id)
 
 
+_evaluators = Evaluator.__table__
+_FINISH = (update(_evaluators)
+           .where(_evaluators.c.id == bindparam("evaluator_id"), _evaluators.c.completed_at.is_(None))
+           .values(completed_at=bindparam("now")))
+
+
 def _finish(session: Session, evaluator_id: int) -> None:
-    session.execute(update(Evaluator).where(Evaluator.id == evaluator_id, Evaluator.completed_at.is_(None))
-                    .values(completed_at=utcnow()))
+    session.execute(_FINISH, {"evaluator_id": evaluator_id, "now": utcnow()})
+    expire_cached(session, Evaluator, evaluator_id, "completed_at")
     return None
 
 

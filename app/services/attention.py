@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from app.config import get_settings
@@ -390,22 +390,27 @@ class AnsweredVote:
     choices: dict[str, str]  # criterion key -> left | right | tie, as clicked
 
 
+_copy = aliased(Clip)
+# Built once (the vote path runs it after every vote; see app/services/assignments.py on prebuilt statements).
+_ANSWERED = (
+    select(Vote.id, Vote.time_spent_ms, Vote.too_fast, Pair.id, Pair.kind, Pair.clip_a_id, _copy.variant,
+           Assignment.left_clip_id, Criterion.key, VoteChoice.side)
+    .join(Assignment, Assignment.id == Vote.assignment_id)
+    .join(Pair, Pair.id == Vote.pair_id)
+    .join(_copy, _copy.id == Pair.clip_b_id)
+    .outerjoin(VoteChoice, VoteChoice.vote_id == Vote.id)
+    .outerjoin(Criterion, Criterion.id == VoteChoice.criterion_id)
+    .where(Vote.evaluator_id == bindparam("evaluator_id"))
+    .order_by(Vote.id)
+)
+
+
 def answered_votes(session: Session, *, evaluator_id: int) -> list[AnsweredVote]:
     """Every vote of this evaluator with its choices, in one query (QC re-reads them after each vote)."""
-    copy = aliased(Clip)
-    rows = session.execute(
-        select(Vote.id, Vote.time_spent_ms, Vote.too_fast, Pair.id, Pair.kind, Pair.clip_a_id, copy.variant,
-               Assignment.left_clip_id, Criterion.key, VoteChoice.side)
-        .join(Assignment, Assignment.id == Vote.assignment_id)
-        .join(Pair, Pair.id == Vote.pair_id)
-        .join(copy, copy.id == Pair.clip_b_id)
-        .outerjoin(VoteChoice, VoteChoice.vote_id == Vote.id)
-        .outerjoin(Criterion, Criterion.id == VoteChoice.criterion_id)
-        .where(Vote.evaluator_id == evaluator_id)
-        .order_by(Vote.id)
-    ).all()
     votes: dict[int, AnsweredVote] = {}
-    for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in rows:
+    for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in session.execute(
+        _ANSWERED, {"evaluator_id": evaluator_id}
+    ):
         vote = votes.get(vote_id)
         if vote is None:
             pair = CheckPair(pair_id, kind, clip_a_id, variant or "")

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from app.db import expire_cached
 from app.models import Evaluator, Study
 from app.services.attention import CHECK_KINDS, AnsweredVote, QCSettings, answered_votes, grade_check, qc_settings
 
@@ -100,6 +101,11 @@ def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[st
     return reasons
 
 
+_evaluators = Evaluator.__table__
+_SET_FLAGS = (update(_evaluators).where(_evaluators.c.id == bindparam("evaluator_id"))
+              .values(flagged=bindparam("flagged"), flag_reasons=bindparam("reasons")))
+
+
 def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings | None = None,
                   stored: tuple[bool, list[str]] | None = None) -> list[str]:
     """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons.
@@ -112,8 +118,8 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
         evaluator = session.get(Evaluator, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
     if stored != (bool(reasons), reasons):
-        session.execute(update(Evaluator).where(Evaluator.id == evaluator_id)
-                        .values(flagged=bool(reasons), flag_reasons=reasons))
+        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
     return reasons
 
 

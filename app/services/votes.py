@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Pair, Vote, VoteChoice, utcnow
 from app.services.assignments import (
     EvaluationError,
@@ -23,6 +24,7 @@ from app.services.assignments import (
     as_utc,
     evaluator_state,
     mark_completed_if_done,
+    study_criteria,
 )
 from app.services.attention import is_too_fast
 from app.services.qc import refresh_flags
@@ -61,11 +63,34 @@ class SubmitResult:
     choices: dict[str, str] = field(default_factory=dict)
 
 
-def _insert_for(session: Session, model):
-    """The dialect's INSERT, which has ``on_conflict_do_nothing`` (generic ``insert`` does not)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+# Built once with bind parameters (see app/services/assignments.py: building statements cost more than running them).
+_clip_a, _clip_b = aliased(Clip), aliased(Clip)
+_FIND_ASSIGNMENT = (
+    select(Assignment.id, Assignment.evaluator_id, Assignment.status, Assignment.shown_at,
+           Assignment.left_clip_id, Pair.id.label("pair_id"), Pair.clip_a_id,
+           _clip_a.model_id.label("model_a_id"), _clip_b.model_id.label("model_b_id"))
+    .join(Pair, Pair.id == Assignment.pair_id)
+    .join(_clip_a, _clip_a.id == Pair.clip_a_id)
+    .join(_clip_b, _clip_b.id == Pair.clip_b_id)
+    .where(Assignment.token == bindparam("token"))
+)
+_votes, _assignments, _pairs = Vote.__table__, Assignment.__table__, Pair.__table__
+# The dialect's INSERT, which has on_conflict_do_nothing (the generic insert does not).
+_INSERT_VOTE = {
+    name: dialect.insert(_votes).on_conflict_do_nothing(index_elements=["assignment_id"]).returning(_votes.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_MARK_DONE = (update(_assignments).where(_assignments.c.id == bindparam("assignment_id"))
+              .values(status="done", submitted_at=bindparam("now")))
+# The table, not the class: Core sends one executemany (the ORM's bulk insert split rows by their None keys).
+_INSERT_CHOICES = insert(VoteChoice.__table__)
+# In SQL, not in Python: concurrent votes on the same pair must not lose an increment.
+_COUNT_VOTE = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
+               .values(votes_count=_pairs.c.votes_count + 1))
+
+
+def _insert_vote(session: Session):
+    return _INSERT_VOTE["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
 
 
 def validate_choices(criteria: Sequence[Criterion], choices: dict[str, str]) -> dict[str, str]:
@@ -108,16 +133,7 @@ def submit_vote(
     ``state`` is the evaluator's state read under ``lock=True`` in this transaction, when the caller has it.
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
-    clip_a, clip_b = aliased(Clip), aliased(Clip)
-    found = session.execute(
-        select(Assignment.id, Assignment.evaluator_id, Assignment.status, Assignment.shown_at,
-               Assignment.left_clip_id, Pair.id.label("pair_id"), Pair.clip_a_id,
-               clip_a.model_id.label("model_a_id"), clip_b.model_id.label("model_b_id"))
-        .join(Pair, Pair.id == Assignment.pair_id)
-        .join(clip_a, clip_a.id == Pair.clip_a_id)
-        .join(clip_b, clip_b.id == Pair.clip_b_id)
-        .where(Assignment.token == (assignment_token or ""))
-    ).one_or_none()
+    found = session.execute(_FIND_ASSIGNMENT, {"token": assignment_token or ""}).one_or_none()
     if found is None:
         raise UnknownAssignment("This pair was not found. Reload the page to get your current pair.")
     if found.evaluator_id != evaluator_id or state is None:
@@ -126,10 +142,7 @@ def submit_vote(
         return SubmitResult("already_recorded", found.id, completed=state.completed_at is not None)
     if state.study_status != "open":
         raise StudyNotOpen("This study has stopped accepting answers; your answer was not stored.")
-    criteria = session.execute(
-        select(Criterion.id, Criterion.key, Criterion.label)
-        .where(Criterion.study_id == state.study_id).order_by(Criterion.position)
-    ).all()
+    criteria = study_criteria(session, state.study_id)
     clean = validate_choices(criteria, {str(k): (v or "") for k, v in (choices or {}).items()})
 
     now = utcnow()
@@ -139,16 +152,15 @@ def submit_vote(
     # The guard against a double submit is votes.assignment_id's unique index: a second vote for the same
     # assignment inserts nothing and returns no id (ON CONFLICT DO NOTHING, on SQLite and PostgreSQL alike;
     # cheaper than a savepoint around a failing insert). The evaluator's lock makes a racing submit wait.
-    vote_id = session.execute(
-        _insert_for(session, Vote).values(
-            assignment_id=found.id, study_id=state.study_id, evaluator_id=evaluator_id, pair_id=found.pair_id,
-            shown_at=found.shown_at, submitted_at=now, time_spent_ms=spent, client_time_ms=client_time_ms,
-            too_fast=is_too_fast(spent, state.qc),
-        ).on_conflict_do_nothing(index_elements=["assignment_id"]).returning(Vote.id)
-    ).scalar_one_or_none()
+    vote_id = session.execute(_insert_vote(session), {
+        "assignment_id": found.id, "study_id": state.study_id, "evaluator_id": evaluator_id,
+        "pair_id": found.pair_id, "shown_at": found.shown_at, "submitted_at": now, "time_spent_ms": spent,
+        "client_time_ms": client_time_ms, "too_fast": is_too_fast(spent, state.qc),
+    }).scalar_one_or_none()
     if vote_id is None:
         return SubmitResult("already_recorded", found.id, completed=state.completed_at is not None)
-    session.execute(update(Assignment).where(Assignment.id == found.id).values(status="done", submitted_at=now))
+    session.execute(_MARK_DONE, {"assignment_id": found.id, "now": now})
+    expire_cached(session, Assignment, found.id, "status", "submitted_at")
     a_left = found.left_clip_id == found.clip_a_id
     winners = {"a": found.model_a_id, "b": found.model_b_id}
     rows = []
@@ -157,10 +169,9 @@ def submit_vote(
         rows.append({"vote_id": vote_id, "criterion_id": criterion.id, "side": clean[criterion.key],
                      "model_a_id": found.model_a_id, "model_b_id": found.model_b_id, "outcome": outcome,
                      "winner_model_id": winners.get(outcome)})
-    # The table, not the class: Core sends one executemany (the ORM's bulk insert split rows by their None keys).
-    session.execute(insert(VoteChoice.__table__), rows)
-    # In SQL, not in Python: concurrent votes on the same pair must not lose an increment.
-    session.execute(update(Pair).where(Pair.id == found.pair_id).values(votes_count=Pair.votes_count + 1))
+    session.execute(_INSERT_CHOICES, rows)
+    session.execute(_COUNT_VOTE, {"pair_id": found.pair_id})
+    expire_cached(session, Pair, found.pair_id, "votes_count")
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))
     completed = mark_completed_if_done(session, state=state, done=state.done + 1)

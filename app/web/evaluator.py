@@ -19,7 +19,7 @@ from starlette.datastructures import FormData
 
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
-from app.models import Assignment, Evaluator, Study
+from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
 from app.services.assignments import (
@@ -248,7 +248,7 @@ def vote(request: Request, session: DbSession, form: Annotated[FormData, Depends
         submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
                     client_time_ms=client_ms, state=state)
     except InvalidChoices as exc:
-        view = pair_view(session, where=Assignment.token == token)
+        view = pair_view(session, token=token)
         return _pair_page(request, session, view, state, chosen=choices, error=exc.message,
                           missing=exc.missing + exc.invalid, status=422)
     except EvaluationError as exc:
