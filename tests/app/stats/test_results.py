@@ -113,6 +113,17 @@ def test_categorical_input_gives_the_same_results():
     assert compute_results(as_cat, n_boot=100) == compute_results(votes, n_boot=100)
 
 
+def test_text_columns_of_any_storage_and_threaded_encoding_give_the_same_results(monkeypatch):
+    import app.stats.frame as frame_module
+
+    votes = synthetic_votes(500, seed=11)
+    expected = compute_results(votes, n_boot=100)
+    as_object = votes.astype({c: object for c in votes.columns if votes[c].dtype == "str"})
+    assert compute_results(as_object, n_boot=100) == expected
+    monkeypatch.setattr(frame_module, "_PARALLEL_ROWS", 0)  # the thread pool large frames use
+    assert compute_results(votes, n_boot=100) == expected
+
+
 def test_criteria_subset_sets_order_and_overall():
     votes = synthetic_votes(400, seed=12)
     res = compute_results(votes, criteria=["overall_quality", "text_relevance"], n_boot=20)
