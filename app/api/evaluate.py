@@ -99,7 +99,12 @@ ERRORS = {
 }
 
 
-def _evaluator(session: DbSession, token: Annotated[str | None, Depends(token_header)]) -> EvaluatorState:
+EvaluatorToken = Annotated[str | None, Depends(token_header)]
+
+
+def _evaluator(session, token: str | None) -> EvaluatorState:
+    # Called in the route's body rather than as a dependency: a sync dependency is one more hop through the
+    # thread pool, on the two requests every vote makes.
     state = state_from_token(session, token)
     if state is None:
         raise HTTPException(401, "Send the evaluator_token from POST /api/v1/evaluate/join in the X-Evaluator-Token "
@@ -136,8 +141,9 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
 
 
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(session: DbSession, state: Annotated[EvaluatorState, Depends(_evaluator)]):
+def api_pair(session: DbSession, token: EvaluatorToken):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
+    state = _evaluator(session, token)
     try:
         view = next_assignment(session, evaluator_id=state.id, state=state)
     except EvaluationError as exc:
@@ -150,8 +156,9 @@ def api_pair(session: DbSession, state: Annotated[EvaluatorState, Depends(_evalu
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, session: DbSession, state: Annotated[EvaluatorState, Depends(_evaluator)]):
+def api_vote(body: VoteRequest, session: DbSession, token: EvaluatorToken):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
+    state = _evaluator(session, token)
     try:
         result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
                              choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from sqlalchemy import select, text
 
-from app.db import read_session_scope, session_scope
+from app.db import get_sessionmaker, read_session_scope, session_scope
 from app.models import Study
 from tests.factories import make_study
 
@@ -37,3 +37,48 @@ def test_a_write_session_takes_the_write_lock_at_begin(session, engine):
         writer.execute(text("SELECT 1"))
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             _try_write(engine.url.database)
+
+
+def test_writers_of_one_process_queue_and_none_is_lost(session, engine):
+    """Threads that write at once each get the lock in turn (the in-process queue in front of SQLite)."""
+    import threading
+
+    study = make_study(session)
+    session.commit()
+    before = study.votes_per_pair
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        try:
+            for _ in range(20):
+                with session_scope() as s:
+                    s.execute(text("UPDATE studies SET votes_per_pair = votes_per_pair + 1 WHERE id = :i"),
+                              {"i": study.id})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    session.expire_all()
+    assert session.get(Study, study.id).votes_per_pair == before + 8 * 20
+
+
+def test_every_way_out_of_a_write_releases_the_lock(session, engine):
+    """Commit, rollback, an error inside the transaction and a closed session all let the next writer in."""
+    make_study(session)
+    session.commit()
+    with session_scope() as s:
+        s.execute(text("UPDATE studies SET name = 'committed'"))
+    with pytest.raises(RuntimeError), session_scope() as s:
+        s.execute(text("UPDATE studies SET name = 'rolled back'"))
+        raise RuntimeError("the request failed")
+    s = get_sessionmaker()()
+    s.execute(text("UPDATE studies SET name = 'abandoned'"))
+    s.close()  # no commit: the pool rolls back on return
+    with session_scope() as s:  # would wait 30 s if any of the above had kept the lock
+        s.execute(text("UPDATE studies SET name = 'last'"))
+    assert session.scalars(select(Study.name)).one() == "last"
