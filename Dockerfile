@@ -21,6 +21,8 @@ CMD ["sh", "-c", "blindpair db upgrade && exec blindpair serve --host 0.0.0.0 --
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime AS worker
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HOME=/models
 WORKDIR /app
+# gifsicle: worker.gif's lossy LZW, which keeps a 512x512 clip under the pair page's size budget.
+RUN apt-get update && apt-get install -y --no-install-recommends gifsicle && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN pip install -e . && useradd --create-home --uid 1000 blindpair && mkdir -p /data /models \
     && chown blindpair /data /models
