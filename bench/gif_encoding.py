@@ -5,13 +5,17 @@ the media route's response time with caching headers.
     python -m bench.gif_encoding --tiny      # 4 frames at 64x64, seconds
 
 Frames are realistic, not flat colours: real AnimateDiff GIFs from ``../shared/data/animatediff_gifs``
-(256x256, upscaled to 512 with Lanczos; skipped cleanly when the folder is absent) and the CPU demo renderer's
-frames (``app.media.demo_render``). Methods: the product's encoder (``worker.gif.encode_gif``: Pillow, one
-adaptive palette per frame), Pillow with ``optimize=True``, one global palette shared by all frames (with and
-without Floyd-Steinberg dithering), libimagequant per frame (PyPI ``imagequant``, optional) and gifsicle -O3
-on the product's output (PyPI ``pygifsicle`` + the ``gifsicle`` binary, optional). Fidelity is measured on the
-decoded GIF against the RGB frames: mean absolute error, PSNR, and distinct colours per frame against the
-original's (a banding proxy: smooth gradients squeezed into few colours show as bands). The pair page loads
+(256x256, upscaled to 512 with Lanczos; skipped cleanly when the folder is absent; ``--real-limit`` of them,
+spread evenly over the sorted names so that the compare, v1 gallery and v2 MotionLoRA sets all take part)
+and the CPU demo renderer's frames (``app.media.demo_render``). Methods: the product's encoder
+(``worker.gif.encode_gif``: Pillow, one adaptive palette per frame, then gifsicle's lossy LZW at the mildest
+level that fits the size budget), the encoder before it (Pillow alone), Pillow with ``optimize=True``, one
+global palette shared by all frames (with and without Floyd-Steinberg dithering, and with inter-frame
+transparency), libimagequant per frame (PyPI ``imagequant``, optional) and gifsicle on the old encoder's
+output (PyPI ``pygifsicle`` + the ``gifsicle`` binary, optional). Fidelity is measured on the decoded GIF
+against the RGB frames: mean absolute error, PSNR, and distinct colours per frame against the original's.
+Banding is measured on a synthetic sky (a smooth gradient over a busy, moving ground): the worst error of an
+8x8 block's mean in the sky, which dithering or noise cannot hide and a band shows as. The pair page loads
 two GIFs; at 20 Mbit/s that must take under 2 s.
 """
 
@@ -45,8 +49,9 @@ def real_clips(n_frames: int, size: int, limit: int) -> list[tuple[str, list[Ima
     """Up to ``limit`` real AnimateDiff GIFs as RGB frames at ``size`` (looped if shorter); [] if absent."""
     if not SHARED_GIFS.is_dir():
         return []
+    paths = sorted(SHARED_GIFS.glob("*.gif"))
     out = []
-    for path in sorted(SHARED_GIFS.glob("*.gif"))[:limit]:
+    for path in paths[:: max(1, len(paths) // max(1, limit))][:limit]:
         with Image.open(path) as im:
             frames = []
             for i in range(getattr(im, "n_frames", 1)):
@@ -66,6 +71,39 @@ def demo_clips(n_frames: int, size: int) -> list[tuple[str, list[Image.Image]]]:
             for style in ("smooth", "jittery")]
 
 
+def sky_clip(n_frames: int, size: int) -> list[Image.Image]:
+    """The banding test: a smooth sky gradient that brightens slowly, over a busy ground that pans, so the
+    palette must serve both (as in a real landscape) and the sky gets few colours."""
+    rng = np.random.default_rng(0)
+    y = np.linspace(0, 1, size)[:, None, None]
+    sky = np.broadcast_to(np.array([40.0, 90, 170]) + np.array([210.0, 100, -30]) * y, (size, size, 3))
+    ground = rng.integers(0, 256, (max(1, size // 8), max(1, size // 8), 3), dtype=np.uint8)
+    ground = np.asarray(Image.fromarray(ground).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+    frames = []
+    for i in range(n_frames):
+        img = sky + i * 0.3
+        img[size // 2:] = 0.4 * img[size // 2:] + 0.6 * np.roll(ground, i * 3, axis=1)[size // 2:]
+        frames.append(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)))
+    return frames
+
+
+def _block_means(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape[:2]
+    return a.reshape(h // 8, 8, w // 8, 8, 3).mean(axis=(1, 3))
+
+
+def band_error(original: list[Image.Image], data: bytes) -> dict[str, float]:
+    """In the sky (top half): the worst error of an 8x8 block's mean, and distinct colours per frame."""
+    errors, colours = [], []
+    for f, d in zip(original, decode(data), strict=True):
+        h, w = (d.shape[0] // 2) // 8 * 8, d.shape[1] // 8 * 8
+        src = np.asarray(f.convert("RGB"), dtype=np.float64)[:h, :w]
+        out = d[:h, :w].astype(np.float64)
+        errors.append(float(np.abs(_block_means(out) - _block_means(src)).max()))
+        colours.append(distinct_colours(d[: d.shape[0] // 2]))
+    return {"band_error": max(errors), "sky_colours": float(np.mean(colours))}
+
+
 # ----------------------------------------------------------------------------------------------- methods
 
 
@@ -82,18 +120,23 @@ def product(frames: list[Image.Image]) -> bytes:
     return encode_gif(frames, fps=FPS)
 
 
+def before(frames: list[Image.Image]) -> bytes:
+    """The product's encoder until gifsicle joined it: Pillow's adaptive palette per frame, nothing else."""
+    return _save([Image.frombytes("RGB", f.size, f.convert("RGB").tobytes()) for f in frames], optimize=False)
+
+
 def pillow_optimize(frames: list[Image.Image]) -> bytes:
     return _save([f.convert("RGB") for f in frames], optimize=True)
 
 
-def _global_palette(frames: list[Image.Image]) -> Image.Image:
+def _global_palette(frames: list[Image.Image], colors: int = 256) -> Image.Image:
     # The palette is fitted on all frames at once (tiled side by side, downscaled to bound the cost).
     w, h = frames[0].size
     tile = Image.new("RGB", (w * len(frames), h))
     for i, f in enumerate(frames):
         tile.paste(f, (i * w, 0))
     tile = tile.resize((max(1, tile.width // 4), max(1, h // 4)), Image.Resampling.BILINEAR)
-    return tile.quantize(256, method=Image.Quantize.MEDIANCUT)
+    return tile.quantize(colors, method=Image.Quantize.MEDIANCUT)
 
 
 def global_palette(frames: list[Image.Image], dither: bool = True) -> bytes:
@@ -106,6 +149,27 @@ def global_palette_nodither(frames: list[Image.Image]) -> bytes:
     return global_palette(frames, dither=False)
 
 
+def global_palette_transparency(frames: list[Image.Image], tolerance: int = 4) -> bytes:
+    """Shared palette with dither, and a pixel whose source moved by at most ``tolerance`` since it was last
+    drawn stays as shown (the transparent index): inter-frame transparency for LZW to compress."""
+    pal = _global_palette(frames, colors=255)  # index 255 stays free for transparency
+    ref = None
+    out = []
+    for f in frames:
+        idx = np.asarray(f.quantize(palette=pal, dither=Image.Dither.FLOYDSTEINBERG)).copy()
+        src = np.asarray(f.convert("RGB"), dtype=np.int16)
+        if ref is None:
+            ref = src
+        else:
+            keep = np.abs(src - ref).max(axis=2) <= tolerance
+            idx[keep] = 255
+            ref[~keep] = src[~keep]
+        im = Image.fromarray(idx, "P")
+        im.putpalette(pal.getpalette())
+        out.append(im)
+    return _save(out, optimize=False, transparency=255, disposal=1)
+
+
 def imagequant_per_frame(frames: list[Image.Image]) -> bytes:
     import imagequant
 
@@ -114,12 +178,12 @@ def imagequant_per_frame(frames: list[Image.Image]) -> bytes:
 
 
 def gifsicle_o3(frames: list[Image.Image]) -> bytes:
-    """pygifsicle runs the gifsicle binary on a file; the product's GIF goes in, -O3 comes out."""
+    """pygifsicle runs the gifsicle binary on a file; the old encoder's GIF goes in, -O3 comes out."""
     from pygifsicle import gifsicle
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "in.gif"
-        src.write_bytes(product(frames))
+        src.write_bytes(before(frames))
         gifsicle(sources=[str(src)], destination=str(src), optimize=False, options=["-O3"])
         return src.read_bytes()
 
@@ -129,19 +193,24 @@ def gifsicle_lossy(frames: list[Image.Image]) -> bytes:
 
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "in.gif"
-        src.write_bytes(product(frames))
+        src.write_bytes(before(frames))
         gifsicle(sources=[str(src)], destination=str(src), optimize=False, options=["-O3", "--lossy=40"])
         return src.read_bytes()
 
 
 def available_methods() -> tuple[list[tuple[str, Callable]], list[str]]:
     methods: list[tuple[str, Callable]] = [
-        ("product: Pillow adaptive palette per frame (worker.gif.encode_gif)", product),
+        ("product: Pillow adaptive palette per frame + gifsicle lossy, mildest level under 2.4 MB "
+         "(worker.gif.encode_gif)", product),
+        ("before: Pillow adaptive palette per frame, no gifsicle", before),
         ("Pillow adaptive per frame + optimize=True", pillow_optimize),
         ("one global palette, Floyd-Steinberg dither", global_palette),
         ("one global palette, no dither", global_palette_nodither),
+        ("one global palette, dither + inter-frame transparency (source moved <= 4)", global_palette_transparency),
     ]
     tried: list[str] = []
+    if not shutil.which("gifsicle"):
+        tried.append("the gifsicle binary is absent, so the product row is Pillow alone (`apt-get install gifsicle`)")
     try:
         import imagequant  # noqa: F401
 
@@ -152,8 +221,8 @@ def available_methods() -> tuple[list[tuple[str, Callable]], list[str]]:
         import pygifsicle  # noqa: F401
 
         if shutil.which("gifsicle"):
-            methods.append(("product + gifsicle -O3 (PyPI pygifsicle)", gifsicle_o3))
-            methods.append(("product + gifsicle -O3 --lossy=40", gifsicle_lossy))
+            methods.append(("before + gifsicle -O3 (PyPI pygifsicle)", gifsicle_o3))
+            methods.append(("before + gifsicle -O3 --lossy=40", gifsicle_lossy))
         else:
             tried.append("pygifsicle is installed but the gifsicle binary is not (`apt-get install gifsicle`)")
     except ImportError:
@@ -300,6 +369,13 @@ def run(args) -> Report:
             ["method", "encode s", "size MB", "raw / size", "pair page at 20 Mbit/s, s", "MAE (0-255)", "PSNR dB",
              "colours per frame"], rows)
     report.data["encoding"] = results
+    sky = sky_clip(args.frames, args.size)
+    banding = {name: {**band_error(sky, data), "bytes": len(data)} for name, fn in methods for data in [fn(sky)]}
+    report.data["banding"] = banding
+    report.table("banding test: synthetic sky gradient over a busy ground (bench.gif_encoding.sky_clip); a band "
+                 "shows as a large error in an 8x8 block's mean, which dither and noise do not cause",
+                 ["method", "sky: worst 8x8-block mean error (0-255)", "sky: colours per frame", "size MB"],
+                 [[name, b["band_error"], b["sky_colours"], b["bytes"] / 1e6] for name, b in banding.items()])
     product_name = methods[0][0]
     prod = [r for recs in results.values() for r in recs.get(product_name, [])]
     worst_pair = max(2 * r["bytes"] * 8 / LINK_BITS_PER_S for r in prod)
