@@ -220,34 +220,56 @@ def _small_codes(series: pd.Series) -> tuple[np.ndarray, list]:
     return column_codes(series)
 
 
-def _cells(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray, list[list], list[int]]:
-    """(cell of every row, mixed-radix key of every cell, categories per column, radix per column)."""
+# Largest key space numbered with a dense bincount (40 MB of counts); beyond it keys are renumbered first.
+_DENSE_CELLS = 5_000_000
+
+
+def _renumber(key: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct keys, ascending; each row's index among them), for keys in [0, span)."""
+    if span > _DENSE_CELLS:
+        return np.unique(key, return_inverse=True)
+    present = np.flatnonzero(np.bincount(key, minlength=span))
+    lookup = np.full(span, -1, dtype=np.int32 if present.size < 2**31 else np.int64)
+    lookup[present] = np.arange(present.size)
+    return present, lookup[key]
+
+
+def _cells(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[list]]:
+    """(cell of every row, per column the code + 1 of every cell (0 = missing), categories per column).
+
+    Cells are the combinations that occur, numbered in category order, from a mixed-radix key over the
+    codes. When the key space would outgrow ``_DENSE_CELLS`` (many prompts x models x themes ...), the key so
+    far is renumbered over the combinations that occur, which keeps it small and cannot overflow; the
+    renumbering keeps the order, so the cells are the same.
+    """
     parts = [_small_codes(frame[c]) for c in cols]
-    sizes = [len(cats) + 1 for _, cats in parts]
-    total = int(np.prod(sizes, dtype=np.float64))
-    key = np.zeros(len(frame), dtype=np.int32 if total < 2**31 else np.int64)  # int32 halves the memory traffic
-    for (code, _), size in zip(parts, sizes, strict=True):
+    key = np.zeros(len(frame), dtype=np.int32)  # int32 while it fits: half the memory traffic
+    span = 1  # keys are in [0, span)
+    groups: list[tuple[np.ndarray | None, list[int]]] = [(None, [])]  # (renumbering before, radixes folded in)
+    for code, cats in parts:
+        size = len(cats) + 1
+        if span > 1 and span * size > _DENSE_CELLS:
+            present, key = _renumber(key, span)
+            groups.append((present, []))
+            span = present.size
+        if span * size >= 2**31 and key.dtype != np.int64:
+            key = key.astype(np.int64)
         key *= size  # in place: no temporaries of a million rows
         key += code
         key += 1
-    if total <= 5_000_000:
-        present = np.flatnonzero(np.bincount(key, minlength=total))
-        lookup = np.full(total, -1, dtype=key.dtype)
-        lookup[present] = np.arange(present.size)
-        cells, uniq = lookup[key], present
-    else:
-        uniq, cells = np.unique(key, return_inverse=True)
-    return cells, uniq, [cats for _, cats in parts], sizes
-
-
-def _digits(uniq: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Per column, the code + 1 of each cell (0 = missing), undoing the mixed-radix key."""
-    out = []
-    rest = np.asarray(uniq, dtype=np.int64).copy()
-    for size in reversed(sizes):
-        out.append(rest % size)
-        rest //= size
-    return out[::-1]
+        span *= size
+        groups[-1][1].append(size)
+    present, cells = _renumber(key, span)
+    # Undo the keys, last column first: peel a group's radixes, then map back through its renumbering.
+    digits: list[np.ndarray] = []
+    rest = present.astype(np.int64)
+    for before, sizes in reversed(groups):
+        for size in reversed(sizes):
+            digits.append(rest % size)
+            rest = rest // size
+        if before is not None:
+            rest = before[rest].astype(np.int64)
+    return cells, digits[::-1], [cats for _, cats in parts]
 
 
 def group_codes(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
@@ -256,8 +278,7 @@ def group_codes(frame: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray, pd.Da
     Works on category codes with a mixed-radix key, which is several times faster than ``groupby().ngroup()``
     on a million rows. Cells are numbered in category order; missing values form their own cell (None).
     """
-    cells, uniq, cats, sizes = _cells(frame, cols)
-    digits = _digits(uniq, sizes)
+    cells, digits, cats = _cells(frame, cols)
     keys = pd.DataFrame({c: np.array([None, *cat], dtype=object)[d] for c, cat, d in zip(cols, cats, digits,
                                                                                          strict=True)})
     return cells, keys
@@ -271,13 +292,14 @@ def count_rows(frame: pd.DataFrame, cols: list[str], name: str = "count") -> pd.
     (the stratum of a prompt, say) gives what it gives on the rows. Statistics that only add rows up can then
     run on a few thousand counts instead of millions of rows (``preference_table(weight=name)``).
     """
-    cells, uniq, cats, sizes = _cells(frame, cols)
-    last = np.full(len(uniq), -1, dtype=np.int64)
+    cells, digits, cats = _cells(frame, cols)
+    n_cells = len(digits[0]) if digits else int(len(frame) > 0)
+    last = np.full(n_cells, -1, dtype=np.int64)
     np.maximum.at(last, cells, np.arange(len(cells)))
     order = np.argsort(last, kind="stable")
     out = {}
-    for col, cat, digit in zip(cols, cats, _digits(uniq[order], sizes), strict=True):
+    for col, cat, digit in zip(cols, cats, digits, strict=True):
         dtype = frame[col].dtype if isinstance(frame[col].dtype, pd.CategoricalDtype) else pd.CategoricalDtype(cat)
-        out[col] = pd.Categorical.from_codes(digit - 1, dtype=dtype)
-    out[name] = np.bincount(cells, minlength=len(uniq))[order]
+        out[col] = pd.Categorical.from_codes(digit[order] - 1, dtype=dtype)
+    out[name] = np.bincount(cells, minlength=n_cells)[order]
     return pd.DataFrame(out)

@@ -33,3 +33,13 @@ def test_weighted_tables_equal_row_tables_bootstrap_included():
                        preference_table(frame, by, n_boot=200, seed=3), check_exact=True)
     assert_frame_equal(group_table(counts, "theme", n_boot=200, seed=3, weight="rows"),
                        group_table(frame, "theme", n_boot=200, seed=3), check_exact=True)
+
+
+def test_large_key_spaces_are_renumbered_to_the_same_cells(monkeypatch):
+    import app.stats.frame as frame_module
+
+    frame = _frame()
+    counts = count_rows(frame, COLS, "rows")
+    for limit in (1, 50, 1000):  # renumber after nearly every column, then now and then
+        monkeypatch.setattr(frame_module, "_DENSE_CELLS", limit)
+        assert_frame_equal(count_rows(frame, COLS, "rows"), counts, check_exact=True)
