@@ -46,9 +46,9 @@ def codes(series: pd.Series, categories) -> np.ndarray:
 def _categorical(series: pd.Series) -> pd.Series:
     """``series.astype("category")`` (categories sorted), with one hashing pass for Arrow-backed strings.
 
-    pandas' own conversion of Arrow strings dictionary-encodes, then sorts and re-codes every row through an
-    index lookup; encoding with pyarrow and sorting only the dictionary gives the same categorical in about
-    half the time, which on six million rows and ten text columns is over a second.
+    pandas' own conversion of Arrow strings factorises, then re-codes every row through an index lookup of
+    the sorted categories; encoding with pyarrow and sorting only the dictionary gives the same categorical
+    with one pass less over the rows (measured 70-130 ms instead of 120-270 ms per column of six million).
     """
     if isinstance(series.dtype, pd.CategoricalDtype):
         return series

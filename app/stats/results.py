@@ -226,8 +226,8 @@ def compute_results(
     agreement_crits = crits + ([OVERALL] if overall is not None else [])
     agreement = {}
     if len(frame):
-        # Per frame rather than on with_overall: the criteria are disjoint and units keep their order, so the
-        # figures are the same without alpha re-reading a concatenated copy of every row.
+        # Per frame rather than on the two concatenated: the criteria are disjoint and units keep their order,
+        # so the figures are the same without copying every row once more.
         agreement = agreement_by_criterion(frame, crits)
         if overall is not None:
             agreement.update(agreement_by_criterion(overall, [OVERALL]))
