@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
+from app.db import session_scope
 from app.models import Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
@@ -140,28 +141,36 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
     )
 
 
+# The two routes every vote makes open their session in the route's own thread (session_scope) rather than
+# through DbSession: the yield dependency runs its setup and its commit as two more thread-pool hops per
+# request. The commit still happens before the response is sent, and because one thread holds the session
+# from BEGIN to COMMIT, a request waiting for SQLite's write lock can never hold the thread its holder needs.
+
+
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(session: DbSession, token: EvaluatorToken):
+def api_pair(token: EvaluatorToken):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
-    state = _evaluator(session, token)
-    try:
-        view = next_assignment(session, evaluator_id=state.id, state=state)
-    except EvaluationError as exc:
-        return _refused(exc)
-    if view is None:
-        return PairResponse(status="done", done=state.done, total=state.quota,
-                            completion_code=state.completion_code,
-                            redirect_url=completion_redirect(state.redirect_url, state.completion_code) or None)
-    return PairResponse(status="pair", done=state.done, total=state.quota, pair=_pair_out(session, view, state))
+    with session_scope() as session:
+        state = _evaluator(session, token)
+        try:
+            view = next_assignment(session, evaluator_id=state.id, state=state)
+        except EvaluationError as exc:
+            return _refused(exc)
+        if view is None:
+            return PairResponse(status="done", done=state.done, total=state.quota,
+                                completion_code=state.completion_code,
+                                redirect_url=completion_redirect(state.redirect_url, state.completion_code) or None)
+        return PairResponse(status="pair", done=state.done, total=state.quota, pair=_pair_out(session, view, state))
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, session: DbSession, token: EvaluatorToken):
+def api_vote(body: VoteRequest, token: EvaluatorToken):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
-    state = _evaluator(session, token)
-    try:
-        result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
-                             choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
-    except EvaluationError as exc:
-        return _refused(exc)
+    with session_scope() as session:
+        state = _evaluator(session, token)
+        try:
+            result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
+                                 choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
+        except EvaluationError as exc:
+            return _refused(exc)
     return VoteResponse(status=result.status, completed=result.completed)

@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
+from app.db import session_scope
 from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
@@ -209,18 +210,22 @@ def _current(request: Request, session: Session) -> Evaluator | None:
     return evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
 
 
+# /e/pair and /e/vote open their session in the route's thread (see app/api/evaluate.py for why).
+
+
 @router.get("/e/pair", response_class=HTMLResponse)
-def pair_page(request: Request, session: DbSession) -> Response:
-    state = state_from_token(session, request.cookies.get(COOKIE_NAME))
-    if state is None:
-        return _no_session(request)
-    try:
-        view = next_assignment(session, evaluator_id=state.id, state=state)
-    except EvaluationError as exc:
-        return _refusal(request, exc)
-    if view is None:
-        return RedirectResponse("/e/done", status_code=303)
-    response = _pair_page(request, session, view, state)
+def pair_page(request: Request) -> Response:
+    with session_scope() as session:
+        state = state_from_token(session, request.cookies.get(COOKIE_NAME))
+        if state is None:
+            return _no_session(request)
+        try:
+            view = next_assignment(session, evaluator_id=state.id, state=state)
+        except EvaluationError as exc:
+            return _refusal(request, exc)
+        if view is None:
+            return RedirectResponse("/e/done", status_code=303)
+        response = _pair_page(request, session, view, state)
     response.headers["Cache-Control"] = "no-store"  # Back must not show an old pair as if it were current
     return response
 
@@ -230,29 +235,30 @@ async def _form(request: Request) -> FormData:
 
 
 @router.post("/e/vote", response_class=HTMLResponse)
-def vote(request: Request, session: DbSession, form: Annotated[FormData, Depends(_form)]) -> Response:
+def vote(request: Request, form: Annotated[FormData, Depends(_form)]) -> Response:
     # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
     # handler here stalled every other request behind one vote waiting for SQLite's write lock).
     try:
         verify_csrf(request, str(form.get("csrf_token", "")))
     except HTTPException as exc:
         return _message(request, "Please reload", exc.detail, 403, action="/e/pair")
-    state = state_from_token(session, request.cookies.get(COOKIE_NAME))
-    if state is None:
-        return _no_session(request)
     choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
     raw_ms = str(form.get("client_time_ms", ""))
     client_ms = int(raw_ms) if raw_ms.isdigit() and len(raw_ms) < 10 else None
     token = str(form.get("assignment", ""))
-    try:
-        submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
-                    client_time_ms=client_ms, state=state)
-    except InvalidChoices as exc:
-        view = pair_view(session, token=token)
-        return _pair_page(request, session, view, state, chosen=choices, error=exc.message,
-                          missing=exc.missing + exc.invalid, status=422)
-    except EvaluationError as exc:
-        return _refusal(request, exc)
+    with session_scope() as session:
+        state = state_from_token(session, request.cookies.get(COOKIE_NAME))
+        if state is None:
+            return _no_session(request)
+        try:
+            submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
+                        client_time_ms=client_ms, state=state)
+        except InvalidChoices as exc:
+            view = pair_view(session, token=token)
+            return _pair_page(request, session, view, state, chosen=choices, error=exc.message,
+                              missing=exc.missing + exc.invalid, status=422)
+        except EvaluationError as exc:
+            return _refusal(request, exc)
     # Recorded or already recorded: either way the evaluator moves on (Post/Redirect/Get).
     return RedirectResponse("/e/pair", status_code=303)
 
