@@ -159,7 +159,8 @@ def _value_counts(series: pd.Series) -> pd.Series:
     if not isinstance(series.dtype, pd.CategoricalDtype):
         return series.value_counts()
     code = series.cat.codes.to_numpy()
-    return pd.Series(np.bincount(code[code >= 0], minlength=len(series.cat.categories)), index=series.cat.categories)
+    code = code[code >= 0] if code.size and code.min() < 0 else code
+    return pd.Series(np.bincount(code, minlength=len(series.cat.categories)), index=series.cat.categories)
 
 
 def model_order(votes: pd.DataFrame) -> list[str]:

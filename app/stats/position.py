@@ -40,10 +40,12 @@ def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _counts(side: np.ndarray, a_left: np.ndarray | None, group: np.ndarray, n_groups: int) -> list[dict]:
     """``_figures`` per group (codes 0..n_groups-1; -1 = none), from bincounts rather than a mask per group."""
-    keep = group >= 0
-    side_n = np.bincount(group[keep] * 4 + (side[keep] + 1), minlength=n_groups * 4).reshape(n_groups, 4)
+    if group.size and group.min() < 0:
+        keep = group >= 0
+        group, side, a_left = group[keep], side[keep], None if a_left is None else a_left[keep]
+    side_n = np.bincount(group * 4 + (side + 1), minlength=n_groups * 4).reshape(n_groups, 4)
     rows = side_n.sum(axis=1)
-    a_n = np.bincount(group[keep], weights=a_left[keep], minlength=n_groups) if a_left is not None else None
+    a_n = np.bincount(group[a_left], minlength=n_groups) if a_left is not None else None
     return [_figures(int(side_n[g, 1]), int(side_n[g, 2]), None if a_n is None else int(a_n[g]), int(rows[g]))
             for g in range(n_groups)]
 

@@ -152,6 +152,13 @@ def _ratings(frame: pd.DataFrame, models: list[str], criteria: list[str], *, n_b
     return out
 
 
+def _distinct(series: pd.Series) -> int:
+    """``nunique()``; for a categorical from a bincount of its codes."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return int(series.nunique())
+    return int(np.count_nonzero(np.bincount(series.cat.codes.to_numpy().astype(np.int64) + 1)[1:]))
+
+
 def _headline(records: list[dict], models: list[str], ratings: dict | None) -> str:
     if not records:
         return "No votes yet."
@@ -237,15 +244,16 @@ def compute_results(
         with_overall = pd.concat([frame, overall]) if overall is not None else frame
         ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed)
 
-    n_votes = int(frame["vote_id"].nunique()) if has_vote_id else (len(frame) // max(len(crits), 1))
+    # overall has one row per distinct vote_id of the frame (it is built from the same rows)
+    n_votes = len(overall) if overall is not None else (len(frame) // max(len(crits), 1))
     return _clean(
         {
             "models": models,
             "criteria_keys": crits,
             "n_votes": n_votes,
             "n_rows": len(frame),
-            "n_evaluators": int(frame["evaluator"].nunique()) if "evaluator" in frame.columns else None,
-            "n_prompts": int(frame["prompt"].nunique()) if "prompt" in frame.columns else None,
+            "n_evaluators": _distinct(frame["evaluator"]) if "evaluator" in frame.columns else None,
+            "n_prompts": _distinct(frame["prompt"]) if "prompt" in frame.columns else None,
             "excluded_flagged_votes": excluded,
             "include_flagged": include_flagged,
             "alpha": ALPHA,
