@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
@@ -390,18 +390,21 @@ class AnsweredVote:
     choices: dict[str, str]  # criterion key -> left | right | tie, as clicked
 
 
-_copy = aliased(Clip)
-# Built once (the vote path runs it after every vote; see app/services/assignments.py on prebuilt statements).
+_v, _a, _p, _vc, _c = (Vote.__table__, Assignment.__table__, Pair.__table__, VoteChoice.__table__,
+                       Criterion.__table__)
+_copy = Clip.__table__.alias("copy")
+# Built once, on the tables (the vote path runs it after every vote; see app/services/assignments.py).
 _ANSWERED = (
-    select(Vote.id, Vote.time_spent_ms, Vote.too_fast, Pair.id, Pair.kind, Pair.clip_a_id, _copy.variant,
-           Assignment.left_clip_id, Criterion.key, VoteChoice.side)
-    .join(Assignment, Assignment.id == Vote.assignment_id)
-    .join(Pair, Pair.id == Vote.pair_id)
-    .join(_copy, _copy.id == Pair.clip_b_id)
-    .outerjoin(VoteChoice, VoteChoice.vote_id == Vote.id)
-    .outerjoin(Criterion, Criterion.id == VoteChoice.criterion_id)
-    .where(Vote.evaluator_id == bindparam("evaluator_id"))
-    .order_by(Vote.id)
+    select(_v.c.id, _v.c.time_spent_ms, _v.c.too_fast, _p.c.id, _p.c.kind, _p.c.clip_a_id, _copy.c.variant,
+           _a.c.left_clip_id, _c.c.key, _vc.c.side)
+    .select_from(_v)
+    .join(_a, _a.c.id == _v.c.assignment_id)
+    .join(_p, _p.c.id == _v.c.pair_id)
+    .join(_copy, _copy.c.id == _p.c.clip_b_id)
+    .outerjoin(_vc, _vc.c.vote_id == _v.c.id)
+    .outerjoin(_c, _c.c.id == _vc.c.criterion_id)
+    .where(_v.c.evaluator_id == bindparam("evaluator_id"))
+    .order_by(_v.c.id)
 )
 
 

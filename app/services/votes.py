@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Pair, Vote, VoteChoice, utcnow
@@ -64,17 +64,17 @@ class SubmitResult:
 
 
 # Built once with bind parameters (see app/services/assignments.py: building statements cost more than running them).
-_clip_a, _clip_b = aliased(Clip), aliased(Clip)
-_FIND_ASSIGNMENT = (
-    select(Assignment.id, Assignment.evaluator_id, Assignment.status, Assignment.shown_at,
-           Assignment.left_clip_id, Pair.id.label("pair_id"), Pair.clip_a_id,
-           _clip_a.model_id.label("model_a_id"), _clip_b.model_id.label("model_b_id"))
-    .join(Pair, Pair.id == Assignment.pair_id)
-    .join(_clip_a, _clip_a.id == Pair.clip_a_id)
-    .join(_clip_b, _clip_b.id == Pair.clip_b_id)
-    .where(Assignment.token == bindparam("token"))
-)
+_clip_a, _clip_b = Clip.__table__.alias("clip_a"), Clip.__table__.alias("clip_b")
 _votes, _assignments, _pairs = Vote.__table__, Assignment.__table__, Pair.__table__
+_FIND_ASSIGNMENT = (
+    select(_assignments.c.id, _assignments.c.evaluator_id, _assignments.c.status, _assignments.c.shown_at,
+           _assignments.c.left_clip_id, _pairs.c.id.label("pair_id"), _pairs.c.clip_a_id,
+           _clip_a.c.model_id.label("model_a_id"), _clip_b.c.model_id.label("model_b_id"))
+    .join(_pairs, _pairs.c.id == _assignments.c.pair_id)
+    .join(_clip_a, _clip_a.c.id == _pairs.c.clip_a_id)
+    .join(_clip_b, _clip_b.c.id == _pairs.c.clip_b_id)
+    .where(_assignments.c.token == bindparam("token"))
+)
 # The dialect's INSERT, which has on_conflict_do_nothing (the generic insert does not).
 _INSERT_VOTE = {
     name: dialect.insert(_votes).on_conflict_do_nothing(index_elements=["assignment_id"]).returning(_votes.c.id)
