@@ -196,7 +196,7 @@ class PairView:
 _ev, _st, _pr, _as = Evaluator.__table__, Study.__table__, Pair.__table__, Assignment.__table__
 _cr, _pm = Criterion.__table__, Prompt.__table__
 _LOCK_EVALUATOR = select(_ev.c.id).where(_ev.c.id == bindparam("evaluator_id")).with_for_update()
-_EVALUATOR_ID = select(_ev.c.id).where(_ev.c.public_id == bindparam("public_id"))
+_LOCK_BY_PUBLIC_ID = select(_ev.c.id).where(_ev.c.public_id == bindparam("public_id")).with_for_update()
 
 
 def _count(*where) -> ScalarSelect:
@@ -236,11 +236,12 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
     # Core statements do not autoflush: send pending ORM changes of this session (scripts, tests) first.
     session.flush()
     if lock and session.get_bind().dialect.name != "sqlite":
-        if evaluator_id is None:
-            evaluator_id = session.scalar(_EVALUATOR_ID, {"public_id": public_id})
+        if evaluator_id is None:  # find and lock in one statement
+            evaluator_id = session.scalar(_LOCK_BY_PUBLIC_ID, {"public_id": public_id})
             if evaluator_id is None:
                 return None
-        lock_evaluator(session, evaluator_id)
+        else:
+            lock_evaluator(session, evaluator_id)
     if evaluator_id is not None:
         row = session.execute(_STATE_BY_ID, {"evaluator_id": evaluator_id}).one_or_none()
     else:
