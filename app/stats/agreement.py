@@ -17,7 +17,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 
-from app.stats.frame import WINNERS, codes, column_codes, group_codes
+from app.stats.frame import WINNERS, codes, group_codes
 
 
 def krippendorff_alpha(
@@ -109,17 +109,19 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
     empty = {"alpha": None, "n_units": 0, "n_judgements": 0}
     if "evaluator" not in votes.columns or any(c not in votes.columns for c in units) or votes.empty:
         return {c: dict(empty) for c in criteria}
-    crit, crit_cats = column_codes(votes["criterion"])
+    # criteria numbered among those present (an "overall" frame has one): a denser key
+    crit, crit_keys = group_codes(votes, ["criterion"])
     unit, unit_keys = group_codes(votes, units)
     ev = _codes_without_copy(votes["evaluator"])
     w = codes(votes["winner"], WINNERS)
-    n_crit, n_units, n_ev = len(crit_cats) + 1, len(unit_keys), int(ev.max(initial=-1)) + 2
+    n_crit, n_units, n_ev = len(crit_keys), len(unit_keys), int(ev.max(initial=-1)) + 2
     # (unit, evaluator, criterion) key, built in place in the smallest integer type that holds it
     key = unit.astype(np.int32 if n_units * n_ev * n_crit < 2**31 else np.int64)
-    for code, size in ((ev, n_ev), (crit, n_crit)):
-        key *= size
-        key += code
-        key += 1
+    key *= n_ev
+    key += ev
+    key += 1
+    key *= n_crit
+    key += crit
     # Each evaluator's last judgement of a unit on a criterion; unit and criterion are read back from the key
     # (in order) rather than gathered from millions of scattered rows.
     key, last = _last_rows(key)
@@ -127,16 +129,17 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
     valid = value >= 0  # a judgement with no valid winner has no value to agree on
     key, value = key[valid], value[valid]
     cell = key // (n_ev * n_crit)  # the unit
-    cell += (key % n_crit) * n_units  # (criterion code + 1) x units
+    cell += (key % n_crit) * n_units  # criterion x units
     cell *= 3
     cell += value
     counts = np.bincount(cell, minlength=n_crit * n_units * 3).reshape(n_crit, n_units, 3)
+    crit_names = crit_keys["criterion"].tolist()
     out = {}
     for criterion in criteria:
-        if criterion not in crit_cats:
+        if criterion not in crit_names:
             out[criterion] = dict(empty)
             continue
-        per_unit = counts[crit_cats.index(criterion) + 1]
+        per_unit = counts[crit_names.index(criterion)]
         multi = per_unit[per_unit.sum(axis=1) >= 2]
         out[criterion] = {
             "alpha": krippendorff_alpha(value_counts=multi) if len(multi) else None,
