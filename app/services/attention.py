@@ -289,34 +289,43 @@ def is_check_due(*, position: int, rate: float, rng: random.Random) -> bool:
     return rng.random() < rate
 
 
+def _build_check_candidates():
+    evaluator_id = bindparam("evaluator_id")
+    pairs, assignments = Pair.__table__, Assignment.__table__
+    seen_pairs = select(assignments.c.pair_id).where(assignments.c.evaluator_id == evaluator_id)
+    # Real pairs also have clip_a = a source clip, but seeing a clip in a real pair must not rule it out.
+    had = pairs.alias("had")
+    seen_sources = (
+        select(had.c.clip_a_id).join(assignments, assignments.c.pair_id == had.c.id)
+        .where(assignments.c.evaluator_id == evaluator_id, had.c.kind.in_(CHECK_KINDS))
+    )
+    shown = pairs.alias("shown")
+    seen_prompts = (
+        select(shown.c.prompt_id).join(assignments, assignments.c.pair_id == shown.c.id)
+        .where(assignments.c.evaluator_id == evaluator_id)
+    )
+    return select(pairs.c.id, pairs.c.assigned_count, pairs.c.prompt_id.in_(seen_prompts).label("prompt_seen")).where(
+        pairs.c.study_id == bindparam("study_id"), pairs.c.kind.in_(CHECK_KINDS), pairs.c.id.not_in(seen_pairs),
+        pairs.c.clip_a_id.not_in(seen_sources),
+    )
+
+
+# Built once, on the tables: it runs on about one page in ten (see app/services/assignments.py).
+_CHECK_CANDIDATES = _build_check_candidates()
+
+
 def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random) -> Pair | None:
     """A check pair this evaluator has not had, whose source clip was in none of their earlier checks.
 
     Checks on prompts the evaluator has not seen yet go first, then the least-shown pairs, ties broken at
     random. ``None`` when the pool is used up (then the caller serves a normal pair).
     """
-    seen_pairs = select(Assignment.pair_id).where(Assignment.evaluator_id == evaluator_id)
-    # Real pairs also have clip_a = a source clip, but seeing a clip in a real pair must not rule it out.
-    seen_sources = (
-        select(Pair.clip_a_id)
-        .join(Assignment, Assignment.pair_id == Pair.id)
-        .where(Assignment.evaluator_id == evaluator_id, Pair.kind.in_(CHECK_KINDS))
-    )
-    rows = session.execute(
-        select(Pair.id, Pair.assigned_count, Pair.prompt_id).where(
-            Pair.study_id == study_id, Pair.kind.in_(CHECK_KINDS), Pair.id.not_in(seen_pairs),
-            Pair.clip_a_id.not_in(seen_sources),
-        )
-    ).all()
+    rows = session.execute(_CHECK_CANDIDATES, {"evaluator_id": evaluator_id, "study_id": study_id}).all()
     if not rows:
         return None
     # A check repeats a prompt, and the very clip URL, of a normal pair; shown after that pair, the repeat
     # gives the check away. Prefer checks on prompts this evaluator has not seen (fall back when none is left).
-    seen_prompts = set(session.scalars(
-        select(Pair.prompt_id).join(Assignment, Assignment.pair_id == Pair.id)
-        .where(Assignment.evaluator_id == evaluator_id)
-    ))
-    rows = [r for r in rows if r.prompt_id not in seen_prompts] or rows
+    rows = [r for r in rows if not r.prompt_seen] or rows
     least = min(r.assigned_count for r in rows)
     return session.get(Pair, rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
 
