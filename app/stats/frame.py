@@ -48,7 +48,8 @@ def _categorical(series: pd.Series) -> pd.Series:
 
     pandas' own conversion of Arrow strings factorises, then re-codes every row through an index lookup of
     the sorted categories; encoding with pyarrow and sorting only the dictionary gives the same categorical
-    with one pass less over the rows (measured 70-130 ms instead of 120-270 ms per column of six million).
+    with one pass less over the rows: about 10% less CPU (1.00 s instead of 1.13 s for the ten text columns
+    of a million votes). Hashing the strings is the rest, and is the same either way.
     """
     if isinstance(series.dtype, pd.CategoricalDtype):
         return series
@@ -72,7 +73,8 @@ def _categoricals(columns: dict[str, pd.Series]) -> dict[str, pd.Series]:
     """``_categorical`` of every column; for large frames in threads, one per core.
 
     Hashing the strings is most of the work and pyarrow's kernels release the GIL, so on a million votes (ten
-    text columns of six million rows) two cores take about half the time of one.
+    text columns of six million rows) two idle cores took 0.7 s instead of 1.2 s; on a busy machine it is
+    no slower than one thread.
     """
     workers = min(len(columns), os.cpu_count() or 1)
     if workers < 2 or len(next(iter(columns.values()))) < _PARALLEL_ROWS:
