@@ -105,3 +105,24 @@ def test_a_gifsicle_failure_is_an_error_that_says_so(monkeypatch):
     monkeypatch.setattr(worker_gif.subprocess, "run", broken)
     with pytest.raises(worker_gif.GifEncoderError, match="read error"):
         worker_gif.encode_gif(_noisy_frames(), fps=8)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 16])
+def test_the_level_search_finds_the_mildest_fit_whatever_the_core_count(monkeypatch, cores):
+    """The parallel bisection against the obvious scan, on made-up size tables (no gifsicle needed)."""
+    rng = np.random.default_rng(cores)
+    monkeypatch.setattr(worker_gif.os, "cpu_count", lambda: cores)
+    for _ in range(300):
+        sizes = sorted(rng.integers(1, 100, len(worker_gif.LOSSY_LEVELS)).tolist(), reverse=True)
+        budget = int(rng.integers(0, 101))
+        runs: list[int] = []
+
+        def fake(binary, data, level, sizes=sizes, runs=runs):
+            runs.append(level)
+            return b"x" * sizes[worker_gif.LOSSY_LEVELS.index(level)]
+
+        monkeypatch.setattr(worker_gif, "_gifsicle", fake)
+        monkeypatch.setattr(worker_gif, "SIZE_BUDGET_BYTES", budget)
+        expected = next((s for s in sizes if s <= budget), sizes[-1])
+        assert len(worker_gif._mildest_fit("gifsicle", b"")) == expected, (sizes, budget)
+        assert len(runs) == len(set(runs))  # no level is run twice
