@@ -195,8 +195,12 @@ class PairView:
 # (85 against 45 us for the criteria). They run on every pair page and every vote.
 _ev, _st, _pr, _as = Evaluator.__table__, Study.__table__, Pair.__table__, Assignment.__table__
 _cr, _pm = Criterion.__table__, Prompt.__table__
-_LOCK_EVALUATOR = select(_ev.c.id).where(_ev.c.id == bindparam("evaluator_id")).with_for_update()
-_LOCK_BY_PUBLIC_ID = select(_ev.c.id).where(_ev.c.public_id == bindparam("public_id")).with_for_update()
+# FOR NO KEY UPDATE (key_share=True), not FOR UPDATE: it still serialises the writers of the row, but does not
+# wait for the KEY SHARE locks that every concurrent insert referencing the row (an assignment or a vote
+# pointing at this pair or evaluator) holds until its commit.
+_LOCK_EVALUATOR = select(_ev.c.id).where(_ev.c.id == bindparam("evaluator_id")).with_for_update(key_share=True)
+_LOCK_BY_PUBLIC_ID = (select(_ev.c.id).where(_ev.c.public_id == bindparam("public_id"))
+                      .with_for_update(key_share=True))
 
 
 def _count(*where) -> ScalarSelect:
@@ -376,7 +380,7 @@ def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
 
 
 _PAIR_FOR_UPDATE = (select(_pr.c.clip_a_id, _pr.c.clip_b_id, _pr.c.assigned_count, _pr.c.a_left_count)
-                    .where(_pr.c.id == bindparam("pair_id")).with_for_update())
+                    .where(_pr.c.id == bindparam("pair_id")).with_for_update(key_share=True))
 _pairs, _assignments = Pair.__table__, Assignment.__table__
 _BUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
                   .values(assigned_count=_pairs.c.assigned_count + 1,
