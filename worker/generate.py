@@ -145,7 +145,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
     finally:
         hook.remove()
     cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
-    gif, info = encode_clip_gif(frames, fps=spec.fps)
+    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
     t_end = time.perf_counter()
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     generation = {
@@ -159,6 +159,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         "versions": library_versions(),
         "pipeline_loaded_for_this_clip": loaded_now,
         "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
+        "gif_lossy_level": lossy,
     }
     return ClipResult(
         # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
@@ -178,12 +179,12 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    gif, info = encode_clip_gif(frames, fps=spec.fps)
+    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
     t2 = time.perf_counter()
     return ClipResult(
         gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
         denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
         unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
-        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(),
+        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(), "gif_lossy_level": lossy,
                     "note": "procedural demo renderer: no model, render time is recorded as denoise time"},
     )

@@ -45,6 +45,16 @@ def encode_gif(frames: list[Image.Image], *, fps: float) -> bytes:
     a clip may hint at the model that made it. Every clip gets the mildest lossy level; only a clip still
     over the budget gets a stronger one, so the page-load bar holds whatever the content.
     """
+    return encode_gif_with_level(frames, fps=fps)[0]
+
+
+def encode_gif_with_level(frames: list[Image.Image], *, fps: float) -> tuple[bytes, int | None]:
+    """``encode_gif`` and the gifsicle ``--lossy`` level it used (``None``: Pillow's output, no lossy step).
+
+    The level is recorded with each generated clip (``generation["gif_lossy_level"]``, in the clips
+    manifest): a heavy clip may get a stronger level than its rival on the same prompt, and a study should
+    be able to check that compression did not differ between models.
+    """
     if not frames:
         raise ValueError("a GIF needs at least one frame")
     data = _pillow_gif(frames, fps=fps)
@@ -53,10 +63,10 @@ def encode_gif(frames: list[Image.Image], *, fps: float) -> bytes:
         # The demo needs nothing but Python; the Docker images and CI install gifsicle.
         log.warning("gifsicle is not installed (apt-get install gifsicle): GIFs are written without lossy "
                     "compression, and 512x512 clips will be too large for the pair page")
-        return data
-    out = _mildest_fit(gifsicle, data)
+        return data, None
+    level, out = _mildest_fit_level(gifsicle, data)
     # Flat, mostly static content (the demo renderer's) is already smaller as Pillow wrote it.
-    return min(out, data, key=len)
+    return (out, level) if len(out) < len(data) else (data, None)
 
 
 def _pillow_gif(frames: list[Image.Image], *, fps: float) -> bytes:
@@ -70,6 +80,10 @@ def _pillow_gif(frames: list[Image.Image], *, fps: float) -> bytes:
 
 
 def _mildest_fit(binary: str, data: bytes) -> bytes:
+    return _mildest_fit_level(binary, data)[1]
+
+
+def _mildest_fit_level(binary: str, data: bytes) -> tuple[int, bytes]:
     """gifsicle at the first of ``LOSSY_LEVELS`` whose output fits the budget, else at the last level.
 
     Most clips fit at the first level (one run). For the rest the output shrinks as the level rises, so the
@@ -78,7 +92,7 @@ def _mildest_fit(binary: str, data: bytes) -> bytes:
     """
     outputs: dict[int, bytes] = {0: _gifsicle(binary, data, LOSSY_LEVELS[0])}
     if len(outputs[0]) <= SIZE_BUDGET_BYTES:
-        return outputs[0]
+        return LOSSY_LEVELS[0], outputs[0]
     width = max(1, os.cpu_count() or 1)
     # Invariant: level too_big does not fit; level last fits, or is the strongest there is.
     too_big, last = 0, len(LOSSY_LEVELS) - 1
@@ -96,7 +110,7 @@ def _mildest_fit(binary: str, data: bytes) -> bytes:
             elif last in outputs and len(outputs[last]) > SIZE_BUDGET_BYTES:  # the strongest does not fit either
                 break
             too_big = max(i for i in probes if i < last) if any(i < last for i in probes) else too_big
-    return outputs[last]
+    return LOSSY_LEVELS[last], outputs[last]
 
 
 def _quantise(frame: Image.Image) -> Image.Image:
@@ -115,14 +129,16 @@ def _gifsicle(binary: str, data: bytes, level: int) -> bytes:
     return done.stdout
 
 
-def encode_clip_gif(frames: list[Image.Image], *, fps: float) -> tuple[bytes, GifInfo]:
+def encode_clip_gif(frames: list[Image.Image], *, fps: float) -> tuple[bytes, GifInfo, int | None]:
     """``encode_gif``, then the same metadata strip as imported clips, then what the file really holds.
 
+    Returns the bytes, their ``GifInfo`` and the lossy level used (see ``encode_gif_with_level``).
     GIF frame delays are whole hundredths of a second, so a requested fps is not always what plays: 8 fps is
     asked as 125 ms and Pillow writes 12 cs (8.33 fps). The clip row must record the file's rate, measured
     the way ``import-gifs`` measures it (``app.media.gif.inspect_gif``), or a study mixing generated and
     imported clips of the same settings would hold two fps values for one format. The strip is defence in
     depth for blinding: Pillow writes no comment today, but nothing but pixels and timing may reach an evaluator.
     """
-    data = sanitize_gif(encode_gif(frames, fps=fps))
-    return data, inspect_gif(data)
+    encoded, level = encode_gif_with_level(frames, fps=fps)
+    data = sanitize_gif(encoded)
+    return data, inspect_gif(data), level

@@ -72,6 +72,9 @@ def test_a_clip_gets_the_mildest_lossy_level_that_fits_the_budget(monkeypatch):
         monkeypatch.setattr(worker_gif, "SIZE_BUDGET_BYTES", budget)
         mildest = next(lv for lv in worker_gif.LOSSY_LEVELS if len(by_level[lv]) <= budget)
         assert worker_gif.encode_gif(frames, fps=8) == by_level[mildest], (i, level)
+        # The level used is reported with the clip (generation["gif_lossy_level"]), so compression can be
+        # compared between models.
+        assert worker_gif.encode_clip_gif(frames, fps=8)[2] == mildest
     monkeypatch.setattr(worker_gif, "SIZE_BUDGET_BYTES", 1)  # nothing fits: the strongest level
     assert worker_gif.encode_gif(frames, fps=8) == by_level[worker_gif.LOSSY_LEVELS[-1]]
 

@@ -72,6 +72,7 @@ def test_animatediff_path_generates_a_gif_end_to_end(tiny_model_dir):
     assert result.wall_seconds >= result.denoise_seconds + result.decode_seconds + result.encode_seconds
     assert result.peak_memory_bytes is None and result.device.startswith("cpu")
     assert {"torch", "diffusers", "transformers", "python"} <= set(result.generation["versions"])
+    assert "gif_lossy_level" in result.generation  # compression is comparable between models (worker/gif.py)
     assert result.generation["seed"] == 3 and result.generation["run"]["preset"] == "tiny-animatediff"
 
 
