@@ -274,9 +274,16 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:  # plain asyncio works, it is just a little slower
-        print(json.dumps(asyncio.run(main_async(cfg))))
+        result = asyncio.run(main_async(cfg))
     else:
-        print(json.dumps(uvloop.run(main_async(cfg))))
+        result = uvloop.run(main_async(cfg))
+    # To a file when asked: uvloop leaves stdout non-blocking, and a result over the pipe's 64 KiB (every
+    # latency of a long open loop) was cut off mid-line.
+    if cfg.get("result_path"):
+        with open(cfg["result_path"], "w") as f:
+            json.dump(result, f)
+    else:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

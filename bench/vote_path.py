@@ -141,11 +141,14 @@ def count_rows(table: str) -> int:
 
 
 def run_loadgen(cfg: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen", json.dumps(cfg)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=timeout, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="bp-loadgen-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        args = json.dumps({**cfg, "result_path": str(result_path)})
+        out = subprocess.run([sys.executable, "-m", "bench.loadgen", args], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=timeout, check=False)
+        if out.returncode != 0 or not result_path.exists():
+            raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
+        return json.loads(result_path.read_text())
 
 
 def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str) -> dict[str, Any]:

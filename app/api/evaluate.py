@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from app.db import session_scope
 from app.models import Study
 from app.ratelimit import check_rate, client_ip
-from app.security import DbSession
+from app.security import DbSession, RatingSlot
 from app.services.assignments import (
     EvaluationError,
     EvaluatorState,
@@ -148,7 +148,7 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
 
 
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(token: EvaluatorToken):
+def api_pair(token: EvaluatorToken, _slot: RatingSlot):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
     with session_scope() as session:
         state = _evaluator(session, token)
@@ -164,7 +164,7 @@ def api_pair(token: EvaluatorToken):
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, token: EvaluatorToken):
+def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
     with session_scope() as session:
         state = _evaluator(session, token)

@@ -22,7 +22,7 @@ from app.csrf import csrf_token, verify_csrf
 from app.db import session_scope
 from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
-from app.security import DbSession
+from app.security import DbSession, RatingSlot
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
     EvaluationError,
@@ -214,7 +214,7 @@ def _current(request: Request, session: Session) -> Evaluator | None:
 
 
 @router.get("/e/pair", response_class=HTMLResponse)
-def pair_page(request: Request) -> Response:
+def pair_page(request: Request, _slot: RatingSlot) -> Response:
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
         if state is None:
@@ -235,7 +235,7 @@ async def _form(request: Request) -> FormData:
 
 
 @router.post("/e/vote", response_class=HTMLResponse)
-def vote(request: Request, form: Annotated[FormData, Depends(_form)]) -> Response:
+def vote(request: Request, form: Annotated[FormData, Depends(_form)], _slot: RatingSlot) -> Response:
     # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
     # handler here stalled every other request behind one vote waiting for SQLite's write lock).
     try:
