@@ -73,18 +73,18 @@ def test_a_study_mixing_generated_and_imported_clips_has_one_format(session, tmp
 
 
 def test_generated_gifs_are_stripped_like_imported_ones(session, monkeypatch):
-    real_encode = worker_gif.encode_gif
+    real_encode = worker_gif.encode_gif_with_level
     tells: list[int] = []
 
     def encode_with_a_tell(frames, *, fps):
         tells.append(1)
-        data = real_encode(frames, fps=fps)
+        data, level = real_encode(frames, fps=fps)
         tell = b"made by demo-smooth"
         comment = b"\x21\xfe" + bytes([len(tell)]) + tell + b"\x00"
         assert data.endswith(b";")
-        return data[:-1] + comment + b";"
+        return data[:-1] + comment + b";", level
 
-    monkeypatch.setattr(worker_gif, "encode_gif", encode_with_a_tell)
+    monkeypatch.setattr(worker_gif, "encode_gif_with_level", encode_with_a_tell)
     study = _demo_study(session)
     clip_ids = _generate_all(session, study)
     assert len(tells) == len(clip_ids) == 4  # every clip went through the encoder that leaves a tell
