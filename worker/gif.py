@@ -79,10 +79,6 @@ def _pillow_gif(frames: list[Image.Image], *, fps: float) -> bytes:
     return buf.getvalue()
 
 
-def _mildest_fit(binary: str, data: bytes) -> bytes:
-    return _mildest_fit_level(binary, data)[1]
-
-
 def _mildest_fit_level(binary: str, data: bytes) -> tuple[int, bytes]:
     """gifsicle at the first of ``LOSSY_LEVELS`` whose output fits the budget, else at the last level.
 

@@ -14,16 +14,15 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 from app.db import session_scope
-from app.models import Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession, RatingSlot
 from app.services.assignments import (
     EvaluationError,
     EvaluatorState,
     PairView,
+    evaluator_state,
     join,
     next_assignment,
-    session_quota,
     study_criteria,
     study_for_invite,
 )
@@ -127,8 +126,8 @@ def api_join(body: JoinRequest, request: Request, session: DbSession):
                          ip=client_ip(request), user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refused(exc)
-    study = session.get(Study, evaluator.study_id)
-    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=session_quota(session, study))
+    quota = evaluator_state(session, evaluator_id=evaluator.id).quota
+    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=quota)
 
 
 def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:

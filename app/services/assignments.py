@@ -57,14 +57,6 @@ class UnknownEvaluator(EvaluationError):
     status_code = 401
 
 
-@dataclass(frozen=True)
-class SessionProgress:
-    """Where an evaluator stands: ``done`` pairs rated out of ``total`` in this session."""
-
-    done: int
-    total: int
-
-
 def _ip_hash(ip: str) -> str:
     # Keyed so that the stored value cannot be reversed by hashing the IPv4 space.
     return hmac.new(get_settings().secret_key.encode(), f"ip:{ip}".encode(), hashlib.sha256).hexdigest()
@@ -262,17 +254,6 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
     )
 
 
-def session_quota(session: Session, study: Study) -> int:
-    """How many pairs one session rates: the study's quota, or fewer if the study has fewer pairs."""
-    n_pairs = session.scalar(select(func.count(_pr.c.id)).where(_pr.c.study_id == study.id, _pr.c.kind == "normal"))
-    return min(qc_settings(study).max_pairs_per_session, n_pairs or 0)
-
-
-def progress(session: Session, *, evaluator: Evaluator) -> SessionProgress:
-    state = evaluator_state(session, evaluator_id=evaluator.id)
-    return SessionProgress(done=state.done, total=state.quota)
-
-
 _LEFT, _RIGHT = Clip.__table__.alias("left_clip"), Clip.__table__.alias("right_clip")
 _VIEW_COLUMNS = (
     _as.c.id, _as.c.token, _as.c.position, _as.c.pair_id, _pr.c.kind, _pr.c.clip_a_id,
@@ -328,10 +309,6 @@ _CRITERIA = (select(_cr.c.id, _cr.c.key, _cr.c.label, _cr.c.description)
 def study_criteria(session: Session, study_id: int) -> list[Row]:
     """The study's criteria in page order (id, key, label, description), as light rows."""
     return list(session.execute(_CRITERIA, {"study_id": study_id}).all())
-
-
-def _open_assignment(session: Session, evaluator_id: int) -> PairView | None:
-    return pair_view(session, evaluator_id=evaluator_id)
 
 
 def _build_pick() -> Select:
@@ -414,7 +391,7 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     if state.completed_at is not None:
         return None
     # had - done assignments are open: at most one, the page to resume (no query when there is none).
-    current = _open_assignment(session, state.id) if state.had > state.done else None
+    current = pair_view(session, evaluator_id=state.id) if state.had > state.done else None
     if current is not None:
         if state.study_status != "open":  # its vote would be refused: say so now, not after the evaluator answers
             raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
@@ -436,7 +413,7 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
     # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
     _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
-    return _open_assignment(session, state.id)
+    return pair_view(session, evaluator_id=state.id)
 
 
 _evaluators = Evaluator.__table__

@@ -8,6 +8,7 @@ from sqlalchemy import select, text
 from app.db import get_sessionmaker, read_session_scope, session_scope
 from app.models import Study
 from tests.factories import make_study
+from tests.support.threads import run_in_threads
 
 
 def _try_write(db_path) -> None:
@@ -41,27 +42,17 @@ def test_a_write_session_takes_the_write_lock_at_begin(session, engine):
 
 def test_writers_of_one_process_queue_and_none_is_lost(session, engine):
     """Threads that write at once each get the lock in turn (the in-process queue in front of SQLite)."""
-    import threading
-
     study = make_study(session)
     session.commit()
     before = study.votes_per_pair
-    errors: list[BaseException] = []
 
     def bump() -> None:
-        try:
-            for _ in range(20):
-                with session_scope() as s:
-                    s.execute(text("UPDATE studies SET votes_per_pair = votes_per_pair + 1 WHERE id = :i"),
-                              {"i": study.id})
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(20):
+            with session_scope() as s:
+                s.execute(text("UPDATE studies SET votes_per_pair = votes_per_pair + 1 WHERE id = :i"),
+                          {"i": study.id})
 
-    threads = [threading.Thread(target=bump) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(bump, 8)
     assert errors == []
     session.expire_all()
     assert session.get(Study, study.id).votes_per_pair == before + 8 * 20

@@ -107,3 +107,4 @@ def page(browser):
         (r.status, "/" + r.url.split("/", 3)[-1])))
     yield page
     context.close()
+

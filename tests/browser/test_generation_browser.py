@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from app.models import Clip
 from app.services import generation as svc
 from tests.factories import NO_CHECKS, make_study, make_user
+from tests.support.browser import log_in
 
 pytestmark = pytest.mark.browser
 POLL_MS = 3000
@@ -41,10 +42,7 @@ def test_generation_counts_update_live_and_polling_stops(page, live_server, sess
     polls: list[str] = []
     page.on("request", lambda r: r.url.endswith(f"/api/v1/studies/{study.id}/generation") and polls.append(r.url))
     page.clock.install()
-    page.goto(f"{live_server}/login")
-    page.fill("input[name=email]", researcher.email)
-    page.fill("input[name=password]", "correct horse battery")
-    page.locator("form button[type=submit]").last.click()
+    log_in(page, live_server, researcher)
     page.goto(f"{live_server}/studies/{study.id}")
     row = page.locator(f'#generation tr[data-gen-model="{smooth_id}"]')
     cell = lambda field: row.locator(f'[data-gen-field="{field}"]')  # noqa: E731

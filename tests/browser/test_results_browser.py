@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from app.models import Evaluator, Pair
 from tests.app.services.results_factory import cast_vote, voted_study
 from tests.factories import make_user
+from tests.support.browser import log_in
 
 pytestmark = pytest.mark.browser
 
@@ -18,10 +19,7 @@ def test_dashboard_renders_and_follows_new_votes(page, live_server, session):
     admin = make_user(session, role="admin")
     session.commit()
     page.clock.install()
-    page.goto(f"{live_server}/login")
-    page.fill("input[name=email]", admin.email)
-    page.fill("input[name=password]", "correct horse battery")
-    page.locator("form button[type=submit]").last.click()
+    log_in(page, live_server, admin)
     page.goto(f"{live_server}/studies/{study.id}/results")
     expect(page.locator(".subhead")).to_contain_text("6 votes from 2 evaluators")
     charts = page.locator("svg.chart[role=img]")

@@ -127,5 +127,5 @@ def test_the_level_search_finds_the_mildest_fit_whatever_the_core_count(monkeypa
         monkeypatch.setattr(worker_gif, "_gifsicle", fake)
         monkeypatch.setattr(worker_gif, "SIZE_BUDGET_BYTES", budget)
         expected = next((s for s in sizes if s <= budget), sizes[-1])
-        assert len(worker_gif._mildest_fit("gifsicle", b"")) == expected, (sizes, budget)
+        assert len(worker_gif._mildest_fit_level("gifsicle", b"")[1]) == expected, (sizes, budget)
         assert len(runs) == len(set(runs))  # no level is run twice

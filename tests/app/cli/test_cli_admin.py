@@ -117,10 +117,14 @@ def test_migration_check_explains_an_unreachable_server():
     assert "secret" not in problem  # the password is never printed
 
 
-def test_study_open_and_close(migrated):
+def _create_study() -> int:
     assert run("study", "create", "--name", "S", "--model", "a", "--model", "b", "--theme", "nature").exit_code == 0
     with session_scope() as s:
-        study_id = s.scalars(select(Study.id)).one()
+        return s.scalars(select(Study.id)).one()
+
+
+def test_study_open_and_close(migrated):
+    study_id = _create_study()
     r = run("study", "open", str(study_id))
     assert r.exit_code == 0 and "is open" in r.output and "/join/" in r.output
     r = run("study", "close", str(study_id))
@@ -132,9 +136,7 @@ def test_study_open_and_close(migrated):
 
 
 def test_study_qc_shows_and_changes_settings(migrated):
-    assert run("study", "create", "--name", "S", "--model", "a", "--model", "b", "--theme", "nature").exit_code == 0
-    with session_scope() as s:
-        study_id = s.scalars(select(Study.id)).one()
+    study_id = _create_study()
     r = run("study", "qc", str(study_id))
     assert r.exit_code == 0 and "attention_rate = 0.1" in r.output and "enabled = True" in r.output
     r = run("study", "qc", str(study_id), "--set", "attention_rate=0.25", "--set", "min_seconds_per_vote=6")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections import Counter, defaultdict
 
 import pytest
@@ -15,13 +14,14 @@ from app.services.assignments import (
     InvalidInvite,
     StudyFull,
     StudyNotOpen,
+    evaluator_state,
     join,
     next_assignment,
-    progress,
 )
 from app.services.votes import submit_vote
 from tests.conftest import BACKENDS
 from tests.factories import make_pairs, make_study
+from tests.support.threads import run_in_threads
 
 
 def _all(study, side="left"):
@@ -67,12 +67,12 @@ def test_resume_returns_the_open_assignment_and_stops_at_quota(session):
     seen = []
     for _ in range(3):
         a = next_assignment(session, evaluator_id=ev.id)
-        assert progress(session, evaluator=ev).done == len(seen)
+        assert evaluator_state(session, evaluator_id=ev.id).done == len(seen)
         seen.append(a.pair_id)
         submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study))
     assert next_assignment(session, evaluator_id=ev.id) is None
     assert ev.completed_at is not None
-    assert progress(session, evaluator=ev).done == progress(session, evaluator=ev).total == 3
+    assert evaluator_state(session, evaluator_id=ev.id).done == evaluator_state(session, evaluator_id=ev.id).quota == 3
     assert len(set(seen)) == 3
 
 
@@ -80,7 +80,7 @@ def test_session_ends_when_evaluator_has_seen_every_pair(session):
     study = make_study(session, n_prompts=2, pairs_per_session=10)
     make_pairs(session, study)
     ev = join(session, invite_token=study.invite_token)
-    assert progress(session, evaluator=ev).total == 2
+    assert evaluator_state(session, evaluator_id=ev.id).quota == 2
     for _ in range(2):
         a = next_assignment(session, evaluator_id=ev.id)
         submit_vote(session, assignment_token=a.token, evaluator_id=ev.id, choices=_all(study, "tie"))
@@ -176,28 +176,20 @@ def test_concurrent_evaluators_keep_counterbalance(engine, db_backend):
         make_pairs(s, study)
         s.commit()
         token, study_id = study.invite_token, study.id
-    errors = []
 
     def evaluator() -> None:
-        try:
-            for _ in range(3):
-                with maker() as s:
-                    ev = join(s, invite_token=token)
+        for _ in range(3):
+            with maker() as s:
+                ev = join(s, invite_token=token)
+                s.commit()
+                while (a := next_assignment(s, evaluator_id=ev.id)) is not None:
                     s.commit()
-                    while (a := next_assignment(s, evaluator_id=ev.id)) is not None:
-                        s.commit()
-                        crit = s.get(Study, study_id).criteria
-                        submit_vote(s, assignment_token=a.token, evaluator_id=ev.id,
-                                    choices={c.key: "tie" for c in crit})
-                        s.commit()
-        except Exception as exc:  # surfaced below with the thread's error
-            errors.append(exc)
+                    crit = s.get(Study, study_id).criteria
+                    submit_vote(s, assignment_token=a.token, evaluator_id=ev.id,
+                                choices={c.key: "tie" for c in crit})
+                    s.commit()
 
-    threads = [threading.Thread(target=evaluator) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(evaluator, 8)
     assert errors == []
     with maker() as s:
         balance = _balance(s, study_id)
@@ -218,7 +210,7 @@ def test_attention_checks_take_slots_of_the_quota_without_repeats(session):
     kinds = Counter()
     for _ in range(30):
         ev = join(session, invite_token=study.invite_token)
-        assert progress(session, evaluator=ev).total == 4
+        assert evaluator_state(session, evaluator_id=ev.id).quota == 4
         sources = []
         for position in range(1, 5):
             a = next_assignment(session, evaluator_id=ev.id)
