@@ -45,11 +45,12 @@ FPS = 8
 # ------------------------------------------------------------------------------------------------ frames
 
 
-def real_clips(n_frames: int, size: int, limit: int) -> list[tuple[str, list[Image.Image]]]:
-    """Up to ``limit`` real AnimateDiff GIFs as RGB frames at ``size`` (looped if shorter); [] if absent."""
-    if not SHARED_GIFS.is_dir():
+def real_clips(n_frames: int, size: int, limit: int, source: Path = SHARED_GIFS) -> list[tuple[str, list[Image.Image]]]:
+    """Up to ``limit`` real AnimateDiff GIFs from ``source`` as RGB frames at ``size`` (looped if shorter);
+    [] if the folder is absent."""
+    if not source.is_dir():
         return []
-    paths = sorted(SHARED_GIFS.glob("*.gif"))
+    paths = sorted(source.glob("*.gif"))
     out = []
     for path in paths[:: max(1, len(paths) // max(1, limit))][:limit]:
         with Image.open(path) as im:

@@ -14,21 +14,32 @@ against the ideal set by UNet evaluations) come from ``scripts/gpu_check.py`` (t
 - the speed-ups tried on the Lightning preset, each timed the same way (warm-up, then the median of
   ``--runs``): batching prompts (2 and 4 clips per call), channels-last memory format, each SDPA backend
   (flash, memory-efficient, cuDNN, math), ``torch.compile`` of the UNet (compile time reported apart), and
-  VAE decode in chunks (16, 8, 4, 2 frames at a time: time and peak memory).
-Stops starting new variants once ``--budget-s`` is spent, and says which were skipped.
+  VAE decode in chunks (16, 8, 4, 2 frames at a time: time and peak memory);
+- GIF encoding on this machine's CPU, on real AnimateDiff frames (``--real-gifs``; random weights make noise,
+  which says nothing about a real clip's encode time or size), against a Lightning clip's GPU time;
+- worker processes per GPU: Lightning clips/hour through ``generate_clip`` with one process and with two,
+  each encoding real frames, so one process's GIF encoding can overlap the other's denoising
+  (``blindpair worker --concurrency 2``).
+Stops starting new sections once ``--budget-s`` is spent, and says which were skipped. The report is saved
+after every section, so a run cut short by its time limit still leaves what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
+import multiprocessing
 import statistics
 import sys
+import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, run_cli
+from bench.gif_encoding import SHARED_GIFS, real_clips
 
 # Dense (no sparsity) fp16/bf16 tensor-core peaks with fp32 accumulation, TFLOP/s, from NVIDIA's data sheets.
 PEAK_TFLOPS = (
@@ -36,6 +47,9 @@ PEAK_TFLOPS = (
     ("A100", 312.0), ("L40S", 362.05), ("L40", 181.05), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2),
     ("RTX 6000 Ada", 364.2), ("V100", 125.0), ("T4", 65.0),
 )
+# (processes, clips in flight per process): one clip at a time; the worker's thread pool; two processes.
+LAYOUTS = ((1, 1), (1, 2), (1, 3), (2, 1))
+SECTIONS = ("presets", "encode", "concurrency", "variants")
 PROMPTS = ("a corgi running on a beach at sunset", "a lighthouse in a storm, waves crashing",
            "a busy night market in the rain, neon signs", "a hot air balloon over a misty valley at dawn")
 
@@ -100,11 +114,12 @@ class Bench:
         self.dtype = getattr(torch, self.dtype_name)
         self.frames = args.frames or (2 if args.tiny else 16)
         self.size = args.size or (32 if args.tiny else 512)
-        self.started = time.perf_counter()
+        self.started = args.started
         unet, vae, text, tokenizer, scheduler, adapters = gpu_check.build_components(
             tiny=args.tiny, device=self.device, dtype=self.dtype)
         self.parts = (unet, vae, text, tokenizer, scheduler, adapters)
         self.skipped: list[str] = []
+        self.on_variant = lambda rows: None  # run() saves the report after each variant
 
     def pipeline(self, key: str, preset: str, steps: int | None = None):
         from diffusers import AnimateDiffPipeline
@@ -176,6 +191,7 @@ def variants(bench: Bench, key: str, preset: str) -> list[dict[str, Any]]:
             rows.append({"variant": name, "note": note, **bench.timed(pipe, spec, **kw)})
         except Exception as exc:  # a backend this GPU/PyTorch lacks is a result, not a crash
             rows.append({"variant": name, "note": f"not available: {type(exc).__name__}: {str(exc)[:120]}"})
+        bench.on_variant(rows)
 
     add("baseline (fp16, default SDPA, batch 1, VAE chunk 16)" if not bench.args.tiny else "baseline")
     for b in (2, 4):
@@ -196,10 +212,12 @@ def variants(bench: Bench, key: str, preset: str) -> list[dict[str, Any]]:
         original = pipe.unet
         try:
             t0 = time.perf_counter()
-            pipe.unet = torch.compile(original, mode="max-autotune-no-cudagraphs", fullgraph=False)
+            # The default mode: max-autotune benchmarks Triton configurations for every GEMM and convolution
+            # shape of the UNet, which takes longer than a whole 15-minute GPU lease.
+            pipe.unet = torch.compile(original, fullgraph=False)
             bench.clip(pipe, spec)  # compiles
             compile_s = time.perf_counter() - t0
-            add("torch.compile(unet, max-autotune-no-cudagraphs)", note=f"compile + first clip {compile_s:.0f} s")
+            add("torch.compile(unet), default mode", note=f"compile + first clip {compile_s:.0f} s")
         except Exception as exc:
             rows.append({"variant": "torch.compile(unet)", "note": f"failed: {type(exc).__name__}: {str(exc)[:120]}"})
         finally:
@@ -207,29 +225,103 @@ def variants(bench: Bench, key: str, preset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def run(args) -> Report:
-    cmd = "python -m bench.gpu_generation" + (" --tiny" if args.tiny else "")
-    report = Report("gpu_generation", "Generation on the GPU: full-size architectures, random weights", cmd,
-                    params=dict(vars(args)))
+def real_frames(args, frames: int, size: int) -> list[tuple[str, list]]:
+    return real_clips(frames, size, args.real_clips, Path(args.real_gifs)) if args.real_gifs else []
+
+
+def encode_on_this_cpu(clips: list[tuple[str, list]], *, fps: float) -> list[dict[str, Any]]:
+    """The worker's own encoder (``encode_clip_gif``: per-frame palettes, gifsicle lossy, metadata strip) on
+    real frames: best of two runs per clip, so a one-off page fault or thread start does not count."""
+    from worker.gif import encode_clip_gif
+
+    rows = []
+    for name, frames in clips:
+        best, size, level = float("inf"), 0, None
+        for _ in range(2):
+            t0 = time.perf_counter()
+            data, _info, level = encode_clip_gif(frames, fps=fps)
+            best = min(best, time.perf_counter() - t0)
+            size = len(data)
+        rows.append({"clip": name, "seconds": best, "bytes": size, "lossy_level": level})
+    return rows
+
+
+def _generator_process(settings: dict[str, Any], barrier, results) -> None:
+    """One worker process of the concurrency section (spawned): build the components, warm up, wait for the
+    others, then generate ``clips`` Lightning clips through ``generate_clip``, each GIF made of real frames."""
     import torch
 
-    if not args.tiny and not torch.cuda.is_available():
-        raise SystemExit("No CUDA GPU here: run with --tiny for the CPU self-test, or on a machine with a GPU.")
-    if args.tiny:
-        torch.set_num_threads(1)
-        report.notes.append("Tiny CPU self-test: these numbers show that the script runs; they say nothing about "
-                            "GPU performance.")
-    gpu_check = load_gpu_check()
-    check_args = argparse.Namespace(tiny=args.tiny, device=args.device, dtype=args.dtype, frames=args.frames,
-                                    size=args.size, steps=args.steps, runs=args.runs,
-                                    lightning_steps=args.lightning_steps, json=None)
-    base = gpu_check.run(check_args)
-    report.data["gpu_check"] = base
-    print(gpu_check.report(base), flush=True)
+    import worker.generate as generate
+    from worker.pipelines import PipelineCache
+    from worker.presets import resolve_run
 
-    bench = Bench(args, gpu_check)
-    lightning = f"animatediff-lightning-{args.lightning_steps}step"
-    pipe, spec = bench.pipeline("animatediff", "animatediff", steps=args.steps or None)
+    if settings["tiny"]:
+        torch.set_num_threads(1)
+    gpu_check = load_gpu_check()
+    device, dtype_name = settings["device"], settings["dtype"]
+    unet, vae, text, tokenizer, scheduler, adapters = gpu_check.build_components(
+        tiny=settings["tiny"], device=device, dtype=getattr(torch, dtype_name))
+    spec = resolve_run(model_name="lightning", preset=settings["preset"], overrides=settings["overrides"],
+                       settings=settings["run"])
+    cache = PipelineCache(capacity=1)
+    gpu_check.cache_pipeline(cache, spec, (unet, vae, text, tokenizer, scheduler, adapters["lightning"]),
+                             device=device, dtype_name=dtype_name)
+    real = itertools.cycle([frames for _, frames in settings["real"]]) if settings["real"] else None
+    if real is not None:
+        encode = generate.encode_clip_gif
+        generate.encode_clip_gif = lambda _noise, fps: encode(next(real), fps=fps)
+    generate.generate_clip(spec, prompt="warm-up", seed=0, device=device, cache=cache)
+    clips: list = []
+
+    def loop(first: int) -> None:  # threads share the cache, as the worker's thread pool does
+        for i in range(first, first + settings["clips"]):
+            clips.append(generate.generate_clip(spec, prompt=PROMPTS[i % len(PROMPTS)], seed=i, device=device,
+                                                cache=cache))
+
+    threads = [threading.Thread(target=loop, args=(k * settings["clips"],)) for k in range(settings["threads"])]
+    barrier.wait()
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put({"start": t0, "end": time.monotonic(), "gpu": [c.denoise_seconds + c.decode_seconds for c in clips],
+                 "encode": [c.encode_seconds for c in clips]})
+
+
+def worker_concurrency(bench: Bench, preset: str, real: list[tuple[str, list]], processes: int,
+                       threads: int) -> dict[str, Any]:
+    """Lightning clips/hour with ``processes`` generator processes sharing the GPU, each running ``threads``
+    clips at a time over one pipeline as ``blindpair worker --concurrency N`` does (CLOCK_MONOTONIC is one
+    clock for all processes, so the wall time runs from the first start to the last end)."""
+    ctx = multiprocessing.get_context("spawn")  # CUDA is initialised here: forked children could not use it
+    barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
+    settings = {"device": bench.device, "dtype": bench.dtype_name, "tiny": bench.args.tiny, "preset": preset,
+                "overrides": {"steps": bench.args.steps} if bench.args.steps else {},
+                "run": {"frames": bench.frames, "width": bench.size, "height": bench.size, "fps": 8,
+                        "dtype": bench.dtype_name, "negative_prompt": "bad quality", "base_model": "random-weights"},
+                "real": real[:2], "clips": bench.args.concurrency_clips, "threads": threads}
+    procs = [ctx.Process(target=_generator_process, args=(settings, barrier, results)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    try:
+        barrier.wait(timeout=600)
+        got = [results.get(timeout=600) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+    wall = max(r["end"] for r in got) - min(r["start"] for r in got)
+    clips = sum(len(r["gpu"]) for r in got)
+    return {"processes": processes, "threads": threads, "clips": clips, "wall_seconds": wall,
+            "clips_per_hour": 3600 * clips / wall,
+            "gpu_seconds_median": statistics.median(x for r in got for x in r["gpu"]),
+            "encode_seconds_median": statistics.median(x for r in got for x in r["encode"])}
+
+
+def headline(report: Report, bench: Bench, base: dict[str, Any]) -> None:
+    """The presets table: scripts/gpu_check.py's numbers with the UNet's FLOPs and MFU beside them."""
+    args = bench.args
+    pipe, _spec = bench.pipeline("animatediff", "animatediff", steps=args.steps or None)
     flops = unet_flops(pipe, frames=bench.frames, size=bench.size, device=bench.device)
     del pipe
     peak = peak_tflops(base["device"], args.peak_tflops) if bench.dtype_name != "float32" else args.peak_tflops
@@ -244,7 +336,8 @@ def run(args) -> Report:
     s = base["settings"]
     report.table(
         f"{base['device']}, {base['dtype']}, {s['frames']} frames at {s['width']}x{s['height']}, median of "
-        f"{base['runs']} clip(s) after a warm-up (scripts/gpu_check.py through worker.generate.generate_clip)",
+        f"{base['runs']} clip(s) after a warm-up (scripts/gpu_check.py through worker.generate.generate_clip; "
+        f"GIF s is the encode of random-weight output, see the encode table for real frames)",
         ["preset", "steps", "UNet evals", "s/clip", "UNet (denoise) s", "VAE s", "GIF s", "peak GiB", "clips/h/GPU",
          "TFLOP per UNet eval", "achieved TFLOP/s", "UNet MFU"], rows)
     report.notes.append(
@@ -253,7 +346,99 @@ def run(args) -> Report:
         f"{base['presets']['lightning']['unet_evals']}); the gap is the fixed cost (text encoder, VAE decode, GIF).")
     report.notes.append(f"MFU peak: {peak} TFLOP/s dense fp16/bf16 for {base['device']}" if peak else
                         "MFU: no peak known for this device/dtype (pass --peak-tflops).")
-    var = variants(bench, "lightning", lightning)
+    report.data.update({"unet_flops_per_eval": flops, "peak_tflops": peak})
+
+
+def encode_section(report: Report, bench: Bench, real: list[tuple[str, list]], base: dict[str, Any],
+                   lightning: str) -> None:
+    light = base["presets"]["lightning"]
+    gpu_seconds = light["denoise_seconds"] + light["decode_seconds"]
+    enc = encode_on_this_cpu(real, fps=8)
+    report.data["encode_real"] = enc
+    median = statistics.median(r["seconds"] for r in enc)
+    worst = max(r["seconds"] for r in enc)
+    report.table(
+        f"GIF encoding on this machine's CPU ({len(enc)} real AnimateDiff clips, {bench.frames} frames at "
+        f"{bench.size}x{bench.size}, worker.gif.encode_clip_gif, best of 2) against one {lightning} clip's "
+        f"GPU time ({gpu_seconds:.3g} s: UNet + VAE)",
+        ["clip", "encode s", "MB", "lossy level", "share of GPU time"],
+        [[r["clip"], r["seconds"], r["bytes"] / 1e6, r["lossy_level"], f"{r['seconds'] / gpu_seconds:.0%}"]
+         for r in enc])
+    report.bar("GIF encoding under 10% of a Lightning clip's GPU time",
+               worst < 0.1 * gpu_seconds, f"median {median:.3g} s, worst {worst:.3g} s = "
+               f"{worst / gpu_seconds:.0%} of {gpu_seconds:.3g} s")
+
+
+def run(args) -> Report:
+    cmd = "python -m bench.gpu_generation" + (" --tiny" if args.tiny else "")
+    report = Report("gpu_generation", "Generation on the GPU: full-size architectures, random weights", cmd,
+                    params=dict(vars(args)))
+    import torch
+
+    if not args.tiny and not torch.cuda.is_available():
+        raise SystemExit("No CUDA GPU here: run with --tiny for the CPU self-test, or on a machine with a GPU.")
+    if args.tiny:
+        torch.set_num_threads(1)
+        report.notes.append("Tiny CPU self-test: these numbers show that the script runs; they say nothing about "
+                            "GPU performance.")
+
+    def checkpoint(section: str) -> None:
+        report.save(Path(args.results_dir))
+        print(f"[{time.perf_counter() - args.started:6.0f} s] {section} done", flush=True)
+
+    gpu_check = load_gpu_check()
+    base = None
+    if "presets" in args.sections:
+        check_args = argparse.Namespace(tiny=args.tiny, device=args.device, dtype=args.dtype, frames=args.frames,
+                                        size=args.size, steps=args.steps, runs=args.runs,
+                                        lightning_steps=args.lightning_steps, json=None)
+        base = gpu_check.run(check_args)
+        report.data["gpu_check"] = base
+        print(gpu_check.report(base), flush=True)
+
+    bench = Bench(args, gpu_check)
+    lightning = f"animatediff-lightning-{args.lightning_steps}step"
+    if base is not None:
+        headline(report, bench, base)
+        checkpoint("headline presets and MFU")
+
+    real = real_frames(args, bench.frames, bench.size)
+    if "encode" not in args.sections:
+        pass
+    elif not real:
+        report.notes.append(f"GIF encoding on real frames: skipped, no GIFs in {args.real_gifs or '(none given)'}.")
+    elif base is None:
+        report.notes.append("GIF encoding on real frames: skipped, it needs the presets section's Lightning time.")
+    elif not bench.over_budget("GIF encoding on real frames"):
+        encode_section(report, bench, real, base, lightning)
+        checkpoint("GIF encoding on real frames")
+
+    conc = []
+    for processes, threads in LAYOUTS if "concurrency" in args.sections else ():
+        layout = f"{processes} process(es) x {threads} clip(s) in flight"
+        if bench.over_budget(layout):
+            break
+        conc.append(worker_concurrency(bench, lightning, real, processes, threads))
+        report.data["concurrency"] = conc
+        checkpoint(layout)
+    if conc:
+        report.table(
+            f"Worker layouts on one GPU: {lightning} clips through generate_clip, GIFs encoded from "
+            f"{'real frames' if real else 'the random-weight output'}, {args.concurrency_clips} clips per thread "
+            f"after a warm-up. Threads share one pipeline and take turns on the GPU (worker.generate.DEVICE_LOCK): "
+            f"`blindpair worker --concurrency N`; processes each hold a model and time-slice the GPU",
+            ["processes", "clips in flight per process", "clips", "wall s", "clips/h/GPU",
+             "median GPU s per clip (UNet + VAE)", "median encode s", "vs 1 x 1"],
+            [[c["processes"], c["threads"], c["clips"], c["wall_seconds"], c["clips_per_hour"],
+              c["gpu_seconds_median"], c["encode_seconds_median"],
+              f"{c['clips_per_hour'] / conc[0]['clips_per_hour']:.2f}x"] for c in conc])
+
+    def variant_done(rows: list[dict[str, Any]]) -> None:
+        report.data["variants"] = rows
+        checkpoint(f"variant {rows[-1]['variant']}: {rows[-1].get('total') or rows[-1]['note']}")
+
+    bench.on_variant = variant_done
+    var = variants(bench, "lightning", lightning) if "variants" in args.sections else []
     if var:
         baseline = var[0].get("total")
         report.table(
@@ -265,7 +450,8 @@ def run(args) -> Report:
              for v in var])
     if bench.skipped:
         report.notes.append(f"Skipped after the {args.budget_s:.0f} s budget: {', '.join(bench.skipped)}.")
-    report.data.update({"unet_flops_per_eval": flops, "peak_tflops": peak, "variants": var})
+    if var:
+        report.data["variants"] = var
     return report
 
 
@@ -283,17 +469,37 @@ def parser() -> argparse.ArgumentParser:
                    help="try torch.compile of the UNet (minutes of compile time on a GPU)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the GPU's dense fp16/bf16 peak, if not in the table")
-    p.add_argument("--budget-s", type=float, default=400, help="no new variant starts after this many seconds")
+    p.add_argument("--budget-s", type=float, default=400,
+                   help="no new section or variant starts after this many seconds from the start")
+    p.add_argument("--real-gifs", default=str(SHARED_GIFS) if SHARED_GIFS.is_dir() else "",
+                   help="a folder of real AnimateDiff GIFs to encode (default: ../shared/data/animatediff_gifs)")
+    p.add_argument("--sections", type=lambda v: tuple(x for x in v.split(",") if x), default=SECTIONS,
+                   help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--real-clips", type=int, default=6, help="how many of those GIFs to encode")
+    p.add_argument("--concurrency-clips", type=int, default=8,
+                   help="Lightning clips per process in the worker-processes-per-GPU section")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "bench" / "results"))
     return p
 
 
 # What --tiny means here: the test suite's size, seconds long.
-TINY = ["--tiny", "--runs", "1", "--steps", "1", "--no-compile"]
+TINY = ["--tiny", "--runs", "1", "--steps", "1", "--no-compile", "--real-clips", "1", "--concurrency-clips", "2"]
 
 
 def main(argv: list[str] | None = None) -> Report:
-    return run_cli("bench.gpu_generation", parser, run, argv, lambda rest: parser().parse_args([*TINY, *rest]))
+    started = time.perf_counter()
+
+    def parse(rest: list[str]):
+        args = parser().parse_args([*TINY, *rest])
+        args.started = started
+        return args
+
+    def full_parser():
+        p = parser()
+        p.set_defaults(started=started)
+        return p
+
+    return run_cli("bench.gpu_generation", full_parser, run, argv, parse)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -79,12 +79,26 @@ def build_components(*, tiny: bool, device: str, dtype):
             {k: v.to(dtype=dtype) for k, v in adapters.items()})
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
+def cache_pipeline(cache, spec, parts, *, device: str, dtype_name: str) -> None:
+    """Hand an AnimateDiff pipeline made of ``parts`` (unet, vae, text encoder, tokenizer, scheduler, motion
+    adapter) to the worker's pipeline cache as if loaded from disk, so ``generate_clip`` runs its own code on
+    it (it sets the preset's scheduler itself)."""
     from diffusers import AnimateDiffPipeline
 
+    from worker.pipelines import LoadedPipeline, weights_key
+
+    unet, vae, text, tokenizer, scheduler, adapter = parts
+    pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, motion_adapter=adapter,
+                               scheduler=scheduler).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    cache._items[weights_key(spec, device)] = LoadedPipeline(pipe, dict(scheduler.config), 0.0, dtype_name)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
     from worker.generate import device_name, generate_clip
-    from worker.pipelines import LoadedPipeline, PipelineCache, weights_key
+    from worker.pipelines import PipelineCache
     from worker.presets import resolve_run
 
     device = "cpu" if args.tiny else args.device
@@ -107,11 +121,8 @@ def run(args: argparse.Namespace) -> dict:
         spec = resolve_run(model_name=key, preset=preset, overrides={"steps": steps} if steps else {},
                            settings=settings)
         cache.clear()
-        pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                   motion_adapter=adapters[key], scheduler=scheduler).to(device)
-        pipe.set_progress_bar_config(disable=True)
-        # Hand the pipeline to the worker's cache as if loaded from disk; generate_clip sets the preset's scheduler.
-        cache._items[weights_key(spec, device)] = LoadedPipeline(pipe, dict(scheduler.config), 0.0, dtype_name)
+        cache_pipeline(cache, spec, (unet, vae, text, tokenizer, scheduler, adapters[key]), device=device,
+                       dtype_name=dtype_name)
         generate_clip(spec, prompt="warm-up", seed=0, device=device, cache=cache)  # kernels, allocator, cuDNN
         results = [generate_clip(spec, prompt="a corgi running on a beach at sunset", seed=i, device=device,
                                  cache=cache) for i in range(args.runs)]
@@ -129,7 +140,6 @@ def run(args: argparse.Namespace) -> dict:
         row["clips_per_hour"] = 3600 / row["seconds_per_clip"]
         row["seconds_per_unet_eval"] = row["denoise_seconds"] / row["unet_evals"]
         out["presets"][key] = row
-        del pipe
         cache.clear()
     ad, light = out["presets"]["animatediff"], out["presets"]["lightning"]
     out["speedup"] = ad["seconds_per_clip"] / light["seconds_per_clip"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -11,6 +12,14 @@ from typing import Any
 from worker.gif import encode_clip_gif
 from worker.pipelines import PipelineCache, free_device_memory, process_cache
 from worker.presets import RunSpec
+
+# One clip at a time on the device, per worker process. `blindpair worker --concurrency N` runs N clips in
+# threads that share one loaded pipeline: each clip's denoising and decoding hold this lock, its GIF encoding
+# (CPU, in C code that releases the GIL) does not, so one clip's encoding overlaps the next one's denoising.
+# bench.gpu_generation measured why: on an H100 a 4-step Lightning clip takes 0.63 s of GPU and ~0.7-1.6 s to
+# encode, so a lone clip at a time leaves the GPU idle half the time. Separate processes (prefork) would each
+# hold a copy of the model and time-slice the GPU instead.
+DEVICE_LOCK = threading.Lock()
 
 
 class GpuOutOfMemory(RuntimeError):
@@ -111,12 +120,50 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
 def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
     import torch
 
-    t_start = time.perf_counter()
-    entry, loaded_now = cache.get(spec, device=device)
-    pipe = entry.pipe
-    t0 = time.perf_counter()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    with DEVICE_LOCK:
+        # Timed from here: waiting for another clip's turn on the device is not this clip's cost.
+        t_start = time.perf_counter()
+        entry, loaded_now = cache.get(spec, device=device)
+        pipe = entry.pipe
+        t0 = time.perf_counter()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        frames, t_denoised, t_decoded, unet_calls = _denoise_and_decode(pipe, spec, prompt=prompt, seed=seed,
+                                                                        device=device)
+        peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+        cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
+        scheduler = pipe.scheduler
+        scheduler_state = (type(scheduler).__name__, _json_safe(dict(scheduler.config)),
+                           [int(t) for t in scheduler.timesteps.tolist()])
+    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    t_end = time.perf_counter()
+    generation = {
+        "run": spec.describe(),
+        "seed": seed,
+        "generator": "torch.Generator('cpu')",
+        "scheduler_class": scheduler_state[0],
+        "scheduler_config": scheduler_state[1],
+        "timesteps": scheduler_state[2],
+        "unet_forward_calls": unet_calls,
+        "versions": library_versions(),
+        "pipeline_loaded_for_this_clip": loaded_now,
+        "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
+        "gif_lossy_level": lossy,
+    }
+    return ClipResult(
+        # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
+        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
+        # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
+        wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
+        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_decoded,
+        steps=spec.steps, guidance_scale=spec.guidance, unet_evals=unet_calls * cfg_multiplier,
+        peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
+    )
+
+
+def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
+    """The device part of a clip: PIL frames, the times denoising and decoding ended, and the UNet calls."""
+    import torch
 
     # Count real UNet forward passes; with CFG each pass carries the conditional and unconditional halves.
     calls = {"n": 0}
@@ -144,32 +191,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         t_decoded = time.perf_counter()
     finally:
         hook.remove()
-    cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
-    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
-    t_end = time.perf_counter()
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
-    generation = {
-        "run": spec.describe(),
-        "seed": seed,
-        "generator": "torch.Generator('cpu')",
-        "scheduler_class": type(pipe.scheduler).__name__,
-        "scheduler_config": _json_safe(dict(pipe.scheduler.config)),
-        "timesteps": [int(t) for t in pipe.scheduler.timesteps.tolist()],
-        "unet_forward_calls": calls["n"],
-        "versions": library_versions(),
-        "pipeline_loaded_for_this_clip": loaded_now,
-        "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
-        "gif_lossy_level": lossy,
-    }
-    return ClipResult(
-        # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
-        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
-        # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
-        wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
-        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_decoded,
-        steps=spec.steps, guidance_scale=spec.guidance, unet_evals=calls["n"] * cfg_multiplier,
-        peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
-    )
+    return frames, t_denoised, t_decoded, calls["n"]
 
 
 def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:

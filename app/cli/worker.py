@@ -25,8 +25,10 @@ def _fail(lines: list[str], code: int = 1) -> None:
 @app.command("worker")
 def worker_command(
     device: str = typer.Option("auto", help="cuda, cuda:N or cpu (auto: cuda when available)."),
-    concurrency: int = typer.Option(1, min=1, help="Clips generated at once. One per GPU is usual; run one worker "
-                                                   "per GPU (CUDA_VISIBLE_DEVICES) to use several."),
+    concurrency: int = typer.Option(1, min=1, help="Clips in flight at once, in threads sharing one loaded model: "
+                                                   "one clip's GIF encoding overlaps the next one's time on the "
+                                                   "device. 2 suits a GPU (BENCHMARKS.md); run one worker per "
+                                                   "GPU (CUDA_VISIBLE_DEVICES) to use several."),
     loglevel: str = typer.Option("info", help="debug, info, warning or error."),
     exit_when_idle: bool = typer.Option(False, "--exit-when-idle",
                                         help="Stop once no clip of any study is queued or running."),
@@ -59,8 +61,10 @@ def worker_command(
     problem = broker_problem()
     if problem:
         _fail([problem.replace("; nothing was queued.", ".")], code=2)
-    # One process per clip at a time: the solo pool keeps CUDA out of forked children; prefork for N > 1.
-    pool = "solo" if concurrency == 1 else "prefork"
+    # Threads, not forked processes, for N > 1: CUDA cannot be used in a forked child, and N processes would
+    # hold N copies of the model and time-slice the GPU. worker.generate.DEVICE_LOCK gives the device to one
+    # clip at a time; the others encode their GIFs meanwhile.
+    pool = "solo" if concurrency == 1 else "threads"
     celery.worker_main([
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", "-Q", QUEUE, f"--loglevel={loglevel.upper()}",
         f"--hostname={name or f'blindpair-{os.getpid()}'}@%h", "--without-gossip", "--without-mingle",

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app import config, db
 from tests.support.servers import postgres_unavailable_reason
@@ -129,11 +130,20 @@ def test_generation_runs_through_the_worker_path(tmp_path):
 def test_gpu_generation_self_test_runs_on_cpu(tmp_path):
     from bench import gpu_generation
 
-    gpu_generation.main(["--tiny", "--results-dir", str(tmp_path)])
+    gifs = tmp_path / "real"
+    gifs.mkdir()
+    frames = [Image.new("RGB", (48, 48), (40 * i, 90, 200 - 40 * i)) for i in range(3)]
+    frames[0].save(gifs / "clip.gif", save_all=True, append_images=frames[1:], duration=125, loop=0)
+
+    gpu_generation.main(["--tiny", "--real-gifs", str(gifs), "--results-dir", str(tmp_path)])
     data = _saved(tmp_path, "gpu_generation")["data"]
     assert data["unet_flops_per_eval"] > 0
     assert data["gpu_check"]["presets"]["lightning"]["unet_evals"] == 1
     assert data["variants"][0]["variant"] == "baseline" and data["variants"][0]["total"] > 0
+    # The real clip went through the worker's encoder, and each worker-process count made its clips.
+    assert [r["clip"] for r in data["encode_real"]] == ["clip.gif"] and data["encode_real"][0]["bytes"] > 0
+    assert [(c["processes"], c["threads"], c["clips"]) for c in data["concurrency"]] == [
+        (1, 1, 2), (1, 2, 4), (1, 3, 6), (2, 1, 4)]
 
 
 def test_stored_and_accepted_votes_must_agree_up_to_abandoned_requests():

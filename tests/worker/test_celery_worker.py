@@ -102,11 +102,11 @@ def assert_batch_complete(session, study, n_prompts: int) -> None:
     session.rollback()
 
 
-def run_batch(session, tmp_path, tiny_model_dir, extra_env=None) -> None:
+def run_batch(session, tmp_path, tiny_model_dir, extra_env=None, worker_args: tuple[str, ...] = ()) -> None:
     study = make_tiny_study(session, tiny_model_dir, n_prompts=2)
     result = svc.queue_batch(session, study_id=study.id)
     assert result.tasks_sent == 4
-    worker = Worker(tmp_path, "a", extra_env)
+    worker = Worker(tmp_path, "a", extra_env, args=worker_args)
     try:
         wait_for(lambda: set(statuses(session, study.id).values()) == {"done"}, worker)
     finally:
@@ -121,6 +121,13 @@ def run_batch(session, tmp_path, tiny_model_dir, extra_env=None) -> None:
 @pytest.mark.slow
 def test_a_worker_on_the_embedded_broker_generates_a_batch(migrated_session, tmp_path, tiny_model_dir):
     run_batch(migrated_session, tmp_path, tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_a_worker_with_two_clips_in_flight_generates_a_batch(migrated_session, tmp_path, tiny_model_dir):
+    # --concurrency 2: clips in threads over one cached pipeline. Every clip once, each its own file, and each
+    # model's pipeline still loaded once (the clips share the process's cache).
+    run_batch(migrated_session, tmp_path, tiny_model_dir, worker_args=("--concurrency", "2"))
 
 
 @pytest.mark.redis

@@ -124,3 +124,43 @@ def test_missing_hub_weights_say_how_to_fetch_them(tmp_path, monkeypatch):
     spec = resolve_run(model_name="m", preset="animatediff", overrides={}, settings=None)
     with pytest.raises(WeightsMissing, match="hf download guoyww/animatediff-motion-adapter-v1-5-2"):
         generate_clip(spec, prompt="x", seed=0, cache=PipelineCache())
+
+
+def test_clips_in_threads_share_the_pipeline_and_never_share_the_device(tiny_model_dir, monkeypatch):
+    # `blindpair worker --concurrency N` runs clips in threads over one cached pipeline: the device part of one
+    # clip must never interleave with another's (the scheduler and the UNet-call hook are the pipeline's
+    # state), and each clip must come out as it would alone.
+    import threading
+
+    import worker.generate as generate
+    from tests.support.threads import run_in_threads
+
+    cache = PipelineCache(capacity=1)
+    light = spec_for("tiny-lightning-2step", tiny_model_dir)
+    alone = {seed: generate_clip(light, prompt="waves", seed=seed, cache=cache) for seed in (1, 2, 3, 4)}
+
+    inside, most, guard = [0], [0], threading.Lock()
+    device_part = generate._denoise_and_decode
+
+    def counted(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            return device_part(*args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(generate, "_denoise_and_decode", counted)
+    seeds, results = iter((1, 2, 3, 4)), {}
+
+    def one_clip() -> None:
+        seed = next(seeds)
+        results[seed] = generate_clip(light, prompt="waves", seed=seed, cache=cache)
+
+    assert run_in_threads(one_clip, 4) == []
+    assert most[0] == 1  # one clip on the device at a time
+    assert {s: r.gif for s, r in results.items()} == {s: r.gif for s, r in alone.items()}
+    assert {s: r.unet_evals for s, r in results.items()} == {s: r.unet_evals for s, r in alone.items()}
+    assert cache.loads == 1
