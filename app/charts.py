@@ -249,7 +249,7 @@ def cost_scatter(points: Sequence[dict], *, uid: str = "cost") -> Markup:
 
     points: {model, seconds (None if no cost recorded), rate, lo, hi}.
     """
-    title = "Cost against preference: median seconds per clip vs overall preference rate"
+    title = "Cost against preference: median model seconds per clip vs overall preference rate"
     pts = [p for p in points if p.get("seconds") is not None and p.get("rate") is not None]
     if not pts:
         return empty_chart(uid, title, "No generation costs recorded yet (imported clips carry no timings).")
@@ -276,7 +276,8 @@ def cost_scatter(points: Sequence[dict], *, uid: str = "cost") -> Markup:
                     f'stroke="{MUTED}"/>')
         body.append(_text(sx(t), top + plot_h + 16, f"{t:g}", anchor="middle", fill=MUTED))
         t += step
-    body.append(_text(left + plot_w / 2, height - 8, "median seconds per clip (lower is cheaper)", anchor="middle"))
+    body.append(_text(left + plot_w / 2, height - 8, "median model seconds per clip (lower is cheaper)",
+                      anchor="middle"))
     body.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
                 'text-anchor="middle">preferred (share of non-tie votes)</text>')
     shapes = ("circle", "square", "triangle", "diamond")

@@ -188,7 +188,8 @@ def evaluator_rows(session: Session, *, study_id: int) -> list[dict]:
 
 
 def model_costs(session: Session, *, study_id: int) -> list[dict]:
-    """Per model: how many done clips, how many with a recorded cost, and the median seconds per clip.
+    """Per model: how many done clips, how many with a recorded cost, and the median seconds per clip: wall
+    time, and model time on the device (``generation.model_seconds``: GIF encoding left out).
 
     Medians, not means: a first clip that loads weights or compiles kernels would dominate a mean.
     Attention-check copies (variant != "") are not generations and are left out.
@@ -196,12 +197,14 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
     models = session.execute(select(StudyModel.id, StudyModel.name).where(StudyModel.study_id == study_id)
                              .order_by(StudyModel.position)).all()
     clips = session.execute(
-        select(Clip.model_id, Clip.wall_seconds, Clip.denoise_seconds, Clip.unet_evals, Clip.steps,
-               Clip.peak_memory_bytes)
+        select(Clip.model_id, Clip.wall_seconds, Clip.denoise_seconds, Clip.decode_seconds, Clip.unet_evals,
+               Clip.steps, Clip.peak_memory_bytes)
         .where(Clip.study_id == study_id, Clip.status == "done", Clip.variant == "")
     ).all()
-    frame = pd.DataFrame(clips, columns=["model_id", "wall_seconds", "denoise_seconds", "unet_evals", "steps",
-                                         "peak_memory_bytes"])
+    frame = pd.DataFrame(clips, columns=["model_id", "wall_seconds", "denoise_seconds", "decode_seconds",
+                                         "unet_evals", "steps", "peak_memory_bytes"])
+    # generation.model_seconds, column-wise: the model's time on the device, GIF encoding left out.
+    frame["model_seconds"] = frame["denoise_seconds"] + frame["decode_seconds"].fillna(0.0)
     out = []
     for model_id, name in models:
         mine = frame[frame["model_id"] == model_id]
@@ -212,7 +215,8 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
             return float(vals.median()) if len(vals) else None
 
         out.append({"model": name, "clips": int(len(mine)), "timed_clips": int(len(timed)),
-                    "median_wall_seconds": median("wall_seconds"), "median_denoise_seconds": median("denoise_seconds"),
+                    "median_wall_seconds": median("wall_seconds"), "median_model_seconds": median("model_seconds"),
+                    "median_denoise_seconds": median("denoise_seconds"),
                     "median_unet_evals": median("unet_evals"), "median_steps": median("steps"),
                     "median_peak_memory_bytes": median("peak_memory_bytes")})
     return out

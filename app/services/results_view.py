@@ -108,7 +108,8 @@ def _cost_points(results: dict, costs: list[dict], models: list[str]) -> list[di
     out = []
     for c in costs:
         r, lo, hi = rate.get(c["model"], (None, None, None))
-        out.append(c | {"seconds": c["median_wall_seconds"], "rate": r, "lo": lo, "hi": hi})
+        seconds = c["median_model_seconds"] if c["median_model_seconds"] is not None else c["median_wall_seconds"]
+        out.append(c | {"seconds": seconds, "rate": r, "lo": lo, "hi": hi})
     return out
 
 

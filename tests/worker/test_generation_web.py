@@ -119,10 +119,11 @@ def test_the_cost_table_shows_recorded_costs(client, session, user, study):
     session.commit()
     rows = [[td.get_text(" ", strip=True) for td in r.find_all("td")]
             for r in panel(client, study.id)[0].select("table.gen-costs tbody tr")]
-    assert rows[0][:8] == ["fast", "4", "2.00", "2.00", "4", "8.00 GiB", "8.0", "8.00×"]
-    assert rows[1][:8] == ["slow", "4", "16.00", "16.00", "50", "8.00 GiB", "64.0", "1.00×"]
+    # Model seconds leave the 0.1 s of GIF encoding out: 1.9 and 15.9 s; GPU-seconds and speedup use them.
+    assert rows[0][:9] == ["fast", "4", "2.00", "2.00", "1.90", "4", "8.00 GiB", "7.6", "8.37×"]
+    assert rows[1][:9] == ["slow", "4", "16.00", "16.00", "15.90", "50", "8.00 GiB", "63.6", "1.00×"]
     costs = client.get(f"/api/v1/studies/{study.id}/generation/costs").json()
-    assert [c["speedup_vs_slowest"] for c in costs] == [8.0, 1.0]
+    assert [round(c["speedup_vs_slowest"], 3) for c in costs] == [round(15.9 / 1.9, 3), 1.0]
 
 
 def test_the_api_queues_reports_and_refuses(client, session, user, study):

@@ -111,11 +111,16 @@ def test_incremental_load_and_fingerprint(session):
 def test_model_costs_are_medians_of_recorded_seconds(session):
     study, pair = _one_pair(session)
     for seconds, clip_id in ((2.0, pair.clip_a_id), (30.0, pair.clip_b_id)):
-        session.get(Clip, clip_id).wall_seconds = seconds
+        clip = session.get(Clip, clip_id)
+        clip.wall_seconds, clip.encode_seconds = seconds, 1.0
+        clip.denoise_seconds, clip.decode_seconds = seconds - 1.5, 0.5
     session.flush()
     costs = {c["model"]: c for c in model_costs(session, study_id=study.id)}
     assert costs["lightning"]["median_wall_seconds"] == 2.0
     assert costs["animatediff"]["median_wall_seconds"] == 30.0
+    # The model's time on the device: denoise + decode, the GIF encoding left out.
+    assert costs["lightning"]["median_model_seconds"] == 1.0
+    assert costs["animatediff"]["median_model_seconds"] == 29.0
     assert costs["animatediff"]["timed_clips"] == 1
 
 

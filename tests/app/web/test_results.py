@@ -179,3 +179,23 @@ def test_page_views_reuse_the_cache_until_a_vote_arrives(client, session, study)
     assert client.get(f"/api/v1/studies/{study.id}/results/fingerprint").json()["fingerprint"] != first
     r = client.get(f"/studies/{study.id}/results")
     assert get_cache().computations == computed + 1 and "17 votes from" in r.text
+
+
+def test_the_cost_section_puts_model_seconds_first_and_shows_the_wall_beside(client, session, study):
+    from sqlalchemy import select
+
+    from app.models import Clip
+
+    _as(client, session, "admin")
+    lightning = study.models[0].id
+    for clip in session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")):
+        device = 0.63 if clip.model_id == lightning else 4.49  # H100 device seconds, plus 1.85 s of GIF
+        clip.denoise_seconds, clip.decode_seconds, clip.encode_seconds = device - 0.24, 0.24, 1.85
+        clip.wall_seconds = device + 1.85
+    session.commit()
+    soup = BeautifulSoup(client.get(f"/studies/{study.id}/results").text, "html.parser")
+    rows = {tds[0]: tds[2:4] for tds in ([td.get_text(strip=True) for td in tr.find_all("td")]
+                                          for tr in soup.select("#cost tbody tr"))}
+    assert rows[study.models[0].name] == ["0.63", "2.48"]
+    assert rows[study.models[1].name] == ["4.49", "6.34"]
+    assert "model seconds per clip" in soup.select_one("#cost svg").get_text(" ")
