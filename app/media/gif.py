@@ -174,6 +174,45 @@ def _walk_extensions(data: bytes):
         return  # Pillow's decoding reports damage with a better message
 
 
+def join_gifs(parts: list[bytes]) -> bytes:
+    """One animated GIF playing the frames of ``parts`` in order: the first part's header, screen and looping,
+    then every part's frames, each with its timing block and its own colour table.
+
+    The worker encodes a clip in parts, one per core, and joins them (worker/gif.py): LZW and gifsicle are
+    single-threaded, and every frame of a GIF is a separate LZW stream, so nothing but bytes needs moving.
+    A later part's frames that used that part's global colour table get it as their local table; the
+    parts must share one screen size and start with a full frame (Pillow and gifsicle write each file's
+    first frame whole), so no frame depends on a frame of another part.
+    """
+    if not parts:
+        raise GifError("nothing to join")
+    out = bytearray()
+    screen = None
+    for index, part in enumerate(parts):
+        pending_gce = b""
+        for kind, raw, detail in _blocks(part):
+            if kind == "header":
+                if screen is None:
+                    screen = raw[6:10]
+                    out += raw
+                elif raw[6:10] != screen:
+                    raise GifError("the parts of a GIF must share one screen size")
+                packed = raw[10]
+                gct, gct_bits = (raw[13:], packed & 7) if packed & 0x80 else (b"", 0)
+            elif kind == "gce":
+                pending_gce = raw
+            elif kind == "image":
+                if index and gct and not raw[9] & 0x80:
+                    # Keep the interlace flag (0x40); a local table, unsorted, of the global table's size.
+                    raw = raw[:9] + bytes([0x80 | (raw[9] & 0x40) | gct_bits]) + gct + raw[10:]
+                out += pending_gce + raw
+                pending_gce = b""
+            elif kind == "app" and index == 0 and detail in KEEP_APPLICATIONS:
+                out += raw
+    out += b"\x3b"
+    return bytes(out)
+
+
 def sanitize_gif(data: bytes) -> bytes:
     """Drop comments, plain-text blocks, unknown extensions and every application extension except NETSCAPE
     looping (XMP, ICC profiles, encoder tags), and anything after the trailer. Image blocks, colour tables and

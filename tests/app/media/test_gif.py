@@ -114,3 +114,27 @@ def test_sanitize_keeps_local_colour_tables_and_missing_trailer():
     clean = sanitize_gif(data)
     assert clean.endswith(b"\x3b")
     assert [f.tobytes() for f in decode_frames(clean)] == [f.tobytes() for f in decode_frames(data)]
+
+
+def test_joined_parts_play_every_frame_in_order_with_its_colours_and_timing():
+    # Each part has its own global colour table (red squares, then blue): a later part's frames must carry
+    # theirs as a local table, or they would play in the first part's colours.
+    from app.media.gif import join_gifs
+
+    red = gif_bytes(frames=3, colour=(220, 30, 30), fps=10)
+    blue = gif_bytes(frames=2, colour=(30, 30, 220), fps=5)
+    joined = join_gifs([red, sanitize_gif(blue) + b"\x00junk after the trailer"])
+    expected = [f.tobytes() for f in decode_frames(red) + decode_frames(blue)]
+    assert [f.tobytes() for f in decode_frames(joined)] == expected
+    info = inspect_gif(joined)
+    assert (info.frames, info.durations_ms, info.loop) == (5, (100, 100, 100, 200, 200), 0)
+    assert info.extensions == ("app:NETSCAPE2.0",)  # the loop once, from the first part
+
+
+def test_parts_of_different_sizes_are_refused():
+    from app.media.gif import join_gifs
+
+    with pytest.raises(GifError, match="one screen size"):
+        join_gifs([gif_bytes(size=(32, 32)), gif_bytes(size=(48, 32))])
+    with pytest.raises(GifError, match="nothing to join"):
+        join_gifs([])
