@@ -77,8 +77,17 @@ def encode_gif_with_level(frames: list[Image.Image], *, fps: float) -> tuple[byt
     return (out, level) if len(out) < len(data) else (data, None)
 
 
+# A part is worth a thread and a gifsicle process from about one 512x512 frame up; tiny clips stay whole.
+MIN_PART_PIXELS = 512 * 512
+
+
 def _cores(n_frames: int) -> int:
     return max(1, min(n_frames, os.cpu_count() or 1))
+
+
+def _parts(frames: list[Image.Image]) -> int:
+    pixels = sum(f.width * f.height for f in frames)
+    return max(1, min(_cores(len(frames)), pixels // MIN_PART_PIXELS))
 
 
 def _pillow_gif(frames: list[Image.Image], *, fps: float) -> bytes:
@@ -95,7 +104,7 @@ def _pillow_parts(frames: list[Image.Image], *, fps: float, pool: ThreadPoolExec
     Pillow and gifsicle release the GIL, so threads suffice.
     """
     paletted = list(pool.map(_quantise, frames))
-    n = _cores(len(frames))
+    n = _parts(frames)
     bounds = [round(i * len(paletted) / n) for i in range(n + 1)]
     groups = [paletted[lo:hi] for lo, hi in itertools.pairwise(bounds) if hi > lo]
     return list(pool.map(lambda group: _save(group, fps=fps), groups))

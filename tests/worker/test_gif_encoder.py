@@ -94,6 +94,7 @@ def test_a_clip_gets_the_mildest_lossy_level_that_fits_the_budget(monkeypatch):
 def test_encoding_in_parts_changes_no_pixel_and_no_timing(monkeypatch, cores):
     # One part per core, joined: every frame must decode exactly as from one whole-clip Pillow file.
     monkeypatch.setattr(worker_gif.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(worker_gif, "MIN_PART_PIXELS", 1)  # parts even of these small frames
     frames = _noisy_frames(n=7)
     paletted = [worker_gif._quantise(f) for f in frames]
     whole = worker_gif._save(paletted, fps=8)
@@ -102,6 +103,15 @@ def test_encoding_in_parts_changes_no_pixel_and_no_timing(monkeypatch, cores):
     info = inspect_gif(parted)
     assert (info.frames, info.durations_ms, info.loop) == (7, (120,) * 7, 0)
     assert info.extensions == ("app:NETSCAPE2.0",)
+
+
+def test_a_part_is_at_least_a_full_size_frame(monkeypatch):
+    monkeypatch.setattr(worker_gif.os, "cpu_count", lambda: 16)
+    assert worker_gif._parts([Image.new("RGB", (32, 32))] * 2) == 1  # tiny clips stay whole
+    assert worker_gif._parts([Image.new("RGB", (512, 512))] * 16) == 16
+    assert worker_gif._parts([Image.new("RGB", (256, 256))] * 16) == 4
+    monkeypatch.setattr(worker_gif.os, "cpu_count", lambda: 2)
+    assert worker_gif._parts([Image.new("RGB", (512, 512))] * 16) == 2
 
 
 @needs_gifsicle
