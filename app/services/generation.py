@@ -416,12 +416,28 @@ def _percentile(values: list[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _live_workers(session: Session, study_id: int, within_seconds: float = 300) -> int:
+def _live_workers(session: Session, study_id: int, within_seconds: float = 300) -> tuple[int, int]:
+    """Workers holding a live lease on a clip of the study, and the clips they hold (several per worker with
+    ``blindpair worker --concurrency N``)."""
     since = utcnow() - timedelta(seconds=within_seconds)
-    return session.scalar(
-        select(func.count(func.distinct(Clip.claimed_by)))
+    workers, clips = session.execute(
+        select(func.count(func.distinct(Clip.claimed_by)), func.count())
         .where(Clip.study_id == study_id, Clip.status == "running", Clip.heartbeat_at >= since)
-    ) or 0
+    ).one()
+    return workers or 0, clips or 0
+
+
+def _seconds_per_clip(wall: float, on_device: float | None, in_flight: float) -> float:
+    """How long a worker takes per clip of a model when it holds ``in_flight`` clips at once.
+
+    With one clip at a time, its wall time. With several, they take turns on the device and encode their GIFs
+    beside each other's turn (worker/generate.py), so a worker finishes one clip per wall / N, but never
+    faster than one per model seconds, the device part. On an H100 this predicts 0.85 s for two Lightning
+    clips in flight, against 1.05 s measured (BENCHMARKS.md) and 1.7 s from the wall time alone.
+    """
+    if in_flight <= 1 or on_device is None:
+        return wall
+    return max(on_device, wall / in_flight)
 
 
 def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
@@ -433,13 +449,14 @@ def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
         .group_by(Clip.model_id, Clip.status)
     ):
         counts[model_id][status] = n
-    times = _wall_times(session, study.id)
+    times, device_times = _clip_times(session, study.id)
     try:
         specs = run_specs(study)
         config_error = None
     except GenerationError as exc:
         specs, config_error = {}, str(exc)
-    live = _live_workers(session, study.id)
+    live, in_flight = _live_workers(session, study.id)
+    per_worker = in_flight / live if live else 1.0
     models = []
     total_work = 0.0
     eta_known = True
@@ -449,7 +466,9 @@ def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
         remaining = c["queued"] + c["running"]
         if remaining and median is None:
             eta_known = False
-        total_work += remaining * (median or 0.0)
+        if median is not None:
+            device = statistics.median(device_times[m.id]) if device_times[m.id] else None
+            total_work += remaining * _seconds_per_clip(median, device, per_worker)
         models.append({
             "model_id": m.id, "name": m.name, "preset": m.preset, **c, "total": sum(c.values()),
             "median_seconds": median, "eta_seconds": remaining * median if median is not None else None,
@@ -465,21 +484,26 @@ def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
     ).all()
     return {
         "study_id": study.id, "models": models, "totals": totals, "remaining": remaining,
-        "live_workers": live, "eta_seconds": eta if remaining else 0.0, "config_error": config_error,
+        "live_workers": live, "clips_in_flight": in_flight, "eta_seconds": eta if remaining else 0.0,
+        "config_error": config_error,
         "failed_clips": [{"clip_id": r[0], "model": r[1], "prompt": r[2], "seed": r[3], "error": r[4],
                           "attempts": r[5]} for r in failed],
     }
 
 
-def _wall_times(session: Session, study_id: int) -> dict[int, list[float]]:
-    times: dict[int, list[float]] = defaultdict(list)
-    for model_id, wall in session.execute(
-        select(Clip.model_id, Clip.wall_seconds).where(
+def _clip_times(session: Session, study_id: int) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """Per model, the wall seconds and the model seconds (``model_seconds``) of its generated clips."""
+    walls: dict[int, list[float]] = defaultdict(list)
+    on_device: dict[int, list[float]] = defaultdict(list)
+    for model_id, wall, denoise, decode in session.execute(
+        select(Clip.model_id, Clip.wall_seconds, Clip.denoise_seconds, Clip.decode_seconds).where(
             Clip.study_id == study_id, Clip.status == "done", Clip.origin == "generated",
             Clip.wall_seconds.is_not(None))
     ):
-        times[model_id].append(wall)
-    return times
+        walls[model_id].append(wall)
+        if (seconds := model_seconds(denoise, decode)) is not None:
+            on_device[model_id].append(seconds)
+    return walls, on_device
 
 
 def model_seconds(denoise: float | None, decode: float | None) -> float | None:

@@ -44,8 +44,9 @@
     }
     var text = data.remaining + " clip(s) to go; ";
     if (data.live_workers) {
-      p.textContent = text + data.live_workers + " worker(s) busy, about " + duration(data.eta_seconds) +
-        " left (median clip time x clips left, shared across busy workers).";
+      p.textContent = text + data.live_workers + " worker(s) busy on " + data.clips_in_flight +
+        " clip(s), about " + duration(data.eta_seconds) +
+        " left (median clip time x clips left, shared across busy workers and the clips each has in flight).";
       return;
     }
     p.appendChild(document.createTextNode(text + "no worker is generating right now: start one with "));

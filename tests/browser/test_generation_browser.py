@@ -61,7 +61,7 @@ def test_generation_counts_update_live_and_polling_stops(page, live_server, sess
     expect(cell("done")).to_have_text("1")
     expect(cell("median_seconds")).to_have_text("2 s")
     expect(cell("eta_seconds")).to_have_text("4 s")  # 2 clips left x 2 s median
-    expect(summary).to_contain_text("5 clip(s) to go; 1 worker(s) busy")
+    expect(summary).to_contain_text("5 clip(s) to go; 1 worker(s) busy on 1 clip(s)")
     assert page.evaluate("window.__samePage") is True
 
     # One clip fails, the rest finish: the last poll shows it and polling stops.

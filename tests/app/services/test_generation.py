@@ -195,3 +195,34 @@ def test_the_speedup_is_the_models_and_leaves_the_gif_encoding_out(session):
     assert costs["smooth"]["median_model_seconds"] == pytest.approx(0.63)
     assert costs["smooth"]["speedup_vs_slowest"] == pytest.approx(4.49 / 0.63)
     assert costs["smooth"]["device_seconds"] == pytest.approx(2 * 0.63)
+
+
+def test_the_eta_counts_the_clips_each_worker_has_in_flight(session):
+    # One worker with two clips in flight (--concurrency 2): it finishes a clip per wall / 2, but never faster
+    # than the device part (model seconds). Lightning as measured: 0.84 s on the device, 1.7 s of wall.
+    study = demo_study(session, n_prompts=6)
+    svc.queue_batch(session, study_id=study.id, send=[].extend)
+    fast_model, slow_model = study.models
+    clips = session.scalars(select(Clip).where(Clip.study_id == study.id).order_by(Clip.id)).all()
+    fast = [c for c in clips if c.model_id == fast_model.id]
+    slow = [c for c in clips if c.model_id == slow_model.id]
+    for clip in fast[:2]:
+        _done(clip, 1.7, 4, None, encode=0.86)  # model seconds 0.84
+    for clip in slow[:2]:
+        _done(clip, 6.3, 50, None, encode=1.8)  # model seconds 4.5: the device part dominates
+    now = svc.utcnow()
+    for clip in (fast[2], slow[2]):
+        clip.status, clip.claimed_by, clip.heartbeat_at = "running", "gpu-host:1", now
+    session.commit()
+
+    progress = svc.generation_progress(session, study_id=study.id)
+    assert (progress["live_workers"], progress["clips_in_flight"]) == (1, 2)
+    # 4 Lightning clips left at max(0.84, 1.7 / 2) = 0.85 s; 4 AnimateDiff at max(4.5, 6.3 / 2) = 4.5 s.
+    assert progress["eta_seconds"] == pytest.approx(4 * 0.85 + 4 * 4.5)
+
+    for clip in (fast[2], slow[2]):  # two workers, one clip each: each clip's wall time, shared by two
+        clip.claimed_by = f"gpu-host:{clip.id}"
+    session.commit()
+    progress = svc.generation_progress(session, study_id=study.id)
+    assert (progress["live_workers"], progress["clips_in_flight"]) == (2, 2)
+    assert progress["eta_seconds"] == pytest.approx((4 * 1.7 + 4 * 6.3) / 2)
