@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     worker_retry_backoff_seconds: float = 10.0
     # Redis: an unacknowledged message goes back to the queue after this long (kombu's visibility_timeout).
     worker_visibility_timeout: int = 3600
+    # A clip queued this long while the broker's queue is empty lost its message; the sweeper sends it again.
+    # Longer than the longest retry backoff (worker_retry_backoff_seconds x 2^(max_retries - 1) x 1.5).
+    worker_orphan_seconds: float = 600.0
     worker_exit_when_idle: bool = False  # stop once no clip is queued or running (the demo, rented GPUs)
     max_upload_bytes: int = 50 * 1024 * 1024
     join_rate_limit_per_minute: int = 30

@@ -180,6 +180,9 @@ class Clip(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    # When the clip last went into the queue (created, retried, requeued, sent again): a clip queued long ago
+    # while the broker's queue is empty lost its message, and the sweeper sends it again.
+    queued_at: Mapped[datetime | None] = mapped_column(TZDateTime, default=utcnow)
     # Worker lease: who is generating the clip and when it last said so. kombu's SQLAlchemy broker never
     # redelivers a message taken by a worker that died, so a stale heartbeat is how a dead worker's clip is found.
     claimed_by: Mapped[str | None] = mapped_column(String(200))

@@ -139,10 +139,23 @@ def worker_identity() -> str:
 _sweeper_started = threading.Event()
 
 
+def queued_messages() -> int:
+    """Messages waiting in the generation queue (taken-but-unacknowledged ones are not counted)."""
+    from kombu.exceptions import ChannelError
+
+    celery = sender_app()
+    with celery.connection_for_write() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=QUEUE, passive=True).message_count
+        except ChannelError:
+            return 0  # Redis deletes an empty list, so a drained queue does not exist
+
+
 def sweep_once() -> list[int]:
-    """Requeue clips of dead workers and send their tasks again."""
+    """Requeue clips of dead workers and send their tasks again; then, if the queue is empty, send again the
+    clips still queued after ``worker_orphan_seconds``: their message was lost (``resend_orphans``)."""
     from app.db import session_scope
-    from app.services.generation import recover_stale
+    from app.services.generation import recover_stale, resend_orphans
 
     ws = worker_settings()
     with session_scope() as session:
@@ -150,6 +163,15 @@ def sweep_once() -> list[int]:
     if ids:
         log.warning("requeued %d clip(s) whose worker stopped responding: %s", len(ids), ids)
         send_generate(ids)
+    if queued_messages() == 0:
+        with session_scope() as session:
+            orphans = resend_orphans(session, queued_for_seconds=ws.orphan_seconds)
+        if orphans:
+            log.warning("the queue is empty but %d clip(s) have waited over %.0f s: their messages were lost "
+                        "(a worker killed as it took them, or a failed send); sending them again: %s",
+                        len(orphans), ws.orphan_seconds, orphans)
+            send_generate(orphans)
+            ids = ids + orphans
     return ids
 
 

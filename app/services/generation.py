@@ -245,6 +245,7 @@ def _create_clips(session: Session, study: Study, batch: Batch, prompts: list[Pr
                     result.scope_clip_ids.append(clip.id)
                 elif clip.status == "queued":
                     result.resent += 1
+                    clip.queued_at = utcnow()
                     to_send.append(clip.id)
                 elif clip.status == "done":
                     result.already_done += 1
@@ -282,7 +283,7 @@ def retry_failed(session: Session, *, study_id: int, clip_ids: Iterable[int] | N
     ids = list(session.scalars(query.order_by(Clip.id)))
     if ids:
         _write(session, update(Clip).where(Clip.id.in_(ids), Clip.status == "failed")
-               .values(status="queued", claimed_by=None, heartbeat_at=None, attempts=0))
+               .values(status="queued", claimed_by=None, heartbeat_at=None, attempts=0, queued_at=utcnow()))
     session.commit()
     _send(send, ids)
     return len(ids)
@@ -333,7 +334,7 @@ def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str
     return bool(_write(
         session,
         update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running")
-        .values(status="queued", claimed_by=None, heartbeat_at=None, error=error),
+        .values(status="queued", claimed_by=None, heartbeat_at=None, error=error, queued_at=utcnow()),
     ))
 
 
@@ -394,12 +395,29 @@ def recover_stale(session: Session, *, lease_seconds: float, max_attempts: int) 
             session,
             update(Clip).where(Clip.id == clip_id, Clip.claimed_by == worker, Clip.status == "running",
                                Clip.heartbeat_at < stale)
-            .values(status="queued", claimed_by=None, heartbeat_at=None,
+            .values(status="queued", claimed_by=None, heartbeat_at=None, queued_at=utcnow(),
                     error=f"worker {worker} stopped responding; requeued"),
         )
         if moved:
             requeued.append(clip_id)
     return requeued
+
+
+def resend_orphans(session: Session, *, queued_for_seconds: float) -> list[int]:
+    """Generated clips queued for longer than ``queued_for_seconds``: the ids to send again, their wait restarted.
+
+    Call it only when the broker's queue is empty (``worker.celery_app.sweep_once``): then a clip still
+    queued has no message. That happens when a worker is killed between taking a message and claiming its
+    clip (kombu's SQLAlchemy broker never gives a taken message back), or when sending failed after the clip
+    was recorded. A duplicate message does no harm: ``claim_clip`` skips a clip that is running or done.
+    """
+    cutoff = utcnow() - timedelta(seconds=queued_for_seconds)
+    ids = list(session.scalars(
+        select(Clip.id).where(Clip.status == "queued", Clip.origin == "generated",
+                              func.coalesce(Clip.queued_at, Clip.created_at) < cutoff).order_by(Clip.id)))
+    if ids:
+        _write(session, update(Clip).where(Clip.id.in_(ids), Clip.status == "queued").values(queued_at=utcnow()))
+    return ids
 
 
 # --- reading -----------------------------------------------------------------------------------------------
