@@ -230,3 +230,46 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
                     "median_unet_evals": median("unet_evals"), "median_steps": median("steps"),
                     "median_peak_memory_bytes": median("peak_memory_bytes")})
     return out
+
+
+# A model whose clips needed a stronger lossy GIF level this much more often than another's gets a warning.
+COMPRESSION_GAP = 0.2
+
+
+def compression_by_model(session: Session, *, study_id: int) -> dict:
+    """Per model, the gifsicle lossy levels its generated clips were written at (``generation.gif_lossy_level``).
+
+    Each clip gets the mildest level that fits the page's size budget (worker/gif.py), so a model whose clips
+    are busier gets compressed harder, and raters could be judging the compression rather than the model.
+    Returns per model the clips with a recorded level, the median level and the share compressed harder than
+    the study's mildest level, and a warning when those shares differ by ``COMPRESSION_GAP`` or more.
+    """
+    models = session.execute(select(StudyModel.id, StudyModel.name).where(StudyModel.study_id == study_id)
+                             .order_by(StudyModel.position)).all()
+    levels: dict[int, list[int]] = {model_id: [] for model_id, _ in models}
+    for model_id, generation in session.execute(
+        select(Clip.model_id, Clip.generation).where(Clip.study_id == study_id, Clip.status == "done",
+                                                     Clip.variant == "", Clip.origin == "generated")
+    ):
+        level = (generation or {}).get("gif_lossy_level")
+        if isinstance(level, int):
+            levels[model_id].append(level)
+    found = [lv for values in levels.values() for lv in values]
+    mildest = min(found) if found else None
+    rows = []
+    for model_id, name in models:
+        mine = levels[model_id]
+        rows.append({"model": name, "clips": len(mine),
+                     "median_level": float(np.median(mine)) if mine else None,
+                     "stronger_share": sum(lv > mildest for lv in mine) / len(mine) if mine else None})
+    shares = [r for r in rows if r["stronger_share"] is not None]
+    warning = None
+    if len(shares) >= 2:
+        hi = max(shares, key=lambda r: r["stronger_share"])
+        lo = min(shares, key=lambda r: r["stronger_share"])
+        if hi["stronger_share"] - lo["stronger_share"] >= COMPRESSION_GAP:
+            warning = (f"{hi['model']}'s clips were compressed harder than {lo['model']}'s: "
+                       f"{hi['stronger_share']:.0%} against {lo['stronger_share']:.0%} needed a stronger lossy "
+                       f"level than the mildest ({mildest}) to fit the page. Raters may be judging GIF "
+                       f"artefacts as well as the models; compare the levels per prompt in the clips manifest.")
+    return {"models": rows, "mildest": mildest, "warning": warning}

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app import charts
 from app.models import Study
 from app.services.results_cache import CachedResults, get_results
-from app.services.results_data import criterion_labels, evaluator_rows, model_costs
+from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
 
 OVERALL = "overall"
 OVERALL_LABEL = "Overall preferred"
@@ -262,6 +262,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "position_rows": _position_rows(res.get("position_bias"), labels),
         "ratings": ratings, "winrate": winrate,
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
+        "compression": compression_by_model(session, study_id=study.id),
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from app.criteria import DEFAULT_CRITERIA
 from app.models import Clip, Pair, Vote
@@ -157,3 +158,33 @@ def test_votes_through_the_evaluator_services_land_in_the_frame_in_model_space(s
         assert rows.loc[rows["criterion"] == "motion_amplitude", "winner"].item() == "tie"
         left_model = session.get(Clip, assignment.left_clip_id).model.name
         assert (rows["left_model"] == left_model).all()
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_compression_by_model_warns_when_one_models_clips_were_squeezed_harder(session):
+    from app.services.results_data import compression_by_model
+
+    study = voted_study(session, n_prompts=4, n_evaluators=2)
+    clips = session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")).all()
+    first = study.models[0].id
+    for i, clip in enumerate(clips):
+        clip.origin = "generated"
+        # The first model's clips: 5, 5, 20, 40; the second's all at the mildest level, 5.
+        level = (5, 5, 20, 40)[i % 4] if clip.model_id == first else 5
+        clip.generation = {**(clip.generation or {}), "gif_lossy_level": level}
+    session.commit()
+    out = compression_by_model(session, study_id=study.id)
+    rows = {r["model"]: r for r in out["models"]}
+    a, b = study.models[0].name, study.models[1].name
+    assert out["mildest"] == 5
+    assert (rows[a]["clips"], rows[a]["median_level"], rows[a]["stronger_share"]) == (4, 12.5, 0.5)
+    assert (rows[b]["clips"], rows[b]["median_level"], rows[b]["stronger_share"]) == (4, 5.0, 0.0)
+    assert out["warning"].startswith(f"{a}'s clips were compressed harder than {b}'s: 50% against 0%")
+
+    for model in study.models:  # half of each model's clips at 5, half at 20: the same share, no warning
+        mine = [c for c in clips if c.model_id == model.id]
+        for i, clip in enumerate(mine):
+            clip.generation = {**clip.generation, "gif_lossy_level": 5 if i % 2 else 20}
+    session.commit()
+    out = compression_by_model(session, study_id=study.id)
+    assert [r["stronger_share"] for r in out["models"]] == [0.5, 0.5] and out["warning"] is None

@@ -199,3 +199,21 @@ def test_the_cost_section_puts_model_seconds_first_and_shows_the_wall_beside(cli
     assert rows[study.models[0].name] == ["0.63", "2.48"]
     assert rows[study.models[1].name] == ["4.49", "6.34"]
     assert "model seconds per clip" in soup.select_one("#cost svg").get_text(" ")
+
+
+def test_the_dashboard_warns_when_one_models_clips_were_compressed_harder(client, session, study):
+    from sqlalchemy import select
+
+    from app.models import Clip
+
+    _as(client, session, "admin")
+    first = study.models[0].id
+    for clip in session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")):
+        clip.origin = "generated"
+        clip.generation = {**(clip.generation or {}), "gif_lossy_level": 40 if clip.model_id == first else 5}
+    session.commit()
+    soup = BeautifulSoup(client.get(f"/studies/{study.id}/results").text, "html.parser")
+    rows = [[td.get_text(strip=True) for td in tr.find_all("td")] for tr in soup.select("#compression tbody tr")]
+    assert [r[2:] for r in rows] == [["40", "100%"], ["5", "0%"]]
+    warning = soup.select_one("#cost .pill.warn").parent.get_text(" ", strip=True)
+    assert f"{study.models[0].name}'s clips were compressed harder" in warning
