@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Study
 from tests.factories import NO_CHECKS, make_study
+from tests.support.servers import redis_server, redis_unavailable_reason
 
 TINY_SETTINGS = {"seeds": [0], "frames": 2, "width": 32, "height": 32, "fps": 8, "dtype": "float32",
                  "negative_prompt": "blurry"}
@@ -30,3 +31,20 @@ def make_tiny_study(session: Session, tiny_dir: Path, *, presets=("tiny-lightnin
     study.settings = {**TINY_SETTINGS, "base_model": str(tiny_dir), **settings}
     session.commit()
     return study
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+def broker_env(request, monkeypatch):
+    """Nothing for the embedded SQLite broker; a private redis-server for the Redis case."""
+    if request.param == "embedded":
+        yield {}
+        return
+    reason = redis_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    from app import config
+
+    with redis_server() as url:
+        monkeypatch.setenv("BLINDPAIR_BROKER_URL", url)
+        config.get_settings.cache_clear()
+        yield {"BLINDPAIR_BROKER_URL": url}

@@ -22,7 +22,6 @@ from app.media.storage import media_path
 from app.migrate import upgrade
 from app.models import Clip, Pair
 from app.services import generation as svc
-from tests.support.servers import redis_server, redis_unavailable_reason
 from tests.worker.conftest import make_tiny_study
 
 BLINDPAIR = str(Path(sys.executable).with_name("blindpair"))
@@ -119,8 +118,8 @@ def run_batch(session, tmp_path, tiny_model_dir, extra_env=None, worker_args: tu
 
 
 @pytest.mark.slow
-def test_a_worker_on_the_embedded_broker_generates_a_batch(migrated_session, tmp_path, tiny_model_dir):
-    run_batch(migrated_session, tmp_path, tiny_model_dir)
+def test_a_worker_generates_a_batch(migrated_session, tmp_path, tiny_model_dir, broker_env):
+    run_batch(migrated_session, tmp_path, tiny_model_dir, broker_env)
 
 
 @pytest.mark.slow
@@ -128,37 +127,6 @@ def test_a_worker_with_two_clips_in_flight_generates_a_batch(migrated_session, t
     # --concurrency 2: clips in threads over one cached pipeline. Every clip once, each its own file, and each
     # model's pipeline still loaded once (the clips share the process's cache).
     run_batch(migrated_session, tmp_path, tiny_model_dir, worker_args=("--concurrency", "2"))
-
-
-@pytest.mark.redis
-@pytest.mark.slow
-def test_a_worker_on_redis_generates_a_batch(migrated_session, tmp_path, tiny_model_dir, monkeypatch):
-    reason = redis_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    from app import config
-
-    with redis_server() as url:
-        monkeypatch.setenv("BLINDPAIR_BROKER_URL", url)
-        config.get_settings.cache_clear()
-        run_batch(migrated_session, tmp_path, tiny_model_dir, {"BLINDPAIR_BROKER_URL": url})
-
-
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def broker_env(request, monkeypatch):
-    """Nothing for the embedded SQLite broker; a private redis-server for the Redis case."""
-    if request.param == "embedded":
-        yield {}
-        return
-    reason = redis_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    from app import config
-
-    with redis_server() as url:
-        monkeypatch.setenv("BLINDPAIR_BROKER_URL", url)
-        config.get_settings.cache_clear()
-        yield {"BLINDPAIR_BROKER_URL": url}
 
 
 @pytest.mark.slow

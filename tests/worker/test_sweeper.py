@@ -11,7 +11,6 @@ from sqlalchemy import select, update
 from app.models import Clip
 from app.services import generation as svc
 from tests.conftest import BACKENDS
-from tests.support.servers import redis_server, redis_unavailable_reason
 from tests.worker.conftest import make_tiny_study
 from worker import celery_app
 
@@ -58,23 +57,7 @@ def _aware(t):
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
-def broker(request, monkeypatch):
-    if request.param == "redis":
-        reason = redis_unavailable_reason()
-        if reason:
-            pytest.skip(reason)
-        from app import config
-
-        with redis_server() as url:
-            monkeypatch.setenv("BLINDPAIR_BROKER_URL", url)
-            config.get_settings.cache_clear()
-            yield request.param
-        return
-    yield request.param
-
-
-def test_a_lost_message_is_sent_again_once_the_queue_is_empty(session, tiny_model_dir, broker, monkeypatch):
+def test_a_lost_message_is_sent_again_once_the_queue_is_empty(session, tiny_model_dir, broker_env, monkeypatch):
     monkeypatch.setenv("BLINDPAIR_WORKER_ORPHAN_SECONDS", "60")
     study = make_tiny_study(session, tiny_model_dir, n_prompts=2)
     lost = queue_without_messages(session, study)
