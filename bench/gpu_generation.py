@@ -27,6 +27,7 @@ after every section, so a run cut short by its time limit still leaves what it m
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import multiprocessing
@@ -115,11 +116,14 @@ class Bench:
         self.frames = args.frames or (2 if args.tiny else 16)
         self.size = args.size or (32 if args.tiny else 512)
         self.started = args.started
-        unet, vae, text, tokenizer, scheduler, adapters = gpu_check.build_components(
-            tiny=args.tiny, device=self.device, dtype=self.dtype)
-        self.parts = (unet, vae, text, tokenizer, scheduler, adapters)
+        self._gpu_check = gpu_check
         self.skipped: list[str] = []
         self.on_variant = lambda rows: None  # run() saves the report after each variant
+
+    @functools.cached_property
+    def parts(self) -> tuple:
+        """The components, built on first use: the worker-layout section builds its own in each process."""
+        return self._gpu_check.build_components(tiny=self.args.tiny, device=self.device, dtype=self.dtype)
 
     def pipeline(self, key: str, preset: str, steps: int | None = None):
         from diffusers import AnimateDiffPipeline
@@ -403,15 +407,14 @@ def run(args) -> Report:
         checkpoint("headline presets and MFU")
 
     real = real_frames(args, bench.frames, bench.size)
-    if "encode" not in args.sections:
-        pass
-    elif not real:
-        report.notes.append(f"GIF encoding on real frames: skipped, no GIFs in {args.real_gifs or '(none given)'}.")
-    elif base is None:
-        report.notes.append("GIF encoding on real frames: skipped, it needs the presets section's Lightning time.")
-    elif not bench.over_budget("GIF encoding on real frames"):
-        encode_section(report, bench, real, base, lightning)
-        checkpoint("GIF encoding on real frames")
+    if "encode" in args.sections:
+        if not real:
+            report.notes.append(f"GIF encoding on real frames: skipped, no GIFs in {args.real_gifs or '(none given)'}.")
+        elif base is None:
+            report.notes.append("GIF encoding on real frames: skipped, it needs the presets section's Lightning time.")
+        elif not bench.over_budget("GIF encoding on real frames"):
+            encode_section(report, bench, real, base, lightning)
+            checkpoint("GIF encoding on real frames")
 
     conc = []
     for processes, threads in LAYOUTS if "concurrency" in args.sections else ():

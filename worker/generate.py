@@ -132,18 +132,19 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
                                                                         device=device)
         peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
         cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
+        # Read under the lock: the next clip may set another preset's scheduler on this shared pipeline.
         scheduler = pipe.scheduler
-        scheduler_state = (type(scheduler).__name__, _json_safe(dict(scheduler.config)),
-                           [int(t) for t in scheduler.timesteps.tolist()])
+        scheduler_record = {"scheduler_class": type(scheduler).__name__,
+                            "scheduler_config": _json_safe(dict(scheduler.config)),
+                            "timesteps": [int(t) for t in scheduler.timesteps.tolist()]}
+    t_encode = time.perf_counter()
     gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
     t_end = time.perf_counter()
     generation = {
         "run": spec.describe(),
         "seed": seed,
         "generator": "torch.Generator('cpu')",
-        "scheduler_class": scheduler_state[0],
-        "scheduler_config": scheduler_state[1],
-        "timesteps": scheduler_state[2],
+        **scheduler_record,
         "unet_forward_calls": unet_calls,
         "versions": library_versions(),
         "pipeline_loaded_for_this_clip": loaded_now,
@@ -155,7 +156,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
         # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
         wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
-        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_decoded,
+        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_encode,
         steps=spec.steps, guidance_scale=spec.guidance, unet_evals=unet_calls * cfg_multiplier,
         peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
     )

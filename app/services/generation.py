@@ -484,12 +484,14 @@ def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
         remaining = c["queued"] + c["running"]
         if remaining and median is None:
             eta_known = False
+        per_clip = None
         if median is not None:
             device = statistics.median(device_times[m.id]) if device_times[m.id] else None
-            total_work += remaining * _seconds_per_clip(median, device, per_worker)
+            per_clip = _seconds_per_clip(median, device, per_worker)
+            total_work += remaining * per_clip
         models.append({
             "model_id": m.id, "name": m.name, "preset": m.preset, **c, "total": sum(c.values()),
-            "median_seconds": median, "eta_seconds": remaining * median if median is not None else None,
+            "median_seconds": median, "eta_seconds": remaining * per_clip if per_clip is not None else None,
             "run": specs[m.id].describe() if m.id in specs else None,
         })
     totals = {s: sum(m[s] for m in models) for s in STATES}
