@@ -458,6 +458,14 @@ def run(args) -> Report:
     return report
 
 
+def _sections(value: str) -> tuple[str, ...]:
+    chosen = tuple(x.strip() for x in value.split(",") if x.strip())
+    unknown = [x for x in chosen if x not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'}: choose from {','.join(SECTIONS)}")
+    return chosen
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="tiny components on the CPU (self-test)")
@@ -476,7 +484,7 @@ def parser() -> argparse.ArgumentParser:
                    help="no new section or variant starts after this many seconds from the start")
     p.add_argument("--real-gifs", default=str(SHARED_GIFS) if SHARED_GIFS.is_dir() else "",
                    help="a folder of real AnimateDiff GIFs to encode (default: ../shared/data/animatediff_gifs)")
-    p.add_argument("--sections", type=lambda v: tuple(x for x in v.split(",") if x), default=SECTIONS,
+    p.add_argument("--sections", type=_sections, default=SECTIONS,
                    help=f"comma-separated, from {','.join(SECTIONS)} (default: all)")
     p.add_argument("--real-clips", type=int, default=6, help="how many of those GIFs to encode")
     p.add_argument("--concurrency-clips", type=int, default=8,

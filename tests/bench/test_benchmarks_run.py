@@ -154,3 +154,12 @@ def test_stored_and_accepted_votes_must_agree_up_to_abandoned_requests():
     assert not counts_agree({"stored": 11, "accepted": 10, "errors": {}})  # nor a duplicate
     assert counts_agree({"stored": 12, "accepted": 10, "errors": {"not answered within the drain limit": 5}})
     assert not counts_agree({"stored": 16, "accepted": 10, "errors": {"not answered within the drain limit": 5}})
+
+
+def test_gpu_generation_refuses_an_unknown_section(capsys):
+    from bench import gpu_generation
+
+    with pytest.raises(SystemExit):
+        gpu_generation.parser().parse_args(["--sections", "presets,warp-drive"])
+    assert "warp-drive: choose from presets,encode,concurrency,variants" in capsys.readouterr().err
+    assert gpu_generation.parser().parse_args(["--sections", "concurrency"]).sections == ("concurrency",)
