@@ -17,6 +17,21 @@ from app.templating import STATIC_DIR
 
 
 def create_app() -> FastAPI:
+    app = create_bare_app()
+    from app.api import router as api_router
+    from app.web import router as web_router
+
+    app.include_router(api_router)
+    app.include_router(web_router)
+    return app
+
+
+def create_bare_app() -> FastAPI:
+    """The application without its routes: middleware, static files, error handlers.
+
+    Separate so the vote-path benchmark can measure this HTTP layer with routes that touch no database
+    (bench/http_floor_app.py) on exactly the stack the real routes run on.
+    """
     settings = get_settings()
     app = FastAPI(
         title="BlindPair",
@@ -39,12 +54,6 @@ def create_app() -> FastAPI:
     install_security(app)
     install_thread_headroom(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-
-    from app.api import router as api_router
-    from app.web import router as web_router
-
-    app.include_router(api_router)
-    app.include_router(web_router)
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> RedirectResponse:

@@ -34,6 +34,7 @@ from bench.servers import cpu_seconds, uvicorn_server
 SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 APP_FACTORY = "app.main:create_app"
 FLOOR_FACTORY = "bench.floor_app:create_app"
+HTTP_FLOOR_FACTORY = "bench.http_floor_app:create_app"
 
 
 # ---------------------------------------------------------------------------------------------- seeding
@@ -151,15 +152,16 @@ def run_loadgen(cfg: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         return json.loads(result_path.read_text())
 
 
-def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str) -> dict[str, Any]:
-    """One load-generator run against a live server; votes stored are counted around it."""
-    before_rows = count_rows(table)
+def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str | None) -> dict[str, Any]:
+    """One load-generator run against a live server; votes stored are counted around it (``table`` None: the
+    HTTP-layer floor, which stores nothing)."""
+    before_rows = count_rows(table) if table else 0
     cpu0 = cpu_seconds(proc.pid)
     # Generous: joining the open loop's evaluator pool and draining a saturated server both take time.
     timeout = cfg["duration"] + cfg.get("warmup", 1.0) + cfg.get("pool", 0) / 10 + 240
     result = run_loadgen({**cfg, "base_url": base, "kind": kind}, timeout=timeout)
     cpu1 = cpu_seconds(proc.pid)
-    stored = count_rows(table) - before_rows
+    stored = count_rows(table) - before_rows if table else None
     lat = result["latencies"]
     seconds = result["seconds"]
     votes_in_window = len(lat)
@@ -182,8 +184,14 @@ ABANDONED = ("not answered within the drain limit", "Server disconnected")
 def counts_agree(m: dict[str, Any]) -> bool:
     """Stored votes equal accepted ones, except that a request the client abandoned while it was in flight
     (the open loop's drain limit, a dropped connection) may still have been stored: at most one per abandonment."""
+    if m["stored"] is None:  # the HTTP-layer floor stores nothing
+        return True
     abandoned = sum(n for e, n in m["errors"].items() if e.startswith(ABANDONED))
     return m["stored"] == m["accepted"] or 0 <= m["stored"] - m["accepted"] <= abandoned
+
+
+def _stored(m: dict[str, Any]) -> str:
+    return "– (stores nothing)" if m["stored"] is None else f"{m['stored']}/{m['accepted']}"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -310,8 +318,10 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
         opened = {"mode": "open", "duration": args.open_duration, "rate": args.rate, "invite": invite,
                   "flow": args.flow,
                   "pool": args.pool or args.rate * 10}
-        servers = (("app", APP_FACTORY, "/static/css/app.css", "votes"),
-                   ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes"))
+        servers = [("app", APP_FACTORY, "/static/css/app.css", "votes"),
+                   ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes")]
+        if args.flow == "api":  # the HTTP-layer floor answers the API flow only
+            servers.append(("http", HTTP_FLOOR_FACTORY, "/ping", None))
         for kind, factory, ping, table in servers:
             with uvicorn_server(factory, env, tmp / f"{backend}-{kind}.log", ping=ping) as (base, proc):
                 for c in args.concurrency:
@@ -376,19 +386,27 @@ def _write(report: Report, results: dict[str, Any], args) -> None:
         for c in args.concurrency:
             app, floor = res["closed"][("app", c)], res["closed"][("floor", c)]
             ratio = app["votes_per_s"] / floor["votes_per_s"] if floor["votes_per_s"] else None
-            cpu_ratio = (floor["server_cpu_ms_per_vote"] / app["server_cpu_ms_per_vote"]
-                         if app["server_cpu_ms_per_vote"] and floor["server_cpu_ms_per_vote"] else None)
-            rows.append([c, app["votes_per_s"], floor["votes_per_s"], ratio, app["p50_ms"], app["p99_ms"],
-                         floor["p50_ms"], floor["p99_ms"], app["server_cpu_ms_per_vote"],
-                         floor["server_cpu_ms_per_vote"], cpu_ratio, f"{app['stored']}/{app['accepted']}",
+            http = res["closed"].get(("http", c))
+            http_ratio = (http["votes_per_s"] / floor["votes_per_s"]
+                          if http and http["votes_per_s"] and floor["votes_per_s"] else None)
+            rows.append([c, app["votes_per_s"], floor["votes_per_s"], ratio, http and http["votes_per_s"], http_ratio,
+                         app["p50_ms"], app["p99_ms"], floor["p50_ms"], floor["p99_ms"],
+                         app["server_cpu_ms_per_vote"], floor["server_cpu_ms_per_vote"],
+                         http and http["server_cpu_ms_per_vote"], _stored(app),
                          sum(app["errors"].values())])
             ok_count &= counts_agree(app) and counts_agree(floor)
             report.bar(f"{backend}, {c} evaluators: votes/s ≥ ½ the floor's", ratio is not None and ratio >= 0.5,
                        f"{ratio:.2f} × floor" if ratio is not None else "–")
         report.table(
             f"{backend}: closed loop ({args.duration:g} s per level after {args.warmup:g} s warm-up)",
-            ["evaluators", "votes/s", "floor req/s", "ratio", "p50 ms", "p99 ms", "floor p50", "floor p99",
-             "server CPU ms/vote", "floor CPU ms/req", "CPU ratio", "stored/accepted", "errors"], rows)
+            ["evaluators", "votes/s", "floor req/s", "ratio", "HTTP layer votes/s", "HTTP layer ratio", "p50 ms",
+             "p99 ms", "floor p50", "floor p99", "server CPU ms/vote", "floor CPU ms/req", "HTTP layer CPU ms/vote",
+             "stored/accepted", "errors"], rows)
+        if any(k == "http" for k, _c in res["closed"]):
+            report.notes.append(
+                f"{backend}: 'HTTP layer' is bench/http_floor_app.py, the same two API requests per vote through the "
+                "app's own FastAPI stack (middleware, models, token check, rating slot) with no database: its "
+                "ratio to the floor bounds what any database work behind those routes could reach.")
         app, floor = res["open"]["app"], res["open"]["floor"]
         ok_count &= counts_agree(app) and counts_agree(floor)
         for name, m in (("app", app), ("floor", floor)):
@@ -402,8 +420,10 @@ def _write(report: Report, results: dict[str, Any], args) -> None:
             ["server", "achieved votes/s", "p50 ms", "p99 ms", "page GET p50", "vote POST p50", "POST p99",
              "server CPU ms/vote", "stored/accepted", "errors"],
             [[name, m["votes_per_s"], m["p50_ms"], m["p99_ms"], m["page_p50_ms"], m["post_p50_ms"],
-              m["post_p99_ms"], m["server_cpu_ms_per_vote"], f"{m['stored']}/{m['accepted']}",
-              sum(m["errors"].values())] for name, m in (("BlindPair", app), ("floor", floor))])
+              m["post_p99_ms"], m["server_cpu_ms_per_vote"], _stored(m),
+              sum(m["errors"].values())] for name, m in (("BlindPair", app), ("floor", floor),
+                                                         ("HTTP layer, no database", res["open"].get("http")))
+             if m is not None])
         sweep = res.get("sweep", {})
         if sweep:
             for m in sweep.values():

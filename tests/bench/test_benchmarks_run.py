@@ -41,13 +41,16 @@ def _check_vote_path(tmp_path: Path, backend: str) -> None:
 
     report = vote_path.main(["--tiny", "--backends", backend, "--results-dir", str(tmp_path)])
     data = _saved(tmp_path, "vote_path")["data"][backend]
-    assert set(data["closed"]) == {"app-1", "app-4", "floor-1", "floor-4"}
-    for run in [*data["closed"].values(), *data["open"].values()]:
+    assert set(data["closed"]) == {"app-1", "app-4", "floor-1", "floor-4", "http-1", "http-4"}
+    for key, run in [*data["closed"].items(), *data["open"].items()]:
         assert run["accepted"] > 0
+        assert run["server_cpu_ms_per_vote"] > 0
+        if key.startswith("http"):
+            assert run["stored"] is None  # the HTTP-layer floor has no database to count in
+            continue
         # Every vote the server accepted is in the database, none twice. (Refusals are counted, not asserted:
         # they are findings of the benchmark, reported in its table, not failures of the benchmark.)
         assert run["stored"] == run["accepted"]
-        assert run["server_cpu_ms_per_vote"] > 0
     assert ("stored votes == accepted votes in every run (plus at most the abandoned in-flight ones)", True,
             "agree") in report.bars
 
@@ -65,6 +68,27 @@ def test_vote_path_runs_on_postgres(tmp_path):
             pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
         pytest.skip(reason)
     _check_vote_path(tmp_path, "postgres")
+
+
+def test_http_layer_floor_checks_the_token_and_the_answers_as_the_app_does():
+    # Its rate bounds the app's only if it does the app's HTTP-side work: a forged credential or an answer
+    # missing a criterion is refused, a whole answer from a joined evaluator is accepted.
+    from fastapi.testclient import TestClient
+
+    from bench.http_floor_app import KEYS, create_app
+
+    with TestClient(create_app()) as client:
+        token = client.post("/api/v1/evaluate/join", json={"invite_token": "any"}).json()["evaluator_token"]
+        assert client.get("/api/v1/evaluate/pair", headers={"X-Evaluator-Token": token + "x"}).status_code == 401
+        pair = client.get("/api/v1/evaluate/pair", headers={"X-Evaluator-Token": token}).json()["pair"]
+        assert {c["key"] for c in pair["criteria"]} == KEYS
+        body = {"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(KEYS, "left")}
+        headers = {"X-Evaluator-Token": token}
+        assert client.post("/api/v1/evaluate/votes", json=body, headers=headers).json()["status"] == "recorded"
+        partial = {**body, "choices": dict.fromkeys(sorted(KEYS)[:5], "tie")}
+        assert client.post("/api/v1/evaluate/votes", json=partial, headers=headers).status_code == 422
+        bad_side = {**body, "choices": dict.fromkeys(KEYS, "up")}
+        assert client.post("/api/v1/evaluate/votes", json=bad_side, headers=headers).status_code == 422
 
 
 def test_profile_summary_attributes_samples_to_layers_and_app_functions(tmp_path):

@@ -1,0 +1,79 @@
+"""The vote path's second floor: BlindPair's HTTP layer with routes that touch no database.
+
+The bare Starlette floor (bench/floor_app.py) stores one row per request. A vote in BlindPair is two requests
+through FastAPI. This app answers the same two evaluator API requests a vote makes, through the same stack as
+the real server (``app.main.create_bare_app``: uvicorn, FastAPI, the session and security-header middleware, the
+thread headroom), with the real request and response models, the real ``X-Evaluator-Token`` check (its
+itsdangerous signature) and the real ``RatingSlot`` dependency; but the pair is a constant and the vote is
+validated and dropped. Whatever rate it reaches bounds what any database work behind those routes could reach,
+so the ratio of this floor to the Starlette floor says how much of the bar the HTTP layer alone leaves.
+
+It also answers ``POST /api/v1/evaluate/join`` (a signed credential for a fresh random id, nothing stored), so
+the load generator's API flow runs against it unchanged. Serve with
+``uvicorn --factory bench.http_floor_app:create_app``; it needs ``BLINDPAIR_SECRET_KEY`` like the app.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
+
+from app.api.evaluate import (
+    ERRORS,
+    CriterionOut,
+    EvaluatorToken,
+    JoinRequest,
+    JoinResponse,
+    PairOut,
+    PairResponse,
+    VoteRequest,
+    VoteResponse,
+)
+from app.criteria import DEFAULT_CRITERIA
+from app.main import create_bare_app
+from app.models import Evaluator
+from app.security import RatingSlot
+from app.web.evaluator import evaluator_token, public_id_from_token
+
+QUOTA = 20
+CRITERIA = [CriterionOut(key=c.key, label=c.label, description=c.description) for c in DEFAULT_CRITERIA]
+KEYS = {c.key for c in CRITERIA}
+
+
+def _check(token: str | None) -> str:
+    public_id = public_id_from_token(token)
+    if public_id is None:
+        raise HTTPException(401, "missing or invalid X-Evaluator-Token")
+    return public_id
+
+
+def create_app() -> FastAPI:
+    app = create_bare_app()
+    router = APIRouter(prefix="/api/v1/evaluate")
+
+    @router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
+    def join(body: JoinRequest):
+        return JoinResponse(evaluator_token=evaluator_token(Evaluator(public_id=secrets.token_urlsafe(16))),
+                            pairs_in_session=QUOTA)
+
+    @router.get("/pair", response_model=PairResponse, responses=ERRORS)
+    def pair(token: EvaluatorToken, _slot: RatingSlot):
+        _check(token)
+        return PairResponse(status="pair", done=0, total=QUOTA, pair=PairOut(
+            assignment_token=secrets.token_urlsafe(16), position=1, total=QUOTA,
+            prompt="A lighthouse on a cliff at dusk, waves crashing below",
+            left_media_url=f"/m/{secrets.token_urlsafe(16)}", right_media_url=f"/m/{secrets.token_urlsafe(16)}",
+            play_ms=2000, criteria=CRITERIA))
+
+    @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
+    def votes(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
+        _check(token)
+        if set(body.choices) != KEYS:  # the real route refuses an answer that misses a criterion, too
+            raise HTTPException(422, "every criterion needs an answer")
+        return VoteResponse(status="recorded", completed=False)
+
+    app.include_router(router)
+    app.add_api_route("/ping", lambda: PlainTextResponse("ok"))
+    return app
