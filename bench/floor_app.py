@@ -25,13 +25,20 @@ from starlette.routing import Route
 from app.db import make_engine
 
 metadata = MetaData()
-floor_votes = Table(
-    "bench_floor_votes", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("evaluator", String(64)),
-    Column("choice", String(10)),
-    Column("created_at", DateTime(timezone=True)),
-)
+
+
+def floor_table(name: str) -> Table:
+    """A one-row-per-request table (the floors' only work): who, what, when."""
+    return Table(
+        name, metadata,
+        Column("id", Integer, primary_key=True),
+        Column("evaluator", String(64)),
+        Column("choice", String(10)),
+        Column("created_at", DateTime(timezone=True)),
+    )
+
+
+floor_votes = floor_table("bench_floor_votes")
 
 
 def create_app() -> Starlette:

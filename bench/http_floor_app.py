@@ -8,14 +8,23 @@ itsdangerous signature) and the real ``RatingSlot`` dependency; but the pair is 
 validated and dropped. Whatever rate it reaches bounds what any database work behind those routes could reach,
 so the ratio of this floor to the Starlette floor says how much of the bar the HTTP layer alone leaves.
 
-It also answers ``POST /api/v1/evaluate/join`` (a signed credential for a fresh random id, nothing stored), so
-the load generator's API flow runs against it unchanged. Serve with
-``uvicorn --factory bench.http_floor_app:create_app``; it needs ``BLINDPAIR_SECRET_KEY`` like the app.
+``create_storing_app`` is the same with the Starlette floor's work on each request: the pair fetch stores one
+row (BlindPair's stores the reservation of the pair it shows) and the vote stores one row, each in its own
+transaction through ``app.db.make_engine``, in ``BENCH_FLOOR_DATABASE_URL``. That is the cheapest vote this
+stack can serve that still writes what a vote must write, so its ratio to the floor is the most any
+implementation of the vote path on this stack could reach.
+
+Both answer ``POST /api/v1/evaluate/join`` (a signed credential for a fresh random id, nothing stored), so the
+load generator's API flow runs against them unchanged. Serve with ``uvicorn --factory
+bench.http_floor_app:create_app`` (or ``:create_storing_app``); they need ``BLINDPAIR_SECRET_KEY`` like the app.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
@@ -36,10 +45,13 @@ from app.main import create_bare_app
 from app.models import Evaluator
 from app.security import RatingSlot
 from app.web.evaluator import evaluator_token, public_id_from_token
+from bench.floor_app import floor_table, metadata
 
 QUOTA = 20
 CRITERIA = [CriterionOut(key=c.key, label=c.label, description=c.description) for c in DEFAULT_CRITERIA]
 KEYS = {c.key for c in CRITERIA}
+PAGES_TABLE, VOTES_TABLE = "bench_http_floor_pages", "bench_http_floor_votes"
+_pages, _votes = floor_table(PAGES_TABLE), floor_table(VOTES_TABLE)
 
 
 def _check(token: str | None) -> str:
@@ -50,6 +62,25 @@ def _check(token: str | None) -> str:
 
 
 def create_app() -> FastAPI:
+    """The HTTP layer alone: nothing stored."""
+    return _build(lambda _table, _public_id, _choice: None)
+
+
+def create_storing_app() -> FastAPI:
+    """The HTTP layer plus one stored row per request, each in its own transaction (the floor's work)."""
+    from app.db import make_engine
+
+    engine = make_engine(os.environ["BENCH_FLOOR_DATABASE_URL"])
+    metadata.create_all(engine, tables=[_pages, _votes])
+
+    def store(table, public_id: str, choice: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(evaluator=public_id, choice=choice, created_at=datetime.now(UTC)))
+
+    return _build(store)
+
+
+def _build(store: Callable) -> FastAPI:
     app = create_bare_app()
     router = APIRouter(prefix="/api/v1/evaluate")
 
@@ -60,7 +91,7 @@ def create_app() -> FastAPI:
 
     @router.get("/pair", response_model=PairResponse, responses=ERRORS)
     def pair(token: EvaluatorToken, _slot: RatingSlot):
-        _check(token)
+        store(_pages, _check(token), "shown")
         return PairResponse(status="pair", done=0, total=QUOTA, pair=PairOut(
             assignment_token=secrets.token_urlsafe(16), position=1, total=QUOTA,
             prompt="A lighthouse on a cliff at dusk, waves crashing below",
@@ -69,9 +100,10 @@ def create_app() -> FastAPI:
 
     @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
     def votes(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
-        _check(token)
+        public_id = _check(token)
         if set(body.choices) != KEYS:  # the real route refuses an answer that misses a criterion, too
             raise HTTPException(422, "every criterion needs an answer")
+        store(_votes, public_id, body.choices["overall_quality"])
         return VoteResponse(status="recorded", completed=False)
 
     app.include_router(router)

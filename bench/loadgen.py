@@ -7,7 +7,8 @@ assignment and CSRF tokens and the criteria from the HTML, post the form to ``PO
 ``/e/pair``, which is the next vote's fetch). Both join through the JSON API (joining is not measured; its
 token is the same signed credential the browser keeps in the ``bp_eval`` cookie). An evaluator whose session
 is done is replaced by a new one. The floor client posts one request per vote to bench/floor_app.py; the
-``http`` kind drives bench/http_floor_app.py (the app's HTTP layer, no database) with the API flow.
+``http`` and ``minimal`` kinds drive bench/http_floor_app.py (the app's HTTP layer, storing nothing or one row
+per request) with the API flow.
 
 Modes: ``closed`` (``concurrency`` evaluators, each voting again as soon as its last vote returned) and
 ``open`` (votes start at a fixed ``rate`` per second whatever the server does; latency is measured from the
@@ -241,9 +242,10 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
     return duration
 
 
-# "http" is bench/http_floor_app.py: the app's HTTP layer without a database, driven like the app's API.
+# "http" and "minimal" are bench/http_floor_app.py (the app's HTTP layer without a database, or storing one row
+# per request), driven like the app's API.
 VOTERS = {("app", "api"): api_vote, ("app", "html"): app_vote, ("floor", "api"): floor_vote,
-          ("floor", "html"): floor_vote, ("http", "api"): api_vote}
+          ("floor", "html"): floor_vote, ("http", "api"): api_vote, ("minimal", "api"): api_vote}
 
 
 def _check_loopback(url: str) -> None:

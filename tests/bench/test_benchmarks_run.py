@@ -41,7 +41,7 @@ def _check_vote_path(tmp_path: Path, backend: str) -> None:
 
     report = vote_path.main(["--tiny", "--backends", backend, "--results-dir", str(tmp_path)])
     data = _saved(tmp_path, "vote_path")["data"][backend]
-    assert set(data["closed"]) == {"app-1", "app-4", "floor-1", "floor-4", "http-1", "http-4"}
+    assert set(data["closed"]) == {f"{kind}-{c}" for kind in ("app", "floor", "minimal", "http") for c in (1, 4)}
     for key, run in [*data["closed"].items(), *data["open"].items()]:
         assert run["accepted"] > 0
         assert run["server_cpu_ms_per_vote"] > 0
