@@ -1,6 +1,6 @@
 """Vote path: the real server on SQLite and PostgreSQL against a bare Starlette floor, closed and open loop.
 
-    python -m bench.vote_path                      # full size (about 6 minutes)
+    python -m bench.vote_path                      # full size (about 20 minutes)
     python -m bench.vote_path --tiny               # seconds, what the test suite runs
 
 For each database: seed a study (2 models, 100 prompts, 100 pairs, the six criteria, attention checks on),
@@ -489,7 +489,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="open loop: votes started per second")
     p.add_argument("--open-duration", type=float, default=60.0, help="open loop: seconds")
     p.add_argument("--pool", type=int, default=0, help="open loop: evaluators (default rate x 10)")
-    p.add_argument("--sweep-rates", type=float, nargs="*", default=[25.0, 50.0, 100.0],
+    p.add_argument("--sweep-rates", type=float, nargs="*", default=[25.0, 50.0, 100.0, 150.0],
                    help="open loop at these lower rates too (BlindPair only), to find what one process sustains")
     p.add_argument("--sweep-duration", type=float, default=20.0, help="seconds per swept rate")
     p.add_argument("--prompts", type=int, default=100)
