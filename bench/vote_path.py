@@ -5,8 +5,11 @@
 
 For each database: seed a study (2 models, 100 prompts, 100 pairs, the six criteria, attention checks on),
 serve it with ``uvicorn --factory app.main:create_app`` (1 worker), drive it from a separate load-generator
-process (bench/loadgen.py: a browser's GET /e/pair then POST /e/vote per vote), then do the same against
-bench/floor_app.py (one row per request, same server stack, same engine settings, same database). After each
+process (bench/loadgen.py: GET the pair then POST the answers per vote, through the evaluator API or, with
+``--flow html``, the browser's pages), then do the same against the floor, bench/floor_app.py (one row per
+request, same server stack, same engine settings, same database). With the API flow two more servers show
+where the gap lies (bench/http_floor_app.py): the app's own HTTP layer answering the same two requests while
+storing one row per request (the minimal vote), and storing nothing. After each
 run the stored votes are counted and must equal the accepted ones. Server CPU time per vote is read from
 /proc so the ratio can be stated independently of the load generator, which shares the machine's cores.
 Optionally ``py-spy`` samples the app server during a saturated run to show where the time goes.
