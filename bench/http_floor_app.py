@@ -1,22 +1,23 @@
-"""The vote path's second floor: BlindPair's HTTP layer with routes that touch no database.
+"""The vote path's second and third floors: BlindPair's HTTP layer, storing nothing or one row per request.
 
 The bare Starlette floor (bench/floor_app.py) stores one row per request. A vote in BlindPair is two requests
-through FastAPI. This app answers the same two evaluator API requests a vote makes, through the same stack as
-the real server (``app.main.create_bare_app``: uvicorn, FastAPI, the session and security-header middleware, the
-thread headroom), with the real request and response models, the real ``X-Evaluator-Token`` check (its
-itsdangerous signature) and the real ``RatingSlot`` dependency; but the pair is a constant and the vote is
-validated and dropped. Whatever rate it reaches bounds what any database work behind those routes could reach,
-so the ratio of this floor to the Starlette floor says how much of the bar the HTTP layer alone leaves.
+through FastAPI. This app answers the same two requests a vote makes (the evaluator API's pair and vote, or the
+browser's pair page and form post) through the same stack as the real server (``app.main.create_bare_app``:
+uvicorn, FastAPI, the session and security-header middleware, the thread headroom), with the real request and
+response models, the real credential check (the signed ``X-Evaluator-Token`` or ``bp_eval`` cookie), the real
+``RatingSlot`` dependency and, for the browser, the real pair template, CSRF check and form parsing; but the
+pair is a constant and the vote is validated and dropped (``create_app``). Whatever rate it reaches bounds
+what any database work behind those routes could reach.
 
 ``create_storing_app`` is the same with the Starlette floor's work on each request: the pair fetch stores one
 row (BlindPair's stores the reservation of the pair it shows) and the vote stores one row, each in its own
 transaction through ``app.db.make_engine``, in ``BENCH_FLOOR_DATABASE_URL``. That is the cheapest vote this
-stack can serve that still writes what a vote must write, so its ratio to the floor is the most any
-implementation of the vote path on this stack could reach.
+stack can serve that still writes what a vote must write (the "minimal vote"), so its ratio to the floor is
+the most any implementation of the vote path on this stack could reach.
 
 Both answer ``POST /api/v1/evaluate/join`` (a signed credential for a fresh random id, nothing stored), so the
-load generator's API flow runs against them unchanged. Serve with ``uvicorn --factory
-bench.http_floor_app:create_app`` (or ``:create_storing_app``); they need ``BLINDPAIR_SECRET_KEY`` like the app.
+load generator runs against them unchanged. Serve with ``uvicorn --factory bench.http_floor_app:create_app``
+(or ``:create_storing_app``); they need ``BLINDPAIR_SECRET_KEY`` like the app.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from app.api.evaluate import (
     ERRORS,
@@ -41,10 +44,19 @@ from app.api.evaluate import (
     VoteResponse,
 )
 from app.criteria import DEFAULT_CRITERIA
+from app.csrf import verify_csrf
 from app.main import create_bare_app
 from app.models import Evaluator
 from app.security import RatingSlot
-from app.web.evaluator import evaluator_token, public_id_from_token
+from app.services.assignments import PairView
+from app.web.evaluator import (
+    COOKIE_NAME,
+    evaluator_token,
+    parse_vote_form,
+    public_id_from_token,
+    read_form,
+    render_pair_page,
+)
 from bench.floor_app import floor_table, metadata
 
 QUOTA = 20
@@ -92,11 +104,11 @@ def _build(store: Callable) -> FastAPI:
     @router.get("/pair", response_model=PairResponse, responses=ERRORS)
     def pair(token: EvaluatorToken, _slot: RatingSlot):
         store(_pages, _check(token), "shown")
+        view = _view()
         return PairResponse(status="pair", done=0, total=QUOTA, pair=PairOut(
-            assignment_token=secrets.token_urlsafe(16), position=1, total=QUOTA,
-            prompt="A lighthouse on a cliff at dusk, waves crashing below",
-            left_media_url=f"/m/{secrets.token_urlsafe(16)}", right_media_url=f"/m/{secrets.token_urlsafe(16)}",
-            play_ms=2000, criteria=CRITERIA))
+            assignment_token=view.token, position=view.position, total=QUOTA, prompt=view.prompt,
+            left_media_url=f"/m/{view.left_media_token}", right_media_url=f"/m/{view.right_media_token}",
+            play_ms=view.play_ms, criteria=CRITERIA))
 
     @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
     def votes(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
@@ -106,6 +118,31 @@ def _build(store: Callable) -> FastAPI:
         store(_votes, public_id, body.choices["overall_quality"])
         return VoteResponse(status="recorded", completed=False)
 
+    @app.get("/e/pair")
+    def pair_page(request: Request, _slot: RatingSlot) -> Response:
+        store(_pages, _check(request.cookies.get(COOKIE_NAME)), "shown")
+        response = render_pair_page(request, _view(), criteria=CRITERIA, quota=QUOTA)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.post("/e/vote")
+    def vote_form(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: RatingSlot) -> Response:
+        verify_csrf(request, str(form.get("csrf_token", "")))
+        _token, choices, _client_ms = parse_vote_form(form)
+        public_id = _check(request.cookies.get(COOKIE_NAME))
+        if set(choices) != KEYS or not set(choices.values()) <= {"left", "right", "tie"}:
+            raise HTTPException(422, "every criterion needs an answer")
+        store(_votes, public_id, choices["overall_quality"])
+        return RedirectResponse("/e/pair", status_code=303)
+
     app.include_router(router)
     app.add_api_route("/ping", lambda: PlainTextResponse("ok"))
     return app
+
+
+def _view() -> PairView:
+    return PairView(
+        id=1, token=secrets.token_urlsafe(16), position=1, pair_id=1, kind="normal", clip_a_id=1, left_clip_id=1,
+        right_clip_id=2, shown_at=datetime.now(UTC), prompt="A lighthouse on a cliff at dusk, waves crashing below",
+        left_media_token=secrets.token_urlsafe(16), right_media_token=secrets.token_urlsafe(16), width=512,
+        height=512, play_ms=2000)

@@ -8,7 +8,7 @@ assignment and CSRF tokens and the criteria from the HTML, post the form to ``PO
 token is the same signed credential the browser keeps in the ``bp_eval`` cookie). An evaluator whose session
 is done is replaced by a new one. The floor client posts one request per vote to bench/floor_app.py; the
 ``http`` and ``minimal`` kinds drive bench/http_floor_app.py (the app's HTTP layer, storing nothing or one row
-per request) with the API flow.
+per request) with either flow, like the app.
 
 Modes: ``closed`` (``concurrency`` evaluators, each voting again as soon as its last vote returned) and
 ``open`` (votes start at a fixed ``rate`` per second whatever the server does; latency is measured from the
@@ -243,9 +243,10 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
 
 
 # "http" and "minimal" are bench/http_floor_app.py (the app's HTTP layer without a database, or storing one row
-# per request), driven like the app's API.
+# per request), driven like the app.
 VOTERS = {("app", "api"): api_vote, ("app", "html"): app_vote, ("floor", "api"): floor_vote,
-          ("floor", "html"): floor_vote, ("http", "api"): api_vote, ("minimal", "api"): api_vote}
+          ("floor", "html"): floor_vote, ("http", "api"): api_vote, ("minimal", "api"): api_vote,
+          ("http", "html"): app_vote, ("minimal", "html"): app_vote}
 
 
 def _check_loopback(url: str) -> None:

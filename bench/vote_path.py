@@ -7,8 +7,8 @@ For each database: seed a study (2 models, 100 prompts, 100 pairs, the six crite
 serve it with ``uvicorn --factory app.main:create_app`` (1 worker), drive it from a separate load-generator
 process (bench/loadgen.py: GET the pair then POST the answers per vote, through the evaluator API or, with
 ``--flow html``, the browser's pages), then do the same against the floor, bench/floor_app.py (one row per
-request, same server stack, same engine settings, same database). With the API flow two more servers show
-where the gap lies (bench/http_floor_app.py): the app's own HTTP layer answering the same two requests while
+request, same server stack, same engine settings, same database). Two more servers show where the gap lies
+(bench/http_floor_app.py): the app's own HTTP layer answering the same two requests while
 storing one row per request (the minimal vote), and storing nothing. After each
 run the stored votes are counted and must equal the accepted ones. Server CPU time per vote is read from
 /proc so the ratio can be stated independently of the load generator, which shares the machine's cores.
@@ -328,9 +328,8 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
                   "pool": args.pool or args.rate * 10}
         servers = [("app", APP_FACTORY, "/static/css/app.css", "votes"),
                    ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes")]
-        if args.flow == "api":  # the HTTP-layer floor answers the API flow only
-            servers += [("minimal", MINIMAL_VOTE_FACTORY, "/ping", "bench_http_floor_votes"),
-                        ("http", HTTP_FLOOR_FACTORY, "/ping", None)]
+        servers += [("minimal", MINIMAL_VOTE_FACTORY, "/ping", "bench_http_floor_votes"),
+                    ("http", HTTP_FLOOR_FACTORY, "/ping", None)]
         for kind, factory, ping, table in servers:
             with uvicorn_server(factory, env, tmp / f"{backend}-{kind}.log", ping=ping) as (base, proc):
                 for c in args.concurrency:

@@ -7,6 +7,7 @@ signed ``bp_eval`` cookie, whose payload is only the evaluator's random public i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -184,9 +185,10 @@ def consent(
     return response
 
 
-def _pair_page(request: Request, session: Session, view: PairView, state: EvaluatorState, *,
-               chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
-               status: int = 200) -> Response:
+def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int,
+                     chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
+                     status: int = 200) -> Response:
+    """The pair page. ``criteria``: the study's, in page order (each with key, label and description)."""
     context = {
         "assignment_token": view.token,
         "prompt": view.prompt,
@@ -195,13 +197,13 @@ def _pair_page(request: Request, session: Session, view: PairView, state: Evalua
         "width": view.width,
         "height": view.height,
         "play_ms": view.play_ms,
-        "criteria": study_criteria(session, state.study_id),
+        "criteria": criteria,
         "sides": SIDE_LABELS,
         "chosen": chosen or {},
         "missing": set(missing or []),
         "error": error,
         "position": view.position,
-        "total": max(state.quota, view.position),
+        "total": max(quota, view.position),
     }
     return templates.TemplateResponse(request, "evaluator/pair.html", context, status_code=status)
 
@@ -225,27 +227,33 @@ def pair_page(request: Request, _slot: RatingSlot) -> Response:
             return _refusal(request, exc)
         if view is None:
             return RedirectResponse("/e/done", status_code=303)
-        response = _pair_page(request, session, view, state)
+        response = render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
+                                    quota=state.quota)
     response.headers["Cache-Control"] = "no-store"  # Back must not show an old pair as if it were current
     return response
 
 
-async def _form(request: Request) -> FormData:
+async def read_form(request: Request) -> FormData:
     return await request.form()
 
 
+def parse_vote_form(form: FormData) -> tuple[str, dict[str, str], int | None]:
+    """The pair form's assignment token, its answers (``c_<criterion key>`` fields) and the time on page."""
+    choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
+    raw_ms = str(form.get("client_time_ms", ""))
+    client_ms = int(raw_ms) if raw_ms.isdigit() and len(raw_ms) < 10 else None
+    return str(form.get("assignment", "")), choices, client_ms
+
+
 @router.post("/e/vote", response_class=HTMLResponse)
-def vote(request: Request, form: Annotated[FormData, Depends(_form)], _slot: RatingSlot) -> Response:
+def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: RatingSlot) -> Response:
     # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
     # handler here stalled every other request behind one vote waiting for SQLite's write lock).
     try:
         verify_csrf(request, str(form.get("csrf_token", "")))
     except HTTPException as exc:
         return _message(request, "Please reload", exc.detail, 403, action="/e/pair")
-    choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
-    raw_ms = str(form.get("client_time_ms", ""))
-    client_ms = int(raw_ms) if raw_ms.isdigit() and len(raw_ms) < 10 else None
-    token = str(form.get("assignment", ""))
+    token, choices, client_ms = parse_vote_form(form)
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
         if state is None:
@@ -255,8 +263,9 @@ def vote(request: Request, form: Annotated[FormData, Depends(_form)], _slot: Rat
                         client_time_ms=client_ms, state=state)
         except InvalidChoices as exc:
             view = pair_view(session, token=token)
-            return _pair_page(request, session, view, state, chosen=choices, error=exc.message,
-                              missing=exc.missing + exc.invalid, status=422)
+            return render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
+                                    quota=state.quota, chosen=choices, error=exc.message,
+                                    missing=exc.missing + exc.invalid, status=422)
         except EvaluationError as exc:
             return _refusal(request, exc)
     # Recorded or already recorded: either way the evaluator moves on (Post/Redirect/Get).

@@ -36,10 +36,10 @@ def _saved(results: Path, name: str) -> dict:
     return json.loads((results / f"{name}.json").read_text())
 
 
-def _check_vote_path(tmp_path: Path, backend: str) -> None:
+def _check_vote_path(tmp_path: Path, backend: str, flow: str = "api") -> None:
     from bench import vote_path
 
-    report = vote_path.main(["--tiny", "--backends", backend, "--results-dir", str(tmp_path)])
+    report = vote_path.main(["--tiny", "--backends", backend, "--flow", flow, "--results-dir", str(tmp_path)])
     data = _saved(tmp_path, "vote_path")["data"][backend]
     assert set(data["closed"]) == {f"{kind}-{c}" for kind in ("app", "floor", "minimal", "http") for c in (1, 4)}
     for key, run in [*data["closed"].items(), *data["open"].items()]:
@@ -57,6 +57,10 @@ def _check_vote_path(tmp_path: Path, backend: str) -> None:
 
 def test_vote_path_runs_on_sqlite(tmp_path):
     _check_vote_path(tmp_path, "sqlite")
+
+
+def test_vote_path_runs_the_browser_flow(tmp_path):
+    _check_vote_path(tmp_path, "sqlite", flow="html")
 
 
 @pytest.mark.postgres
@@ -89,6 +93,29 @@ def test_http_layer_floor_checks_the_token_and_the_answers_as_the_app_does():
         assert client.post("/api/v1/evaluate/votes", json=partial, headers=headers).status_code == 422
         bad_side = {**body, "choices": dict.fromkeys(KEYS, "up")}
         assert client.post("/api/v1/evaluate/votes", json=bad_side, headers=headers).status_code == 422
+
+
+def test_http_layer_floor_serves_the_browser_flow_with_csrf_and_every_answer():
+    from fastapi.testclient import TestClient
+
+    from bench.http_floor_app import KEYS, create_app
+    from bench.loadgen import ASSIGNMENT_RE, CRITERION_RE, CSRF_RE
+
+    with TestClient(create_app(), follow_redirects=False) as client:
+        assert client.get("/e/pair").status_code == 401  # no evaluator cookie
+        token = client.post("/api/v1/evaluate/join", json={"invite_token": "any"}).json()["evaluator_token"]
+        client.cookies.set("bp_eval", token)
+        page = client.get("/e/pair")
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        assert set(CRITERION_RE.findall(page.text)) == KEYS  # the real template, with the six criteria
+        form = {"csrf_token": CSRF_RE.search(page.text).group(1),
+                "assignment": ASSIGNMENT_RE.search(page.text).group(1),
+                **{f"c_{k}": "right" for k in KEYS}}
+        answered = client.post("/e/vote", data=form)
+        assert answered.status_code == 303 and answered.headers["location"] == "/e/pair"
+        assert client.post("/e/vote", data={**form, "csrf_token": "forged"}).status_code == 403
+        partial = {k: v for k, v in form.items() if k != "c_overall_quality"}
+        assert client.post("/e/vote", data=partial).status_code == 422
 
 
 def test_profile_summary_attributes_samples_to_layers_and_app_functions(tmp_path):
