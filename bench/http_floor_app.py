@@ -69,7 +69,7 @@ _pages, _votes = floor_table(PAGES_TABLE), floor_table(VOTES_TABLE)
 def _check(token: str | None) -> str:
     public_id = public_id_from_token(token)
     if public_id is None:
-        raise HTTPException(401, "missing or invalid X-Evaluator-Token")
+        raise HTTPException(401, "missing or invalid evaluator credential (X-Evaluator-Token header or bp_eval cookie)")
     return public_id
 
 
