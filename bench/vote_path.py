@@ -10,7 +10,8 @@ process (bench/loadgen.py: GET the pair then POST the answers per vote, through 
 request, same server stack, same engine settings, same database). Two more servers show where the gap lies
 (bench/http_floor_app.py): the app's own HTTP layer answering the same two requests while
 storing one row per request (the minimal vote), and storing nothing. After each
-run the stored votes are counted and must equal the accepted ones. Server CPU time per vote is read from
+run the stored votes are counted and must equal the accepted ones. Last, the services are timed without HTTP
+(bench/vote_services.py). Server CPU time per vote is read from
 /proc so the ratio can be stated independently of the load generator, which shares the machine's cores.
 Optionally ``py-spy`` samples the app server during a saturated run to show where the time goes.
 """
@@ -318,7 +319,7 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
         data_dir = tmp / f"data-{backend}"
         env = configure(url, data_dir)
         t0 = time.perf_counter()
-        _study_id, invite, check_note = seed_study(n_prompts=args.prompts, pairs_per_session=args.pairs_per_session)
+        study_id, invite, check_note = seed_study(n_prompts=args.prompts, pairs_per_session=args.pairs_per_session)
         out["seed_seconds"] = time.perf_counter() - t0
         out["check_note"] = check_note
         closed = {"mode": "closed", "duration": args.duration, "warmup": args.warmup, "invite": invite,
@@ -349,6 +350,12 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
                     conc = max(args.concurrency)
                     out["profile"] = profile_server(base, proc, {**closed, "concurrency": min(conc, 16)},
                                                     report_dir(args), args.profile_seconds, backend=backend)
+        if args.in_process_votes > 0:
+            from bench import vote_services
+
+            out["in_process"] = vote_services.measure(study_id, invite, n_votes=args.in_process_votes,
+                                                      n_statement_runs=args.statement_runs)
+            print(f"  {backend} in-process: {out['in_process']}", flush=True)
     return out
 
 
@@ -464,6 +471,14 @@ def _write(report: Report, results: dict[str, Any], args) -> None:
         if app["errors"]:
             report.notes.append(f"{backend} open-loop errors: {app['errors']}")
         report.notes.append(f"{backend}: {res['check_note']}; seeding took {res['seed_seconds']:.1f} s.")
+        inproc = res.get("in_process")
+        if inproc:
+            report.table(
+                f"{backend}: the services without HTTP (bench/vote_services.py, {inproc['votes']} votes in-process)",
+                ["CPU ms per vote", "SQL statements per vote", "one statement via the session, µs",
+                 "via its connection, µs", "via the DB-API cursor, µs"],
+                [[inproc["cpu_ms_per_vote"], inproc["statements_per_vote"], inproc["session_us"],
+                  inproc["connection_us"], inproc["dbapi_us"]]])
         prof = res.get("profile")
         if prof and "layers" in prof:
             report.table(f"{backend}: where the app server's busy time goes, by layer (py-spy, "
@@ -476,7 +491,8 @@ def _write(report: Report, results: dict[str, Any], args) -> None:
     report.bar("stored votes == accepted votes in every run (plus at most the abandoned in-flight ones)", ok_count,
                "agree" if ok_count else "MISMATCH")
     report.data = {b: {"closed": {f"{k}-{c}": v for (k, c), v in r["closed"].items()}, "open": r["open"],
-                       "profile": r.get("profile"), "seed_seconds": r["seed_seconds"]} for b, r in results.items()}
+                       "profile": r.get("profile"), "in_process": r.get("in_process"),
+                       "seed_seconds": r["seed_seconds"]} for b, r in results.items()}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -497,6 +513,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=int, default=100)
     p.add_argument("--pairs-per-session", type=int, default=20)
     p.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy sampling of the app; 0 = off")
+    p.add_argument("--in-process-votes", type=int, default=600,
+                   help="votes cast in-process after the servers (the services without HTTP); 0 = off")
+    p.add_argument("--statement-runs", type=int, default=5000, help="timed runs of one statement, per way")
     p.add_argument("--keep", action="store_true", help="keep the server logs and SQLite files (printed path)")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "bench" / "results"))
     return p
@@ -506,6 +525,7 @@ def tiny_args(argv: list[str] | None = None):
     return parser().parse_args(["--tiny", "--concurrency", "1", "4", "--duration", "1", "--warmup", "0.3",
                                 "--rate", "10", "--open-duration", "2", "--pool", "5", "--prompts", "6",
                                 "--pairs-per-session", "3", "--profile-seconds", "0", "--sweep-rates", "5",
+                                "--in-process-votes", "10", "--statement-runs", "50",
                                 "--sweep-duration", "1", *(argv or [])])
 
 

@@ -53,6 +53,8 @@ def _check_vote_path(tmp_path: Path, backend: str, flow: str = "api") -> None:
         assert run["stored"] == run["accepted"]
     assert ("stored votes == accepted votes in every run (plus at most the abandoned in-flight ones)", True,
             "agree") in report.bars
+    inproc = data["in_process"]  # the services without HTTP: votes were cast and their statements counted
+    assert inproc["votes"] == 10 and inproc["statements_per_vote"] > 5 and inproc["dbapi_us"] > 0
 
 
 def test_vote_path_runs_on_sqlite(tmp_path):
