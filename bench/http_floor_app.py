@@ -45,6 +45,7 @@ from app.api.evaluate import (
 )
 from app.criteria import DEFAULT_CRITERIA
 from app.csrf import verify_csrf
+from app.db import make_engine
 from app.main import create_bare_app
 from app.models import Evaluator
 from app.security import RatingSlot
@@ -80,8 +81,6 @@ def create_app() -> FastAPI:
 
 def create_storing_app() -> FastAPI:
     """The HTTP layer plus one stored row per request, each in its own transaction (the floor's work)."""
-    from app.db import make_engine
-
     engine = make_engine(os.environ["BENCH_FLOOR_DATABASE_URL"])
     metadata.create_all(engine, tables=[_pages, _votes])
 

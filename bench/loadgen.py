@@ -244,9 +244,9 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
 
 # "http" and "minimal" are bench/http_floor_app.py (the app's HTTP layer without a database, or storing one row
 # per request), driven like the app.
-VOTERS = {("app", "api"): api_vote, ("app", "html"): app_vote, ("floor", "api"): floor_vote,
-          ("floor", "html"): floor_vote, ("http", "api"): api_vote, ("minimal", "api"): api_vote,
-          ("http", "html"): app_vote, ("minimal", "html"): app_vote}
+VOTERS = {("floor", "api"): floor_vote, ("floor", "html"): floor_vote,
+          **{(kind, flow): voter for kind in ("app", "http", "minimal")
+             for flow, voter in (("api", api_vote), ("html", app_vote))}}
 
 
 def _check_loopback(url: str) -> None:

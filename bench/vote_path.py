@@ -199,6 +199,11 @@ def counts_agree(m: dict[str, Any]) -> bool:
     return m["stored"] == m["accepted"] or 0 <= m["stored"] - m["accepted"] <= abandoned
 
 
+def _ratio(m: dict[str, Any] | None, floor: dict[str, Any]) -> float | None:
+    """A server's votes/s over the floor's in the same run; None where either is missing."""
+    return m["votes_per_s"] / floor["votes_per_s"] if m and m["votes_per_s"] and floor["votes_per_s"] else None
+
+
 def _stored(m: dict[str, Any]) -> str:
     return "– (stores nothing)" if m["stored"] is None else f"{m['stored']}/{m['accepted']}"
 
@@ -327,10 +332,10 @@ def run_backend(backend: str, args, tmp: Path, report: Report) -> dict[str, Any]
         opened = {"mode": "open", "duration": args.open_duration, "rate": args.rate, "invite": invite,
                   "flow": args.flow,
                   "pool": args.pool or args.rate * 10}
-        servers = [("app", APP_FACTORY, "/static/css/app.css", "votes"),
-                   ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes")]
-        servers += [("minimal", MINIMAL_VOTE_FACTORY, "/ping", "bench_http_floor_votes"),
-                    ("http", HTTP_FLOOR_FACTORY, "/ping", None)]
+        servers = (("app", APP_FACTORY, "/static/css/app.css", "votes"),
+                   ("floor", FLOOR_FACTORY, "/ping", "bench_floor_votes"),
+                   ("minimal", MINIMAL_VOTE_FACTORY, "/ping", "bench_http_floor_votes"),
+                   ("http", HTTP_FLOOR_FACTORY, "/ping", None))
         for kind, factory, ping, table in servers:
             with uvicorn_server(factory, env, tmp / f"{backend}-{kind}.log", ping=ping) as (base, proc):
                 for c in args.concurrency:
@@ -397,15 +402,17 @@ def run(args) -> Report:
 def _write(report: Report, results: dict[str, Any], args) -> None:
     ok_count = True
     for backend, res in results.items():
-        rows, latency_rows = [], []
+        rows, latency_rows, minimal = [], [], []
         for c in args.concurrency:
             app, floor = res["closed"][("app", c)], res["closed"][("floor", c)]
-            ratio = app["votes_per_s"] / floor["votes_per_s"] if floor["votes_per_s"] else None
+            ratio = _ratio(app, floor)
             others = [res["closed"].get((kind, c)) for kind, _name in FLOORS[1:]]
-            row = [c, app["votes_per_s"], ratio, floor["votes_per_s"]]
-            for m in others:
-                row += [m and m["votes_per_s"], m and floor["votes_per_s"] and m["votes_per_s"] / floor["votes_per_s"]]
-            rows.append([*row, _stored(app), sum(app["errors"].values())])
+            other_ratios = [_ratio(m, floor) for m in others]
+            if other_ratios[0] is not None:
+                minimal.append(other_ratios[0])
+            rows.append([c, app["votes_per_s"], ratio, floor["votes_per_s"],
+                         *[x for m, r in zip(others, other_ratios, strict=True) for x in (m and m["votes_per_s"], r)],
+                         _stored(app), sum(app["errors"].values())])
             latency_rows.append([c, *[x for m in (app, floor, others[0]) for x in
                                       ((m["p50_ms"], m["p99_ms"]) if m else (None, None))],
                                  *[m and m["server_cpu_ms_per_vote"] for m in (app, floor, *others)]])
@@ -421,13 +428,11 @@ def _write(report: Report, results: dict[str, Any], args) -> None:
                      ["evaluators", "p50 ms", "p99 ms", "floor p50", "floor p99", "minimal p50", "minimal p99",
                       "CPU ms/vote", "floor CPU ms/req", "minimal CPU ms/vote", "HTTP layer CPU ms/vote"],
                      latency_rows)
-        minimal = [res["closed"][("minimal", c)]["votes_per_s"] / res["closed"][("floor", c)]["votes_per_s"]
-                   for c in args.concurrency if ("minimal", c) in res["closed"]
-                   and res["closed"][("floor", c)]["votes_per_s"]]
         if minimal:
             report.notes.append(
-                f"{backend}: 'minimal vote' and 'HTTP layer' are bench/http_floor_app.py: the same two API requests "
-                "per vote through the app's own FastAPI stack (middleware, models, token check, rating slot), the "
+                f"{backend}: 'minimal vote' and 'HTTP layer' are bench/http_floor_app.py: the same two requests per "
+                f"vote ({args.flow} flow) through the app's own FastAPI stack (middleware, models, credential check, "
+                "rating slot), the "
                 "first storing one row per request like the floor, the second storing nothing. The minimal vote "
                 f"reaches {min(minimal):.2f}–{max(minimal):.2f} × the floor: "
                 + ("a vote writes at least this much, so no vote path on this stack can reach the ½ bar here."

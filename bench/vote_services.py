@@ -70,12 +70,15 @@ def statement_costs(study_id: int, n: int) -> dict[str, float]:
             cursor.execute(sql, dbapi_params)
             return cursor.fetchall()
 
-        rows = len(s.execute(_CRITERIA, params).all())
-        if len(dbapi()) != rows:  # the three ways must read the same rows, or the comparison means nothing
-            raise RuntimeError("the DB-API statement read other rows than the session's")
-        return {"session_us": _per_call_us(lambda: s.execute(_CRITERIA, params).all(), n),
-                "connection_us": _per_call_us(lambda: conn.execute(_CRITERIA, params).all(), n),
-                "dbapi_us": _per_call_us(dbapi, n)}
+        try:
+            rows = len(s.execute(_CRITERIA, params).all())
+            if len(dbapi()) != rows:  # the three ways must read the same rows, or the comparison means nothing
+                raise RuntimeError("the DB-API statement read other rows than the session's")
+            return {"session_us": _per_call_us(lambda: s.execute(_CRITERIA, params).all(), n),
+                    "connection_us": _per_call_us(lambda: conn.execute(_CRITERIA, params).all(), n),
+                    "dbapi_us": _per_call_us(dbapi, n)}
+        finally:
+            cursor.close()
 
 
 def measure(study_id: int, invite: str, *, n_votes: int, n_statement_runs: int) -> dict[str, Any]:
