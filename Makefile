@@ -2,16 +2,24 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH_CPU := torch==2.13.0
+LOCKS := requirements/torch-cpu.lock requirements/dev.lock
+# Where the CPU torch wheel is when pip's own configuration does not find it (install and lock):
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+UV_VERSION := 0.13.9
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean lock
 
-$(BIN)/blindpair: pyproject.toml
+# Exactly the locked versions (requirements/*.lock, from `make lock`): the CPU torch wheel first and without its
+# dependencies (an unpinned torch would pull a multi-GB CUDA build), then everything else, then the project itself
+# without resolving again. --require-hashes: a file whose sha256 is not in the lock is refused.
+$(BIN)/blindpair: pyproject.toml $(LOCKS)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# Pin the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q $(TORCH_CPU)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		-r requirements/torch-cpu.lock
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 install: $(BIN)/blindpair
@@ -30,6 +38,16 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# Recompile requirements/*.lock from pyproject.toml, keeping the current pins where the ranges allow.
+# Move one package: make lock LOCK_ARGS="--upgrade-package fastapi"; everything: make lock LOCK_ARGS=--upgrade.
+# Runs from its own small venv (.tools), not .venv, which may not match pyproject.toml until the relock.
+lock: .tools/bin/uv
+	.tools/bin/python scripts/lock.py --uv .tools/bin/uv $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX)) -- $(LOCK_ARGS)
+
+.tools/bin/uv:
+	$(PY) -m venv .tools
+	.tools/bin/python -m pip install -q uv==$(UV_VERSION) 'packaging>=24'
 
 clean:
 	rm -rf var .pytest_cache
