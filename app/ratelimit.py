@@ -91,7 +91,11 @@ class RedisLimiter:
         # for longer than the window.
         self._redis.zrem(name, member)
         oldest = self._redis.zrange(name, 0, 0, withscores=True)
-        return max(oldest[0][1] + window - now, 0.001) if oldest else window
+        # withscores: (member, score) pairs (lists under RESP3); the stubs' type also covers bare members.
+        first = oldest[0] if oldest else None
+        if not isinstance(first, tuple | list):
+            return window
+        return max(float(first[1]) + window - now, 0.001)
 
     def reset(self) -> None:
         for name in self._redis.scan_iter(f"{self._prefix}*"):

@@ -76,12 +76,13 @@ def _missing(repo: str, filename: str | None, exc: BaseException) -> WeightsMiss
 
 def _is_network_error(exc: BaseException) -> bool:
     seen = 0
-    while exc is not None and seen < 10:
-        name = type(exc).__name__
-        if isinstance(exc, ConnectionError | TimeoutError) or name in {"ConnectError", "ReadTimeout", "ConnectTimeout",
-                                                                        "RemoteProtocolError"}:
+    link: BaseException | None = exc  # then its cause (or context), and so on down the chain
+    while link is not None and seen < 10:
+        name = type(link).__name__
+        if isinstance(link, ConnectionError | TimeoutError) or name in {"ConnectError", "ReadTimeout",
+                                                                          "ConnectTimeout", "RemoteProtocolError"}:
             return True
-        exc = exc.__cause__ or exc.__context__
+        link = link.__cause__ or link.__context__
         seen += 1
     return False
 
@@ -127,12 +128,14 @@ def load_adapter(preset: Preset, *, dtype):
 
         path = resolve_file(preset.adapter_repo, preset.adapter_file)
         adapter = MotionAdapter(**preset.adapter_config)
+        # For type checkers diffusers' __init__ binds MotionAdapter (and every model and pipeline) to its torch-less
+        # placeholder class (utils/dummy_pt_objects.py, imported before the real one), which has no nn.Module methods.
         try:
-            adapter.load_state_dict(load_file(path))
+            adapter.load_state_dict(load_file(path))  # type: ignore[attr-defined]  # diffusers' stub class, above
         except RuntimeError as exc:
             raise WeightsMissing(f"{preset.adapter_file!r} of {preset.adapter_repo!r} does not fit "
                                  f"MotionAdapter({preset.adapter_config or ''}): {str(exc)[:300]}") from exc
-        return adapter.to(dtype=dtype)
+        return adapter.to(dtype=dtype)  # type: ignore[attr-defined]  # diffusers' stub class, above
     kwargs = {} if Path(preset.adapter).is_dir() else hub_kwargs()
     try:
         return MotionAdapter.from_pretrained(preset.adapter, torch_dtype=dtype, **kwargs)

@@ -11,7 +11,6 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import session_scope
 from app.media.storage import media_path, store_bytes
-from app.models import Clip
 from app.services import generation as svc
 from worker.celery_app import TASK_NAME, app, worker_identity
 from worker.config import worker_settings
@@ -71,10 +70,10 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     worker = worker_identity()
     with session_scope() as session:
         claim = svc.claim_clip(session, clip_id=clip_id, worker=worker, lease_seconds=ws.lease_seconds)
-        if claim.outcome != "claimed":
+        clip = claim.clip
+        if claim.outcome != "claimed" or clip is None:  # a claimed Claim always carries its clip
             log.info("clip %s: %s, nothing to do", clip_id, claim.outcome)
             return claim.outcome
-        clip: Clip = claim.clip
         try:
             spec = resolve_run(model_name=clip.model.name, preset=clip.model.preset, overrides=clip.model.overrides,
                                settings=clip.model.study.settings)

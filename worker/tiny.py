@@ -72,15 +72,19 @@ def build_tiny_model_dir(folder: Path, *, seed: int = 0) -> Path:
     # The scheduler config of SD 1.5 (runwayml/stable-diffusion-v1-5 scheduler_config.json) that the presets edit.
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
+    # For type checkers diffusers' __init__ binds its models and pipelines to torch-less placeholder classes
+    # (utils/dummy_*_objects.py, imported before the real ones), which have none of their methods.
     base = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    base.save_pretrained(str(folder))
+    base.save_pretrained(str(folder))  # type: ignore[attr-defined]  # diffusers' stub class, above
 
     adapter_config = dict(get_preset("tiny-lightning-2step").adapter_config)
     torch.manual_seed(seed + 1)
-    MotionAdapter(**adapter_config).save_pretrained(str(folder / "motion_adapter"))
+    adapter = MotionAdapter(**adapter_config)
+    adapter.save_pretrained(str(folder / "motion_adapter"))  # type: ignore[attr-defined]  # diffusers' stub, above
     torch.manual_seed(seed + 2)
     lightning = MotionAdapter(**adapter_config)
-    save_file({k: v.contiguous() for k, v in lightning.state_dict().items()}, str(folder / LIGHTNING_FILE))
+    weights = lightning.state_dict()  # type: ignore[attr-defined]  # diffusers' stub class, above
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / LIGHTNING_FILE))
     return folder

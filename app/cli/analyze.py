@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.panel import Panel
 from rich.table import Table
 
@@ -83,7 +83,8 @@ def _analyze_study(console: Console, ref: str, *, include_flagged: bool, html: P
         view, cached = study_view(session, study=study, include_flagged=include_flagged)
         print_study(console, view)
         if json_out:
-            json_out.write_bytes(exports.results_json(session, study=study, include_flagged=include_flagged).body)
+            body = exports.results_json(session, study=study, include_flagged=include_flagged).body
+            json_out.write_bytes(body if isinstance(body, bytes) else b"".join(body))  # a Download may stream
             console.print(f"Results JSON written to {json_out}")
         if html:
             html.write_text(exports.report_html(session, study=study, include_flagged=include_flagged))
@@ -197,7 +198,9 @@ def _analyze_battles(console: Console, path: Path, *, anony_only: bool, n_boot: 
 
 def print_ratings(console: Console, rows: list[dict], winrate: dict | None, *, title: str) -> None:
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name, justify in (("Rank", "right"), ("Model", "left"), ("Rating", "right"), ("95% interval", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("Rank", "right"), ("Model", "left"), ("Rating", "right"), ("95% interval", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for r in rows:
         lo, hi = r.get("lo"), r.get("hi")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from app.cli.base import app
@@ -22,7 +22,8 @@ def print_refusal(exc: ClipImportError) -> None:
     for error in exc.errors:
         err_console.print(f"  {error}", markup=False, highlight=False)
     if exc.mismatches:
-        table = Table(title=f"Files that differ from {exc.expected.describe()}")
+        reference = exc.expected.describe() if exc.expected is not None else "the other files"
+        table = Table(title=f"Files that differ from {reference}")
         for col in ("model", "file", "frames", "size", "fps", "what differs"):
             table.add_column(col)
         for m in sorted(exc.mismatches, key=lambda m: (m.model, m.file)):
@@ -38,7 +39,7 @@ def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = Fa
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=not show_progress, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

@@ -75,8 +75,8 @@ def admin_hint() -> str | None:
 
 @app.command()
 def serve(
-    host: str = typer.Option(None, help="Address to listen on (default: BLINDPAIR_HOST, 127.0.0.1)."),
-    port: int = typer.Option(None, help="Port (default: BLINDPAIR_PORT, 8000)."),
+    host: str | None = typer.Option(None, help="Address to listen on (default: BLINDPAIR_HOST, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default: BLINDPAIR_PORT, 8000)."),
     reload: bool = typer.Option(False, "--reload", help="Restart on code changes (development only)."),
 ) -> None:
     """Run the web app (pages, evaluator links and the JSON API) with uvicorn."""

@@ -16,7 +16,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 STYLES = ("smooth", "jittery")
 DEMO_MODELS: tuple[tuple[str, str, str], ...] = (
@@ -172,7 +172,7 @@ def encode_gif(frames: list[Image.Image], fps: float) -> bytes:
     data = buf.getvalue()
     # Pillow folds identical consecutive frames into one longer frame; that would break the equal-frame-count
     # rule between models, so it is caught here rather than at import.
-    with Image.open(io.BytesIO(data)) as im:
+    with GifImagePlugin.GifImageFile(io.BytesIO(data)) as im:
         if im.n_frames != len(frames):
             raise ValueError(f"{len(frames) - im.n_frames} frame(s) repeat the one before and were merged by the "
                              "GIF writer")

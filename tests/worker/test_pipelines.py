@@ -10,7 +10,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from worker.generate import generate_clip
-from worker.pipelines import PipelineCache, WeightsMissing, build_scheduler, load_adapter, resolve_file
+from worker.pipelines import (
+    PipelineCache,
+    TransientLoadError,
+    WeightsMissing,
+    build_scheduler,
+    load_adapter,
+    resolve_file,
+)
 from worker.presets import get_preset, resolve_run
 from worker.tiny import LIGHTNING_FILE
 
@@ -124,6 +131,38 @@ def test_missing_hub_weights_say_how_to_fetch_them(tmp_path, monkeypatch):
     spec = resolve_run(model_name="m", preset="animatediff", overrides={}, settings=None)
     with pytest.raises(WeightsMissing, match="hf download guoyww/animatediff-motion-adapter-v1-5-2"):
         generate_clip(spec, prompt="x", seed=0, cache=PipelineCache())
+
+
+def test_a_hub_outage_deep_in_the_cause_chain_is_transient_and_a_missing_file_is_not(monkeypatch, tmp_path):
+    # The hub client wraps the network error it got; the worker walks __cause__/__context__ to find it.
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("BLINDPAIR_HF_OFFLINE", "false")
+    monkeypatch.setenv("BLINDPAIR_MODEL_CACHE_DIR", str(tmp_path / "hf"))
+    from app import config
+
+    config.get_settings.cache_clear()
+
+    def unreachable(*args, **kwargs):
+        try:
+            try:
+                raise ConnectionError("connection refused")
+            except ConnectionError as exc:
+                raise OSError("request failed") from exc
+        except OSError:
+            raise RuntimeError("download failed")  # noqa: B904 -- the network error stays in __context__
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(TransientLoadError, match="could not reach the Hugging Face hub for 'org/model'"):
+        resolve_file("org/model", "weights.safetensors")
+
+    def not_there(*args, **kwargs):
+        raise FileNotFoundError("no such file on the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_there)
+    with pytest.raises(WeightsMissing, match="hf download org/model weights.safetensors"):
+        resolve_file("org/model", "weights.safetensors")
 
 
 def test_clips_in_threads_share_the_pipeline_and_never_share_the_device(tiny_model_dir, monkeypatch):
