@@ -1,4 +1,4 @@
-"""Passwords (argon2) and the role checks every researcher/admin route depends on."""
+"""Logins (the signed session cookie) and the role checks every researcher/admin route depends on."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.db import get_db
 from app.models import User
 
-_hasher = PasswordHasher()
+# Re-exported: older callers (and tests) take them from here; new code imports app.passwords.
+from app.passwords import ROLES as ROLES
+from app.passwords import hash_password as hash_password
+from app.passwords import verify_password as verify_password
+
 SESSION_USER_KEY = "user_id"
-ROLES = ("admin", "researcher")
 
 # scope="function": the session commits before the response leaves, so "vote recorded" is only ever said of
 # a committed vote (the default "request" scope commits after the response is sent). max_concurrency bounds
@@ -38,17 +39,6 @@ async def _rating_slot() -> AsyncIterator[None]:
 # Requests beyond this many wait in the event loop, holding no thread. Async, so the slot costs no thread hop.
 RATING_REQUESTS_IN_FLIGHT = 8
 RatingSlot = Annotated[None, Depends(_rating_slot, scope="function", max_concurrency=RATING_REQUESTS_IN_FLIGHT)]
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 class LoginRequired(Exception):

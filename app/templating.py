@@ -1,12 +1,11 @@
-"""The one Jinja2 environment shared by every HTML router."""
+"""The Jinja2 templates of every HTML router, on the one environment in app.jinja_env."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi.templating import Jinja2Templates
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+from app.jinja_env import STATIC_DIR as STATIC_DIR
+from app.jinja_env import TEMPLATES_DIR as TEMPLATES_DIR
+from app.jinja_env import env
 
-templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+templates = Jinja2Templates(env=env)

@@ -46,18 +46,12 @@ from app.api.evaluate import (
 from app.criteria import DEFAULT_CRITERIA
 from app.csrf import verify_csrf
 from app.db import make_engine
+from app.deps import evaluator_token, public_id_from_token
 from app.main import create_bare_app
 from app.models import Evaluator
 from app.security import RatingSlot
 from app.services.assignments import PairView
-from app.web.evaluator import (
-    COOKIE_NAME,
-    evaluator_token,
-    parse_vote_form,
-    public_id_from_token,
-    read_form,
-    render_pair_page,
-)
+from app.web.evaluator import COOKIE_NAME, parse_vote_form, read_form, render_pair_page
 from bench.floor_app import floor_table, metadata
 
 QUOTA = 20

@@ -19,8 +19,8 @@ SIDES = ("left", "right", "tie")
 
 def _new_token(invite: str) -> str:
     from app.db import session_scope
+    from app.deps import evaluator_token
     from app.services.assignments import join
-    from app.web.evaluator import evaluator_token
 
     with session_scope() as s:
         return evaluator_token(join(s, invite_token=invite, external_id=None, ip="127.0.0.1", user_agent="bench"))

@@ -132,6 +132,19 @@ def send_generate(clip_ids: list[int]) -> None:
             celery.send_task(TASK_NAME, args=[clip_id], queue=QUEUE, connection=conn)
 
 
+class CeleryTaskQueue:
+    """The services' generation queue (app.services.task_queue) on this module's Celery app."""
+
+    def send_generate(self, clip_ids: list[int]) -> None:
+        send_generate(clip_ids)
+
+    def problem(self) -> str | None:
+        return broker_problem()
+
+
+task_queue = CeleryTaskQueue()
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
+from app.api.studies import Responses
 from app.db import session_scope
+from app.deps import completion_redirect, evaluator_token, join_rate_limit, state_from_token
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession, RatingSlot
 from app.services.assignments import (
@@ -26,9 +28,7 @@ from app.services.assignments import (
     study_criteria,
     study_for_invite,
 )
-from app.services.attention import qc_settings
 from app.services.votes import InvalidChoices, submit_vote
-from app.web.evaluator import completion_redirect, evaluator_token, state_from_token
 
 router = APIRouter(prefix="/evaluate", tags=["evaluate"])
 token_header = APIKeyHeader(name="X-Evaluator-Token", auto_error=False,
@@ -84,12 +84,24 @@ class VoteRequest(BaseModel):
     client_time_ms: int | None = Field(None, ge=0, le=24 * 3600 * 1000)
 
 
+VoteStatus = Literal["recorded", "already_recorded"]
+
+
 class VoteResponse(BaseModel):
-    status: Literal["recorded", "already_recorded"]
+    status: VoteStatus
     completed: bool
 
 
-ERRORS = {
+def _vote_status(status: str) -> VoteStatus:
+    """The service's outcome word (``SubmitResult.status``) as the response's literal."""
+    if status == "recorded":
+        return "recorded"
+    if status == "already_recorded":
+        return "already_recorded"
+    raise ValueError(f"unexpected vote outcome {status!r}")
+
+
+ERRORS: Responses = {
     401: {"model": ApiError, "description": "Missing or invalid X-Evaluator-Token"},
     403: {"model": ApiError, "description": "Not this evaluator's assignment"},
     404: {"model": ApiError, "description": "Unknown invite or assignment"},
@@ -121,13 +133,15 @@ def _refused(exc: EvaluationError) -> JSONResponse:
 def api_join(body: JoinRequest, request: Request, session: DbSession):
     try:
         study = study_for_invite(session, invite_token=body.invite_token)
-        check_rate("join", client_ip(request), qc_settings(study).join_rate_limit_per_minute)
+        check_rate("join", client_ip(request), join_rate_limit(study))
         evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
                          ip=client_ip(request), user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refused(exc)
-    quota = evaluator_state(session, evaluator_id=evaluator.id).quota
-    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=quota)
+    state = evaluator_state(session, evaluator_id=evaluator.id)
+    if state is None:  # join() has just written (or found) this row in the same transaction
+        raise RuntimeError(f"evaluator {evaluator.id} vanished right after joining")
+    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=state.quota)
 
 
 def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
@@ -172,4 +186,4 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
                                  choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
         except EvaluationError as exc:
             return _refused(exc)
-    return VoteResponse(status=result.status, completed=result.completed)
+    return VoteResponse(status=_vote_status(result.status), completed=result.completed)

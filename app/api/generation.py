@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.studies import ERRORS, MAX_ID, Message, StudyId, study_or_404
+from app.api.studies import ERRORS, Message, Responses
+from app.deps import MAX_ID, StudyId, study_or_404
 from app.security import CurrentUser, DbSession
 from app.services import generation as svc
 
 router = APIRouter(tags=["generation"])
-RESPONSES = {**ERRORS, 503: {"model": Message}}
+RESPONSES: Responses = {**ERRORS, 503: {"model": Message}}
 # Bounds matching the columns (32-bit ids, 64-bit seeds): a bigger number is a 422, not a driver overflow.
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.studies import StudyId, study_or_404
+from app.deps import StudyId, study_or_404
 from app.security import CurrentUser, DbSession
 from app.services.results_cache import get_results
 from app.services.results_data import vote_fingerprint

@@ -7,12 +7,13 @@ takes a JSON body, so a cross-site form cannot forge one (browsers preflight JSO
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from app.deps import StudyId, study_or_404
 from app.models import Prompt, Study
 from app.security import AdminUser, CurrentUser, DbSession, client_key, login, login_throttle, logout
 from app.services import studies as study_service
@@ -21,10 +22,6 @@ from app.services.studies import ModelSpec, StudyError
 from app.services.users import UserError, authenticate, create_user, get_user_by_email, list_users
 
 router = APIRouter(tags=["studies"])
-
-# Ids are 32-bit integer columns: a larger number in a URL must be a 422, not an overflow inside the driver.
-MAX_ID = 2_147_483_647
-StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The study's numeric id.")]
 
 # --- schemas ------------------------------------------------------------------------------------------------
 
@@ -166,7 +163,9 @@ class Message(BaseModel):
     detail: str
 
 
-ERRORS = {400: {"model": Message}, 401: {"model": Message}, 404: {"model": Message}}
+# What FastAPI's ``responses=`` takes: status code -> the OpenAPI fields of that response ("model", "description").
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {400: {"model": Message}, 401: {"model": Message}, 404: {"model": Message}}
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -181,14 +180,6 @@ def _study_out(session, study: Study) -> StudyOut:
         criteria=[CriterionOut.model_validate(c) for c in study.criteria], prompts=n_prompts or 0,
         created_at=study.created_at,
     )
-
-
-def study_or_404(session, study_id: int) -> Study:
-    """The study, or a 404 that says so; shared by every page and API route under /studies/{study_id}."""
-    study = study_service.get_study(session, study_id)
-    if study is None:
-        raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
-    return study
 
 
 # --- login --------------------------------------------------------------------------------------------------

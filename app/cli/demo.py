@@ -51,7 +51,7 @@ def demo_prompts(per_theme: int = 1, limit: int = 12):
 
 
 def _ensure_admin(session, password: str | None) -> tuple[str, str]:
-    from app.security import hash_password
+    from app.passwords import hash_password
     from app.services.users import create_user, get_user_by_email
 
     password = password or secrets.token_urlsafe(12)

@@ -7,7 +7,7 @@ import typer
 from app.cli.base import user_app
 from app.cli.serve import require_migrated
 from app.db import session_scope
-from app.security import ROLES
+from app.passwords import ROLES
 from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Executable, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
+from app.services import task_queue
 from worker.presets import GenerationConfigError, RunSpec, resolve_run, validate_settings
 
 STATES = ("queued", "running", "done", "failed")
@@ -66,13 +67,16 @@ class BatchResult:
         return ", ".join(parts) + "."
 
 
-def _write(session: Session, stmt) -> int:
+def _write(session: Session, stmt: Executable) -> int:
     """Run a conditional UPDATE and return how many rows it changed.
 
     synchronize_session=False: the WHERE clauses compare timestamps, which SQLite returns naive, so the ORM
     cannot evaluate them in Python; callers re-read what they need.
     """
-    return session.execute(stmt, execution_options={"synchronize_session": False}).rowcount
+    result = session.execute(stmt, execution_options={"synchronize_session": False})
+    if not isinstance(result, CursorResult):  # DML always gives one; anything else is a programming error
+        raise TypeError(f"_write runs UPDATE/INSERT statements, not {type(stmt).__name__}")
+    return result.rowcount
 
 
 def utcnow() -> datetime:
@@ -165,15 +169,11 @@ def _select_prompts(session: Session, study: Study, theme: str | None,
 
 
 def default_sender() -> Sender:
-    from worker.celery_app import send_generate
-
-    return send_generate
+    return task_queue.current().send_generate
 
 
 def check_broker() -> None:
-    from worker.celery_app import broker_problem
-
-    problem = broker_problem()
+    problem = task_queue.current().problem()
     if problem:
         raise BrokerUnavailable(problem)
 
@@ -475,7 +475,7 @@ def generation_progress(session: Session, *, study_id: int) -> dict[str, Any]:
         specs, config_error = {}, str(exc)
     live, in_flight = _live_workers(session, study.id)
     per_worker = in_flight / live if live else 1.0
-    models = []
+    models: list[dict[str, Any]] = []
     total_work = 0.0
     eta_known = True
     for m in study.models:
@@ -520,7 +520,8 @@ def _clip_times(session: Session, study_id: int) -> tuple[dict[int, list[float]]
             Clip.study_id == study_id, Clip.status == "done", Clip.origin == "generated",
             Clip.wall_seconds.is_not(None))
     ):
-        walls[model_id].append(wall)
+        if wall is not None:  # excluded by the query; the check tells the type checker
+            walls[model_id].append(wall)
         if (seconds := model_seconds(denoise, decode)) is not None:
             on_device[model_id].append(seconds)
     return walls, on_device
@@ -538,6 +539,12 @@ def model_seconds(denoise: float | None, decode: float | None) -> float | None:
     return denoise + (decode or 0.0)
 
 
+def _median_of_recorded(values: list[float | None]) -> float | None:
+    """The median of the figures a worker recorded (a clip written by another tool may lack one)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None) -> list[dict[str, Any]]:
     """Per model, from the recorded costs of generated clips (of one batch, if given): median/p90 wall seconds
     per clip, median model seconds (``model_seconds``), UNet evaluations, peak memory, device-seconds in all,
@@ -550,10 +557,10 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
         query = query.where(Clip.batch_id == batch_id)
     for clip in session.scalars(query):
         rows[clip.model_id].append(clip)
-    out = []
+    out: list[dict[str, Any]] = []
     for m in study.models:
         clips = rows[m.id]
-        walls = [c.wall_seconds for c in clips]
+        walls = [c.wall_seconds for c in clips if c.wall_seconds is not None]
         on_device = [t for c in clips if (t := model_seconds(c.denoise_seconds, c.decode_seconds)) is not None]
         evals = [c.unet_evals for c in clips if c.unet_evals is not None]
         peaks = [c.peak_memory_bytes for c in clips if c.peak_memory_bytes is not None]
@@ -563,9 +570,9 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
             "model_id": m.id, "name": m.name, "preset": m.preset, "clips": len(clips),
             "median_seconds": statistics.median(walls) if walls else None,
             "p90_seconds": _percentile(walls, 0.9),
-            "median_denoise_seconds": statistics.median([c.denoise_seconds for c in clips]) if clips else None,
-            "median_decode_seconds": statistics.median([c.decode_seconds for c in clips]) if clips else None,
-            "median_encode_seconds": statistics.median([c.encode_seconds for c in clips]) if clips else None,
+            "median_denoise_seconds": _median_of_recorded([c.denoise_seconds for c in clips]),
+            "median_decode_seconds": _median_of_recorded([c.decode_seconds for c in clips]),
+            "median_encode_seconds": _median_of_recorded([c.encode_seconds for c in clips]),
             "unet_evals": statistics.median(evals) if evals else None,
             "peak_memory_bytes": max(peaks) if peaks else None,
             "median_model_seconds": statistics.median(on_device) if on_device else None,

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import User
-from app.security import ROLES, hash_password, verify_password
+from app.passwords import ROLES, hash_password, verify_password
 
 MIN_PASSWORD_LENGTH = 8
 # Deliberately loose: one "@", no spaces, a dot-free domain allowed (``admin@localhost`` in a lab is fine).

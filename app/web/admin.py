@@ -10,11 +10,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from app.api.studies import StudyId, study_or_404
 from app.config import get_settings
 from app.csrf import verify_csrf
+from app.deps import StudyId, study_or_404
 from app.models import Prompt, User
-from app.security import ROLES, AdminUser, CurrentUser, DbSession
+from app.passwords import ROLES
+from app.security import AdminUser, CurrentUser, DbSession
 from app.services import studies as study_service
 from app.services.studies import DEFAULT_SETTINGS, ModelSpec, StudyError
 from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users

@@ -9,77 +9,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from itsdangerous import BadData, URLSafeTimedSerializer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
 from app.db import session_scope
+from app.deps import (
+    EVALUATOR_TOKEN_MAX_AGE,
+    completion_redirect,
+    evaluator_from_token,
+    evaluator_token,
+    join_rate_limit,
+    state_from_token,
+)
 from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession, RatingSlot
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
     EvaluationError,
-    EvaluatorState,
     PairView,
     check_can_join,
-    evaluator_state,
     join,
     next_assignment,
     pair_view,
     study_criteria,
     study_for_invite,
 )
-from app.services.attention import qc_settings
-from app.services.votes import InvalidChoices, submit_vote
+from app.services.votes import InvalidChoices, UnknownAssignment, submit_vote
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
 templates.env.globals.setdefault("csrf_token", csrf_token)
 
 COOKIE_NAME = "bp_eval"
-COOKIE_MAX_AGE = 30 * 24 * 3600  # long enough to come back to an unfinished session days later
+COOKIE_MAX_AGE = EVALUATOR_TOKEN_MAX_AGE
 # Query parameters crowdsourcing platforms use to pass their participant id.
 EXTERNAL_ID_PARAMS = ("PROLIFIC_PID", "external_id", "workerId", "participant_id")
 SIDE_LABELS = (("left", "Left is better"), ("right", "Right is better"), ("tie", "Indistinguishable"))
-
-
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(get_settings().secret_key, salt="bp-evaluator")
-
-
-def evaluator_token(evaluator: Evaluator) -> str:
-    """The signed credential of an evaluator session (cookie value, or X-Evaluator-Token for the API)."""
-    return _serializer().dumps(evaluator.public_id)
-
-
-def public_id_from_token(token: str | None) -> str | None:
-    """The evaluator's public id inside a signed credential; ``None`` if missing, forged or expired."""
-    if not token:
-        return None
-    try:
-        public_id = _serializer().loads(token, max_age=COOKIE_MAX_AGE)
-    except BadData:
-        return None
-    return public_id if isinstance(public_id, str) else None
-
-
-def evaluator_from_token(session: Session, token: str | None) -> Evaluator | None:
-    public_id = public_id_from_token(token)
-    return session.scalar(select(Evaluator).where(Evaluator.public_id == public_id)) if public_id else None
-
-
-def state_from_token(session: Session, token: str | None) -> EvaluatorState | None:
-    """The evaluator behind a credential, for the rating routes: locked for this request (see lock_evaluator)."""
-    public_id = public_id_from_token(token)
-    return evaluator_state(session, public_id=public_id, lock=True) if public_id else None
 
 
 def _set_cookie(response: Response, evaluator: Evaluator) -> None:
@@ -87,17 +58,6 @@ def _set_cookie(response: Response, evaluator: Evaluator) -> None:
         COOKIE_NAME, evaluator_token(evaluator), max_age=COOKIE_MAX_AGE, httponly=True, samesite="lax",
         secure=get_settings().secure_cookies, path="/",
     )
-
-
-def completion_redirect(redirect_url: str, code: str) -> str:
-    """The study's redirect URL with the completion code: ``{code}`` is replaced, else ``cc=`` is appended."""
-    if not redirect_url:
-        return ""
-    if "{code}" in redirect_url:
-        return redirect_url.replace("{code}", code)
-    parts = urlsplit(redirect_url)
-    query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), ("cc", code)])
-    return urlunsplit(parts._replace(query=query))
 
 
 def _message(request: Request, title: str, message: str, status: int, *, action: str = "") -> Response:
@@ -173,7 +133,7 @@ def consent(
                 check_can_join(session, study)
                 return _instructions(request, study, external_id=external_id, status=422,
                                      error="Please tick the consent box to take part.")
-            check_rate("join", client_ip(request), qc_settings(study).join_rate_limit_per_minute)
+            check_rate("join", client_ip(request), join_rate_limit(study))
             evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
                              ip=client_ip(request), user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
@@ -262,7 +222,11 @@ def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot:
             submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
                         client_time_ms=client_ms, state=state)
         except InvalidChoices as exc:
+            # submit_vote found this assignment (in this transaction) before it checked the answers.
             view = pair_view(session, token=token)
+            if view is None:
+                return _refusal(request, UnknownAssignment("This pair was not found. Reload the page to get your "
+                                                           "current pair."))
             return render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
                                     quota=state.quota, chosen=choices, error=exc.message,
                                     missing=exc.missing + exc.invalid, status=422)
@@ -279,7 +243,7 @@ def done(request: Request, session: DbSession) -> Response:
         return _no_session(request)
     if evaluator.completed_at is None:
         return RedirectResponse("/e/pair", status_code=303)
-    study = session.get(Study, evaluator.study_id)
+    study = session.get_one(Study, evaluator.study_id)  # the evaluator's foreign key: it exists
     return templates.TemplateResponse(
         request, "evaluator/done.html",
         {"code": evaluator.completion_code,

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 
-from app.api.studies import MAX_ID, StudyId, study_or_404
 from app.csrf import verify_csrf
+from app.deps import MAX_ID, StudyId, study_or_404
 from app.models import Prompt, Study
 from app.security import CurrentUser, DbSession
 from app.services import generation as svc

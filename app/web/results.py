@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from app.api.studies import StudyId, study_or_404
+from app.deps import StudyId, study_or_404
 from app.models import Study
 from app.security import AdminUser, CurrentUser, DbSession
 from app.services import exports
