@@ -7,8 +7,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import ClassVar
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -29,6 +30,9 @@ READ_ONLY_OPTION = "blindpair_read_only"
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every model maps one Table (no mapping onto joins or selects), so the Core statements on
+    # ``Model.__table__`` can be typed as table statements.
+    __table__: ClassVar[Table]
 
 
 def make_engine(url: str) -> Engine:

@@ -13,8 +13,9 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import Row, ScalarSelect, Select, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Integer, ScalarSelect, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -74,9 +75,9 @@ def check_can_join(session: Session, study: Study) -> None:
     """Refuse when the study is not open or has all the sessions it asked for."""
     if study.status != "open":
         raise StudyNotOpen("This study is not accepting answers right now. Please try again later.")
-    limit = qc_settings(study).sessions_per_invite
+    limit = qc_settings(study).session_limit
     if limit:
-        joined = session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study.id))
+        joined = session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study.id)) or 0
         if joined >= limit:
             raise StudyFull("This study already has all the participants it needs. Thank you for your interest.")
 
@@ -157,7 +158,7 @@ class EvaluatorState:
     @property
     def quota(self) -> int:
         """How many pairs this session rates: the study's quota, or fewer if the study has fewer pairs."""
-        return min(self.qc.max_pairs_per_session, self.n_pairs)
+        return min(self.qc.pairs_quota, self.n_pairs)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ _LOCK_BY_PUBLIC_ID = (select(_ev.c.id).where(_ev.c.public_id == bindparam("publi
                       .with_for_update(key_share=True))
 
 
-def _count(*where) -> ScalarSelect:
+def _count(*where: ColumnElement[bool]) -> ScalarSelect[int]:
     return select(func.count(_as.c.id)).where(*where).scalar_subquery()
 
 
@@ -306,9 +307,16 @@ _CRITERIA = (select(_cr.c.id, _cr.c.key, _cr.c.label, _cr.c.description)
              .where(_cr.c.study_id == bindparam("study_id")).order_by(_cr.c.position))
 
 
-def study_criteria(session: Session, study_id: int) -> list[Row]:
-    """The study's criteria in page order (id, key, label, description), as light rows."""
-    return list(session.execute(_CRITERIA, {"study_id": study_id}).all())
+class CriterionRow(NamedTuple):
+    id: int
+    key: str
+    label: str
+    description: str
+
+
+def study_criteria(session: Session, study_id: int) -> list[CriterionRow]:
+    """The study's criteria in page order, as light rows."""
+    return [CriterionRow(*row) for row in session.execute(_CRITERIA, {"study_id": study_id})]
 
 
 def _build_pick() -> Select:
@@ -317,7 +325,7 @@ def _build_pick() -> Select:
     One query: the load, the pairs already seen and the check prompts are all worked out by the database,
     which returns the single pair chosen (ties broken by its random()).
     """
-    evaluator_id = bindparam("evaluator_id")
+    evaluator_id = bindparam("evaluator_id", type_=Integer)
     seen = select(_as.c.pair_id).where(_as.c.evaluator_id == evaluator_id)
     # Open assignments of each pair still count as load for RESERVATION_TTL (index assignments(pair_id, status)).
     reserved = _count(_as.c.pair_id == _pr.c.id, _as.c.status == "open",
@@ -397,8 +405,9 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
             raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
         return current
     qc = state.qc
-    if state.had >= qc.max_pairs_per_session:
-        return _finish(session, state.id)
+    if state.had >= qc.pairs_quota:
+        _finish(session, state.id)
+        return None
     if state.study_status != "open":
         raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
     pair_id = None
@@ -409,7 +418,8 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     if pair_id is None:
         pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id)
     if pair_id is None:  # this evaluator has rated every pair of the study
-        return _finish(session, state.id)
+        _finish(session, state.id)
+        return None
     # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
     # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
     _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
@@ -425,7 +435,6 @@ _FINISH = (update(_evaluators)
 def _finish(session: Session, evaluator_id: int) -> None:
     session.execute(_FINISH, {"evaluator_id": evaluator_id, "now": utcnow()})
     expire_cached(session, Evaluator, evaluator_id, "completed_at")
-    return None
 
 
 def mark_completed_if_done(session: Session, *, state: EvaluatorState, done: int) -> bool:

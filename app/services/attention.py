@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -73,6 +73,22 @@ class QCSettings:
     max_pairs_per_session: int | None = None  # None: the study's pairs_per_session
     sessions_per_invite: int | None = None  # None: the study's sessions_per_invite (0 = unlimited)
     join_rate_limit_per_minute: int | None = None  # None: BLINDPAIR_JOIN_RATE_LIMIT_PER_MINUTE
+
+    # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
+    @property
+    def pairs_quota(self) -> int:
+        return _resolved(self.max_pairs_per_session, "max_pairs_per_session")
+
+    @property
+    def session_limit(self) -> int:
+        """Sessions per invite; 0 = unlimited."""
+        return _resolved(self.sessions_per_invite, "sessions_per_invite")
+
+
+def _resolved(value: int | None, name: str) -> int:
+    if value is None:
+        raise ValueError(f"QC setting {name} is unresolved: read the settings through qc_settings(study)")
+    return value
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {
@@ -232,7 +248,8 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
     ).all()
     by_source: dict[int, dict[str, Clip]] = {}
     for copy in copies:
-        by_source.setdefault(copy.source_clip_id, {})[copy.variant] = copy
+        if copy.source_clip_id is not None:  # a copy whose source was deleted goes with it (ON DELETE CASCADE)
+            by_source.setdefault(copy.source_clip_id, {})[copy.variant] = copy
     variant_use = Counter(c.variant for c in copies if c.variant != DUPLICATE_VARIANT)
     if len(by_source) >= target and _all_paired(session, study_id, by_source):
         # Complete: the usual case once a study has its checks. The worker calls this after every clip, and
@@ -253,6 +270,8 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
         have = by_source.get(source.id, {})
         if source.id not in by_source and len(by_source) >= target:
             break
+        if source.storage_name is None:  # excluded by the query
+            continue
         try:
             data = media_path(source.storage_name).read_bytes()
         except (OSError, ValueError):
@@ -306,8 +325,8 @@ def is_check_due(*, position: int, rate: float, rng: random.Random) -> bool:
     return rng.random() < rate
 
 
-def _build_check_candidates():
-    evaluator_id = bindparam("evaluator_id")
+def _build_check_candidates() -> Select[Any]:
+    evaluator_id = bindparam("evaluator_id", type_=Integer)
     pairs, assignments = Pair.__table__, Assignment.__table__
     seen_pairs = select(assignments.c.pair_id).where(assignments.c.evaluator_id == evaluator_id)
     # Real pairs also have clip_a = a source clip, but seeing a clip in a real pair must not rule it out.

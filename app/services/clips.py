@@ -99,13 +99,17 @@ def _signature(info: GifInfo) -> Signature:
     return Signature(info.frames, info.width, info.height, info.fps)
 
 
-def _existing_signatures(session: Session, study_id: int, skip_ids: set[int]) -> Counter:
+def _existing_signatures(session: Session, study_id: int, skip_ids: set[int]) -> Counter[Signature]:
     rows = session.execute(
         select(Clip.id, Clip.frames, Clip.width, Clip.height, Clip.fps).where(
             Clip.study_id == study_id, Clip.status == "done", Clip.variant == "", Clip.frames.is_not(None)
         )
     )
-    return Counter(Signature(f, w, h, round(fps, 2)) for cid, f, w, h, fps in rows if cid not in skip_ids)
+    signatures: Counter[Signature] = Counter()
+    for cid, f, w, h, fps in rows:
+        if cid not in skip_ids and f is not None and w is not None and h is not None and fps is not None:
+            signatures[Signature(f, w, h, round(fps, 2))] += 1
+    return signatures
 
 
 def _clip_has_votes(session: Session, clip_id: int) -> bool:
@@ -143,6 +147,71 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
     return files
 
 
+def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt: Prompt, clip: Clip | None, *,
+               seed: int, replace: bool, limit: int, errors: list[str], warnings: list[str]) -> _Planned | None:
+    """One file checked (size, GIF, animation) and what importing it would do; None (with an error) if refused."""
+    size = path.stat().st_size
+    if size > limit:
+        errors.append(f"{rel}: {size} bytes is over the {limit}-byte limit (BLINDPAIR_MAX_UPLOAD_BYTES)")
+        return None
+    try:
+        data = sanitize_gif(path.read_bytes())
+        info = inspect_gif(data)
+    except GifError as exc:
+        errors.append(f"{rel}: {exc}")
+        return None
+    if not info.animated:
+        errors.append(f"{rel}: a still image (1 frame); clips must be animated GIFs")
+        return None
+    if info.mixed_durations:
+        warnings.append(f"{rel}: frame delays differ ({sorted(set(info.shown_durations_ms))} ms); "
+                        f"compared at its mean rate of {info.fps:g} fps")
+    sha = hashlib.sha256(data).hexdigest()
+    if clip is None:
+        action = "new"
+    elif clip.status == "done" and clip.sha256 == sha:
+        action = "unchanged"
+    elif clip.status != "done":
+        action = "replace"  # a queued or failed generation slot: nothing to lose
+    elif not replace:
+        errors.append(f"{rel}: prompt {prompt.external_id!r} already has a different clip for model "
+                      f"{model.name!r} (seed {seed}); pass --replace to replace it")
+        return None
+    elif _clip_has_votes(session, clip.id):
+        errors.append(f"{rel}: the clip it would replace already has votes; replacing it would change what "
+                      "evaluators judged. Make a new study (or a new seed) instead")
+        return None
+    else:
+        action = "replace"
+    return _Planned(model, prompt, rel, data, sha, info, clip, action)
+
+
+def _check_format(session: Session, study_id: int, planned: list[_Planned],
+                  errors: list[str]) -> tuple[list[Mismatch], Signature | None]:
+    """Every clip of the study, stored or new, must share one format: the mismatches and the expected one."""
+    replaced_ids = {p.existing.id for p in planned if p.existing is not None and p.action == "replace"}
+    counts = _existing_signatures(session, study_id, replaced_ids)
+    stored_counts = Counter(counts)
+    for p in planned:
+        if p.action != "unchanged":
+            counts[_signature(p.info)] += 1
+    mismatches: list[Mismatch] = []
+    if not counts:
+        return mismatches, None
+    # The format already stored wins; otherwise the most common one (ties broken by a stable order).
+    pool = stored_counts or counts
+    expected = max(pool, key=lambda s: (pool[s], s.frames, s.width, s.height, s.fps))
+    for p in planned:
+        sig = _signature(p.info)
+        if sig != expected and p.action != "unchanged":
+            mismatches.append(Mismatch(p.model.name, p.rel, sig, expected))
+    if mismatches:
+        source = "the clips already in the study" if stored_counts else "most files"
+        errors.append(f"{len(mismatches)} file(s) differ in frame count, size or fps from {source} "
+                      f"({expected.describe()}); every model must be rendered with the same settings")
+    return mismatches, expected
+
+
 def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int = 0, replace: bool = False,
                     progress: Progress | None = None) -> tuple[list[_Planned], ImportResult]:
     """Check a folder without writing anything; raises ``ClipImportError`` listing every problem."""
@@ -168,9 +237,9 @@ def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int 
     planned: list[_Planned] = []
     seen: dict[tuple[str, str], str] = {}
     for done, (model_name, path) in enumerate(files, start=1):
-        rel = f"{model_name}/{path.name}"
         if progress:
             progress("checking", done, len(files))
+        rel = f"{model_name}/{path.name}"
         if (model_name, path.stem) in seen:
             errors.append(f"{rel}: same prompt as {seen[model_name, path.stem]}; keep one of them")
             continue
@@ -179,64 +248,13 @@ def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int 
         if prompt is None:
             errors.append(f"{rel}: no prompt with id {path.stem!r} in the study (file names must be prompt ids)")
             continue
-        size = path.stat().st_size
-        if size > limit:
-            errors.append(f"{rel}: {size} bytes is over the {limit}-byte limit (BLINDPAIR_MAX_UPLOAD_BYTES)")
-            continue
-        try:
-            data = sanitize_gif(path.read_bytes())
-            info = inspect_gif(data)
-        except GifError as exc:
-            errors.append(f"{rel}: {exc}")
-            continue
-        if not info.animated:
-            errors.append(f"{rel}: a still image (1 frame); clips must be animated GIFs")
-            continue
-        if info.mixed_durations:
-            warnings.append(f"{rel}: frame delays differ ({sorted(set(info.shown_durations_ms))} ms); "
-                            f"compared at its mean rate of {info.fps:g} fps")
         model = models[model_name]
-        sha = hashlib.sha256(data).hexdigest()
-        clip = existing.get((model.id, prompt.id))
-        if clip is None:
-            action = "new"
-        elif clip.status == "done" and clip.sha256 == sha:
-            action = "unchanged"
-        elif clip.status != "done":
-            action = "replace"  # a queued or failed generation slot: nothing to lose
-        elif not replace:
-            errors.append(f"{rel}: prompt {prompt.external_id!r} already has a different clip for model "
-                          f"{model_name!r} (seed {seed}); pass --replace to replace it")
-            continue
-        elif _clip_has_votes(session, clip.id):
-            errors.append(f"{rel}: the clip it would replace already has votes; replacing it would change what "
-                          "evaluators judged. Make a new study (or a new seed) instead")
-            continue
-        else:
-            action = "replace"
-        planned.append(_Planned(model, prompt, rel, data, sha, info, clip, action))
+        item = _plan_file(session, path, rel, model, prompt, existing.get((model.id, prompt.id)), seed=seed,
+                          replace=replace, limit=limit, errors=errors, warnings=warnings)
+        if item is not None:
+            planned.append(item)
 
-    # Every clip of the study, stored or new, must share one format.
-    replaced_ids = {p.existing.id for p in planned if p.existing is not None and p.action == "replace"}
-    counts = _existing_signatures(session, study_id, replaced_ids)
-    stored_counts = Counter(counts)
-    for p in planned:
-        if p.action != "unchanged":
-            counts[_signature(p.info)] += 1
-    mismatches: list[Mismatch] = []
-    expected = None
-    if counts:
-        # The format already stored wins; otherwise the most common one (ties broken by a stable order).
-        pool = stored_counts or counts
-        expected = max(pool, key=lambda s: (pool[s], s.frames, s.width, s.height, s.fps))
-        for p in planned:
-            sig = _signature(p.info)
-            if sig != expected and p.action != "unchanged":
-                mismatches.append(Mismatch(p.model.name, p.rel, sig, expected))
-        if mismatches:
-            source = "the clips already in the study" if stored_counts else "most files"
-            errors.append(f"{len(mismatches)} file(s) differ in frame count, size or fps from {source} "
-                          f"({expected.describe()}); every model must be rendered with the same settings")
+    mismatches, expected = _check_format(session, study_id, planned, errors)
     if errors:
         raise ClipImportError(errors, mismatches, expected)
 

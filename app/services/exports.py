@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,8 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
         rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
                    generation=clip.generation or {})
         for col in ("created_at", "started_at", "finished_at"):
-            rec[col] = rec[col].isoformat() if rec[col] is not None else None
+            when = rec[col]
+            rec[col] = when.isoformat() if when is not None else None
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
 
@@ -125,7 +127,7 @@ def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:
     raise ExportError(f"unknown manifest format {fmt!r}; use csv or json")
 
 
-def _json_safe(value):
+def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, np.generic):
@@ -147,7 +149,7 @@ def results_json(session: Session, *, study: Study, include_flagged: bool = Fals
                     json.dumps(payload, indent=1, default=_json_default, allow_nan=False).encode())
 
 
-def _json_default(value):
+def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, datetime | pd.Timestamp):
@@ -157,12 +159,12 @@ def _json_default(value):
 
 def report_html(session: Session, *, study: Study, include_flagged: bool = False) -> str:
     """The self-contained report: styles inlined, charts as inline SVG, no scripts, no external references."""
+    from app.jinja_env import STATIC_DIR, env
     from app.services.results_view import fmt_time, study_view
-    from app.templating import STATIC_DIR, templates
 
     view, _cached = study_view(session, study=study, include_flagged=include_flagged)
     css = "\n".join((STATIC_DIR / "css" / name).read_text() for name in ("app.css", "results.css"))
-    return templates.env.get_template("results/report.html").render(
+    return env.get_template("results/report.html").render(
         v=view, css=css, generated_at=fmt_time(datetime.now(UTC)))
 
 

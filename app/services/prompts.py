@@ -153,7 +153,7 @@ def _check_record(line: int, record: dict, errors: list[str], seen: dict[str, in
             shown = text if len(text) <= 40 else text[:37] + "..."
             errors.append(f"line {line}: prompt {pid or shown!r} {problem}")
 
-    if len(errors) > before:
+    if len(errors) > before or pid is None or text is None or theme is None:  # a missing field was reported
         return None
     return PromptSpec(external_id=pid, text=text, theme=theme, detail=detail, tags=tuple(tags))
 
@@ -184,7 +184,8 @@ def _parse_csv(lines: list[str], errors: list[str]) -> list[PromptSpec]:
     if unknown or missing or dupes:
         return []
 
-    specs, seen = [], {}
+    specs: list[PromptSpec] = []
+    seen: dict[str, int] = {}
     start = reader.line_num + 1
     while True:
         try:
@@ -208,7 +209,8 @@ def _parse_csv(lines: list[str], errors: list[str]) -> list[PromptSpec]:
 
 
 def _parse_jsonl(lines: list[str], errors: list[str]) -> list[PromptSpec]:
-    specs, seen = [], {}
+    specs: list[PromptSpec] = []
+    seen: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue

@@ -61,13 +61,21 @@ def straightline_reason(sides: Sequence[str], *, n_votes: int, min_votes: int, s
             f"(straight-lining: {share:.0%} or more on one side)")
 
 
+def _evaluator(session: Session, evaluator_id: int) -> Evaluator:
+    evaluator = session.get(Evaluator, evaluator_id)
+    if evaluator is None:
+        raise ValueError(f"evaluator {evaluator_id} does not exist")
+    return evaluator
+
+
 def evaluate_evaluator(session: Session, *, evaluator_id: int, settings: QCSettings | None = None) -> list[str]:
     """Every reason to flag this evaluator, in words; empty when nothing is wrong or QC is off."""
     if settings is None:
-        evaluator = session.get(Evaluator, evaluator_id)
-        if evaluator is None:
-            raise ValueError(f"evaluator {evaluator_id} does not exist")
-        settings = qc_settings(session.get(Study, evaluator.study_id))
+        evaluator = _evaluator(session, evaluator_id)
+        study = session.get(Study, evaluator.study_id)
+        if study is None:  # the foreign key forbids it; a hand-edited database might not
+            raise ValueError(f"evaluator {evaluator_id} belongs to study {evaluator.study_id}, which does not exist")
+        settings = qc_settings(study)
     if not settings.enabled:
         return []
     votes = answered_votes(session, evaluator_id=evaluator_id)
@@ -115,7 +123,7 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
     """
     reasons = evaluate_evaluator(session, evaluator_id=evaluator_id, settings=settings)
     if stored is None:
-        evaluator = session.get(Evaluator, evaluator_id)
+        evaluator = _evaluator(session, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
     if stored != (bool(reasons), reasons):
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})

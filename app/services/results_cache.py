@@ -14,8 +14,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -31,6 +33,7 @@ from app.services.results_data import (
     vote_fingerprint,
 )
 
+T = TypeVar("T")
 N_BOOT = 1000
 SEED = 0
 
@@ -46,7 +49,7 @@ class CachedResults:
     compute_seconds: float = 0.0
     _memo: dict = field(default_factory=dict, repr=False)
 
-    def memo(self, key: str, fn):
+    def memo(self, key: str, fn: Callable[[], T]) -> T:
         """Derived figures (per-day counts, timeline) computed once per results, not once per page view."""
         if key not in self._memo:
             self._memo[key] = fn()
@@ -84,7 +87,9 @@ class ResultsCache:
 
     @staticmethod
     def _db(session: Session) -> str:
-        return session.get_bind().url.render_as_string(hide_password=True)
+        bind = session.get_bind()
+        engine = bind.engine  # a Connection's engine; an Engine is its own
+        return engine.url.render_as_string(hide_password=True)
 
     def frame(self, session: Session, *, study_id: int) -> pd.DataFrame:
         """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""

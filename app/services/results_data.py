@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,8 +95,11 @@ def _columns(session: Session, query: Select, names: list[str]) -> pd.DataFrame:
     connection = session.connection()
     compiled = query.compile(dialect=connection.dialect)
     params = compiled.construct_params()
-    args = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
-    cursor = connection.connection.dbapi_connection.cursor()
+    args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is None:  # only after the pool invalidated it, which the session's own never is here
+        raise RuntimeError("the session's database connection was closed while reading the votes")
+    cursor = dbapi_connection.cursor()
     try:
         cursor.execute(str(compiled), args)
         rows = cursor.fetchall()
@@ -220,7 +224,7 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
         mine = frame[frame["model_id"] == model_id]
         timed = mine["wall_seconds"].dropna()
 
-        def median(col: str, mine=mine) -> float | None:
+        def median(col: str, mine: pd.DataFrame = mine) -> float | None:
             vals = mine[col].dropna()
             return float(vals.median()) if len(vals) else None
 
@@ -236,7 +240,7 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
 COMPRESSION_GAP = 0.2
 
 
-def compression_by_model(session: Session, *, study_id: int) -> dict:
+def compression_by_model(session: Session, *, study_id: int) -> dict[str, Any]:
     """Per model, the gifsicle lossy levels its generated clips were written at (``generation.gif_lossy_level``).
 
     Each clip gets the mildest level that fits the page's size budget (worker/gif.py), so a model whose clips
@@ -258,17 +262,19 @@ def compression_by_model(session: Session, *, study_id: int) -> dict:
         levels[model_id].append(int(level))
     found = [lv for values in levels.values() for lv in values]
     mildest = min(found) if found else None
-    rows = []
+    rows: list[dict[str, Any]] = []
+    share_of: dict[str, float] = {}
     for model_id, name in models:
         mine = levels[model_id]
+        share = sum(lv > mildest for lv in mine) / len(mine) if mine and mildest is not None else None
         rows.append({"model": name, "clips": len(mine),
-                     "median_level": float(np.median(mine)) if mine else None,
-                     "stronger_share": sum(lv > mildest for lv in mine) / len(mine) if mine else None})
-    shares = [r for r in rows if r["stronger_share"] is not None]
+                     "median_level": float(np.median(mine)) if mine else None, "stronger_share": share})
+        if share is not None:
+            share_of[name] = share
     warning = None
-    if len(shares) >= 2:
-        hi = max(shares, key=lambda r: r["stronger_share"])
-        lo = min(shares, key=lambda r: r["stronger_share"])
+    if len(share_of) >= 2:
+        hi = next(r for r in rows if r["model"] == max(share_of, key=share_of.__getitem__))
+        lo = next(r for r in rows if r["model"] == min(share_of, key=share_of.__getitem__))
         if hi["stronger_share"] - lo["stronger_share"] >= COMPRESSION_GAP:
             warning = (f"{hi['model']}'s clips were compressed harder than {lo['model']}'s: "
                        f"{hi['stronger_share']:.0%} against {lo['stronger_share']:.0%} needed a stronger lossy "

@@ -179,6 +179,50 @@ def _position_bias(pb: dict | None, model_a: str | None) -> dict | None:
             "hi": hi, "p": p, "text": text}
 
 
+def _heat(rows: list[dict[str, Any]], res: dict[str, Any], labels: dict[str, str], *, subject: str,
+          **options: Any) -> str:
+    """A groups x criteria heatmap (themes or detail levels) of the first model's preference share."""
+    names = list(dict.fromkeys(r["group"] for r in rows))
+    cols = [(k, labels.get(k, k)) for k in res.get("criteria_keys", [])] + [(OVERALL, OVERALL_LABEL)]
+    cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
+             for r in rows}
+    return charts.heatmap(names, cols, cells, subject=subject, **options)
+
+
+def _charts(res: dict[str, Any], labels: dict[str, str], rows: list[dict[str, Any]], themes: list[dict[str, Any]],
+            details: list[dict[str, Any]], costs: Any, ratings: Any, *, timeline: str, model_a: str | None,
+            model_b: str | None, two: bool) -> dict[str, Any]:
+    # Charts draw the prompt-bootstrap interval (votes on one prompt are not independent; Wilson ignores that).
+    chart_rows = [r | {"label": _pair_label(r, two), "lo": r["boot_lo"], "hi": r["boot_hi"]} for r in rows]
+    return {
+        "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
+        "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",
+        "cost": charts.cost_scatter(costs),
+        "timeline": timeline,
+        "ratings": charts.ratings_plot(ratings) if ratings else "",
+        "heat": _heat(themes, res, labels, subject=model_a or "") if themes and two else "",
+        "detail_heat": (_heat(details, res, labels, subject=model_a or "", uid="heat-detail",
+                              row_title="detail level") if details and two else ""),
+    }
+
+
+def _kpis(res: dict[str, Any], agreement: dict[str, Any], ov: dict[str, Any] | None, *, n_votes: int,
+          model_a: str | None) -> list[tuple[str, str]]:
+    """The headline figures; the overall preference only for two models (``model_a`` given)."""
+    kpis = [
+        (f"{n_votes:,}", "votes analysed"),
+        (f"{res.get('n_evaluators') or 0}", "evaluators"),
+        (f"{res.get('n_prompts') or 0}", "prompts"),
+    ]
+    if ov and ov["rate"] is not None and model_a is not None:
+        kpis.append((f"{100 * ov['rate']:.0f}%", f"overall preference for {model_a}"))
+        kpis.append((f"{100 * ov['tie_rate']:.0f}%", "overall ties"))
+    alphas = [a["alpha"] for k, a in agreement.items() if k != OVERALL and a.get("alpha") is not None]
+    if alphas:
+        kpis.append((f"{sorted(alphas)[len(alphas) // 2]:.2f}", "median agreement (Krippendorff α)"))
+    return kpis
+
+
 def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict[str, Any]:
     res = cached.results
     labels = criterion_labels(session, study_id=study.id)
@@ -203,45 +247,12 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
     n_votes = int(res.get("n_votes") or 0)
     model_a, model_b = (models + [None, None])[:2]
 
-    # Charts draw the prompt-bootstrap interval (votes on one prompt are not independent; Wilson ignores that).
-    chart_rows = [r | {"label": _pair_label(r, two), "lo": r["boot_lo"], "hi": r["boot_hi"]}
-                  for r in criteria + overall]
-    view_charts: dict[str, Any] = {
-        "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
-        "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",
-        "cost": charts.cost_scatter(costs),
-        "timeline": per_vote["timeline"],
-        "ratings": charts.ratings_plot(ratings) if ratings else "",
-        "heat": "",
-        "detail_heat": "",
-    }
-    if themes and two:
-        theme_names = list(dict.fromkeys(r["group"] for r in themes))
-        cols = [(k, labels.get(k, k)) for k in res.get("criteria_keys", [])] + [(OVERALL, OVERALL_LABEL)]
-        cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
-                 for r in themes}
-        view_charts["heat"] = charts.heatmap(theme_names, cols, cells, subject=model_a or "")
-    if details and two:
-        levels = list(dict.fromkeys(r["group"] for r in details))
-        cols = [(k, labels.get(k, k)) for k in res.get("criteria_keys", [])] + [(OVERALL, OVERALL_LABEL)]
-        cells = {(r["group"], r["key"]): {"rate": r["rate"], "n": r["a"] + r["b"], "significant": r["significant"]}
-                 for r in details}
-        view_charts["detail_heat"] = charts.heatmap(levels, cols, cells, subject=model_a or "", uid="heat-detail",
-                                                    row_title="detail level")
+    view_charts = _charts(res, labels, criteria + overall, themes, details, costs, ratings,
+                          timeline=per_vote["timeline"], model_a=model_a, model_b=model_b, two=two)
     theme_tests = _group_tests(res.get("themes_differ"), labels)
-    alphas = [a["alpha"] for k, a in agreement.items() if k != OVERALL and a.get("alpha") is not None]
     pb = _position_bias(res.get("position_bias"), model_a)
     ov = overall[0] if overall else None
-    kpis = [
-        (f"{n_votes:,}", "votes analysed"),
-        (f"{res.get('n_evaluators') or 0}", "evaluators"),
-        (f"{res.get('n_prompts') or 0}", "prompts"),
-    ]
-    if ov and ov["rate"] is not None and two:
-        kpis.append((f"{100 * ov['rate']:.0f}%", f"overall preference for {model_a}"))
-        kpis.append((f"{100 * ov['tie_rate']:.0f}%", "overall ties"))
-    if alphas:
-        kpis.append((f"{sorted(alphas)[len(alphas) // 2]:.2f}", "median agreement (Krippendorff α)"))
+    kpis = _kpis(res, agreement, ov, n_votes=n_votes, model_a=model_a if two else None)
     voted = sum(1 for e in evaluators if e["votes"])
     summary = (f"{_n(len(evaluators), 'evaluator')} joined and {voted} voted; {len(flagged)} flagged by quality "
                f"control ({_n(flagged_votes, 'vote')}, {'included' if cached.include_flagged else 'excluded'} above).")

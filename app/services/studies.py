@@ -112,7 +112,8 @@ def _validate_model_generation(m: ModelSpec, errors: list[str]) -> dict[str, Any
         return dict(m.overrides)
 
 
-def _check_storable(errors: list[str], *, name, description, models, settings, criteria) -> None:
+def _check_storable(errors: list[str], *, name: str, description: str, models: Sequence[ModelSpec],
+                    settings: dict[str, Any] | None, criteria: list[tuple[str, str, str]]) -> None:
     """Refuse what SQLite would store but PostgreSQL would not: NUL characters and NaN/Infinity in JSON."""
     texts = [name, description or "", *(m.name or "" for m in models), *(m.description or "" for m in models),
              *(m.preset or "" for m in models), *(str(part) for c in criteria for part in c)]
@@ -134,6 +135,72 @@ MAX_PER_STUDY_COUNT = 10_000
 def _positive_int(value: Any, label: str, errors: list[str]) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PER_STUDY_COUNT:
         errors.append(f"{label} must be a whole number from 1 to {MAX_PER_STUDY_COUNT:,} (got {value!r}).")
+
+
+def _check_name(name: str, errors: list[str]) -> str:
+    name = (name or "").strip()
+    if not name:
+        errors.append("Give the study a name.")
+    elif len(name) > 200:
+        errors.append("The study name is too long: keep it under 200 characters.")
+    return name
+
+
+def _check_models(models: list[ModelSpec], errors: list[str]) -> list[dict[str, Any]]:
+    """Names present, short and distinct; returns each model's validated generation overrides."""
+    if len(models) < 2:
+        errors.append("A study compares at least two models: add another model.")
+    seen_models: set[str] = set()
+    for i, m in enumerate(models, start=1):
+        model_name = (m.name or "").strip()
+        if not model_name:
+            errors.append(f"Model {i} has no name.")
+        elif len(model_name) > 100:
+            errors.append(f"Model {i}'s name is too long: keep it under 100 characters.")
+        elif model_name.lower() in seen_models:
+            errors.append(f"Two models are called '{model_name}': give each model its own name.")
+        seen_models.add(model_name.lower())
+    return [_validate_model_generation(m, errors) for m in models]
+
+
+def _check_prompts(prompts: list[PromptSpec], errors: list[str]) -> None:
+    if not prompts:
+        errors.append("A study needs at least one prompt: pick themes from the built-in suite or upload a file.")
+    ids = [p.external_id for p in prompts]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        errors.append(f"Prompt ids must be unique; repeated: {', '.join(duplicates[:10])}.")
+
+
+def _check_criteria(criteria: Iterable[Any], errors: list[str]) -> list[tuple[str, str, str]]:
+    crit = [_criterion_fields(c) for c in criteria]
+    if not crit:
+        errors.append("A study needs at least one criterion.")
+    keys = [k for k, _, _ in crit]
+    for key, label, _ in crit:
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            errors.append(f"Criterion key {key!r} must be lower-case letters, digits and _ (e.g. 'overall_quality').")
+        if not (label or "").strip():
+            errors.append(f"Criterion '{key}' needs a label.")
+    if len(set(keys)) != len(keys):
+        errors.append("Criterion keys must be unique.")
+    return crit
+
+
+def _check_redirect_url(redirect_url: str, errors: list[str]) -> str:
+    redirect_url = (redirect_url or "").strip()
+    if redirect_url:
+        parts = urlsplit(redirect_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or len(redirect_url) > 500:
+            errors.append("The redirect URL must be a full http(s):// address (or left empty).")
+    return redirect_url
+
+
+def _check_slug(session: Session, slug: str, errors: list[str]) -> None:
+    if not _SLUG_RE.match(slug):
+        errors.append("The slug must be lower-case letters, digits and dashes.")
+    elif session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+        errors.append(f"The slug '{slug}' is taken by another study.")
 
 
 def create_study(
@@ -158,63 +225,18 @@ def create_study(
     listing every problem; nothing is written in that case.
     """
     errors: list[str] = []
-    name = (name or "").strip()
-    if not name:
-        errors.append("Give the study a name.")
-    elif len(name) > 200:
-        errors.append("The study name is too long: keep it under 200 characters.")
-
+    name = _check_name(name, errors)
     models = list(models)
-    if len(models) < 2:
-        errors.append("A study compares at least two models: add another model.")
-    seen_models: set[str] = set()
-    for i, m in enumerate(models, start=1):
-        model_name = (m.name or "").strip()
-        if not model_name:
-            errors.append(f"Model {i} has no name.")
-        elif len(model_name) > 100:
-            errors.append(f"Model {i}'s name is too long: keep it under 100 characters.")
-        elif model_name.lower() in seen_models:
-            errors.append(f"Two models are called '{model_name}': give each model its own name.")
-        seen_models.add(model_name.lower())
-    overrides = [_validate_model_generation(m, errors) for m in models]
-
+    overrides = _check_models(models, errors)
     prompts = list(prompts)
-    if not prompts:
-        errors.append("A study needs at least one prompt: pick themes from the built-in suite or upload a file.")
-    ids = [p.external_id for p in prompts]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        errors.append(f"Prompt ids must be unique; repeated: {', '.join(duplicates[:10])}.")
-
-    crit = [_criterion_fields(c) for c in (DEFAULT_CRITERIA if criteria is None else criteria)]
-    if not crit:
-        errors.append("A study needs at least one criterion.")
-    keys = [k for k, _, _ in crit]
-    for key, label, _ in crit:
-        if not isinstance(key, str) or not _KEY_RE.match(key):
-            errors.append(f"Criterion key {key!r} must be lower-case letters, digits and _ (e.g. 'overall_quality').")
-        if not (label or "").strip():
-            errors.append(f"Criterion '{key}' needs a label.")
-    if len(set(keys)) != len(keys):
-        errors.append("Criterion keys must be unique.")
-
+    _check_prompts(prompts, errors)
+    crit = _check_criteria(DEFAULT_CRITERIA if criteria is None else criteria, errors)
     _positive_int(votes_per_pair, "Votes per pair", errors)
     _positive_int(pairs_per_session, "Pairs per session", errors)
     merged_settings = _validate_settings(settings, errors)
-
-    redirect_url = (redirect_url or "").strip()
-    if redirect_url:
-        parts = urlsplit(redirect_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or len(redirect_url) > 500:
-            errors.append("The redirect URL must be a full http(s):// address (or left empty).")
-
+    redirect_url = _check_redirect_url(redirect_url, errors)
     if slug is not None:
-        if not _SLUG_RE.match(slug):
-            errors.append("The slug must be lower-case letters, digits and dashes.")
-        elif session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
-            errors.append(f"The slug '{slug}' is taken by another study.")
-
+        _check_slug(session, slug, errors)
     _check_storable(errors, name=name, description=description, models=models, settings=settings, criteria=crit)
     if errors:
         raise StudyError(errors)
@@ -236,7 +258,8 @@ def create_study(
     return study
 
 
-def _insert_study(session: Session, *, models, criteria, prompts, **fields) -> Study:
+def _insert_study(session: Session, *, models: Sequence[ModelSpec], criteria: list[tuple[str, str, str]],
+                  prompts: Sequence[PromptSpec], **fields: Any) -> Study:
     study = Study(status="draft", **{**fields, "description": (fields["description"] or "").strip()})
     session.add(study)
     session.flush()

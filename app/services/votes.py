@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Executable, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
-from app.models import Assignment, Clip, Criterion, Pair, Vote, VoteChoice, utcnow
+from app.models import Assignment, Clip, Pair, Vote, VoteChoice, utcnow
 from app.services.assignments import (
     EvaluationError,
     EvaluatorState,
@@ -89,11 +90,18 @@ _COUNT_VOTE = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
                .values(votes_count=_pairs.c.votes_count + 1))
 
 
-def _insert_vote(session: Session):
+def _insert_vote(session: Session) -> Executable:
     return _INSERT_VOTE["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
 
 
-def validate_choices(criteria: Sequence[Criterion], choices: dict[str, str]) -> dict[str, str]:
+class LabelledCriterion(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+
+
+def validate_choices(criteria: Sequence[LabelledCriterion], choices: dict[str, str]) -> dict[str, str]:
     """Every criterion answered with left/right/tie, and nothing else; raises ``InvalidChoices`` otherwise."""
     by_key = {c.key: c for c in criteria}
     missing = [c.label for c in criteria if not choices.get(c.key)]

@@ -12,16 +12,22 @@ small with many evaluators.
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import krippendorff
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from app.stats.frame import WINNERS, codes, group_codes
 
+# The levels of measurement the krippendorff package knows.
+Level = Literal["nominal", "ordinal", "interval", "ratio"]
+
 
 def krippendorff_alpha(
-    reliability_data=None, *, value_counts=None, level: str = "nominal"
+    reliability_data: ArrayLike | None = None, *, value_counts: ArrayLike | None = None, level: Level = "nominal"
 ) -> float | None:
     """Alpha from an observers x units matrix (nan = missing) or a units x values count matrix.
 
@@ -47,7 +53,9 @@ def krippendorff_alpha(
     return None if math.isnan(value) else value
 
 
-def alpha_from_long(frame: pd.DataFrame, *, unit, observer: str, value: str, level: str = "nominal") -> float | None:
+def alpha_from_long(
+    frame: pd.DataFrame, *, unit: str | list[str], observer: str, value: str, level: Level = "nominal"
+) -> float | None:
     """Alpha from one row per (observer, unit) judgement; ``unit`` is a column name or a list of them.
 
     An observer who judged the same unit more than once keeps only the last judgement, as alpha assumes one
@@ -84,7 +92,7 @@ def _last_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if key.size and int(key.max()) < min(_DENSE_MAX, _DENSE_PER_ROW * key.size + 1024):
         dtype = np.int32 if key.size < 2**31 else np.int64  # half the memory traffic
-        last = np.full(int(key.max()) + 1, -1, dtype=dtype)
+        last: npt.NDArray[np.signedinteger[Any]] = np.full(int(key.max()) + 1, -1, dtype=dtype)
         np.maximum.at(last, key, np.arange(key.size, dtype=dtype))
         present = np.flatnonzero(last >= 0)
         return present, last[present]
@@ -99,7 +107,7 @@ def _codes_without_copy(series: pd.Series) -> np.ndarray:
     return pd.factorize(series)[0]
 
 
-def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict]:
+def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str, dict[str, Any]]:
     """{criterion: {"alpha", "n_units", "n_judgements"}} over units judged by at least two evaluators.
 
     Works on integer codes: one pass finds each evaluator's last judgement per criterion and unit, then one
@@ -116,7 +124,7 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
     w = codes(votes["winner"], WINNERS)
     n_crit, n_units, n_ev = len(crit_keys), len(unit_keys), int(ev.max(initial=-1)) + 2
     # (unit, evaluator, criterion) key, built in place in the smallest integer type that holds it
-    key = unit.astype(np.int32 if n_units * n_ev * n_crit < 2**31 else np.int64)
+    key: npt.NDArray[np.signedinteger[Any]] = unit.astype(np.int32 if n_units * n_ev * n_crit < 2**31 else np.int64)
     key *= n_ev
     key += ev
     key += 1
@@ -134,7 +142,7 @@ def agreement_by_criterion(votes: pd.DataFrame, criteria: list[str]) -> dict[str
     cell += value
     counts = np.bincount(cell, minlength=n_crit * n_units * 3).reshape(n_crit, n_units, 3)
     crit_names = crit_keys["criterion"].tolist()
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for criterion in criteria:
         if criterion not in crit_names:
             out[criterion] = dict(empty)

@@ -69,7 +69,7 @@ def read_clean_battle(
     else:
         if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("[")):
             try:
-                text = Path(source).read_bytes()
+                text: str | bytes = Path(source).read_bytes()
             except OSError as exc:
                 raise CleanBattleError(f"cannot read {source}: {exc.strerror}") from exc
         else:

@@ -11,7 +11,9 @@ group-by and count then works on small integer codes instead of strings (about 5
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ class VoteFrameError(ValueError):
     """The vote frame does not have the shape the statistics need; the message says what to fix."""
 
 
-def codes(series: pd.Series, categories) -> np.ndarray:
+def codes(series: pd.Series, categories: Iterable[Any]) -> np.ndarray:
     """Index of each value in ``categories`` (-1 for anything else), fast for categorical columns."""
     categories = list(categories)
     if isinstance(series.dtype, pd.CategoricalDtype):
@@ -118,7 +120,7 @@ def check_votes(votes: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def in_list(series: pd.Series, values) -> np.ndarray:
+def in_list(series: pd.Series, values: Iterable[Any]) -> np.ndarray:
     """``series.isin(values)`` as a numpy array, by category code for categoricals (no hashing of rows)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         wanted = set(values)
@@ -179,7 +181,7 @@ def model_order(votes: pd.DataFrame) -> list[str]:
     return sorted((str(m) for m in counts.index), key=lambda m: (-share_a[m], m))
 
 
-def _over(series: pd.Series, categories: list, code: np.ndarray | None):
+def _over(series: pd.Series, categories: list[Any], code: np.ndarray | None) -> pd.Series | pd.Categorical:
     """The column as a categorical over exactly ``categories`` (``code``: its codes there, if known)."""
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype) and not dtype.ordered and list(dtype.categories) == list(categories):

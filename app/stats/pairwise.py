@@ -98,10 +98,11 @@ def add_decision(
     out = table.copy()
     sig = out[adjusted_col].to_numpy(dtype=float) < alpha
     out["significant"] = sig
+    none = np.array(None, dtype=object)  # "no leader": an object array, as np.where(..., None) gives
     lead = np.where(out["wins_a"] > out["wins_b"], out["model_a"], np.where(out["wins_b"] > out["wins_a"],
-                                                                            out["model_b"], None))
+                                                                            out["model_b"], none))
     out["leader"] = lead
-    out["winner"] = np.where(sig, lead, None)
+    out["winner"] = np.where(sig, lead, none)
     level = alpha / max(family_size, 1)
     needed = [
         votes_needed(int(a), int(b), int(t), alpha=level, power=0.8) if power else None

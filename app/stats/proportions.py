@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import binomtest
 from statsmodels.stats.proportion import proportion_confint
 
@@ -32,7 +33,7 @@ def proportion_ci(successes: int, n: int, *, method: str = "wilson", confidence:
     return (float(ci.low), float(ci.high))
 
 
-def wilson_interval(successes, n, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(successes: ArrayLike, n: ArrayLike, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised Wilson score interval; entries with n == 0 come back as nan."""
     successes = np.asarray(successes, dtype=float)
     n = np.asarray(n, dtype=float)

@@ -40,6 +40,7 @@ Keys of the returned dict (floats are plain floats, undefined values are None):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ METHODS = {
 }
 
 
-def _clean(value):
+def _clean(value: Any) -> Any:
     """Plain JSON types: numpy scalars to Python, nan/inf to None."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
@@ -186,21 +187,16 @@ def _headline(records: list[dict], models: list[str], ratings: dict | None) -> s
     return "; ".join(parts) + "."
 
 
-def compute_results(
-    votes: pd.DataFrame,
-    *,
-    criteria: list[str] | None = None,
-    include_flagged: bool = False,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict:
-    """All results of a vote frame (see the module docstring for the keys)."""
+def _prepare(votes: pd.DataFrame, criteria: list[str] | None,
+             include_flagged: bool) -> tuple[pd.DataFrame, list[str], list[str], int]:
+    """The checked frame, flagged evaluators left out unless asked for, oriented by model order.
+
+    Returns (frame, criteria present, models, votes excluded as flagged)."""
     frame = check_votes(votes)
-    has_vote_id = "vote_id" in frame.columns
     excluded = 0
     if "flagged" in frame.columns and not include_flagged:
         flagged = frame["flagged"].fillna(False).astype(bool).to_numpy()
-        excluded = int(frame.loc[flagged, "vote_id"].nunique()) if has_vote_id else int(flagged.sum())
+        excluded = int(frame.loc[flagged, "vote_id"].nunique()) if "vote_id" in frame.columns else int(flagged.sum())
         frame = frame[~flagged]
     crits = criteria_order(frame, criteria)
     # A model compared with itself says nothing about preference (one such battle is in the GenAI-Arena log).
@@ -208,40 +204,63 @@ def compute_results(
     frame = frame if keep.all() else frame[keep]  # no copy of every column when nothing is dropped
     frame = frame.assign(criterion=frame["criterion"].cat.set_categories([*crits, OVERALL]))
     models = model_order(frame) if len(frame) else []
-    frame = orient_pairs(frame, models)
+    return orient_pairs(frame, models), crits, models, excluded
 
-    counts = _counts(frame)
-    table = _pairwise(counts, crits, n_boot=n_boot, seed=seed)
-    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
 
-    overall = overall_votes(frame, crits) if has_vote_id else None
-    overall_records: list[dict] = []
-    if overall is not None and len(overall):
-        overall_counts = _counts(overall)
-        ov = _pairwise(overall_counts, [OVERALL], n_boot=n_boot, seed=seed)
-        overall_records = _records(ov, ["criterion"], ["p_holm"])
-        counts = pd.concat([counts, overall_counts], ignore_index=True)
-
-    groups: dict[str, tuple[list, list]] = {}
+def _group_results(counts: pd.DataFrame, frame: pd.DataFrame, *, n_boot: int,
+                   seed: int) -> dict[str, tuple[list[Any], Any]]:
+    """Per theme and per detail level: the cells' records and whether the groups differ."""
+    groups: dict[str, tuple[list[Any], Any]] = {}
     for group in ("theme", "detail"):
         if group in frame.columns and len(frame):
             gt = group_table(counts, group, n_boot=n_boot, seed=seed, alpha=ALPHA, weight=_COUNT)
             groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(groups_differ(gt, group)))
         else:
             groups[group] = ([], [])
+    return groups
 
-    agreement_crits = crits + ([OVERALL] if overall is not None else [])
-    agreement = {}
-    if len(frame):
-        # Per frame rather than on the two concatenated: the criteria are disjoint and units keep their order,
-        # so the figures are the same without copying every row once more.
-        agreement = agreement_by_criterion(frame, crits)
-        if overall is not None:
-            agreement.update(agreement_by_criterion(overall, [OVERALL]))
+
+def _agreement(frame: pd.DataFrame, overall: pd.DataFrame | None, crits: list[str]) -> dict[str, dict[str, Any]]:
+    if not len(frame):
+        return {}
+    # Per frame rather than on the two concatenated: the criteria are disjoint and units keep their order,
+    # so the figures are the same without copying every row once more.
+    agreement = agreement_by_criterion(frame, crits)
+    if overall is not None:
+        agreement.update(agreement_by_criterion(overall, [OVERALL]))
+    return agreement
+
+
+def compute_results(
+    votes: pd.DataFrame,
+    *,
+    criteria: list[str] | None = None,
+    include_flagged: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All results of a vote frame (see the module docstring for the keys)."""
+    frame, crits, models, excluded = _prepare(votes, criteria, include_flagged)
+
+    counts = _counts(frame)
+    table = _pairwise(counts, crits, n_boot=n_boot, seed=seed)
+    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
+
+    overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
+    overall_records: list[dict[str, Any]] = []
+    if overall is not None and len(overall):
+        overall_counts = _counts(overall)
+        ov = _pairwise(overall_counts, [OVERALL], n_boot=n_boot, seed=seed)
+        overall_records = _records(ov, ["criterion"], ["p_holm"])
+        counts = pd.concat([counts, overall_counts], ignore_index=True)
+
+    groups = _group_results(counts, frame, n_boot=n_boot, seed=seed)
+    agreement = _agreement(frame, overall, crits)
 
     ratings = None
     if len(models) > 2:
         with_overall = pd.concat([frame, overall]) if overall is not None else frame
+        agreement_crits = crits + ([OVERALL] if overall is not None else [])
         ratings = _ratings(with_overall, models, agreement_crits, n_boot=n_boot, seed=seed)
 
     # overall has one row per distinct vote_id of the frame (it is built from the same rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import bdtr
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
@@ -26,7 +27,7 @@ def sign_test(wins: int, losses: int) -> float:
     return float(binomtest(wins, wins + losses, p=0.5, alternative="two-sided").pvalue)
 
 
-def sign_tests(wins, losses) -> np.ndarray:
+def sign_tests(wins: ArrayLike, losses: ArrayLike) -> np.ndarray:
     """``sign_test`` over arrays, vectorised.
 
     Under p = 1/2 the binomial is symmetric, so SciPy's two-sided p-value (the probability of outcomes no more
@@ -40,7 +41,7 @@ def sign_tests(wins, losses) -> np.ndarray:
     return np.where(n > 0, p, np.nan)
 
 
-def adjust_pvalues(pvalues, method: str = "holm") -> np.ndarray:
+def adjust_pvalues(pvalues: ArrayLike, method: str = "holm") -> np.ndarray:
     """Adjusted p-values; nan entries (untestable cells) stay nan and are not counted in the family."""
     if method not in _METHODS:
         raise ValueError(f"unknown adjustment {method!r}; use one of {', '.join(_METHODS)}")

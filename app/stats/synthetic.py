@@ -25,6 +25,53 @@ DETAILS = ("short", "medium", "long")
 _CRITERION_SCALE = (1.0, 1.3, 0.9, 1.1, -0.4, 1.0)  # one criterion favours the other model, as real ones can
 
 
+def _scales(criteria: tuple[str, ...], themes: tuple[str, ...], criterion_scale: dict[str, float] | None,
+            theme_scale: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """How strongly each criterion and each theme carries the model effect (given, else the defaults)."""
+    crit_scale = np.array(
+        [(criterion_scale or {}).get(c, _CRITERION_SCALE[i % len(_CRITERION_SCALE)]) for i, c in enumerate(criteria)]
+    )
+    default_theme = np.linspace(1.6, 0.2, len(themes)) if len(themes) > 1 else np.ones(1)
+    th_scale = np.array([(theme_scale or {}).get(t, default_theme[i]) for i, t in enumerate(themes)])
+    return crit_scale, th_scale
+
+
+def _frame(rng: np.random.Generator, *, models: tuple[str, ...], criteria: tuple[str, ...], themes: tuple[str, ...],
+           details: tuple[str, ...], n_prompts: int, study_id: int, evaluators: np.ndarray, prompt: np.ndarray,
+           pair: np.ndarray, a_left: np.ndarray, winner_code: np.ndarray, prompt_theme: np.ndarray,
+           prompt_detail: np.ndarray, flagged: np.ndarray) -> pd.DataFrame:
+    """The drawn votes (one entry per vote; winner_code per vote and criterion) as vote-frame rows."""
+    n_crit = len(criteria)
+    rep = np.repeat
+    model_names = np.array(models, dtype=object)
+    model_a = model_names[pair[:, 0]]
+    model_b = model_names[pair[:, 1]]
+    left_model = np.where(a_left, model_a, model_b)
+    side_code = np.where(winner_code == 2, 2, np.where((winner_code == 0) == a_left[:, None], 0, 1))
+    start = pd.Timestamp("2026-01-05T09:00:00Z")
+    seconds = np.sort(rng.uniform(0, 14 * 86400, len(prompt)))
+
+    return pd.DataFrame(
+        {
+            "vote_id": rep(np.arange(1, len(prompt) + 1), n_crit),
+            "study_id": study_id,
+            "evaluator": rep(evaluators, n_crit),
+            "prompt": rep(np.array([f"p{i:03d}" for i in range(n_prompts)], dtype=object)[prompt], n_crit),
+            "theme": rep(np.array(themes, dtype=object)[prompt_theme], n_crit),
+            "detail": rep(np.array(details, dtype=object)[prompt_detail], n_crit),
+            "criterion": np.tile(np.array(criteria, dtype=object), len(prompt)),
+            "model_a": rep(model_a, n_crit),
+            "model_b": rep(model_b, n_crit),
+            "left_model": rep(left_model, n_crit),
+            "side": np.array(["left", "right", "tie"], dtype=object)[side_code.ravel()],
+            "winner": np.array(["model_a", "model_b", "tie"], dtype=object)[winner_code.ravel()],
+            "submitted_at": rep(start + pd.to_timedelta(seconds, unit="s"), n_crit),
+            "time_spent_ms": rep(rng.integers(4_000, 90_000, len(prompt)), n_crit),
+            "flagged": rep(flagged, n_crit),
+        }
+    )
+
+
 def synthetic_votes(
     n_votes: int,
     *,
@@ -52,12 +99,8 @@ def synthetic_votes(
         raise ValueError("tie_rate must be in [0, 1)")
     rng = np.random.default_rng(seed)
     criteria = tuple(criteria or (c.key for c in DEFAULT_CRITERIA))
-    crit_scale = np.array(
-        [(criterion_scale or {}).get(c, _CRITERION_SCALE[i % len(_CRITERION_SCALE)]) for i, c in enumerate(criteria)]
-    )
     themes, details = tuple(themes), tuple(details)
-    default_theme = np.linspace(1.6, 0.2, len(themes)) if len(themes) > 1 else np.ones(1)
-    th_scale = np.array([(theme_scale or {}).get(t, default_theme[i]) for i, t in enumerate(themes)])
+    crit_scale, th_scale = _scales(criteria, themes, criterion_scale, theme_scale)
     strength = -effect * np.arange(len(models))
 
     prompt_theme = rng.integers(0, len(themes), n_prompts)
@@ -84,32 +127,7 @@ def synthetic_votes(
     tie = rng.random(logit.shape) < tie_rate
     winner_code = np.where(tie, 2, np.where(a_wins, 0, 1))  # 0 model_a, 1 model_b, 2 tie
 
-    n_crit = len(criteria)
-    rep = np.repeat
-    model_names = np.array(models, dtype=object)
-    model_a = model_names[pair[:, 0]]
-    model_b = model_names[pair[:, 1]]
-    left_model = np.where(a_left, model_a, model_b)
-    side_code = np.where(winner_code == 2, 2, np.where((winner_code == 0) == a_left[:, None], 0, 1))
-    start = pd.Timestamp("2026-01-05T09:00:00Z")
-    seconds = np.sort(rng.uniform(0, 14 * 86400, n_votes))
-
-    return pd.DataFrame(
-        {
-            "vote_id": rep(np.arange(1, n_votes + 1), n_crit),
-            "study_id": study_id,
-            "evaluator": rep(evaluators[ev], n_crit),
-            "prompt": rep(np.array([f"p{i:03d}" for i in range(n_prompts)], dtype=object)[prompt], n_crit),
-            "theme": rep(np.array(themes, dtype=object)[prompt_theme[prompt]], n_crit),
-            "detail": rep(np.array(details, dtype=object)[prompt_detail[prompt]], n_crit),
-            "criterion": np.tile(np.array(criteria, dtype=object), n_votes),
-            "model_a": rep(model_a, n_crit),
-            "model_b": rep(model_b, n_crit),
-            "left_model": rep(left_model, n_crit),
-            "side": np.array(["left", "right", "tie"], dtype=object)[side_code.ravel()],
-            "winner": np.array(["model_a", "model_b", "tie"], dtype=object)[winner_code.ravel()],
-            "submitted_at": rep(start + pd.to_timedelta(seconds, unit="s"), n_crit),
-            "time_spent_ms": rep(rng.integers(4_000, 90_000, n_votes), n_crit),
-            "flagged": rep(flagged_eval[ev], n_crit),
-        }
-    )
+    return _frame(rng, models=models, criteria=criteria, themes=themes, details=details, n_prompts=n_prompts,
+                  study_id=study_id, evaluators=evaluators[ev], prompt=prompt, pair=pair, a_left=a_left,
+                  winner_code=winner_code, prompt_theme=prompt_theme[prompt], prompt_detail=prompt_detail[prompt],
+                  flagged=flagged_eval[ev])

@@ -155,6 +155,33 @@ def test_costs_ignore_imported_clips(session):
                for row in svc.cost_summary(session, study_id=study.id))
 
 
+def test_costs_of_clips_recorded_without_every_timing_part(session, client):
+    """A clip recorded by another tool (or an older worker) with its wall time but no decode/encode split.
+
+    statistics.median over the recorded figures met None there and the costs page and API answered 500."""
+    from tests.app.web.test_results import PASSWORD, _login
+    from tests.factories import make_user
+
+    study = demo_study(session, n_prompts=2)
+    svc.queue_batch(session, study_id=study.id, send=[].extend)
+    first, second = session.scalars(select(Clip).where(Clip.model_id == study.models[0].id).order_by(Clip.id))
+    _done(first, 4.0, 4, None)
+    _done(second, 6.0, 4, None)
+    second.decode_seconds = second.encode_seconds = None
+    user = make_user(session, email="costs@example.org", password=PASSWORD)
+    session.commit()
+
+    costs = {row["name"]: row for row in svc.cost_summary(session, study_id=study.id)}["smooth"]
+    assert costs["median_seconds"] == 5.0
+    assert costs["median_decode_seconds"] == pytest.approx(0.6)  # the one clip that recorded it
+    assert costs["median_denoise_seconds"] == pytest.approx((3.2 + 4.8) / 2)
+    session.commit()
+    _login(client, user)
+    r = client.get(f"/api/v1/studies/{study.id}/generation/costs")
+    assert r.status_code == 200, r.text
+    assert {row["name"]: row for row in r.json()}["smooth"]["median_decode_seconds"] == pytest.approx(0.6)
+
+
 def test_validate_models_for_study_creation():
     svc.validate_models(settings=None, models=[("a", "animatediff", {"steps": 30}), ("b", "", {})])
     with pytest.raises(svc.GenerationError) as err:

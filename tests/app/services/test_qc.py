@@ -142,3 +142,12 @@ def test_disabled_qc_and_refresh_clears_flags(session, study):
     stored = session.get(Evaluator, ev.id)
     assert not stored.flagged and stored.flag_reasons == []
     assert evaluate_evaluator(session, evaluator_id=ev.id, settings=QCSettings(min_seconds_per_vote=0.05)) == []
+
+
+def test_refreshing_an_evaluator_that_does_not_exist_says_so(session, study):
+    """Both ways in (settings read from the study, or given) name the missing evaluator instead of failing on
+    ``None.flagged``."""
+    with pytest.raises(ValueError, match="evaluator 987654 does not exist"):
+        refresh_flags(session, evaluator_id=987654)
+    with pytest.raises(ValueError, match="evaluator 987654 does not exist"):
+        refresh_flags(session, evaluator_id=987654, settings=QCSettings())
