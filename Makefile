@@ -8,7 +8,7 @@ LOCKS := requirements/torch-cpu.lock requirements/dev.lock
 TORCH_INDEX ?=
 UV_VERSION := 0.13.9
 
-.PHONY: install demo test test-fast lint bench clean lock
+.PHONY: install check demo test test-fast lint bench clean lock
 
 # Exactly the locked versions (requirements/*.lock, from `make lock`): the CPU torch wheel first and without its
 # dependencies (an unpinned torch would pull a multi-GB CUDA build), then everything else, then the project itself
@@ -27,7 +27,13 @@ install: $(BIN)/blindpair
 demo: install
 	$(BIN)/blindpair demo
 
-test: install
+# The layer contract (import-linter) and the type check run first: a new cycle, a broken layer or a type error
+# fails the test command (docs/architecture.md).
+check: install
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: install
