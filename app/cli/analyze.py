@@ -102,7 +102,7 @@ def print_study(console: Console, v: dict) -> None:
     title = f"Per criterion: A = {v['model_a']}, B = {v['model_b']}" if two else "Per criterion and model pair"
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("Criterion", no_wrap=True)
-    for name in ("A wins", "Ties", "B wins", "Pref. A", "Wilson 95%", "Bootstrap 95%", "p (Holm)"):
+    for name in ("A wins", "Ties", "B wins", "Pref. A", "95% (prompts x raters)", "p (Holm)"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Result", no_wrap=True)
     table.add_column("α agree", justify="right", no_wrap=True)
@@ -110,11 +110,11 @@ def print_study(console: Console, v: dict) -> None:
     rows = v["criteria"] + v["overall_rows"]
     for k, r in enumerate(rows):
         result = f"[green]★ {r['leader']}[/green]" if r["significant"] else "[dim]undecided[/dim]"
-        more = "–" if r["significant"] else ("n/a" if r["votes_needed"] is None else str(r["votes_needed"]))
+        more = "–" if r["significant"] else ("not reachable" if r["votes_needed"] is None else str(r["votes_needed"]))
         label = f"[bold]{r['label']}[/bold]" if r["is_overall"] else r["label"]
         table.add_row(
             label, str(r["a"]), str(r["tie"]), str(r["b"]), _pct(r["rate"], 1),
-            f"{_pct(r['wilson_lo'])}–{_pct(r['wilson_hi'])}", f"{_pct(r['boot_lo'])}–{_pct(r['boot_hi'])}",
+            f"{_pct(r['ci_lo'])}–{_pct(r['ci_hi'])}{'*' if r['approximate'] else ''}",
             _p(r["p_adj"]), result, "–" if r["alpha"] is None else f"{r['alpha']:.2f}", more,
             end_section=k + 1 < len(rows) and rows[k + 1]["is_overall"] and not r["is_overall"],
         )

@@ -28,10 +28,13 @@ def _row(rec: dict, labels: dict[str, str], *, agreement: dict | None = None, gr
         "key": key, "label": labels.get(key, OVERALL_LABEL if key == OVERALL else key), "group": group,
         "is_overall": key == OVERALL, "model_a": rec["model_a"], "model_b": rec["model_b"],
         "a": rec["wins_a"], "tie": rec["ties"], "b": rec["wins_b"], "n": rec["n"], "tie_rate": rec["tie_rate"],
-        "rate": rec["pref_rate_a"], "wilson_lo": rec["wilson_ci"][0], "wilson_hi": rec["wilson_ci"][1],
-        "boot_lo": rec["bootstrap_ci"][0], "boot_hi": rec["bootstrap_ci"][1], "p": rec["p_value"], "p_adj": adj,
+        "rate": rec["pref_rate_a"], "ci_lo": rec["ci"][0], "ci_hi": rec["ci"][1],
+        "tie_lo": rec["tie_ci"][0], "tie_hi": rec["tie_ci"][1], "approximate": bool(rec.get("approximate")),
+        "n_prompts": rec.get("n_prompts"), "n_raters": rec.get("n_raters"),
+        "p": rec["p_value"], "p_adj": adj, "p_independent": (rec.get("independent") or {}).get("p_value"),
         "significant": bool(rec["significant"]), "leader": rec.get("leader"),
-        "votes_needed": rec.get("more_votes_80"),
+        "votes_needed": rec.get("more_votes_80"), "lever": rec.get("best_lever"),
+        "design_effect": rec.get("design_effect"),
         "alpha": ((agreement or {}).get(key) or {}).get("alpha"),
     }
 
@@ -93,7 +96,7 @@ def _cost_points(results: dict, costs: list[dict], models: list[str]) -> list[di
     overall = results.get("overall") or []
     if len(models) == 2 and overall:
         rec = overall[0]
-        r, (lo, hi) = rec["pref_rate_a"], rec["bootstrap_ci"]
+        r, (lo, hi) = rec["pref_rate_a"], rec["ci"]
         rate[rec["model_a"]] = (r, lo, hi)
         rate[rec["model_b"]] = (None if r is None else 1 - r, None if hi is None else 1 - hi,
                                 None if lo is None else 1 - lo)
@@ -192,8 +195,8 @@ def _heat(rows: list[dict[str, Any]], res: dict[str, Any], labels: dict[str, str
 def _charts(res: dict[str, Any], labels: dict[str, str], rows: list[dict[str, Any]], themes: list[dict[str, Any]],
             details: list[dict[str, Any]], costs: Any, ratings: Any, *, timeline: str, model_a: str | None,
             model_b: str | None, two: bool) -> dict[str, Any]:
-    # Charts draw the prompt-bootstrap interval (votes on one prompt are not independent; Wilson ignores that).
-    chart_rows = [r | {"label": _pair_label(r, two), "lo": r["boot_lo"], "hi": r["boot_hi"]} for r in rows]
+    # Charts draw the verdict's own interval (clustered by prompt and rater): a ★ never sits on a bar across 50%.
+    chart_rows = [r | {"label": _pair_label(r, two), "lo": r["ci_lo"], "hi": r["ci_hi"]} for r in rows]
     return {
         "wtl": charts.stacked_bars(chart_rows, model_a=model_a or "", model_b=model_b or "") if two else "",
         "forest": charts.forest_plot(chart_rows, subject=model_a or "") if two else "",

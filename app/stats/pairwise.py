@@ -1,8 +1,13 @@
-"""Per-cell preference figures: counts, shares, Wilson and prompt-bootstrap intervals, sign test.
+"""Per-cell preference figures: counts, shares, and the clustered interval and test behind every verdict.
 
 A cell is one combination of the ``by`` columns (always including the model pair). Counting is done once on
-integer codes (``np.bincount``), so a million rows cost tens of milliseconds; the bootstrap then works on
-per-prompt counts (see ``bootstrap``).
+integer codes (``np.bincount``). The preference share of model A among decided votes and the tie share among
+all votes each get a two-way (prompt x rater) cluster-robust interval and test (``app.stats.clustered``); the
+sign test and Wilson interval that treat votes as independent stay beside them, labelled, never as the verdict.
+
+How ties enter, stated once: a tie is an outcome of its own. The preference share is A's wins among decided
+votes (a tie counts for neither model), tested against 1/2; the tie share is ties among all votes, with its
+own interval. Bradley-Terry and the win-rate matrix use decided votes too; Davidson models the tie.
 """
 
 from __future__ import annotations
@@ -10,30 +15,33 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app.stats.bootstrap import cluster_bootstrap_rate, iid_bootstrap_rate
-from app.stats.frame import WINNERS, codes, column_codes, group_codes
-from app.stats.power import votes_needed
+from app.stats.clustered import Clustering, share_inference
+from app.stats.frame import WINNERS, codes, group_codes
+from app.stats.power import plan_votes
 from app.stats.proportions import wilson_interval
 from app.stats.significance import sign_tests
+
+
+def _inference_unit(clustering: Clustering) -> str:
+    dims = clustering.dimensions
+    return " x ".join(dims) if dims else "vote"
 
 
 def preference_table(
     votes: pd.DataFrame,
     by: list[str],
     *,
-    n_boot: int = 1000,
-    seed: int | np.random.Generator = 0,
-    cluster: str | None = "prompt",
-    stratify: str | None = None,
     confidence: float = 0.95,
     weight: str | None = None,
+    prompt: str | None = "prompt",
+    rater: str | None = "evaluator",
 ) -> pd.DataFrame:
-    """One row per cell of ``by`` with wins/ties/shares, intervals and the unadjusted sign-test p-value.
+    """One row per cell of ``by`` with wins/ties/shares, the clustered interval and test, and the
+    independent-votes figures beside them.
 
-    ``cluster``: the column whose values are resampled by the bootstrap (prompts); None or absent means votes
-    are resampled independently. ``stratify``: resample clusters within the strata of this column (used for
-    per-theme cells, where the number of prompts per theme is fixed by design). ``weight``: a column saying
-    how many votes each row stands for (``frame.count_rows``); the figures are those of the repeated rows.
+    ``prompt`` / ``rater``: the columns votes cluster on (absent or None: not clustered on that dimension).
+    ``weight``: a column saying how many votes each row stands for (``frame.count_rows`` over columns that
+    include the prompt and the rater); the figures are those of the repeated rows.
     """
     by = list(by)
     if votes.empty:
@@ -41,13 +49,11 @@ def preference_table(
     cells, keys = group_codes(votes, by)
     n_cells = len(keys)
     w = codes(votes["winner"], WINNERS)
-    is_a, is_b, is_t = (w == 0), (w == 1), (w == 2)
-    if weight is not None:
-        rows = votes[weight].to_numpy(dtype=float)
-        is_a, is_b, is_t = is_a * rows, is_b * rows, is_t * rows
-    wins_a = np.bincount(cells, weights=is_a, minlength=n_cells).astype(np.int64)
-    wins_b = np.bincount(cells, weights=is_b, minlength=n_cells).astype(np.int64)
-    ties = np.bincount(cells, weights=is_t, minlength=n_cells).astype(np.int64)
+    is_a, is_b, is_t = (w == 0).astype(float), (w == 1).astype(float), (w == 2).astype(float)
+    rows = votes[weight].to_numpy(dtype=float) if weight is not None else np.ones(len(votes))
+    wins_a = np.bincount(cells, weights=is_a * rows, minlength=n_cells).astype(np.int64)
+    wins_b = np.bincount(cells, weights=is_b * rows, minlength=n_cells).astype(np.int64)
+    ties = np.bincount(cells, weights=is_t * rows, minlength=n_cells).astype(np.int64)
     n = wins_a + wins_b + ties
     decided = wins_a + wins_b
 
@@ -58,41 +64,31 @@ def preference_table(
         out["share_b"] = wins_b / np.where(n > 0, n, np.nan)
         out["tie_rate"] = ties / np.where(n > 0, n, np.nan)
         out["pref_rate_a"] = wins_a / np.where(decided > 0, decided, np.nan)
-    out["wilson_lo"], out["wilson_hi"] = wilson_interval(wins_a, decided, confidence=confidence)
 
-    if cluster and cluster in votes.columns:
-        cl_codes, cl_uniques = column_codes(votes[cluster])
-        used = np.flatnonzero(np.bincount(cl_codes + 1, minlength=len(cl_uniques) + 1)[1:])
-        # keep only clusters that occur here (a theme's table must not resample other themes' prompts)
-        remap = np.full(len(cl_uniques) + 1, used.size)  # rows without a prompt share one extra cluster
-        remap[used + 1] = np.arange(used.size)
-        cl_codes = remap[cl_codes + 1]
-        n_cl = used.size + int((cl_codes == used.size).any())
-        flat = cl_codes.astype(np.int64) * n_cells + cells
-        s = np.bincount(flat, weights=is_a, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
-        t = np.bincount(flat, weights=is_a + is_b, minlength=n_cl * n_cells).reshape(n_cl, n_cells)
-        strata = None
-        if stratify and stratify in votes.columns:
-            strata = np.zeros(n_cl, dtype=np.int64)
-            strata[cl_codes] = column_codes(votes[stratify])[0]  # a prompt has one theme/detail level
-        lo, hi = cluster_bootstrap_rate(s, t, n_boot=n_boot, seed=seed, strata=strata, confidence=confidence)
-        out["bootstrap_unit"] = cluster
-    else:
-        lo, hi = iid_bootstrap_rate(wins_a, wins_b, ties, n_boot=n_boot, seed=seed, confidence=confidence)
-        out["bootstrap_unit"] = "vote"
-    out["boot_lo"], out["boot_hi"] = lo, hi
-    out["p_value"] = sign_tests(wins_a, wins_b)
+    clustering = Clustering.of(votes, prompt=prompt, rater=rater)
+    pref = share_inference(is_a, is_a + is_b, cells, n_cells, clustering, weight=rows, confidence=confidence)
+    tie = share_inference(is_t, np.ones(len(votes)), cells, n_cells, clustering, weight=rows,
+                          confidence=confidence)
+    out["ci_lo"], out["ci_hi"], out["p_value"] = pref.lo, pref.hi, pref.p_value
+    out["df"], out["approximate"] = pref.df, pref.approximate
+    out["n_prompts"], out["n_raters"] = pref.n_prompts, pref.n_raters
+    out["design_effect"] = pref.design_effect
+    out["design_effect_prompt"], out["design_effect_rater"] = pref.design_effect_prompt, pref.design_effect_rater
+    out["tie_lo"], out["tie_hi"] = tie.lo, tie.hi
+    out["inference_unit"] = _inference_unit(clustering)
+    # Beside the verdict, labelled: what the figures would be if every vote were independent.
+    out["wilson_lo"], out["wilson_hi"] = wilson_interval(wins_a, decided, confidence=confidence)
+    out["p_independent"] = sign_tests(wins_a, wins_b)
     return out
 
 
 def add_decision(
     table: pd.DataFrame, adjusted_col: str, *, alpha: float = 0.05, family_size: int, power: bool = True
 ) -> pd.DataFrame:
-    """Add 'significant', 'leader', 'winner' and the 80%-power vote counts given an adjusted p-value column.
+    """Add 'significant', 'leader', 'winner' and the planned vote counts given an adjusted p-value column.
 
     With ``power=False`` (theme and detail cells, where nobody plans sample sizes) the vote counts are None.
-
-    Power is computed at the Bonferroni level alpha / family_size: Holm and BH reject whatever Bonferroni
+    Votes are planned at the Bonferroni level alpha / family_size: Holm and BH reject whatever Bonferroni
     rejects, so that many votes suffice for the adjusted test too (it may be more than strictly needed).
     """
     out = table.copy()
@@ -104,12 +100,19 @@ def add_decision(
     out["leader"] = lead
     out["winner"] = np.where(sig, lead, none)
     level = alpha / max(family_size, 1)
-    needed = [
-        votes_needed(int(a), int(b), int(t), alpha=level, power=0.8) if power else None
-        for a, b, t in zip(out["wins_a"], out["wins_b"], out["ties"], strict=True)
+    plans = [
+        plan_votes(n=int(row.n), decided=int(row.wins_a + row.wins_b), ties=int(row.ties),
+                   n_prompts=int(row.n_prompts), n_raters=int(row.n_raters),
+                   deff_prompt=float(row.design_effect_prompt), deff_rater=float(row.design_effect_rater),
+                   alpha=level) if power else None
+        for row in out.itertuples()
     ]
-    more = [None if (s or v is None) else max(0, v - int(n)) for s, v, n in zip(sig, needed, out["n"], strict=True)]
     # object dtype keeps these ints (a float column would turn 477 into 477.0 in the JSON)
-    out["votes_needed_80"] = pd.Series(needed, index=out.index, dtype=object)
-    out["more_votes_80"] = pd.Series(more, index=out.index, dtype=object)
+    out["votes_needed_80"] = pd.Series([p.total if p else None for p in plans], index=out.index, dtype=object)
+    out["more_votes_80"] = pd.Series(
+        [None if (s or p is None or p.total is None) else max(0, p.total - int(nv))
+         for s, p, nv in zip(sig, plans, out["n"], strict=True)], index=out.index, dtype=object)
+    out["best_lever"] = pd.Series([p.best_lever if p else None for p in plans], index=out.index, dtype=object)
+    out["icc_prompt"] = pd.Series([p.icc_prompt if p else None for p in plans], index=out.index, dtype=object)
+    out["icc_rater"] = pd.Series([p.icc_rater if p else None for p in plans], index=out.index, dtype=object)
     return out

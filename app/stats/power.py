@@ -1,4 +1,17 @@
-"""Votes needed for 80% power at the observed effect, for the exact two-sided sign test.
+"""Votes to plan: how many a criterion needs to detect the smallest effect worth knowing, and how to buy them.
+
+``plan_votes`` is what the dashboard shows. It plans on a stated smallest effect of interest
+(``SMALLEST_EFFECT``, a preference share of 60%), not on the observed effect: power at the observed effect
+(Hoenig & Heisey 2001, "The abuse of power") says a study of two equal models needs a few thousand more votes,
+after which it is no more likely to be significant. The independent-votes count from the exact sign test below
+is inflated by the design effect measured on the study's own votes (``app.stats.clustered``), written as
+intra-class correlations by prompt and by rater: V = s^2 [(1 - rho_p - rho_r)/N + rho_p/G_p + rho_r/G_r] for N
+decided votes over G_p prompts and G_r raters (the variance of a mean under crossed random effects, e.g.
+Snijders & Bosker 2012, ch. 11). The same formula says which of more prompts, more raters or more votes per
+prompt and rater shrinks the interval fastest, and when no number of votes on the current prompts and raters
+can reach the target.
+
+Exact sign-test sample size (used for the independent-votes count):
 
 Method: exact search. For n decided votes the sign test at level alpha rejects when the number of wins k
 satisfies k <= c or k >= n - c, with c the largest integer such that 2 * P(Bin(n, 1/2) <= c) <= alpha
@@ -15,6 +28,7 @@ so with strong clustering by prompt the real need is higher.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import bdtr, bdtrc
@@ -93,3 +107,57 @@ def votes_needed(wins: int, losses: int, ties: int, *, alpha: float = 0.05, powe
     if n_decided is None:
         return None
     return int(math.ceil(n_decided * total / decided))
+
+
+# The preference share worth detecting, unless the study's plan says otherwise (10 points from even).
+SMALLEST_EFFECT = 0.60
+LEVERS = ("more prompts", "more raters", "more votes per prompt and rater")
+
+
+@dataclass(frozen=True)
+class VotePlan:
+    total: int | None  # votes (ties included) for the power at SMALLEST_EFFECT; None when unreachable
+    icc_prompt: float | None
+    icc_rater: float | None
+    best_lever: str | None  # which of LEVERS shrinks the interval most for the same number of extra votes
+    reachable: bool  # False: the current prompts and raters alone cannot reach the power
+
+
+def _icc(deff: float, votes: int, clusters: int) -> float | None:
+    """rho from a one-way design effect 1 + (m - 1) rho with m votes per cluster (None when unmeasurable)."""
+    if clusters <= 0 or not math.isfinite(deff):
+        return None
+    m = votes / clusters
+    if m <= 1:
+        return None
+    return float(min(max((deff - 1) / (m - 1), 0.0), 1.0))
+
+
+def plan_votes(*, n: int, decided: int, ties: int, n_prompts: int, n_raters: int, deff_prompt: float,
+               deff_rater: float, alpha: float = 0.05, power: float = 0.8,
+               effect: float = SMALLEST_EFFECT) -> VotePlan:
+    """Votes needed for ``power`` at the preference share ``effect``, with the study's measured clustering."""
+    rho_p = _icc(deff_prompt, decided, n_prompts) or 0.0
+    rho_r = _icc(deff_rater, decided, n_raters) or 0.0
+    icc_p = _icc(deff_prompt, decided, n_prompts)
+    icc_r = _icc(deff_rater, decided, n_raters)
+    tie_share = ties / n if n else 0.0
+    if tie_share >= 1.0:
+        return VotePlan(None, icc_p, icc_r, None, False)
+    needed, _ = decided_votes_needed(effect, alpha=alpha, power=power)
+    assert needed is not None  # effect != 1/2
+    # Solve (1 - rho_p - rho_r)/N + rho_p/G_p + rho_r/G_r <= 1/needed for N on the current prompts and raters.
+    spare = 1.0 / needed - (rho_p / n_prompts if n_prompts else 0.0) - (rho_r / n_raters if n_raters else 0.0)
+    lever = _best_lever(decided, n_prompts, n_raters, rho_p, rho_r) if decided and (rho_p or rho_r) else None
+    if spare <= 0:
+        return VotePlan(None, icc_p, icc_r, lever, False)
+    n_decided = max(1.0, (1.0 - rho_p - rho_r) / spare)
+    return VotePlan(int(math.ceil(n_decided / (1.0 - tie_share))), icc_p, icc_r, lever, True)
+
+
+def _best_lever(decided: int, g_p: int, g_r: int, rho_p: float, rho_r: float) -> str:
+    """Which way of doubling the decided votes leaves the smallest variance (the formula in the docstring)."""
+    def var(n: float, gp: float, gr: float) -> float:
+        return (1 - rho_p - rho_r) / n + (rho_p / gp if gp else 0.0) + (rho_r / gr if gr else 0.0)
+    options = [var(2 * decided, 2 * g_p, g_r), var(2 * decided, g_p, 2 * g_r), var(2 * decided, g_p, g_r)]
+    return LEVERS[int(np.argmin(options))]

@@ -58,19 +58,27 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 
 METHODS = {
-    "preference_rate": "Share of decided (non-tie) votes won by model A; ties are reported as the tie rate.",
-    "wilson_ci": "95% Wilson score interval for the preference rate (treats votes as independent).",
-    "bootstrap_ci": "95% percentile bootstrap interval resampling prompts, since votes on one prompt are "
-    "not independent (within each theme or detail level for those tables).",
-    "test": "Exact two-sided sign test (binomial test of wins among decided votes against 1/2); ties dropped.",
-    "holm": "Holm adjustment across the criteria (x model pairs) controls the family-wise error at 5%.",
-    "bh": "Benjamini-Hochberg adjustment across theme x criterion cells controls the false discovery rate at 5%.",
-    "groups_differ": "Chi-square test of independence on group x (wins A, wins B) among decided votes.",
-    "agreement": "Krippendorff's alpha, nominal, on the winner in model space; units are pairs judged by 2+ "
-    "evaluators.",
-    "position_bias": "Share of decided overall decisions won by the left clip, exact binomial test against 1/2.",
-    "power": "Votes for 80% power of the exact sign test at the observed rate, at the Bonferroni level, ties "
-    "added at the observed tie rate; assumes independent votes.",
+    "preference_rate": "Share of decided (non-tie) votes won by model A. A tie is an outcome of its own: it counts "
+    "for neither model here, and the tie share (ties among all votes) is reported with its own interval.",
+    "ci": "95% interval that accounts for votes clustering by prompt and by rater: two-way cluster-robust "
+    "(Cameron, Gelbach & Miller 2011), inverted from the same test as the p-value, so a share is significant "
+    "exactly when its interval excludes 50%. Labelled approximate with fewer than 20 prompts or raters.",
+    "test": "Two-way cluster-robust score test of the preference share against 1/2, Student's t with "
+    "min(prompts, raters) - 1 degrees of freedom.",
+    "holm": "Holm adjustment across the criteria and the overall aggregate together (x model pairs) controls "
+    "the family-wise error at 5%.",
+    "bh": "Benjamini-Hochberg adjustment across theme x criterion cells controls the false discovery rate at 5%; "
+    "each cell clusters on its own prompts and raters (few prompts per theme: approximate).",
+    "independent": "For comparison only, never the verdict: the exact sign test and Wilson interval as if every "
+    "vote were independent.",
+    "groups_differ": "Whether the preference differs between groups (themes, detail levels), tested at prompt "
+    "level (a theme is a property of the prompt).",
+    "agreement": "Krippendorff's alpha on the winner in model space; units are pairs judged by 2+ evaluators.",
+    "position_bias": "Does the clip on the left win more often than the same model on the right?",
+    "power": "Votes for 80% power to detect a 60% preference share at the Bonferroni level, inflated by the "
+    "design effect measured on this study's votes (intra-class correlation by prompt and by rater), ties added "
+    "at the observed tie share; the best lever says whether more prompts, more raters or more votes per prompt "
+    "and rater shrinks the interval fastest.",
     "overall": DEFINITION,
 }
 
@@ -99,27 +107,33 @@ def _clean(value: Any) -> Any:
 _RECORD_KEYS = (
     "wins_a", "wins_b", "ties", "n", "share_a", "share_b", "tie_rate", "pref_rate_a",
 )
+_INFERENCE_KEYS = (
+    "p_value", "df", "approximate", "inference_unit", "n_prompts", "n_raters", "design_effect",
+    "design_effect_prompt", "design_effect_rater",
+)
 
 
-def _records(table: pd.DataFrame, lead: list[str], adjusted: list[str]) -> list[dict]:
+def _records(table: pd.DataFrame, lead: list[str], adjusted: list[str]) -> list[dict[str, Any]]:
     out = []
     for row in table.to_dict("records"):
         rec = {k: row[k] for k in lead}
         rec["model_a"], rec["model_b"] = row["model_a"], row["model_b"]
         rec.update({k: row[k] for k in _RECORD_KEYS})
-        rec["wilson_ci"] = [row["wilson_lo"], row["wilson_hi"]]
-        rec["bootstrap_ci"] = [row["boot_lo"], row["boot_hi"]]
-        rec["bootstrap_unit"] = row["bootstrap_unit"]
-        rec["p_value"] = row["p_value"]
+        rec["ci"] = [row["ci_lo"], row["ci_hi"]]
+        rec["tie_ci"] = [row["tie_lo"], row["tie_hi"]]
+        rec.update({k: row[k] for k in _INFERENCE_KEYS})
         rec.update({k: row[k] for k in adjusted})
-        for k in ("significant", "leader", "winner", "votes_needed_80", "more_votes_80"):
+        for k in ("significant", "leader", "winner", "votes_needed_80", "more_votes_80", "best_lever",
+                  "icc_prompt", "icc_rater"):
             rec[k] = row[k]
+        # Beside the verdict, never as it: the same figures if every vote were independent.
+        rec["independent"] = {"wilson_ci": [row["wilson_lo"], row["wilson_hi"]], "p_value": row["p_independent"]}
         out.append(_clean(rec))
     return out
 
 
 # What the preference tables read of a row: counting rows that agree on these first loses nothing.
-_TABLE_COLUMNS = ("criterion", "model_a", "model_b", "winner", "prompt", "theme", "detail")
+_TABLE_COLUMNS = ("criterion", "model_a", "model_b", "winner", "prompt", "evaluator", "theme", "detail")
 _COUNT = "_rows"
 
 
@@ -128,15 +142,33 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
     return count_rows(frame, [c for c in _TABLE_COLUMNS if c in frame.columns], _COUNT)
 
 
-def _pairwise(counts: pd.DataFrame, criteria: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
-    table = preference_table(counts, ["criterion", "model_a", "model_b"], n_boot=n_boot, seed=seed, weight=_COUNT)
+def _pairwise(counts: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
+    table = preference_table(counts, ["criterion", "model_a", "model_b"], weight=_COUNT)
     if table.empty:
         return table
     table["_order"] = table["criterion"].map({c: i for i, c in enumerate(criteria)})
-    table = table.sort_values(["_order", "model_a", "model_b"], kind="stable").drop(columns="_order")
-    table["p_holm"] = adjust_pvalues(table["p_value"].to_numpy(), "holm")
-    family = int(table["p_value"].notna().sum())
-    return add_decision(table.reset_index(drop=True), "p_holm", alpha=ALPHA, family_size=family)
+    return table.sort_values(["_order", "model_a", "model_b"], kind="stable").drop(columns="_order").reset_index(
+        drop=True)
+
+
+def _decide(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Holm across every record of the tables together: the criteria and the overall aggregate are one family,
+    so the family-wise error over the whole table is at most ALPHA."""
+    present = [t for t in tables if len(t)]
+    if not present:
+        return tables
+    p = np.concatenate([t["p_value"].to_numpy(dtype=float) for t in present])
+    adjusted = adjust_pvalues(p, "holm")
+    family = int(np.count_nonzero(~np.isnan(p)))
+    out, start = [], 0
+    for t in tables:
+        if not len(t):
+            out.append(t)
+            continue
+        t = t.assign(p_holm=adjusted[start:start + len(t)])
+        start += len(t)
+        out.append(add_decision(t, "p_holm", alpha=ALPHA, family_size=family))
+    return out
 
 
 def _ratings(frame: pd.DataFrame, models: list[str], criteria: list[str], *, n_boot: int, seed: int) -> dict:
@@ -163,7 +195,15 @@ def _distinct(series: pd.Series) -> int:
 def _headline(records: list[dict], models: list[str], ratings: dict | None) -> str:
     if not records:
         return "No votes yet."
-    if len(models) > 2 and ratings and "ratings" in ratings.get(OVERALL, {}):
+    if len(models) > 2:
+        return _ratings_headline(records, ratings or {})
+    return _pair_headline(records)
+
+
+def _ratings_headline(records: list[dict[str, Any]], ratings: dict[str, Any]) -> str:
+    """Three or more models: the Bradley-Terry ranking, overall when there is one, else counted by criterion
+    (never by criterion x model pair, which would count one criterion several times)."""
+    if "ratings" in ratings.get(OVERALL, {}):
         rows = ratings[OVERALL]["ratings"]
         top = rows[0]
         shared = [r["model"] for r in rows[1:] if r["rank"] == 1]
@@ -173,6 +213,24 @@ def _headline(records: list[dict], models: list[str], ratings: dict | None) -> s
             else "; its 95% interval is clear of every other model's"
         )
         return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f}){tail}."
+    criteria = list(dict.fromkeys(r["criterion"] for r in records))
+    firsts: dict[str, list[bool]] = {}
+    for criterion in criteria:
+        rows = ratings.get(criterion, {}).get("ratings")
+        if rows:
+            settled = not any(r["rank"] == 1 for r in rows[1:])
+            firsts.setdefault(rows[0]["model"], []).append(settled)
+    if not firsts:
+        return f"No model could be rated on any of the {len(criteria)} criteria."
+    ranked = sorted(firsts.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1]), kv[0]))
+    unit = "criteria" if len(criteria) != 1 else "criterion"
+    parts = [f"{ranked[0][0]} rated highest on {len(ranked[0][1])} of {len(criteria)} {unit} "
+             f"(clear of every other model on {sum(ranked[0][1])})"]
+    parts += [f"{m} on {len(v)} (clear on {sum(v)})" for m, v in ranked[1:]]
+    return "; ".join(parts) + "."
+
+
+def _pair_headline(records: list[dict[str, Any]]) -> str:
     n_crit = len(records)
     leads: dict[str, list[bool]] = {}
     for rec in records:
@@ -243,16 +301,16 @@ def compute_results(
     frame, crits, models, excluded = _prepare(votes, criteria, include_flagged)
 
     counts = _counts(frame)
-    table = _pairwise(counts, crits, n_boot=n_boot, seed=seed)
-    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
-
+    table = _pairwise(counts, crits)
     overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
-    overall_records: list[dict[str, Any]] = []
+    ov = pd.DataFrame()
     if overall is not None and len(overall):
         overall_counts = _counts(overall)
-        ov = _pairwise(overall_counts, [OVERALL], n_boot=n_boot, seed=seed)
-        overall_records = _records(ov, ["criterion"], ["p_holm"])
+        ov = _pairwise(overall_counts, [OVERALL])
         counts = pd.concat([counts, overall_counts], ignore_index=True)
+    table, ov = _decide([table, ov])
+    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
+    overall_records = _records(ov, ["criterion"], ["p_holm"]) if len(ov) else []
 
     groups = _group_results(counts, frame, n_boot=n_boot, seed=seed)
     agreement = _agreement(frame, overall, crits)

@@ -7,8 +7,10 @@ from app.stats import compute_results, synthetic_votes
 from app.stats.frame import VoteFrameError
 
 RECORD_KEYS = {"criterion", "model_a", "model_b", "wins_a", "wins_b", "ties", "n", "share_a", "share_b", "tie_rate",
-               "pref_rate_a", "wilson_ci", "bootstrap_ci", "bootstrap_unit", "p_value", "p_holm", "significant",
-               "leader", "winner", "votes_needed_80", "more_votes_80"}
+               "pref_rate_a", "ci", "tie_ci", "p_value", "df", "approximate", "inference_unit", "n_prompts",
+               "n_raters", "design_effect", "design_effect_prompt", "design_effect_rater", "p_holm", "significant",
+               "leader", "winner", "votes_needed_80", "more_votes_80", "best_lever", "icc_prompt", "icc_rater",
+               "independent"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,9 @@ def test_counts_match_the_frame(votes, results):
         counts = part["winner"].value_counts()
         assert (rec["wins_a"], rec["wins_b"], rec["ties"]) == (counts["model_a"], counts["model_b"], counts["tie"])
         assert rec["pref_rate_a"] == pytest.approx(rec["wins_a"] / (rec["wins_a"] + rec["wins_b"]))
-        lo, hi = rec["bootstrap_ci"]
+        lo, hi = rec["ci"]
         assert lo < rec["pref_rate_a"] < hi
+        assert rec["inference_unit"] == "prompt x rater"
 
 
 def test_recovers_the_generating_model(results):
@@ -101,7 +104,7 @@ def test_external_arena_frame_runs_through_compute_results():
     frame = read_clean_battle(to_clean_battle(votes, criterion="overall_quality"))
     res = compute_results(frame.drop(columns=["prompt", "theme", "detail"]), n_boot=50)
     assert res["criteria_keys"] == ["overall_quality"]
-    assert res["criteria"][0]["bootstrap_unit"] == "vote"
+    assert res["criteria"][0]["inference_unit"] == "rater"  # a clean_battle log has judges but no prompts
     assert res["themes"] == [] and res["ratings"]["overall_quality"]["n_battles"] == 300
 
 

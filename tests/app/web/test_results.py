@@ -82,9 +82,11 @@ def test_dashboard_numbers_equal_compute_results(client, session, study):
         cells = [td.get_text(strip=True) for td in row.find_all("td")]
         assert cells[1] == f"{100 * rec['pref_rate_a']:.1f}%"
         assert ("★" in cells[6]) == rec["significant"]
+        lo, hi = rec["ci"]
+        assert cells[2].rstrip("*") == f"{100 * lo:.0f}%–{100 * hi:.0f}%"  # the verdict's own interval
     forest = soup.select_one("#preference svg").get_text(" ")
     for rec in results["criteria"]:
-        lo, hi = rec["bootstrap_ci"]
+        lo, hi = rec["ci"]
         assert f"{100 * rec['pref_rate_a']:.0f}% [{100 * lo:.0f}%–{100 * hi:.0f}%]" in forest
     agreement = [[td.get_text(strip=True) for td in tr.find_all("td")] for tr in soup.select("#agreement tbody tr")]
     assert [row[1] for row in agreement[:-1]] == [
