@@ -16,7 +16,11 @@ from app.stats.frame import SIDES, WINNERS, codes, in_list, same_value
 OVERALL = "overall"
 DEFINITION = (
     "Overall preferred: for each vote, the model that won more of the criteria on which the evaluator picked a "
-    "side; a vote where both models won equally many criteria (or all were judged indistinguishable) is a tie."
+    "side; a vote where both models won equally many criteria (or all were judged indistinguishable) is a tie. "
+    "It weighs every criterion alike (motion amplitude as much as the rater's own overall-quality answer, which "
+    "it contradicts in some votes), so it summarises the criteria rather than replacing the overall-quality "
+    "question; it is tested in the same Holm family as the criteria, so adding it does not raise the chance of a "
+    "false 'significant' anywhere in the table."
 )
 
 
