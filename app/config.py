@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     worker_orphan_seconds: float = 600.0
     worker_exit_when_idle: bool = False  # stop once no clip is queued or running (the demo, rented GPUs)
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Every request body is refused (413) beyond this size, before it is parsed; the routes that take a file
+    # or a study's prompt list allow max_upload_bytes plus 1 MiB for the form around it (app/middleware.py).
+    max_body_bytes: int = 1024 * 1024
+    # Untrusted GIFs (imports, attention-check copies) are checked from their headers before any decoding
+    # (app/media/budget.py): canvas side, frame count, and width x height x frames, which bounds decoding
+    # memory at about 4 bytes per pixel of the budget.
+    gif_max_side: int = 2048
+    gif_max_frames: int = 1000
+    gif_max_pixels: int = 32 * 1024 * 1024  # e.g. 128 frames of 512x512, or 32 of 1024x1024
+    # SQLite: how long a write waits for the write lock before its request answers 503 with Retry-After
+    # (reads and media never wait: they read a WAL snapshot). Also the busy timeout of every connection.
+    db_lock_timeout_seconds: float = 10.0
+    # blindpair serve / demo: after SIGTERM or SIGINT, requests in flight get this long before connections are
+    # closed, and the demo's worker this long to finish its clip before it is killed.
+    shutdown_grace_seconds: float = 10.0
     join_rate_limit_per_minute: int = 30
     secure_cookies: bool = False
 

@@ -31,6 +31,7 @@ from sqlalchemy import Integer, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.media.budget import check_gif_budget
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
@@ -274,6 +275,9 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
             continue
         try:
             data = media_path(source.storage_name).read_bytes()
+            # Copies decode every frame: a clip over the pixel budget (one imported before the budget existed)
+            # is skipped, never decoded (GifBudgetError is a ValueError).
+            check_gif_budget(data)
         except (OSError, ValueError):
             continue  # a missing file is reported by the media checks, not here; pick another clip
         degraded = next((c for v, c in have.items() if v != DUPLICATE_VARIANT), None)

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, read_untrusted_file
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
@@ -150,14 +151,14 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
 def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt: Prompt, clip: Clip | None, *,
                seed: int, replace: bool, limit: int, errors: list[str], warnings: list[str]) -> _Planned | None:
     """One file checked (size, GIF, animation) and what importing it would do; None (with an error) if refused."""
-    size = path.stat().st_size
-    if size > limit:
-        errors.append(f"{rel}: {size} bytes is over the {limit}-byte limit (BLINDPAIR_MAX_UPLOAD_BYTES)")
-        return None
     try:
-        data = sanitize_gif(path.read_bytes())
+        # A regular file of bounded size (a FIFO would block forever), whose headers fit the pixel budget
+        # before anything decodes it (a few bytes can claim gigabytes of pixels): app/media/budget.py.
+        raw = read_untrusted_file(path, max_bytes=limit)
+        check_gif_budget(raw)
+        data = sanitize_gif(raw)
         info = inspect_gif(data)
-    except GifError as exc:
+    except (GifError, GifBudgetError, UnsafeFileError) as exc:
         errors.append(f"{rel}: {exc}")
         return None
     if not info.animated:
