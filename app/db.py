@@ -1,4 +1,10 @@
-"""Engine, session factory and the two session scopes: one per request, one for jobs and the CLI."""
+"""Engine, session factory and the session scopes: one per request, one for jobs and the CLI, one for long reads.
+
+On SQLite one writer at a time holds the write lock. Requests that only read (GET, HEAD, OPTIONS: the login
+page, media, dashboards) therefore read a WAL snapshot and never queue for it; a write that cannot get the lock
+within ``BLINDPAIR_DB_LOCK_TIMEOUT_SECONDS`` raises an error ``is_busy_error`` recognises, which the app answers
+with 503 and Retry-After (app/middleware.py) instead of a 500.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ from functools import lru_cache
 from typing import ClassVar
 
 from sqlalchemy import MetaData, Table, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from starlette.requests import HTTPConnection
 
 from app.config import get_settings
 
@@ -35,10 +43,16 @@ class Base(DeclarativeBase):
     __table__: ClassVar[Table]
 
 
-def make_engine(url: str) -> Engine:
-    """Build an engine; SQLite gets WAL, a busy timeout and write-serialising transactions."""
+def make_engine(url: str, *, lock_timeout: float | None = None) -> Engine:
+    """Build an engine; SQLite gets WAL, a busy timeout and write-serialising transactions.
+
+    ``lock_timeout``: seconds a writer waits for the write lock (default BLINDPAIR_DB_LOCK_TIMEOUT_SECONDS).
+    """
+    if lock_timeout is None:
+        lock_timeout = get_settings().db_lock_timeout_seconds
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        busy_ms = max(0, int(lock_timeout * 1000))
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -48,18 +62,38 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.close()
 
-        _serialise_writers(engine)
+        _serialise_writers(engine, lock_timeout)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
 
-SQLITE_LOCK_TIMEOUT_S = 30  # the same patience as busy_timeout
+class DatabaseBusy(sqlite3.OperationalError):
+    """A writer waited its whole lock timeout for another writer of this process; answered with 503."""
 
 
-def _serialise_writers(engine: Engine) -> None:
+# How the drivers say "the lock (or a connection) was not free in time": SQLite's busy timeout ran out,
+# PostgreSQL's lock_timeout / statement_timeout fired, or a deadlock or serialisation conflict was broken.
+_BUSY_TEXT = ("database is locked", "database table is locked", "database schema is locked")
+_BUSY_SQLSTATES = {"55P03", "57014", "40P01", "40001"}  # lock_not_available, query_canceled, deadlock, serialization
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means "try again in a moment" (a lock or connection was not free), not a bug."""
+    if isinstance(exc, DatabaseBusy | sa_exc.TimeoutError):  # the pool had no free connection in time
+        return True
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if isinstance(orig, DatabaseBusy):
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return str(orig).lower().startswith(_BUSY_TEXT)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in _BUSY_SQLSTATES
+
+
+def _serialise_writers(engine: Engine, lock_timeout: float) -> None:
     """BEGIN IMMEDIATE for writing transactions, queued in-process on a lock before they reach SQLite.
 
     IMMEDIATE takes the write lock up front: read-then-write services (assignment, counters) cannot
@@ -88,10 +122,11 @@ def _serialise_writers(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
             return
         dbapi_conn = conn.connection
-        if not write_lock.acquire(timeout=SQLITE_LOCK_TIMEOUT_S):
-            raise sqlite3.OperationalError(
-                f"database is locked: waited {SQLITE_LOCK_TIMEOUT_S} s for another request of this process "
-                "to finish writing")
+        # The same patience as busy_timeout: a writer gives up after lock_timeout, whoever holds the lock.
+        if not write_lock.acquire(timeout=lock_timeout):
+            raise DatabaseBusy(
+                f"database is locked: waited {lock_timeout:g} s for another request of this process to finish "
+                "writing")
         holders.add(id(dbapi_conn.dbapi_connection))
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -168,7 +203,34 @@ def expire_cached(session: Session, model: type, pk: int, *attrs: str) -> None:
         session.expire(obj, list(attrs) or None)
 
 
-def get_db() -> Iterator[Session]:
-    """FastAPI dependency: one session per request, committed if the handler returns normally."""
-    with session_scope() as session:
+# Methods that must not change anything (RFC 9110, section 9.2.1): their requests read a snapshot.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@contextmanager
+def snapshot_session_scope() -> Iterator[Session]:
+    """Like ``session_scope`` (commit on success), but on SQLite the transaction begins deferred.
+
+    It reads a WAL snapshot without taking the write lock, so it never waits behind a writer. A write in it is
+    still committed: SQLite then takes the lock at that write (and a conflict surfaces as a busy error).
+    """
+    session = Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_db(request: HTTPConnection) -> Iterator[Session]:
+    """FastAPI dependency: one session per request, committed if the handler returns normally.
+
+    GET, HEAD and OPTIONS requests (pages, media, exports) read a snapshot and never queue for SQLite's write
+    lock; every other method writes in a ``BEGIN IMMEDIATE`` transaction (see ``_serialise_writers``).
+    """
+    scope = snapshot_session_scope if request.scope.get("method") in SAFE_METHODS else session_scope
+    with scope() as session:
         yield session

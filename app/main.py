@@ -11,7 +11,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.concurrency import install_thread_headroom
 from app.config import get_settings
-from app.middleware import install_security
+from app.middleware import install_error_handlers, install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
 
@@ -50,6 +50,7 @@ def create_bare_app() -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    install_error_handlers(app)
     # Added last so it wraps everything: every response, errors included, carries the CSP and friends.
     install_security(app)
     install_thread_headroom(app)

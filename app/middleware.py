@@ -16,7 +16,8 @@ import base64
 import hashlib
 import re
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -128,3 +129,57 @@ def install_security(app: FastAPI) -> None:
     # HSTS only when the site is served over HTTPS (secure cookies imply it); on plain-HTTP localhost it
     # would make browsers refuse the dev server for a year.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies, docs_path=app.docs_url)
+
+
+# --- answers for errors: what was wrong, never the input itself --------------------------------------------
+
+RETRY_AFTER_SECONDS = 5
+_MAX_ECHO = 120  # characters of a field name or message a 422 may quote
+
+
+def _safe_text(value: object) -> str:
+    """Text fit to quote in an answer: lone surrogates escaped (they cannot be encoded), cut to _MAX_ECHO."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO - 3] + "..."
+
+
+def validation_errors(errors: object) -> list[dict[str, object]]:
+    """Pydantic's errors without ``input`` (the request echoed back: a 50 MB login body came back whole),
+    ``ctx`` or ``url``; locations and messages escaped and shortened, since a location can be a client's key."""
+    out: list[dict[str, object]] = []
+    for error in errors if isinstance(errors, list | tuple) else []:
+        if not isinstance(error, dict):
+            continue
+        loc = [part if isinstance(part, int) else _safe_text(part) for part in error.get("loc", ())]
+        out.append({"type": _safe_text(error.get("type", "")), "loc": loc, "msg": _safe_text(error.get("msg", ""))})
+    return out
+
+
+def _busy_answer(request: Request) -> Response:
+    message = ("The database is busy with another change and this one could not wait longer; nothing was changed. "
+               f"Try again in {RETRY_AFTER_SECONDS} seconds.")
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": message}, status_code=503, headers=headers)
+    return PlainTextResponse(message, status_code=503, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """422s that never echo the input, and 503 + Retry-After (not 500) when a write cannot get the lock."""
+    from fastapi.exceptions import RequestValidationError
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from app.db import DatabaseBusy, is_busy_error
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
+    async def _busy(request: Request, exc: Exception) -> Response:
+        if not is_busy_error(exc):
+            raise exc  # a real error: the server-error handler logs it and answers 500
+        return _busy_answer(request)
+
+    for kind in (DBAPIError, PoolTimeout, DatabaseBusy):
+        app.add_exception_handler(kind, _busy)
