@@ -11,7 +11,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.concurrency import install_thread_headroom
 from app.config import get_settings
-from app.middleware import install_error_handlers, install_security
+from app.middleware import install_error_handlers, install_input_guards, install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
 
@@ -50,6 +50,8 @@ def create_bare_app() -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    # Body size limits and text checks before anything parses a request (inside the security headers).
+    install_input_guards(app)
     install_error_handlers(app)
     # Added last so it wraps everything: every response, errors included, carries the CSP and friends.
     install_security(app)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -129,6 +130,180 @@ def install_security(app: FastAPI) -> None:
     # HSTS only when the site is served over HTTPS (secure cookies imply it); on plain-HTTP localhost it
     # would make browsers refuse the dev server for a year.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies, docs_path=app.docs_url)
+
+
+# --- hostile input: body size, text that is not Unicode, NUL, and what a refusal may say --------------------
+
+# Routes that take a file or a study's whole prompt list: max_upload_bytes plus this much for the form around it.
+UPLOAD_ROUTES = frozenset({("POST", "/studies/new"), ("POST", "/api/v1/studies")})
+FORM_MARGIN_BYTES = 1024 * 1024
+# A JSON escape that may be a lone UTF-16 surrogate or a NUL: only then is the body parsed to look closer.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+
+
+class InputRefused(HTTPException):
+    """A request refused by its size or text; the JSON answer is ``{"detail": ...}`` with its status.
+
+    An HTTPException, so that when the body grows past the limit while a route is parsing it, FastAPI passes
+    it on as this answer instead of turning it into "There was an error parsing the body".
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(status_code=status, detail=detail)
+
+
+def _json_text_problem(body: bytes) -> str | None:
+    """Why the JSON ``body`` holds text no handler should see (a lone surrogate, a NUL), or None."""
+    if not _SUSPECT_ESCAPE.search(body):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the app's own parser answers with its 4xx
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return ("The JSON text holds a NUL character (\\u0000), which no field accepts. Remove it and send "
+                        "again.")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return ("The JSON text holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), "
+                        "which is not a character. Send valid Unicode (UTF-8) and try again.")
+    return None
+
+
+class InputGuardMiddleware:
+    """Refuses, before any route parses it: a body over the size limit (413), NUL in the URL or a form, and
+    JSON whose strings are not Unicode (lone surrogates) or hold NUL (400). Pure ASGI, so streamed responses
+    stay streamed; request bodies are counted as they arrive and never read past the limit.
+
+    Why here and not per route: a 50 MB login body was parsed and echoed back whole, and a lone surrogate in
+    any JSON field crashed the response that tried to quote it (a 500 and a reset connection). PostgreSQL
+    refuses NUL in text columns, so a NUL anywhere would be a 500 there.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.upload_bytes = upload_bytes
+
+    def limit_for(self, method: str, path: str) -> int:
+        return self.upload_bytes if (method, path.rstrip("/") or "/") in UPLOAD_ROUTES else self.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            receive = await self._checked(scope, receive)
+        except InputRefused as refusal:
+            await _refuse(send, refusal)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except InputRefused as refusal:  # the body grew past the limit while the app was reading it
+            if started:
+                raise
+            await _refuse(send, refusal)
+
+    async def _checked(self, scope: Scope, receive: Receive) -> Receive:
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
+            raise InputRefused(400, "The address holds a NUL character (%00), which no page or field accepts.")
+        headers = dict(scope.get("headers") or [])
+        limit = self.limit_for(scope.get("method", "GET"), scope.get("path", ""))
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise InputRefused(413, _too_large(limit))
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        is_json = content_type == b"application/json" or content_type.endswith(b"+json")
+        is_form = content_type == b"application/x-www-form-urlencoded"
+        if not (is_json or is_form):
+            return _counting(receive, limit)
+        # Text bodies (at most ``limit``) are read whole here, checked, and handed on unchanged.
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away mid-body
+                return _replay(bytes(body), receive, then=message)
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise InputRefused(413, _too_large(limit))
+            more = message.get("more_body", False)
+        problem = _json_text_problem(bytes(body)) if is_json else (
+            "The form holds a NUL character (%00), which no field accepts." if b"%00" in body else None)
+        if problem:
+            raise InputRefused(400, problem)
+        return _replay(bytes(body), receive)
+
+
+def _too_large(limit: int) -> str:
+    return (f"The request body is larger than this address accepts ({limit:,} bytes). Send less; nothing was "
+            "read or changed.")
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise InputRefused(413, _too_large(limit))
+        return message
+
+    return counted
+
+
+def _replay(body: bytes, receive: Receive, *, then: Message | None = None) -> Receive:
+    """The body already read, as one message; later calls wait on the client as before (for a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if then is not None:
+            return then
+        return await receive()
+
+    return replay
+
+
+async def _refuse(send: Send, refusal: InputRefused) -> None:
+    body = json.dumps({"detail": refusal.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refusal.status_code == 413:
+        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    await send({"type": "http.response.start", "status": refusal.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_input_guards(app: FastAPI) -> None:
+    """Body limits and the text checks above (call once in ``create_app``, inside the security headers)."""
+    from app.config import get_settings
+
+    settings = get_settings()
+    app.add_middleware(InputGuardMiddleware, max_body_bytes=settings.max_body_bytes,
+                       upload_bytes=settings.max_upload_bytes + FORM_MARGIN_BYTES)
 
 
 # --- answers for errors: what was wrong, never the input itself --------------------------------------------

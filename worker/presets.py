@@ -16,6 +16,9 @@ from typing import Any
 PRESETS_FILE = Path(__file__).with_name("presets.toml")
 KINDS = ("animatediff", "demo")
 DTYPES = ("float16", "bfloat16", "float32")
+# Seeds per study (and per batch, app/services/generation.py): each seed is a clip per prompt and model, and
+# 100,000 seeds were once accepted in one request.
+MAX_SEEDS = 100
 # Per-model overrides may change only how a model samples; everything else is standardised across the study.
 OVERRIDE_KEYS = ("steps", "guidance")
 
@@ -191,11 +194,14 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 60:
         errors.append(f"fps must be a number above 0 and at most 60, not {fps!r}")
     seeds = merged["seeds"]
-    if (not isinstance(seeds, list) or not seeds
+    if isinstance(seeds, list) and len(seeds) > MAX_SEEDS:
+        errors.append(f"seeds may list at most {MAX_SEEDS} seeds, not {len(seeds)}; every seed is one more clip "
+                      "per prompt and model")
+    elif (not isinstance(seeds, list) or not seeds
             or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in seeds)):
-        errors.append(f"seeds must be a non-empty list of whole numbers >= 0, not {seeds!r}")
+        errors.append(f"seeds must be a non-empty list of whole numbers >= 0, not {_shown(seeds)}")
     elif len(set(seeds)) != len(seeds):
-        errors.append(f"seeds must not repeat: {seeds!r}")
+        errors.append(f"seeds must not repeat: {_shown(seeds)}")
     if merged["dtype"] not in DTYPES:
         errors.append(f"dtype must be one of {', '.join(DTYPES)}, not {merged['dtype']!r}")
     if not isinstance(merged["base_model"], str) or not merged["base_model"].strip():
@@ -208,6 +214,12 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     if errors:
         raise GenerationConfigError(errors)
     return merged
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in an error, cut short: a refusal must not echo a huge input back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def validate_overrides(model_name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from app.services import task_queue
-from worker.presets import GenerationConfigError, RunSpec, resolve_run, validate_settings
+from worker.presets import MAX_SEEDS, GenerationConfigError, RunSpec, resolve_run, validate_settings
 
 STATES = ("queued", "running", "done", "failed")
 Sender = Callable[[list[int]], None]
@@ -132,13 +132,30 @@ def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[s
         raise GenerationError(errors)
 
 
+# What one batch may queue. Every list a request brings is bounded: 100,000 seeds were once accepted, and a
+# batch is prompts x models x seeds clips, each a row now and minutes of GPU later.
+MAX_SEEDS_PER_BATCH = MAX_SEEDS
+MAX_CLIPS_PER_BATCH = 100_000
+
+
 def _parse_seeds(seeds: Iterable[int] | None, default: list[int]) -> list[int]:
-    if seeds is None:
-        return list(default)
-    out = list(seeds)
+    out = list(default) if seeds is None else list(seeds)
+    if len(out) > MAX_SEEDS_PER_BATCH:
+        where = "the study's settings list" if seeds is None else "the batch asks for"
+        raise GenerationError(f"a batch takes at most {MAX_SEEDS_PER_BATCH} seeds, but {where} {len(out)}; queue "
+                              "them in several batches")
     if not out or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in out):
-        raise GenerationError(f"seeds must be whole numbers >= 0 (and below 2**63), not {out!r}")
+        shown = repr(out) if len(repr(out)) <= 80 else repr(out)[:77] + "..."
+        raise GenerationError(f"seeds must be whole numbers >= 0 (and below 2**63), not {shown}")
     return sorted(set(out))
+
+
+def _check_batch_size(n_prompts: int, n_models: int, n_seeds: int) -> None:
+    clips = n_prompts * n_models * n_seeds
+    if clips > MAX_CLIPS_PER_BATCH:
+        raise GenerationError(f"the batch would be {clips:,} clips ({n_prompts} prompts x {n_models} models x "
+                              f"{n_seeds} seeds), over the limit of {MAX_CLIPS_PER_BATCH:,} per batch; queue it "
+                              "by theme or in parts")
 
 
 def _select_prompts(session: Session, study: Study, theme: str | None,
@@ -196,6 +213,7 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
     settings = validate_settings(study.settings)
     seed_list = _parse_seeds(seeds, settings["seeds"])
     prompts = _select_prompts(session, study, theme, prompt_ids)
+    _check_batch_size(len(prompts), len(study.models), len(seed_list))
     if send is None:
         check_broker()
         send = default_sender()

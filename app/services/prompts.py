@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ OPTIONAL_FIELDS = ("detail", "tags")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_THEME_LEN = 100
 MAX_TAG_LEN = 40
+# Refused anywhere in a prompt's text, theme or tags: control characters (C0, DEL, C1; ordinary whitespace is
+# collapsed to single spaces instead), lone surrogates (not characters at all: the database cannot store them),
+# and the bidirectional overrides and isolates that make text display differently from what it says (Trojan
+# Source, CVE-2021-42574): an evaluator must read the prompt the model was given.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,15 @@ class PromptFileError(PromptError):
 def count_clip_tokens(text: str) -> int:
     """Exact SD-1.5 (OpenAI CLIP BPE) token count of ``text``, including the BOS and EOS tokens."""
     return count_tokens(text)
+
+
+def character_problem(value: str) -> str | None:
+    """Why ``value`` (whitespace already collapsed) holds a character no prompt may carry, or None."""
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) in ("Cc", "Cs") or char in BIDI_CONTROLS:
+            return (f"holds the invisible control character U+{ord(char):04X} (position {position}); remove it, "
+                    "prompts are plain text")
+    return None
 
 
 def token_problem(text: str) -> str | None:
@@ -110,8 +125,8 @@ def _check_record(line: int, record: dict, errors: list[str], seen: dict[str, in
 
     pid = values.get("id")
     if pid is not None:
-        if not ID_RE.match(pid):
-            errors.append(f"line {line}: id {pid!r} may only use letters, digits, '.', '_' and '-' (at most 100 "
+        if not ID_RE.fullmatch(pid):
+            errors.append(f"line {line}: id {pid[:100]!r} may only use letters, digits, '.', '_' and '-' (at most 100 "
                           "characters, starting with a letter or digit): it becomes a GIF file name")
         elif pid in seen:
             errors.append(f"line {line}: id {pid!r} is already used on line {seen[pid]}")
@@ -120,6 +135,11 @@ def _check_record(line: int, record: dict, errors: list[str], seen: dict[str, in
     theme = values.get("theme")
     if theme is not None and len(theme) > MAX_THEME_LEN:
         errors.append(f"line {line}: theme is longer than {MAX_THEME_LEN} characters")
+    for key in ("text", "theme"):
+        problem = character_problem(values.get(key) or "")
+        if problem:
+            errors.append(f"line {line}: {key} {problem}")
+            values.pop(key)
 
     detail = record.get("detail")
     if detail is None or (isinstance(detail, str) and not detail.strip()):
@@ -145,6 +165,9 @@ def _check_record(line: int, record: dict, errors: list[str], seen: dict[str, in
     long_tags = [t for t in tags if len(t) > MAX_TAG_LEN]
     if long_tags:
         errors.append(f"line {line}: tag {long_tags[0][:20]!r}... is longer than {MAX_TAG_LEN} characters")
+    bad_tags = [problem for problem in map(character_problem, tags) if problem]
+    if bad_tags:
+        errors.append(f"line {line}: a tag {bad_tags[0]}")
 
     text = values.get("text")
     if text is not None:
@@ -219,6 +242,12 @@ def _parse_jsonl(lines: list[str], errors: list[str]) -> list[PromptSpec]:
         except json.JSONDecodeError as exc:
             errors.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:
+            errors.append(f"line {number}: nested too deeply to be a prompt; each line is one flat JSON object")
+            continue
+        except ValueError as exc:  # e.g. a number of more digits than Python converts
+            errors.append(f"line {number}: not valid JSON ({str(exc)[:100]})")
+            continue
         if not isinstance(record, dict):
             errors.append(f"line {number}: expected a JSON object like "
                           '{"id": "...", "text": "...", "theme": "..."}')
@@ -271,8 +300,14 @@ def add_prompts(session: Session, *, study_id: int, specs: list[PromptSpec]) -> 
         elif spec.external_id in seen:
             errors.append(f"prompt {spec.external_id!r} is listed twice")
         seen.add(spec.external_id)
-        if not ID_RE.match(spec.external_id or ""):
-            errors.append(f"prompt id {spec.external_id!r} may only use letters, digits, '.', '_' and '-'")
+        # fullmatch: ``$`` would let a trailing newline through.
+        if not ID_RE.fullmatch(spec.external_id or ""):
+            errors.append(f"prompt id {(spec.external_id or '')[:100]!r} may only use letters, digits, '.', '_' "
+                          "and '-'")
+        for what, value in (("text", spec.text), ("theme", spec.theme), *(("a tag", t) for t in spec.tags)):
+            problem = character_problem(" ".join((value or "").split()))
+            if problem:
+                errors.append(f"prompt {spec.external_id[:100]!r}: {what} {problem}")
         if spec.detail not in DETAILS:
             errors.append(f"prompt {spec.external_id!r}: detail {spec.detail!r} must be short, medium or long")
         if not (spec.text or "").strip() or not (spec.theme or "").strip():
