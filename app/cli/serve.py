@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -96,4 +97,7 @@ def serve(
                     "reach this server at.", fg=typer.colors.YELLOW)
     # Requests in flight stay below the thread pool (app/concurrency.py), so a commit always finds a thread.
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, proxy_headers=True,
-                limit_concurrency=SUGGESTED_LIMIT_CONCURRENCY)
+                limit_concurrency=SUGGESTED_LIMIT_CONCURRENCY,
+                # On SIGTERM/SIGINT, requests in flight get this long; then uvicorn cancels them and exits. Without
+                # it a slow client (a body that never finishes) kept the server from stopping at all.
+                timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)))

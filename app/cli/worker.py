@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 
 import typer
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 
 from app.cli.base import app
 from app.cli.serve import require_migrated
+from app.config import get_settings
 
 console = Console()
 
@@ -37,8 +40,12 @@ def worker_command(
     preload: bool = typer.Option(True, "--preload/--no-preload",
                                  help="Import diffusers before taking clips, so the first clip's recorded time is "
                                       "the clip's. --no-preload starts in a second, for demo presets only."),
+    parent_pid: int = typer.Option(0, "--parent-pid", hidden=True,
+                                   help="Stop once this process (the one that started the worker) has ended."),
 ) -> None:
     """Start a generation worker that takes clips from the queue until stopped (Ctrl+C finishes the clip)."""
+    if parent_pid:
+        watch_parent(parent_pid, grace=get_settings().shutdown_grace_seconds)
     require_migrated()
     if device != "auto":
         if device != "cpu" and not device.startswith("cuda"):
@@ -69,6 +76,27 @@ def worker_command(
         "worker", f"--concurrency={concurrency}", f"--pool={pool}", "-Q", QUEUE, f"--loglevel={loglevel.upper()}",
         f"--hostname={name or f'blindpair-{os.getpid()}'}@%h", "--without-gossip", "--without-mingle",
     ])
+
+
+def watch_parent(parent_pid: int, *, grace: float, every: float = 1.0) -> threading.Thread:
+    """Stop this worker once ``parent_pid`` is no longer its parent (it ended, however it ended).
+
+    First a warm shutdown (SIGTERM: Celery finishes the clip in hand), then after ``grace`` seconds an exit
+    regardless. ``blindpair demo`` starts its worker with this, so the worker never outlives the demo, on
+    systems without Linux's PR_SET_PDEATHSIG too.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        typer.secho(f"The process that started this worker ({parent_pid}) has ended: stopping.", err=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="blindpair-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _parse_seeds(value: str | None) -> list[int] | None:
