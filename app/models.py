@@ -230,6 +230,7 @@ class Evaluator(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     public_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     external_id: Mapped[str | None] = mapped_column(String(200))  # e.g. PROLIFIC_PID
+    platform_session_id: Mapped[str | None] = mapped_column(String(200))
     completion_code: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(4).upper())
     ip_hash: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))

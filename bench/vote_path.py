@@ -94,8 +94,8 @@ def seed_study(*, n_prompts: int, pairs_per_session: int, attention_checks: bool
         study = Study(slug="bench", name="Benchmark study", status="open", votes_per_pair=5,
                       pairs_per_session=pairs_per_session,
                       settings={"seeds": [0], "frames": 8, "width": 64, "height": 64, "fps": 8},
-                      # One client address joins every simulated evaluator, so the per-address limit goes up.
-                      qc={"join_rate_limit_per_minute": 100000})
+                      # One client address joins every simulated evaluator, so the per-address limits go up.
+                      qc={"join_rate_limit_per_minute": 100000, "sessions_per_address": 0})
         s.add(study)
         s.flush()
         models = [StudyModel(study_id=study.id, name=n, preset="", position=i)

@@ -43,6 +43,9 @@ class ApiError(BaseModel):
 class JoinRequest(BaseModel):
     invite_token: str = Field(min_length=1, max_length=64, description="The token at the end of the invite link.")
     external_id: str | None = Field(None, max_length=200, description="e.g. the participant's PROLIFIC_PID")
+    platform_session_id: str | None = Field(
+        None, max_length=200, description="The platform's id of this attempt (Prolific's SESSION_ID, MTurk's "
+        "assignmentId). Joining again with the same external_id resumes the session only with the same value.")
 
 
 class JoinResponse(BaseModel):
@@ -65,6 +68,8 @@ class PairOut(BaseModel):
     right_media_url: str
     play_ms: int = Field(description="How long the longer clip takes to play once, in milliseconds.")
     criteria: list[CriterionOut]
+    notice: str | None = Field(None, description="Set when the previous pair was given back to the pool "
+                               "(left unanswered too long) and this is a new one.")
 
 
 class PairResponse(BaseModel):
@@ -103,9 +108,11 @@ def _vote_status(status: str) -> VoteStatus:
 
 ERRORS: Responses = {
     401: {"model": ApiError, "description": "Missing or invalid X-Evaluator-Token"},
-    403: {"model": ApiError, "description": "Not this evaluator's assignment"},
+    403: {"model": ApiError, "description": "Not this evaluator's assignment, or this address has started as many "
+          "sessions as the study allows"},
     404: {"model": ApiError, "description": "Unknown invite or assignment"},
-    409: {"model": ApiError, "description": "Study not open or full"},
+    409: {"model": ApiError, "description": "Study not open or full; the external_id already has a session "
+          "(resume it with its platform_session_id); or the pair was given back to the pool"},
     422: {"model": ApiError, "description": "Invalid or missing answers"},
     429: {"model": ApiError, "description": "Too many joins from this address"},
 }
@@ -135,7 +142,8 @@ def api_join(body: JoinRequest, request: Request, session: DbSession):
         study = study_for_invite(session, invite_token=body.invite_token)
         check_rate("join", client_ip(request), join_rate_limit(study))
         evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
-                         ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+                         platform_session_id=body.platform_session_id, ip=client_ip(request),
+                         user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refused(exc)
     state = evaluator_state(session, evaluator_id=evaluator.id)
@@ -145,12 +153,15 @@ def api_join(body: JoinRequest, request: Request, session: DbSession):
 
 
 def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
+    number = state.done + 1  # see app/web/evaluator.py: a released assignment leaves a gap in stored positions
     return PairOut(
-        assignment_token=view.token, position=view.position, total=max(state.quota, view.position),
+        assignment_token=view.token, position=number, total=max(state.quota, number),
         prompt=view.prompt, left_media_url=f"/m/{view.left_media_token}",
         right_media_url=f"/m/{view.right_media_token}", play_ms=view.play_ms,
         criteria=[CriterionOut(key=c.key, label=c.label, description=c.description)
                   for c in study_criteria(session, state.study_id)],
+        notice=("Your previous pair stayed unanswered too long and was given to another participant; this is a "
+                "new one.") if view.replaced else None,
     )
 
 

@@ -7,7 +7,8 @@ from fastapi import APIRouter
 from app.deps import StudyId, study_or_404
 from app.security import CurrentUser, DbSession
 from app.services.results_cache import get_results
-from app.services.results_data import vote_fingerprint
+from app.services.results_data import criterion_labels, vote_fingerprint
+from app.services.trust import cluster_sensitivity
 
 router = APIRouter(tags=["results"])
 
@@ -19,7 +20,10 @@ def study_results(study_id: StudyId, session: DbSession, _user: CurrentUser, inc
     cached = get_results(session, study_id=study.id, include_flagged=include_flagged)
     return {"study": {"id": study.id, "slug": study.slug, "name": study.name, "status": study.status},
             "computed_at": cached.computed_at.isoformat(), "fingerprint": cached.fingerprint.token(),
-            "results": cached.results}
+            "results": cached.results,
+            # Does one address decide a verdict? The dashboard's "Does one address decide a result?" table.
+            "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached,
+                                               labels=criterion_labels(session, study_id=study.id))}
 
 
 @router.get("/studies/{study_id}/results/fingerprint")

@@ -11,11 +11,12 @@ import hashlib
 import hmac
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, Integer, ScalarSelect, Select, bindparam, case, func, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -23,11 +24,13 @@ from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, utcnow
 from app.services.attention import QCSettings, is_check_due, pick_check_pair, qc_settings, qc_settings_for
 
-# An open assignment counts as load on its pair only this long: an evaluator who closed the tab for good
-# must not keep a pair looking busy forever (it is still theirs to resume).
-RESERVATION_TTL = timedelta(minutes=30)
 EXTERNAL_ID_MAX = 200
+PLATFORM_SESSION_ID_MAX = 200
 USER_AGENT_MAX = 300
+# An assignment left open longer than the study's abandon_after_minutes is given back: this status, kept so the
+# evaluator never gets the pair again (unique evaluator_id, pair_id) and a late answer to it is refused.
+RELEASED = "released"
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 _rng = secrets.SystemRandom()
 
@@ -36,6 +39,7 @@ class EvaluationError(Exception):
     """A refusal the evaluator (or an API client) should read; ``status_code`` is the HTTP answer."""
 
     status_code = 400
+    title = ""  # the page's heading; empty: one chosen by status code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -58,6 +62,20 @@ class UnknownEvaluator(EvaluationError):
     status_code = 401
 
 
+class TooManySessionsFromAddress(EvaluationError):
+    """The address already started the study's ``sessions_per_address`` sessions."""
+
+    status_code = 403
+    title = "Already taking part from this network"
+
+
+class SessionInProgress(EvaluationError):
+    """A participant id with an unfinished (or finished) session, claimed without proof it is the same person."""
+
+    status_code = 409
+    title = "Session already started"
+
+
 def _ip_hash(ip: str) -> str:
     # Keyed so that the stored value cannot be reversed by hashing the IPv4 space.
     return hmac.new(get_settings().secret_key.encode(), f"ip:{ip}".encode(), hashlib.sha256).hexdigest()
@@ -71,15 +89,69 @@ def study_for_invite(session: Session, *, invite_token: str) -> Study:
     return study
 
 
-def check_can_join(session: Session, study: Study) -> None:
-    """Refuse when the study is not open or has all the sessions it asked for."""
+def check_can_join(session: Session, study: Study, *, ip: str | None = None) -> None:
+    """Refuse when the study is not open, has all the sessions it asked for, or ``ip`` has its share of them."""
     if study.status != "open":
         raise StudyNotOpen("This study is not accepting answers right now. Please try again later.")
-    limit = qc_settings(study).session_limit
+    qc = qc_settings(study)
+    limit = qc.session_limit
     if limit:
         joined = session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study.id)) or 0
         if joined >= limit:
             raise StudyFull("This study already has all the participants it needs. Thank you for your interest.")
+    if ip and qc.sessions_per_address:
+        from_here = session.scalar(select(func.count(Evaluator.id)).where(
+            Evaluator.study_id == study.id, Evaluator.ip_hash == _ip_hash(ip))) or 0
+        if from_here >= qc.sessions_per_address:
+            raise TooManySessionsFromAddress(
+                f"{from_here} sessions of this study have already been started from your network, the most one "
+                "network may start. If you started one before, continue it in the browser where you began. If "
+                "several people take part from one network (a lab or a classroom), ask the researcher to raise "
+                "the study's limit of sessions per address.")
+
+
+def _lock_study(session: Session, study_id: int) -> None:
+    """Serialise joins of one study on PostgreSQL, so two at once cannot both pass the limits.
+
+    FOR NO KEY UPDATE: it does not wait for the KEY SHARE locks that votes and assignments referencing the study
+    hold. SQLite needs nothing: BEGIN IMMEDIATE already serialises every writing transaction (app/db.py).
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(_st.c.id).where(_st.c.id == study_id).with_for_update(key_share=True))
+
+
+def _same_platform_session(claimed: str | None, stored: str | None) -> bool:
+    return bool(claimed and stored) and hmac.compare_digest((claimed or "").encode(), (stored or "").encode())
+
+
+def _returning(session: Session, study: Study, *, external_id: str,
+               platform_session_id: str | None) -> Evaluator | None:
+    """The session this participant id already has in the study, if the caller proves it is theirs.
+
+    A platform's participant id (PROLIFIC_PID, workerId) is no secret: it appears in links, exports and
+    screenshots. Resuming by it alone handed a stranger the participant's session and completion code. The
+    proof is the platform's own id of this attempt (Prolific's SESSION_ID, MTurk's assignmentId), stored at
+    join; a participant who lost it can still resume with the cookie (the routes check that first).
+    Returns ``None`` when the id has no session here yet; raises ``SessionInProgress`` on a claim without proof.
+    """
+    existing = session.scalar(
+        select(Evaluator)
+        .where(Evaluator.study_id == study.id, Evaluator.external_id == external_id)
+        .order_by(Evaluator.id.desc())
+        .limit(1)
+    )
+    if existing is None:
+        return None
+    if _same_platform_session(platform_session_id, existing.platform_session_id):
+        return existing
+    if existing.completed_at is not None:
+        raise SessionInProgress(
+            "A session with this participant id has already been completed in this study, so it cannot be started "
+            "again. If it was yours, your completion code is on the page where you finished, in that browser.")
+    raise SessionInProgress(
+        "A session with this participant id is already in progress. Continue it in the browser where you started, "
+        "or open the study again from your platform's link (it carries your session id). If you did not start a "
+        "session, contact the researcher.")
 
 
 def join(
@@ -87,29 +159,28 @@ def join(
     *,
     invite_token: str,
     external_id: str | None = None,
+    platform_session_id: str | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
 ) -> Evaluator:
     """Create an evaluator session for the study behind ``invite_token`` (consent is given by joining).
 
-    An external id (e.g. Prolific's PROLIFIC_PID) that already has an unfinished session in this study gets
-    that session back, so a participant who switches browser resumes instead of starting over.
+    An external id (e.g. Prolific's PROLIFIC_PID) that already has a session in this study gets that session
+    back only with the same ``platform_session_id`` (Prolific's SESSION_ID, MTurk's assignmentId) it joined
+    with, so a participant who switches browser resumes; anyone else naming the id is refused
+    (``SessionInProgress``) and no second session is started for it.
     """
     study = study_for_invite(session, invite_token=invite_token)
     if study.status != "open":
         check_can_join(session, study)
+    _lock_study(session, study.id)
     external_id = (external_id or "").strip()[:EXTERNAL_ID_MAX] or None
+    platform_session_id = (platform_session_id or "").strip()[:PLATFORM_SESSION_ID_MAX] or None
     if external_id:
-        existing = session.scalar(
-            select(Evaluator)
-            .where(Evaluator.study_id == study.id, Evaluator.external_id == external_id,
-                   Evaluator.completed_at.is_(None))
-            .order_by(Evaluator.id.desc())
-            .limit(1)
-        )
+        existing = _returning(session, study, external_id=external_id, platform_session_id=platform_session_id)
         if existing is not None:
             return existing
-    check_can_join(session, study)
+    check_can_join(session, study, ip=ip)
     # The per-IP join rate limit is applied by the routes (app.ratelimit.check_rate, shared via Redis when
     # there is one); the keyed hash is kept so QC can spot many sessions from one address.
     ip_hash = _ip_hash(ip) if ip else None
@@ -117,6 +188,7 @@ def join(
     evaluator = Evaluator(
         study_id=study.id,
         external_id=external_id,
+        platform_session_id=platform_session_id if external_id else None,
         ip_hash=ip_hash,
         user_agent=(user_agent or "")[:USER_AGENT_MAX] or None,
         created_at=now,
@@ -152,8 +224,10 @@ class EvaluatorState:
     redirect_url: str
     qc: QCSettings
     n_pairs: int  # normal pairs in the study
-    had: int  # assignments given so far (open or done)
+    had: int  # assignments given so far (open, done, or released after abandon_after_minutes)
     done: int  # assignments answered
+    open: int = 0  # assignments on screen, not yet answered (at most one)
+    ip_hash: str | None = None  # the keyed hash of the address it joined from
 
     @property
     def quota(self) -> int:
@@ -180,6 +254,8 @@ class PairView:
     width: int
     height: int
     play_ms: int
+    # The evaluator's previous pair was given back to the pool (left unanswered too long); this is a new one.
+    replaced: bool = False
 
 
 # The rating flow's statements are built once, with bind parameters, on the tables rather than the ORM
@@ -202,12 +278,13 @@ def _count(*where: ColumnElement[bool]) -> ScalarSelect[int]:
 
 _STATE = (
     select(_ev.c.id, _ev.c.study_id, _ev.c.completed_at, _ev.c.completion_code,
-           _ev.c.flagged, _ev.c.flag_reasons, _st.c.status, _st.c.redirect_url, _st.c.qc,
+           _ev.c.flagged, _ev.c.flag_reasons, _ev.c.ip_hash, _st.c.status, _st.c.redirect_url, _st.c.qc,
            _st.c.pairs_per_session, _st.c.sessions_per_invite,
            select(func.count(_pr.c.id)).where(_pr.c.study_id == _st.c.id, _pr.c.kind == "normal")
            .scalar_subquery().label("n_pairs"),
            _count(_as.c.evaluator_id == _ev.c.id).label("had"),
-           _count(_as.c.evaluator_id == _ev.c.id, _as.c.status == "done").label("done"))
+           _count(_as.c.evaluator_id == _ev.c.id, _as.c.status == "done").label("done"),
+           _count(_as.c.evaluator_id == _ev.c.id, _as.c.status == "open").label("open"))
     .join(_st, _st.c.id == _ev.c.study_id)
 )
 _STATE_BY_ID = _STATE.where(_ev.c.id == bindparam("evaluator_id"))
@@ -251,7 +328,7 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
         redirect_url=row.redirect_url or "",
         qc=qc_settings_for(row.qc, pairs_per_session=row.pairs_per_session,
                            sessions_per_invite=row.sessions_per_invite),
-        n_pairs=row.n_pairs or 0, had=row.had or 0, done=row.done or 0,
+        n_pairs=row.n_pairs or 0, had=row.had or 0, done=row.done or 0, open=row.open or 0, ip_hash=row.ip_hash,
     )
 
 
@@ -327,7 +404,8 @@ def _build_pick() -> Select:
     """
     evaluator_id = bindparam("evaluator_id", type_=Integer)
     seen = select(_as.c.pair_id).where(_as.c.evaluator_id == evaluator_id)
-    # Open assignments of each pair still count as load for RESERVATION_TTL (index assignments(pair_id, status)).
+    # Open assignments of each pair count as load until the study's abandon_after_minutes (index
+    # assignments(pair_id, status)); after that the pair is back in the pool.
     reserved = _count(_as.c.pair_id == _pr.c.id, _as.c.status == "open",
                       _as.c.shown_at >= bindparam("since"))
     # Prompts of the attention checks this evaluator had: a normal pair repeating one (same prompt, same clip
@@ -350,10 +428,20 @@ def _build_pick() -> Select:
 _PICK = _build_pick()
 
 
-def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int) -> int | None:
-    """The least-loaded pair for this evaluator (see ``_build_pick``); ``None`` when none is left."""
+def abandoned_before(qc: QCSettings) -> datetime:
+    """Open assignments shown before this moment are abandoned: their pairs are back in the pool."""
+    if not qc.abandon_after_minutes:
+        return _NEVER
+    return utcnow() - timedelta(minutes=qc.abandon_after_minutes)
+
+
+def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int, qc: QCSettings | None = None) -> int | None:
+    """The least-loaded pair for this evaluator (see ``_build_pick``); ``None`` when none is left.
+
+    ``qc``: the study's settings (for abandon_after_minutes); the defaults when not given.
+    """
     return session.scalar(_PICK, {"study_id": study_id, "evaluator_id": evaluator_id,
-                                  "since": utcnow() - RESERVATION_TTL})
+                                  "since": abandoned_before(qc or QCSettings())})
 
 
 def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
@@ -371,6 +459,13 @@ _BUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
                   .values(assigned_count=_pairs.c.assigned_count + 1,
                           a_left_count=_pairs.c.a_left_count + bindparam("a_left")))
 _INSERT_ASSIGNMENT = insert(_assignments)
+# Giving a pair back: the assignment no longer counts for the counterbalance (it was never answered).
+_RELEASE = (update(_assignments)
+            .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.status == "open")
+            .values(status=RELEASED))
+_UNBUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
+                    .values(assigned_count=_pairs.c.assigned_count - 1,
+                            a_left_count=_pairs.c.a_left_count - bindparam("a_left")))
 
 
 def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> None:
@@ -387,25 +482,56 @@ def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: in
     })
 
 
+def is_abandoned(shown_at: datetime, qc: QCSettings) -> bool:
+    """Whether an open assignment shown at ``shown_at`` has been left unanswered past the study's limit."""
+    return bool(qc.abandon_after_minutes) and as_utc(shown_at) < abandoned_before(qc)
+
+
+def release_assignment(session: Session, *, assignment_id: int) -> bool:
+    """Give an abandoned assignment's pair back to the pool; ``False`` if it was no longer open.
+
+    The row stays (status ``released``): the evaluator never gets the pair again, and an answer sent for it
+    later is refused rather than counted on top of the vote of whoever rated the pair meanwhile.
+    """
+    row = session.execute(select(_as.c.pair_id, _as.c.left_clip_id, _pr.c.clip_a_id)
+                          .join(_pr, _pr.c.id == _as.c.pair_id).where(_as.c.id == assignment_id)).one_or_none()
+    if row is None:
+        return False
+    released = session.execute(_RELEASE, {"assignment_id": assignment_id})
+    if not isinstance(released, CursorResult) or not released.rowcount:  # an UPDATE's result is a CursorResult
+        return False
+    session.execute(_UNBUMP_ASSIGNED, {"pair_id": row.pair_id, "a_left": int(row.left_clip_id == row.clip_a_id)})
+    expire_cached(session, Assignment, assignment_id, "status")
+    expire_cached(session, Pair, row.pair_id, "assigned_count", "a_left_count")
+    return True
+
+
 def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorState | None = None) -> PairView | None:
     """The evaluator's open assignment (resume), else a newly allocated one; ``None`` once the session is done.
 
-    Raises ``StudyNotOpen`` if the study stopped taking answers before this evaluator finished. ``state`` is
-    the evaluator's state read under ``lock=True`` in this transaction, when the caller has it already.
+    An open assignment left past the study's ``abandon_after_minutes`` is released first (its pair went back
+    to the pool) and the evaluator continues with a fresh pair, marked ``replaced``. Raises ``StudyNotOpen``
+    if the study stopped taking answers before this evaluator finished. ``state`` is the evaluator's state read
+    under ``lock=True`` in this transaction, when the caller has it already.
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
     if state is None:
         raise UnknownEvaluator("Your session was not found. Open the invite link again to start.")
     if state.completed_at is not None:
         return None
-    # had - done assignments are open: at most one, the page to resume (no query when there is none).
-    current = pair_view(session, evaluator_id=state.id) if state.had > state.done else None
+    qc = state.qc
+    replaced = False
+    # At most one assignment is open: the page to resume (no query when there is none).
+    current = pair_view(session, evaluator_id=state.id) if state.open else None
+    if current is not None and is_abandoned(current.shown_at, qc):
+        replaced = release_assignment(session, assignment_id=current.id)
+        current = None
     if current is not None:
         if state.study_status != "open":  # its vote would be refused: say so now, not after the evaluator answers
             raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
         return current
-    qc = state.qc
-    if state.had >= qc.pairs_quota:
+    # Released assignments do not use up the session's quota (their pairs were rated by someone else).
+    if state.done >= qc.pairs_quota:
         _finish(session, state.id)
         return None
     if state.study_status != "open":
@@ -416,14 +542,15 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         check = pick_check_pair(session, evaluator_id=state.id, study_id=state.study_id, rng=_rng)
         pair_id = check.id if check is not None else None
     if pair_id is None:
-        pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id)
+        pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)
     if pair_id is None:  # this evaluator has rated every pair of the study
         _finish(session, state.id)
         return None
     # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
     # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
     _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
-    return pair_view(session, evaluator_id=state.id)
+    view = pair_view(session, evaluator_id=state.id)
+    return replace(view, replaced=True) if view is not None and replaced else view
 
 
 _evaluators = Evaluator.__table__

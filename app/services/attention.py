@@ -74,6 +74,15 @@ class QCSettings:
     max_pairs_per_session: int | None = None  # None: the study's pairs_per_session
     sessions_per_invite: int | None = None  # None: the study's sessions_per_invite (0 = unlimited)
     join_rate_limit_per_minute: int | None = None  # None: BLINDPAIR_JOIN_RATE_LIMIT_PER_MINUTE
+    # Sessions one address (its keyed hash) may start in this study; 0 = unlimited. A lab whose participants
+    # share one network raises it. Two, not one: a participant who lost the cookie can start again once.
+    sessions_per_address: int = 2
+    # An open pair left unanswered this long goes back to the pool (0 = never): other evaluators get it, and
+    # the late answer is refused, so no pair is counted twice.
+    abandon_after_minutes: int = 30
+    # Flag the sessions of one address when, together, they lean to one model far more than the study's other
+    # sessions (two-sided test at this level, Bonferroni across criteria; 0 = off). See app/trust/collusion.py.
+    cluster_check_alpha: float = 0.001
 
     # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
     @property
@@ -102,6 +111,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "max_pairs_per_session": (1, 100000),
     "sessions_per_invite": (0, 10**9),
     "join_rate_limit_per_minute": (1, 100000),
+    "sessions_per_address": (0, 100000),
+    "abandon_after_minutes": (0, 7 * 24 * 60),
+    "cluster_check_alpha": (0.0, 0.1),
 }
 # Older spelling used by the vote service before this module existed.
 _ALIASES = {"min_vote_seconds": "min_seconds_per_vote"}

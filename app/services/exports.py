@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from app.models import Clip, Prompt, Study, StudyModel
 from app.services.results_cache import get_cache, get_results
+from app.services.results_data import criterion_labels
+from app.services.trust import cluster_sensitivity
 
 # One row per vote x criterion: the vote-frame contract plus the study slug and the winner's model name.
 RAW_VOTE_COLUMNS = (
@@ -143,6 +145,9 @@ def results_json(session: Session, *, study: Study, include_flagged: bool = Fals
         "votes": cached.fingerprint.votes,
         "include_flagged": include_flagged,
         "results": cached.results,
+        # Does one address decide a verdict? (app/services/trust.py; the dashboard shows the same table)
+        "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached,
+                                           labels=criterion_labels(session, study_id=study.id)),
     }
     suffix = "-with-flagged" if include_flagged else ""
     return Download(f"{study.slug}-results{suffix}-{_stamp()}.json", "application/json",

@@ -1,10 +1,16 @@
-"""Flagging careless evaluators: failed attention checks, too-fast votes and straight-lining.
+"""Flagging careless evaluators (failed attention checks, too-fast votes, straight-lining) and swarms.
 
 The rules are pure functions of an evaluator's votes (tested on their own); ``evaluate_evaluator`` reads the
 votes and applies them with the study's ``QCSettings``, and ``refresh_flags`` stores the outcome on the
 evaluator so the dashboard can show the reasons and the results can leave flagged evaluators out.
 Flags are recomputed from all votes every time, never accumulated, so they are always consistent with the
 data and a change of settings takes effect on the next refresh.
+
+One rule looks across sessions: the sessions of one address that lean to one model far more than the study's
+other sessions (``app.trust.collusion``) are all flagged, with a reason that starts ``CLUSTER_REASON``. It
+needs the whole study's answers, so it is not re-judged on every vote but by ``refresh_cluster_flags``: when
+any session completes, every ``CLUSTER_CHECK_EVERY`` votes of a session that shares its address, and when the
+study's QC settings change. Between those, ``refresh_flags`` keeps the cluster reason it finds stored.
 """
 
 from __future__ import annotations
@@ -12,12 +18,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
 from app.models import Evaluator, Study
+from app.services.assignments import EvaluatorState
 from app.services.attention import CHECK_KINDS, AnsweredVote, QCSettings, answered_votes, grade_check, qc_settings
+from app.services.trust import CellInfo, session_answers
+from app.trust.clusters import SessionInfo, address_clusters
+from app.trust.collusion import LeanTest, lean_tests
+
+# Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
+CLUSTER_REASON = "sessions from one address agree far more than the study does"
+CLUSTER_CHECK_EVERY = 3  # votes of a session that shares its address between two cluster checks
 
 
 def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, max_failed: int) -> str | None:
@@ -114,24 +128,130 @@ _SET_FLAGS = (update(_evaluators).where(_evaluators.c.id == bindparam("evaluator
               .values(flagged=bindparam("flagged"), flag_reasons=bindparam("reasons")))
 
 
+def is_cluster_reason(reason: str) -> bool:
+    return reason.startswith(CLUSTER_REASON)
+
+
 def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings | None = None,
                   stored: tuple[bool, list[str]] | None = None) -> list[str]:
     """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons.
 
     ``stored`` is the evaluator's current (flagged, reasons) when the caller has read them already: the row
     is then written only when the outcome changed (the vote path passes it, and most votes change nothing).
+    A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` renews those).
     """
     reasons = evaluate_evaluator(session, evaluator_id=evaluator_id, settings=settings)
     if stored is None:
         evaluator = _evaluator(session, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
+    if reasons or evaluate_enabled(session, evaluator_id=evaluator_id, settings=settings):
+        reasons = reasons + [r for r in stored[1] if is_cluster_reason(r)]
     if stored != (bool(reasons), reasons):
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
     return reasons
 
 
+def evaluate_enabled(session: Session, *, evaluator_id: int, settings: QCSettings | None) -> bool:
+    """Whether QC is on for this evaluator's study (``settings`` when the caller has them)."""
+    if settings is not None:
+        return settings.enabled
+    study = session.get(Study, _evaluator(session, evaluator_id).study_id)
+    return study is not None and qc_settings(study).enabled
+
+
 def refresh_study_flags(session: Session, *, study_id: int) -> int:
     """Refresh every evaluator of a study (after its QC settings change); return how many are flagged."""
     ids = session.scalars(select(Evaluator.id).where(Evaluator.study_id == study_id)).all()
-    return sum(1 for evaluator_id in ids if refresh_flags(session, evaluator_id=evaluator_id))
+    for evaluator_id in ids:
+        refresh_flags(session, evaluator_id=evaluator_id)
+    refresh_cluster_flags(session, study_id=study_id)
+    return session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study_id,
+                                                                 Evaluator.flagged.is_(True))) or 0
+
+
+# ------------------------------------------------------------------------------------- across sessions
+
+
+def _cluster_reason(test: LeanTest, cell: CellInfo) -> str:
+    toward_a = test.cluster_share >= 0.5
+    model = cell.model_a if toward_a else cell.model_b
+    mine = test.cluster_share if toward_a else 1 - test.cluster_share
+    theirs = test.rest_share if toward_a else 1 - test.rest_share
+    return (f"{CLUSTER_REASON}: the {test.sessions} sessions of this address (cluster of "
+            f"{test.cluster.size}, {test.cluster.user_agents} user agent(s)) chose {model} in {mine:.0%} of their "
+            f"decided answers on {cell.what} ({cell.model_a} against {cell.model_b}), the study's "
+            f"{test.rest_sessions} other sessions in {theirs:.0%} "
+            f"(p = {test.p_adjusted:.1g} after Bonferroni across the criteria tested)")
+
+
+def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings) -> dict[int, str]:
+    """Evaluator id -> the cross-session reason to flag it, for every session of a flagged cluster.
+
+    Sessions flagged for their own reasons are left out on both sides: they are not counted in the results.
+    """
+    if not settings.enabled or not settings.cluster_check_alpha:
+        return {}
+    rows = session.execute(select(Evaluator.id, Evaluator.ip_hash, Evaluator.user_agent, Evaluator.flag_reasons)
+                           .where(Evaluator.study_id == study_id)).all()
+    kept = [SessionInfo(id=r.id, address=r.ip_hash, user_agent=r.user_agent) for r in rows
+            if not any(not is_cluster_reason(x) for x in (r.flag_reasons or []))]
+    clusters = address_clusters(kept)
+    if not any(c.size >= 2 and c.has_address for c in clusters):
+        return {}  # the usual case: no address has two sessions; nothing to read
+    answers, words = session_answers(session, study_id=study_id, sessions=[s.id for s in kept])
+    tests = lean_tests(answers, [c for c in clusters if c.has_address], alpha=settings.cluster_check_alpha)
+    strongest: dict[str, LeanTest] = {}
+    for test in tests:
+        if test.flagged and (test.cluster.key not in strongest
+                             or test.p_value < strongest[test.cluster.key].p_value):
+            strongest[test.cluster.key] = test
+    return {s: _cluster_reason(t, words[t.cell]) for t in strongest.values() for s in t.cluster.sessions}
+
+
+def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
+    """Re-judge the cross-session rule for the whole study and store what changed; return the rows written.
+
+    On PostgreSQL a row another request holds (an evaluator voting right now) is skipped rather than waited
+    for: two votes re-judging at once would otherwise each wait for the other's evaluator. The skipped row is
+    written at the next re-judging, which its own votes trigger.
+    """
+    if settings is None:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise ValueError(f"study {study_id} does not exist")
+        settings = qc_settings(study)
+    verdicts = cluster_reasons(session, study_id=study_id, settings=settings)
+    rows = session.execute(select(Evaluator.id, Evaluator.flag_reasons).where(Evaluator.study_id == study_id)
+                           .order_by(Evaluator.id)).all()
+    changed: dict[int, list[str]] = {}
+    for evaluator_id, stored in rows:
+        stored = list(stored or [])
+        renewed = [r for r in stored if not is_cluster_reason(r)] + (
+            [verdicts[evaluator_id]] if evaluator_id in verdicts else [])
+        if renewed != stored:
+            changed[evaluator_id] = renewed
+    if changed and session.get_bind().dialect.name != "sqlite":
+        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
+                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
+        changed = {k: v for k, v in changed.items() if k in free}
+    for evaluator_id, reasons in changed.items():
+        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
+    return len(changed)
+
+
+def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
+    """After a vote: re-judge the study's clusters when a session completes, or every few votes of a session
+    that shares its address with another (a swarm need never complete a session)."""
+    qc = state.qc
+    if not qc.enabled or not qc.cluster_check_alpha:
+        return
+    if not completed:
+        if not state.ip_hash or done % CLUSTER_CHECK_EVERY:
+            return
+        shared = session.scalar(select(func.count(Evaluator.id)).where(
+            Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)) or 0
+        if shared < 2:
+            return
+    refresh_cluster_flags(session, study_id=state.study_id, settings=qc)

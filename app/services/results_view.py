@@ -16,6 +16,7 @@ from app import charts
 from app.models import Study
 from app.services.results_cache import CachedResults, get_results
 from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
+from app.services.trust import cluster_sensitivity
 
 OVERALL = "overall"
 OVERALL_LABEL = "Overall preferred"
@@ -277,6 +278,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "ratings": ratings, "winrate": winrate,
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
         "compression": compression_by_model(session, study_id=study.id),
+        "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached, labels=labels),
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},

@@ -19,16 +19,19 @@ from sqlalchemy.orm import Session
 from app.db import expire_cached
 from app.models import Assignment, Clip, Pair, Vote, VoteChoice, utcnow
 from app.services.assignments import (
+    RELEASED,
     EvaluationError,
     EvaluatorState,
     StudyNotOpen,
     as_utc,
     evaluator_state,
+    is_abandoned,
     mark_completed_if_done,
+    release_assignment,
     study_criteria,
 )
 from app.services.attention import is_too_fast
-from app.services.qc import refresh_flags
+from app.services.qc import refresh_cluster_flags_after_vote, refresh_flags
 
 SIDES = ("left", "right", "tie")
 CLIENT_TIME_MAX_MS = 24 * 3600 * 1000
@@ -40,6 +43,13 @@ class UnknownAssignment(EvaluationError):
 
 class NotYourAssignment(EvaluationError):
     status_code = 403
+
+
+class AssignmentReleased(EvaluationError):
+    """The pair stayed unanswered past the study's abandon_after_minutes and went back to the pool."""
+
+    status_code = 409
+    title = "This pair was given to someone else"
 
 
 class InvalidChoices(EvaluationError):
@@ -150,6 +160,15 @@ def submit_vote(
         return SubmitResult("already_recorded", found.id, completed=state.completed_at is not None)
     if state.study_status != "open":
         raise StudyNotOpen("This study has stopped accepting answers; your answer was not stored.")
+    if found.status == RELEASED or is_abandoned(found.shown_at, state.qc):
+        # Its pair went back to the pool and may have been rated by someone else since: counting this answer
+        # too would rate the pair once more than planned. Releasing it here is what next_assignment would do.
+        # The caller must commit (not roll back) for the release to hold; the refusal changes nothing else.
+        release_assignment(session, assignment_id=found.id)
+        minutes = state.qc.abandon_after_minutes
+        raise AssignmentReleased(
+            f"This pair stayed unanswered for more than {minutes} minutes, so it was given to another "
+            "participant and your answer was not stored. Continue with a new pair.")
     criteria = study_criteria(session, state.study_id)
     clean = validate_choices(criteria, {str(k): (v or "") for k, v in (choices or {}).items()})
 
@@ -183,4 +202,5 @@ def submit_vote(
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))
     completed = mark_completed_if_done(session, state=state, done=state.done + 1)
+    refresh_cluster_flags_after_vote(session, state=state, done=state.done + 1, completed=completed)
     return SubmitResult("recorded", found.id, vote_id=vote_id, completed=completed, choices=clean)

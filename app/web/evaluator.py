@@ -31,6 +31,7 @@ from app.ratelimit import check_rate, client_ip
 from app.security import DbSession, RatingSlot
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
+    PLATFORM_SESSION_ID_MAX,
     EvaluationError,
     PairView,
     check_can_join,
@@ -40,7 +41,7 @@ from app.services.assignments import (
     study_criteria,
     study_for_invite,
 )
-from app.services.votes import InvalidChoices, UnknownAssignment, submit_vote
+from app.services.votes import AssignmentReleased, InvalidChoices, UnknownAssignment, submit_vote
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -50,6 +51,12 @@ COOKIE_NAME = "bp_eval"
 COOKIE_MAX_AGE = EVALUATOR_TOKEN_MAX_AGE
 # Query parameters crowdsourcing platforms use to pass their participant id.
 EXTERNAL_ID_PARAMS = ("PROLIFIC_PID", "external_id", "workerId", "participant_id")
+# ... and the id of this attempt, which a returning participant must repeat to resume by participant id:
+# Prolific's SESSION_ID, MTurk's assignmentId (a placeholder while a worker only previews the task).
+PLATFORM_SESSION_PARAMS = ("SESSION_ID", "assignmentId", "platform_session_id")
+_NOT_A_SESSION = {"ASSIGNMENT_ID_NOT_AVAILABLE"}
+REPLACED_NOTICE = ("Your previous pair stayed unanswered for a long time, so it was given to another participant. "
+                   "Here is a new one.")
 SIDE_LABELS = (("left", "Left is better"), ("right", "Right is better"), ("tie", "Indistinguishable"))
 
 
@@ -69,7 +76,9 @@ def _message(request: Request, title: str, message: str, status: int, *, action:
 
 def _refusal(request: Request, exc: EvaluationError) -> Response:
     titles = {404: "Link not found", 403: "Not your pair", 401: "Session not found", 429: "Please wait a minute"}
-    return _message(request, titles.get(exc.status_code, "Not available"), exc.message, exc.status_code)
+    action = "/e/pair" if isinstance(exc, AssignmentReleased) else ""
+    return _message(request, exc.title or titles.get(exc.status_code, "Not available"), exc.message,
+                    exc.status_code, action=action)
 
 
 def _no_session(request: Request) -> Response:
@@ -87,11 +96,20 @@ def _external_id(request: Request) -> str:
     return ""
 
 
-def _instructions(request: Request, study: Study, *, external_id: str, error: str = "", status: int = 200):
+def _platform_session_id(request: Request) -> str:
+    for name in PLATFORM_SESSION_PARAMS:
+        value = request.query_params.get(name, "").strip()
+        if value and value not in _NOT_A_SESSION:
+            return value[:PLATFORM_SESSION_ID_MAX]
+    return ""
+
+
+def _instructions(request: Request, study: Study, *, external_id: str, platform_session_id: str = "",
+                  error: str = "", status: int = 200):
     return templates.TemplateResponse(
         request, "evaluator/instructions.html",
-        {"study": study, "criteria": list(study.criteria), "external_id": external_id, "error": error,
-         "quota": study.pairs_per_session},
+        {"study": study, "criteria": list(study.criteria), "external_id": external_id,
+         "platform_session_id": platform_session_id, "error": error, "quota": study.pairs_per_session},
         status_code=status,
     )
 
@@ -106,10 +124,11 @@ def invite(invite_token: str, request: Request, session: DbSession) -> Response:
     if evaluator is not None and evaluator.study_id == study.id:
         return RedirectResponse("/e/pair", status_code=303)  # coming back: resume where they left off
     try:
-        check_can_join(session, study)
+        check_can_join(session, study, ip=client_ip(request))
     except EvaluationError as exc:
         return _refusal(request, exc)
-    return _instructions(request, study, external_id=_external_id(request))
+    return _instructions(request, study, external_id=_external_id(request),
+                         platform_session_id=_platform_session_id(request))
 
 
 @router.post("/join/{invite_token}", response_class=HTMLResponse)
@@ -120,6 +139,7 @@ def consent(
     csrf_token: Annotated[str, Form()] = "",
     consent: Annotated[str, Form()] = "",
     external_id: Annotated[str, Form(max_length=EXTERNAL_ID_MAX)] = "",
+    platform_session_id: Annotated[str, Form(max_length=PLATFORM_SESSION_ID_MAX)] = "",
 ) -> Response:
     try:
         verify_csrf(request, csrf_token)
@@ -131,11 +151,13 @@ def consent(
         if evaluator is None or evaluator.study_id != study.id:
             if consent != "yes":
                 check_can_join(session, study)
-                return _instructions(request, study, external_id=external_id, status=422,
+                return _instructions(request, study, external_id=external_id,
+                                     platform_session_id=platform_session_id, status=422,
                                      error="Please tick the consent box to take part.")
             check_rate("join", client_ip(request), join_rate_limit(study))
             evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
-                             ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+                             platform_session_id=platform_session_id or None, ip=client_ip(request),
+                             user_agent=request.headers.get("user-agent"))
     except EvaluationError as exc:
         return _refusal(request, exc)
     except HTTPException as exc:  # the join rate limit
@@ -145,7 +167,7 @@ def consent(
     return response
 
 
-def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int,
+def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int, number: int,
                      chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
                      status: int = 200) -> Response:
     """The pair page. ``criteria``: the study's, in page order (each with key, label and description)."""
@@ -162,8 +184,11 @@ def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, qu
         "chosen": chosen or {},
         "missing": set(missing or []),
         "error": error,
-        "position": view.position,
-        "total": max(quota, view.position),
+        # The pair's number in the session: answered pairs + 1 (an assignment given back to the pool after
+        # abandon_after_minutes keeps its stored position, so the stored one may have skipped a number).
+        "position": number,
+        "total": max(quota, number),
+        "notice": REPLACED_NOTICE if view.replaced else "",
     }
     return templates.TemplateResponse(request, "evaluator/pair.html", context, status_code=status)
 
@@ -188,7 +213,7 @@ def pair_page(request: Request, _slot: RatingSlot) -> Response:
         if view is None:
             return RedirectResponse("/e/done", status_code=303)
         response = render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
-                                    quota=state.quota)
+                                    quota=state.quota, number=state.done + 1)
     response.headers["Cache-Control"] = "no-store"  # Back must not show an old pair as if it were current
     return response
 
@@ -228,7 +253,7 @@ def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot:
                 return _refusal(request, UnknownAssignment("This pair was not found. Reload the page to get your "
                                                            "current pair."))
             return render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
-                                    quota=state.quota, chosen=choices, error=exc.message,
+                                    quota=state.quota, number=state.done + 1, chosen=choices, error=exc.message,
                                     missing=exc.missing + exc.invalid, status=422)
         except EvaluationError as exc:
             return _refusal(request, exc)

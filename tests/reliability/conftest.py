@@ -19,7 +19,9 @@ VOTES_EACH = 20
 @pytest.fixture
 def load_study(session):
     """30 prompts x 2 models = 30 normal pairs (an evaluator needs 20 distinct ones), plus attention checks."""
-    study = make_study(session, n_prompts=30, pairs_per_session=VOTES_EACH, votes_per_pair=100)
+    # Every simulated evaluator comes from 127.0.0.1: no cap on sessions per address (tested in tests/security).
+    study = make_study(session, n_prompts=30, pairs_per_session=VOTES_EACH, votes_per_pair=100,
+                       qc={"sessions_per_address": 0})
     make_pairs(session, study)
     ensure_attention_pairs(session, study_id=study.id, rng=random.Random(0), n_sources=3)
     session.commit()

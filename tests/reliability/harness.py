@@ -167,23 +167,27 @@ async def run_evaluator(base_url: str, invite: str, idx: int, tally: Tally, rng:
                         behaviour: Behaviour, *, max_steps: int = 200) -> None:
     """One evaluator from invite to completion code (or to ``behaviour.stop_after`` votes)."""
     html = behaviour.pages and idx % 2 == 0
-    external_id = f"load-{idx}"  # a retried join (lost response) gets the same session back
+    external_id = f"load-{idx}"  # a retried join (lost response) gets the same session back ...
+    platform_session = f"load-session-{idx}"  # ... with the platform's session id beside it (issue 12)
     positions = tally.positions.setdefault(idx, [])
     async with httpx.AsyncClient(base_url=base_url, timeout=60, follow_redirects=False) as client:
         headers: dict[str, str] = {}
         if html:
-            r = await request(client, tally, "GET", f"/join/{invite}", params={"PROLIFIC_PID": external_id})
+            r = await request(client, tally, "GET", f"/join/{invite}",
+                              params={"PROLIFIC_PID": external_id, "SESSION_ID": platform_session})
             if r.status_code == 303:  # cookie from an earlier run of this evaluator: resume
                 pass
             else:
                 assert r.status_code == 200, r.text[:300]
                 csrf = _CSRF.search(r.text).group(1)
                 r = await request(client, tally, "POST", f"/join/{invite}",
-                                  data={"csrf_token": csrf, "consent": "yes", "external_id": external_id})
+                                  data={"csrf_token": csrf, "consent": "yes", "external_id": external_id,
+                                        "platform_session_id": platform_session})
                 assert r.status_code == 303, r.text[:300]
         else:
             r = await request(client, tally, "POST", "/api/v1/evaluate/join",
-                              json={"invite_token": invite, "external_id": external_id})
+                              json={"invite_token": invite, "external_id": external_id,
+                                    "platform_session_id": platform_session})
             assert r.status_code == 201, r.text[:300]
             headers = {"X-Evaluator-Token": r.json()["evaluator_token"]}
         votes = 0

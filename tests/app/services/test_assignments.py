@@ -49,12 +49,13 @@ def test_join_refuses_unknown_closed_and_full_studies(session):
         join(session, invite_token=study.invite_token)
     study.status = "open"
     join(session, invite_token=study.invite_token)
-    join(session, invite_token=study.invite_token, external_id="P1")
+    first = join(session, invite_token=study.invite_token, external_id="P1", platform_session_id="S1")
     with pytest.raises(StudyFull):
         join(session, invite_token=study.invite_token)
-    # A returning participant with an unfinished session gets it back even when the study is full.
-    again = join(session, invite_token=study.invite_token, external_id="P1")
-    assert again.external_id == "P1"
+    # A returning participant with an unfinished session gets it back even when the study is full (proved by
+    # the platform's session id beside the participant id: see tests/security/test_session_takeover.py).
+    again = join(session, invite_token=study.invite_token, external_id="P1", platform_session_id="S1")
+    assert again.id == first.id
     assert session.scalar(select(func.count(Evaluator.id))) == 2
 
 
