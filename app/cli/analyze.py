@@ -1,5 +1,7 @@
-"""CLI: ``blindpair analyze`` — a study's results in the terminal (and as HTML/JSON files), or ratings for an
-external FastChat ``clean_battle`` log computed with the same statistics."""
+"""CLI: ``blindpair analyze`` — a study's results in the terminal (and as HTML/JSON files), the same results
+re-computed from a study's raw votes export (``--votes``, so a reviewer reproduces a paper's numbers from its
+published votes file), or ratings for an external FastChat ``clean_battle`` log computed with the same
+statistics."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command("analyze")
 def analyze(
     study: str = typer.Option(None, "--study", help="Study id or slug to summarise."),
+    votes: Path = typer.Option(
+        None, "--votes", dir_okay=False,
+        help="Re-analyse a study's raw votes export (CSV, JSONL or Parquet): its results, without its database.",
+    ),
     battles: Path = typer.Option(
         None, "--battles", dir_okay=False, help="Rate an external FastChat clean_battle JSON log instead."
     ),
@@ -44,12 +50,17 @@ def analyze(
     n_boot: int = typer.Option(1000, "--n-boot", min=0, help="With --battles: bootstrap replicates."),
     width: int = typer.Option(None, "--width", help="Terminal width for the tables (default: detected)."),
 ) -> None:
-    """Summarise a study (--study) or rate a clean_battle log (--battles)."""
+    """Summarise a study (--study), re-analyse its raw votes export (--votes) or rate a clean_battle log (--battles)."""
     console = Console(width=width)
-    if bool(study) == bool(battles):
-        _fail("Give exactly one of --study ID (a BlindPair study) or --battles FILE (a clean_battle log).", code=2)
+    if sum(bool(x) for x in (study, votes, battles)) != 1:
+        _fail("Give exactly one of --study ID (a BlindPair study), --votes FILE (a study's raw votes export) or "
+              "--battles FILE (a clean_battle log).", code=2)
+    if html and not study:
+        _fail("--html needs --study (the report shows the study's evaluators and costs, which a file lacks).", code=2)
     if battles:
         _analyze_battles(console, battles, anony_only=anony_only, n_boot=n_boot, json_out=json_out)
+    elif votes:
+        _analyze_votes(console, votes, include_flagged=include_flagged, json_out=json_out)
     else:
         _analyze_study(console, study, include_flagged=include_flagged, html=html, json_out=json_out)
 
@@ -131,6 +142,80 @@ def print_study(console: Console, v: dict) -> None:
     console.print(f"[dim]{v['overall_definition']}[/dim]")
 
 
+# --- a study's raw votes export ----------------------------------------------------------------------------
+
+
+def _analyze_votes(console: Console, path: Path, *, include_flagged: bool, json_out: Path | None) -> None:
+    """Results of a raw votes file, by the very call the study's pages make (same bootstrap size and seed)."""
+    from app.services import results_cache
+    from app.stats.frame import VoteFrameError
+    from app.stats.votes_file import VotesFileError, read_votes_file
+
+    try:
+        data = read_votes_file(path)
+    except VotesFileError as exc:
+        _fail(f"{path} could not be analysed: {exc}")
+        return
+    try:
+        results = results_cache.compute(data.frame, criteria=data.criteria, include_flagged=include_flagged)
+    except VoteFrameError as exc:
+        _fail(f"{path} could not be analysed: {exc}")
+        return
+    print_results(console, results, title=path.name)
+    if data.ignored_columns:
+        console.print(f"[dim]Columns not used by the statistics: {', '.join(data.ignored_columns)}.[/dim]")
+    excluded = results.get("excluded_flagged_votes") or 0
+    if excluded:
+        console.print(f"{excluded} vote(s) of evaluators flagged by quality control left out; add --include-flagged "
+                      "to count them.")
+    console.print(f"[dim]{results_cache.N_BOOT} bootstrap replicates, seed {results_cache.SEED}, as the study's "
+                  "own results.[/dim]")
+    if json_out:
+        payload = {"source": str(path), "format": data.format, "include_flagged": include_flagged,
+                   "votes": results.get("n_votes"), "results": results}
+        json_out.write_text(json.dumps(payload, indent=1, allow_nan=False))
+        console.print(f"Results JSON written to {json_out}")
+
+
+def _interval(ci: object) -> str:
+    if isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci):
+        return f"{_pct(float(ci[0]))}–{_pct(float(ci[1]))}"
+    return "–"
+
+
+def print_results(console: Console, results: dict, *, title: str) -> None:
+    """The headline and the per-criterion verdicts of a results dict (``compute_results``)."""
+    n_votes = results.get("n_votes") or 0
+    console.print(Panel.fit(
+        f"[bold]{results.get('headline', '')}[/bold]\n{n_votes:,} votes from {results.get('n_evaluators') or 0} "
+        f"evaluators on {results.get('n_prompts') or 0} prompts.", title=title, border_style="blue"))
+    rows = [*results.get("criteria", []), *results.get("overall", [])]
+    if not rows:
+        return
+    two = len(results.get("models") or []) == 2
+    table = Table(title="Per criterion" + ("" if two else " and model pair"), title_justify="left",
+                  header_style="bold")
+    for name in ("Criterion", "A", "B"):
+        table.add_column(name, no_wrap=True)
+    for name in ("A wins", "Ties", "B wins", "Pref. A", "95% interval", "p (adj.)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("Result", no_wrap=True)
+    for r in rows:
+        ci = r.get("ci", r.get("bootstrap_ci"))
+        result = f"[green]★ {r.get('leader')}[/green]" if r.get("significant") else "[dim]undecided[/dim]"
+        table.add_row(str(r.get("criterion")), str(r.get("model_a")), str(r.get("model_b")), str(r.get("wins_a")),
+                      str(r.get("ties")), str(r.get("wins_b")), _pct(r.get("pref_rate_a"), 1), _interval(ci),
+                      _p(r.get("p_holm", r.get("p_value"))), result)
+    console.print(table)
+    overall_ratings = (results.get("ratings") or {}).get(OVERALL) or {}
+    if overall_ratings.get("ratings"):
+        print_ratings(console, [r | {"lo": r["ci"][0], "hi": r["ci"][1]} for r in overall_ratings["ratings"]],
+                      {"models": overall_ratings["order"], "matrix": overall_ratings["win_rate"]},
+                      title="Ratings (overall)")
+    if results.get("overall_definition"):
+        console.print(f"[dim]{results['overall_definition']}[/dim]")
+
+
 # --- a clean_battle log ----------------------------------------------------------------------------------------
 
 
@@ -177,16 +262,22 @@ def _analyze_battles(console: Console, path: Path, *, anony_only: bool, n_boot: 
         part = frame[frame["model_a"].isin(group)]
         if len(group) < 2 or part.empty:
             continue
-        # No prompts in an arena log: the bootstrap resamples battles, as FastChat's does.
-        block = bradley_terry(part, n_boot=n_boot, seed=0, cluster=None)
-        dav = davidson(part)
+        # No prompts in an arena log, and judges are often one per battle: the bootstrap resamples battles, as
+        # FastChat's does (a study's votes are resampled by prompt and rater).
+        block = bradley_terry(part, n_boot=n_boot, seed=0, prompt=None, rater=None)
+        dav = davidson(part, n_boot=n_boot, seed=0, prompt=None, rater=None)
         print_ratings(console, [r | {"lo": r["ci"][0], "hi": r["ci"][1]} for r in block["ratings"]],
                       {"models": block["order"], "matrix": block["win_rate"]},
                       title=f"Bradley-Terry ratings ({block['n_battles']:,} battles, {n_boot} bootstrap replicates)")
-        converged = block.get("bootstrap_converged_share")
-        if converged is not None and converged < 1:
-            console.print(f"[yellow]{100 * (1 - converged):.0f}% of bootstrap fits did not converge (a model that "
-                          "never loses in a resample has no finite rating); treat its interval as unbounded.[/yellow]")
+        if block.get("regularised"):
+            sep = block.get("separation") or {}
+            console.print(f"[yellow]No finite maximum-likelihood rating: {', '.join(sep.get('top', []))} never lost "
+                          "to the other models; ratings are regularised (half a virtual win each way per "
+                          "pair).[/yellow]")
+        regularised = block.get("bootstrap_regularised_share")
+        if regularised:
+            console.print(f"[dim]{100 * regularised:.0f}% of bootstrap replicates needed the regularised fit (a model "
+                          "that never loses in a resample has no finite maximum-likelihood rating).[/dim]")
         if dav:
             console.print(f"Davidson tie model: tie parameter ν = {dav['nu']:.3f}; worths "
                           + ", ".join(f"{w['model']} {w['worth']:.3f}" for w in dav["worths"]))
@@ -210,8 +301,8 @@ def print_ratings(console: Console, rows: list[dict], winrate: dict | None, *, t
     if winrate and winrate.get("matrix"):
         models = winrate["models"]
         short = [f"#{k + 1}" for k in range(len(models))]
-        wr = Table(title="Win rate, row vs column (ties not counted as wins)", title_justify="left",
-                   header_style="bold")
+        wr = Table(title="Win rate, row vs column (among decided votes; ties count for neither)",
+                   title_justify="left", header_style="bold")
         wr.add_column("")
         for s in short:
             wr.add_column(s, justify="right")
