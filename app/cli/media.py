@@ -11,7 +11,7 @@ from rich.table import Table
 
 from app.cli.base import app
 from app.cli.prompts import find_study
-from app.services.clips import ClipImportError, ImportResult, import_gif_folder, remove_media
+from app.services.clips import ClipImportError, ImportResult, remove_media, run_gif_import
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,9 +34,7 @@ def print_refusal(exc: ClipImportError) -> None:
 
 def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = False,
                show_progress: bool = True) -> ImportResult:
-    """Import in one transaction with a progress bar; exits 1 with the full report when refused."""
-    from app.db import session_scope
-
+    """Import with a progress bar, all or nothing; exits 1 with the full report when refused."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=not show_progress, transient=True) as bar:
         tasks: dict[str, TaskID] = {}
@@ -47,9 +45,8 @@ def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = Fa
             bar.update(tasks[phase], completed=done)
 
         try:
-            with session_scope() as session:
-                result = import_gif_folder(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
-                                           progress=progress)
+            # Files are checked in a snapshot transaction, stored in a short write one (run_gif_import).
+            result = run_gif_import(study_id=study_id, folder=folder, seed=seed, replace=replace, progress=progress)
         except ClipImportError as exc:
             bar.stop()
             print_refusal(exc)

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.db import session_scope, snapshot_session_scope
 from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, read_untrusted_file
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
@@ -268,16 +269,59 @@ def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int 
     return planned, result
 
 
+def run_gif_import(*, study_id: int, folder: Path, seed: int = 0, replace: bool = False,
+                   progress: Progress | None = None) -> ImportResult:
+    """``import_gif_folder`` in two transactions of its own, so the slow part holds no lock.
+
+    Reading, checking and re-encoding every file (seconds to minutes) happens in a snapshot transaction that
+    never takes SQLite's write lock; only storing the checked files and writing their rows happens in the
+    write transaction, after the plan is checked against the clips as they are then (``_recheck``). On
+    SQLite an import used to hold the write lock from its first query to its commit: votes and logins
+    waited behind it.
+    """
+    with snapshot_session_scope() as reader:
+        plan = plan_gif_import(reader, study_id=study_id, folder=folder, seed=seed, replace=replace,
+                               progress=progress)
+    with session_scope() as session:
+        return import_gif_folder(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
+                                 progress=progress, plan=plan)
+
+
+def _recheck(session: Session, planned: list[_Planned], *, study_id: int, seed: int) -> None:
+    """A plan made in an earlier transaction still holds: each file's clip is as the plan saw it, a clip to be
+    replaced still has no votes, and the formats still agree. Its clips are re-read into ``session``."""
+    current = {(c.model_id, c.prompt_id): c for c in session.scalars(
+        select(Clip).where(Clip.study_id == study_id, Clip.seed == seed, Clip.variant == ""))}
+    changed: list[str] = []
+    for p in planned:
+        now, before = current.get((p.model.id, p.prompt.id)), p.existing
+        seen = None if before is None else (before.id, before.status, before.sha256, before.storage_name)
+        voted = now is not None and p.action == "replace" and now.status == "done" and _clip_has_votes(session, now.id)
+        if (None if now is None else (now.id, now.status, now.sha256, now.storage_name)) != seen or voted:
+            changed.append(f"{p.rel}: its clip changed while the files were being checked (another import, a "
+                           "worker or a vote); run the import again")
+        p.existing = now
+    mismatches, expected = _check_format(session, study_id, planned, changed)
+    if changed:
+        raise ClipImportError(changed, mismatches, expected)
+
+
 def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: int = 0, replace: bool = False,
-                      progress: Progress | None = None) -> ImportResult:
+                      progress: Progress | None = None,
+                      plan: tuple[list[_Planned], ImportResult] | None = None) -> ImportResult:
     """Validate, then store every GIF of ``folder`` and create or update its clip rows; makes the pairs.
 
     Runs in the caller's transaction. On any problem ``ClipImportError`` is raised before a row or file is
     written; if storing fails midway the files written so far are removed and the caller's rollback undoes
-    the rows.
+    the rows. ``plan``: a ``plan_gif_import`` made in an earlier transaction (``run_gif_import``), checked
+    again here instead of reading the files again.
     """
-    planned, result = plan_gif_import(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
-                                      progress=progress)
+    if plan is None:
+        plan = plan_gif_import(session, study_id=study_id, folder=folder, seed=seed, replace=replace,
+                               progress=progress)
+    else:
+        _recheck(session, plan[0], study_id=study_id, seed=seed)
+    planned, result = plan
     written: list[str] = []
     try:
         for done, p in enumerate(planned, start=1):
