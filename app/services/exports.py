@@ -7,9 +7,11 @@ Raw votes include flagged evaluators' votes, marked in the ``flagged`` column: r
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,13 @@ VOTE_FORMATS = {
     "parquet": "application/vnd.apache.parquet",
 }
 _CHUNK_ROWS = 50_000
+
+# CSV injection (https://owasp.org/www-community/attacks/CSV_Injection): a spreadsheet runs a cell that
+# starts with one of these as a formula, e.g. a prompt id "=cmd|' /C calc'!A0". OWASP's advice: prefix such a
+# text cell with a single quote (shown as text, never evaluated) and quote every text field. Numbers stay
+# numbers: a numeric column is never touched, and text that is only a number ("-0.5") is not a formula.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class ExportError(ValueError):
@@ -74,15 +83,35 @@ def raw_votes(session: Session, *, study: Study, fmt: str) -> Download:
     return Download(name, VOTE_FORMATS[fmt], _chunks(frame, fmt))
 
 
+def neutralise_cell(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula, made inert with a leading quote; anything else as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text (object or string dtype) column's cells passed through ``neutralise_cell``."""
+    text_columns = [c for c in frame.columns
+                    if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    return frame.assign(**{c: frame[c].map(neutralise_cell) for c in text_columns}) if text_columns else frame
+
+
+def to_safe_csv(frame: pd.DataFrame, *, header: bool = True) -> bytes:
+    """The only way this app writes CSV: formula cells neutralised, every text field quoted, numbers bare."""
+    return neutralise_formulas(frame).to_csv(index=False, header=header, lineterminator="\n",
+                                             quoting=csv.QUOTE_NONNUMERIC).encode()
+
+
 def _chunks(frame: pd.DataFrame, fmt: str) -> Iterator[bytes]:
     # ISO 8601 in UTC, vectorised (a per-row isoformat() costs seconds on a million rows).
     text = frame.assign(submitted_at=frame["submitted_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"))
     if fmt == "csv":
-        yield ",".join(RAW_VOTE_COLUMNS).encode() + b"\n"
+        yield ",".join(f'"{c}"' for c in RAW_VOTE_COLUMNS).encode() + b"\n"
     for start in range(0, len(text), _CHUNK_ROWS):
         part = text.iloc[start:start + _CHUNK_ROWS]
         if fmt == "csv":
-            yield part.to_csv(index=False, header=False, lineterminator="\n").encode()
+            yield to_safe_csv(part, header=False)
         else:
             # pandas ends lines=True output with a newline, so chunks concatenate into valid JSON Lines.
             yield part.to_json(orient="records", lines=True, force_ascii=False).encode()
@@ -121,7 +150,7 @@ def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:
     name = f"{study.slug}-clips-{_stamp()}.{fmt}"
     if fmt == "csv":
         flat = frame.assign(generation=frame["generation"].map(lambda g: json.dumps(g, sort_keys=True)))
-        return Download(name, VOTE_FORMATS["csv"], flat.to_csv(index=False, lineterminator="\n").encode())
+        return Download(name, VOTE_FORMATS["csv"], to_safe_csv(flat))
     if fmt == "json":
         records = [{k: _json_safe(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
         body = json.dumps({"study": study.slug, "settings": study.settings, "clips": records}, indent=1)
