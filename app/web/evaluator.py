@@ -123,12 +123,14 @@ def invite(invite_token: str, request: Request, session: DbSession) -> Response:
     evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
     if evaluator is not None and evaluator.study_id == study.id:
         return RedirectResponse("/e/pair", status_code=303)  # coming back: resume where they left off
+    external_id, platform_session_id = _external_id(request), _platform_session_id(request)
     try:
-        check_can_join(session, study, ip=client_ip(request))
+        # A link with a participant id and its platform session id may be a participant coming back: join()
+        # resumes them before it counts the address's sessions, so only then is the address limit left to it.
+        check_can_join(session, study, ip=None if external_id and platform_session_id else client_ip(request))
     except EvaluationError as exc:
         return _refusal(request, exc)
-    return _instructions(request, study, external_id=_external_id(request),
-                         platform_session_id=_platform_session_id(request))
+    return _instructions(request, study, external_id=external_id, platform_session_id=platform_session_id)
 
 
 @router.post("/join/{invite_token}", response_class=HTMLResponse)

@@ -138,3 +138,20 @@ def test_the_api_resumes_only_with_the_platform_session_id(app, study):
     # MTurk's preview placeholder is not a session id: it proves nothing.
     page = http.get(f"/join/{study.invite_token}?workerId=W1&assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE")
     assert _hidden(page, "platform_session_id") == ""
+
+
+def test_a_participant_resumes_from_a_network_at_its_limit(app, study):
+    """Two sessions from one household fill its share (2 per address); the first participant, back without the
+    cookie but with the platform's link, still gets their session; a third person is refused."""
+    home = ("192.0.2.77", 40000)
+    first = TestClient(app, client=home, follow_redirects=False)
+    assert open_link(first, study, PROLIFIC_PID=PID, SESSION_ID=SESSION).status_code == 303
+    on_screen = _hidden(first.get("/e/pair"), "assignment")
+    second = TestClient(app, client=home, follow_redirects=False)
+    assert open_link(second, study, PROLIFIC_PID="other-pid", SESSION_ID="other-session").status_code == 303
+    back = TestClient(app, client=home, follow_redirects=False)
+    assert open_link(back, study, PROLIFIC_PID=PID, SESSION_ID=SESSION).status_code == 303
+    assert _hidden(back.get("/e/pair"), "assignment") == on_screen
+    third = open_link(TestClient(app, client=home, follow_redirects=False), study, PROLIFIC_PID="third",
+                      SESSION_ID="third-session")
+    assert third.status_code == 403 and "ask the researcher" in third.text
