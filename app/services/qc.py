@@ -32,6 +32,8 @@ from app.trust.collusion import LeanTest, lean_tests
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
 CLUSTER_CHECK_EVERY = 3  # votes of a session that shares its address between two cluster checks
+CLUSTER_CHECK_COMPLETIONS = 10  # and every this many completed sessions of the study (the others move too)
+MIN_OTHER_SESSIONS = 3  # a cluster is compared with at least this many sessions from elsewhere
 
 
 def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, max_failed: int) -> str | None:
@@ -197,10 +199,11 @@ def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings) ->
     kept = [SessionInfo(id=r.id, address=r.ip_hash, user_agent=r.user_agent) for r in rows
             if not any(not is_cluster_reason(x) for x in (r.flag_reasons or []))]
     clusters = address_clusters(kept)
-    if not any(c.size >= 2 and c.has_address for c in clusters):
-        return {}  # the usual case: no address has two sessions; nothing to read
+    if not any(c.size >= 2 and c.has_address and len(kept) - c.size >= MIN_OTHER_SESSIONS for c in clusters):
+        return {}  # the usual case (no address has two sessions, or nobody else to compare with): nothing to read
     answers, words = session_answers(session, study_id=study_id, sessions=[s.id for s in kept])
-    tests = lean_tests(answers, [c for c in clusters if c.has_address], alpha=settings.cluster_check_alpha)
+    tests = lean_tests(answers, [c for c in clusters if c.has_address], alpha=settings.cluster_check_alpha,
+                       min_rest=MIN_OTHER_SESSIONS)
     strongest: dict[str, LeanTest] = {}
     for test in tests:
         if test.flagged and (test.cluster.key not in strongest
@@ -242,16 +245,22 @@ def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettin
 
 
 def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
-    """After a vote: re-judge the study's clusters when a session completes, or every few votes of a session
-    that shares its address with another (a swarm need never complete a session)."""
+    """After a vote: re-judge the study's clusters every few votes of a session that shares its address with
+    another (a swarm need never complete a session) and when it completes, and every few completed sessions of
+    the study (the honest sessions it is compared with change too). It reads every vote of the study, so not
+    on every vote; between checks ``refresh_flags`` keeps what the last one found."""
     qc = state.qc
-    if not qc.enabled or not qc.cluster_check_alpha:
+    if not qc.enabled or not qc.cluster_check_alpha or not (completed or done % CLUSTER_CHECK_EVERY == 0):
         return
-    if not completed:
-        if not state.ip_hash or done % CLUSTER_CHECK_EVERY:
-            return
+    shared = 0
+    if state.ip_hash:
         shared = session.scalar(select(func.count(Evaluator.id)).where(
             Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)) or 0
-        if shared < 2:
+    if shared < 2:
+        if not completed:
+            return
+        finished = session.scalar(select(func.count(Evaluator.id)).where(
+            Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+        if finished % CLUSTER_CHECK_COMPLETIONS:
             return
     refresh_cluster_flags(session, study_id=state.study_id, settings=qc)
