@@ -2,27 +2,39 @@
 
 An attention check puts a clip next to a degraded copy of itself; the copy must differ from the original
 in nothing an evaluator could use except its quality. So every variant keeps the canvas size, the frame
-count and every frame's duration, carries no metadata of the source (no comment, no extensions beyond
-the looping block every clip has), and is encoded with Pillow like the worker's clips.
+count and every frame's duration, and is written by the one canonical writer every stored clip goes through
+(``app.media.canonical``): the same layout, colour tables and extensions as the clips it imitates, so its
+bytes cannot say it is a copy (a script answered every check from the local colour tables Pillow gave the
+copies and the originals lacked).
 
 Variants:
 - ``frozen``: the first frame repeated (a still image posing as a video).
-- ``noise``: heavy Gaussian noise on every frame (sigma 64 on a 0-255 scale).
+- ``noise``: heavy Gaussian noise on every frame (sigma 64 on a 0-255 scale), in square cells of a size
+  chosen so that no frame of the copy needs a longer LZW stream than the clip's own (``NOISE_CELLS``).
 - ``scrambled``: the frames in a random order that is never the original one.
 """
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import GifImagePlugin, Image, ImageSequence
+from PIL import Image
+
+from app.media import canonical
 
 VARIANTS = ("frozen", "noise", "scrambled")
 NOISE_SIGMA = 64.0
+# Noise cell sizes in pixels, finest first. Per-pixel noise is what LZW compresses worst: a noise copy of a
+# 256x256 AnimateDiff clip needed 55 % more bytes than the clip, and clips of a prompt are served at the
+# length of the longest one (app/web/media.py), so its pair would have been served that much larger and
+# slower, a tell of its own. The finest cells whose every frame fits the source's frame lengths are used;
+# cells stay small enough that the shorter side of the frame holds at least MIN_NOISE_CELLS_ACROSS of them
+# (it must look like noise, not a mosaic), and a flat clip whose bytes no noise fits gets the coarsest of those.
+NOISE_CELLS = (1, 2, 3, 4, 6, 8, 12, 16)
+MIN_NOISE_CELLS_ACROSS = 32
 # Mean absolute difference between consecutive frames (0-255 scale) below which a clip is "nearly still":
 # freezing or scrambling it would not be visibly worse, so only noise is a fair check for it.
 MIN_MOTION_FOR_TEMPORAL = 2.0
@@ -45,43 +57,32 @@ class DecodedGif:
 
 
 def decode_gif(data: bytes) -> DecodedGif:
-    """Every frame as composited RGB plus its duration; Pillow applies GIF disposal while seeking."""
+    """Every frame as composited RGB plus its duration, as ``app.media.canonical`` decodes a clip."""
     try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
-    except Exception as exc:  # Pillow raises several types for bad input
+        video = canonical.decode_video(data)
+    except canonical.CanonicalGifError as exc:
         raise DegradeError(f"not a decodable image: {exc}") from exc
-    if im.format != "GIF":
-        raise DegradeError(f"expected a GIF, got {im.format}")
-    frames, durations = [], []
-    for frame in ImageSequence.Iterator(im):
-        frames.append(np.asarray(frame.convert("RGB"), dtype=np.uint8).copy())
-        durations.append(int(frame.info.get("duration", 0) or 0))
-    if len(frames) < 2:
+    if len(video.frames) < 2:
         raise DegradeError("the GIF has a single frame; attention checks need an animation")
-    return DecodedGif(frames, durations, int(im.info.get("loop", 0) or 0))
+    return DecodedGif(list(video.frames), list(video.durations_ms), 0)
 
 
-def encode_gif(frames: Sequence[np.ndarray], durations_ms: Sequence[int], loop: int = 0) -> bytes:
-    """Encode RGB frames as an animated GIF, one frame per input frame.
+def encode_gif(frames: Sequence[np.ndarray], durations_ms: Sequence[int]) -> bytes:
+    """Encode RGB frames with the canonical writer, one frame per input frame.
 
-    Pillow's ``save(save_all=True)`` merges consecutive identical frames into one longer frame (see
-    ``_write_multiple_frames`` in PIL/GifImagePlugin.py), which would make a frozen copy a one-frame GIF
-    and give it away. Pillow's documented legacy helpers ``getheader``/``getdata`` write a header and
-    single frames without that merging, so the frame count is kept exactly.
+    A frame with more than 256 colours (noise) is first reduced to 256 by median cut, as the worker reduces
+    its frames (worker/gif.py); a frame that has 256 or fewer keeps every pixel.
     """
     if len(frames) != len(durations_ms) or not frames:
         raise DegradeError("need one duration per frame and at least one frame")
-    images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8), "RGB").quantize(256) for f in frames]
-    header, _ = GifImagePlugin.getheader(images[0].copy(), info={"loop": loop, "duration": durations_ms[0]})
-    out = io.BytesIO()
-    out.write(b"".join(header))
-    for image, duration in zip(images, durations_ms, strict=True):
-        # Each frame carries its own colour table (as Pillow does for differing palettes).
-        for chunk in GifImagePlugin.getdata(image, duration=duration, include_color_table=True):
-            out.write(chunk)
-    out.write(b";")
-    return out.getvalue()
+    return canonical.encode([_at_most_256_colours(f) for f in frames], durations_ms)
+
+
+def _at_most_256_colours(frame: np.ndarray) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB")
+    if image.getcolors(256) is not None:
+        return np.asarray(image)
+    return np.asarray(image.quantize(256).convert("RGB"))
 
 
 def motion_energy(frames: Sequence[np.ndarray]) -> float:
@@ -110,37 +111,39 @@ def _scramble_order(n: int, rng: random.Random) -> list[int]:
     return order
 
 
+def _noisy(frames: Sequence[np.ndarray], gen: np.random.Generator, *, cell: int) -> list[np.ndarray]:
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        noise = gen.normal(0.0, NOISE_SIGMA, size=(-(-h // cell), -(-w // cell), f.shape[2])).astype(np.float32)
+        noise = np.repeat(np.repeat(noise, cell, axis=0), cell, axis=1)[:h, :w]
+        out.append(np.clip(f.astype(np.float32) + noise, 0, 255).astype(np.uint8))
+    return out
+
+
 def degrade_frames(decoded: DecodedGif, variant: str, rng: random.Random) -> list[np.ndarray]:
     frames = decoded.frames
     if variant == "frozen":
         return [frames[0].copy() for _ in frames]
     if variant == "noise":
-        gen = np.random.default_rng(rng.getrandbits(64))
-        out = []
-        for f in frames:
-            noisy = f.astype(np.float32) + gen.normal(0.0, NOISE_SIGMA, size=f.shape).astype(np.float32)
-            out.append(np.clip(noisy, 0, 255).astype(np.uint8))
-        return out
+        return _noisy(frames, np.random.default_rng(rng.getrandbits(64)), cell=1)
     if variant == "scrambled":
         return [frames[i].copy() for i in _scramble_order(len(frames), rng)]
     raise DegradeError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
 
 
 def duplicate_gif(data: bytes) -> bytes:
-    """The same pixels and timing in freshly encoded bytes, for the "same clip twice" check.
+    """The same pixels and timing in freshly written bytes, for the "same clip twice" check.
 
-    Byte-identical copies would be served with the same size (and, if the server derives it from the
-    content, the same ETag) on both sides, which tells anyone watching the network tab that this pair is a
-    check. Re-encoding keeps every pixel (a GIF frame has at most 256 colours, which quantising to 256
-    keeps exactly) while the byte count changes like any two clips'. If a frame composites to more than
-    256 colours the re-encode would not be exact, and the original bytes are returned instead.
+    The canonical writer orders every frame's colours by a keyed permutation that differs for a copy
+    (``role="duplicate"``), so the copy's bytes differ from the clip's the way any two clips' do
+    (byte-identical sides would tell the check apart without a look at the pixels), while its length and
+    layout are the clip's exactly.
     """
-    decoded = decode_gif(data)
-    out = encode_gif(decoded.frames, decoded.durations_ms, loop=decoded.loop)
-    again = decode_gif(out).frames
-    if all(np.array_equal(a, b) for a, b in zip(decoded.frames, again, strict=True)):
-        return out
-    return data
+    try:
+        return canonical.canonicalize(data, role="duplicate")
+    except canonical.CanonicalGifError as exc:
+        raise DegradeError(f"cannot copy the clip without changing a pixel: {exc}") from exc
 
 
 def degrade_gif(data: bytes, variant: str, *, rng: random.Random | None = None) -> bytes:
@@ -149,4 +152,14 @@ def degrade_gif(data: bytes, variant: str, *, rng: random.Random | None = None) 
     decoded = decode_gif(data)
     if variant in ("frozen", "scrambled") and motion_energy(decoded.frames) < MIN_MOTION_FOR_TEMPORAL:
         raise DegradeError(f"the clip barely moves, so a {variant} copy would not look worse; use 'noise'")
-    return encode_gif(degrade_frames(decoded, variant, rng), decoded.durations_ms, loop=decoded.loop)
+    if variant != "noise":
+        return encode_gif(degrade_frames(decoded, variant, rng), decoded.durations_ms)
+    limits = canonical.frame_data_lengths(canonical.encode(decoded.frames, decoded.durations_ms, shuffle=False))
+    seed = rng.getrandbits(64)
+    w, h = decoded.size
+    cells = [c for c in NOISE_CELLS if c == 1 or min(w, h) // c >= MIN_NOISE_CELLS_ACROSS]
+    for cell in cells:
+        out = encode_gif(_noisy(decoded.frames, np.random.default_rng(seed), cell=cell), decoded.durations_ms)
+        if all(n <= limit for n, limit in zip(canonical.frame_data_lengths(out), limits, strict=True)):
+            break
+    return out

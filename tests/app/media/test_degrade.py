@@ -124,3 +124,41 @@ def test_real_animatediff_gif_keeps_geometry():
     for variant in applicable_variants(data):
         out = _info(degrade_gif(data, variant, rng=random.Random(0)))
         assert out[:3] == src[:3], variant
+
+
+def _layout(data: bytes) -> dict:
+    """The encoding of a GIF, not its content: tables, blocks, code sizes, delays (lengths aside)."""
+    from tests.app.media.anatomy import byte_features
+
+    content = ("size", "_data", "_sub_blocks", "_last_sub_block", "_sub_block_layout")
+    return {k: v for k, v in byte_features(data).items() if not k.endswith(content)}
+
+
+@pytest.mark.parametrize("variant", ["frozen", "noise", "scrambled", "duplicate"])
+def test_a_copy_is_written_like_the_clip_it_imitates(source, variant):
+    # Issue 12: copies carried a local colour table on every frame where the clips had one global table, and
+    # a script answered every check from that. Stored clips and copies now share one writer.
+    from app.media.canonical import canonicalize, frame_data_lengths
+
+    clip = canonicalize(source)  # as the import stores it
+    copy = duplicate_gif(clip) if variant == "duplicate" else degrade_gif(clip, variant, rng=random.Random(4))
+    assert _layout(copy) == _layout(clip)
+    assert len(frame_data_lengths(copy)) == len(frame_data_lengths(clip))
+
+
+def test_a_noise_copy_needs_no_more_bytes_than_its_clip():
+    """Clips of a prompt are served at its longest frames: a noise copy must not make them all heavier."""
+    from app.media.canonical import canonicalize, frame_data_lengths
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(base).resize((160, 160), Image.Resampling.BICUBIC))
+    frames = [Image.fromarray(np.roll(smooth, 3 * i, axis=1)).quantize(256) for i in range(4)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    clip = canonicalize(buf.getvalue())
+    noisy = degrade_gif(clip, "noise", rng=random.Random(1))
+    assert all(n <= c for n, c in zip(frame_data_lengths(noisy), frame_data_lengths(clip), strict=True))
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean()
+             for a, b in zip(decode_gif(clip).frames, decode_gif(noisy).frames, strict=True)]
+    assert min(diffs) > 30  # still heavy noise
