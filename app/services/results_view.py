@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import charts
 from app.models import Study
+from app.services.metric_results import metrics_view
 from app.services.results_cache import CachedResults, get_results
 from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
 from app.services.trust import cluster_sensitivity
@@ -58,9 +59,16 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
     winrate = None
     if block.get("win_rate") and block.get("order"):
         winrate = {"models": block["order"], "matrix": block["win_rate"]}
-    note = ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000); ties count half a win "
-            f"to each side; 95% intervals from bootstrap resampling {block.get('bootstrap_unit', 'prompt')}s; a "
-            "model's rank is 1 + the number of models whose interval lies entirely above its own.")
+    unit = block.get("bootstrap_unit", "prompt")
+    resampled = "prompts and raters independently (pigeonhole bootstrap)" if unit == "prompt x rater" else f"{unit}s"
+    note = ("Bradley-Terry ratings on the arena scale (400 points = 10:1 odds, mean 1000) from decided votes (a tie "
+            f"counts for neither model; Davidson's model below treats ties as their own outcome); 95% intervals "
+            f"from bootstrap resampling {resampled}; a model's rank is 1 + the number of models whose interval lies "
+            "entirely above its own.")
+    never_lost = (block.get("separation") or {}).get("top") or []
+    if block.get("regularised"):
+        note += (f" {', '.join(never_lost) or 'A model'} never lost, so no finite maximum-likelihood rating exists; "
+                 "ratings are regularised with half a virtual win each way for every pair that met.")
     dav = block.get("davidson")
     if dav:
         note += (f" Davidson's tie model (ties as their own outcome): tie parameter ν = {dav['nu']:.2f}; worths "
@@ -72,8 +80,10 @@ def _ratings(results: dict) -> tuple[list[dict], dict | None, str]:
 def _group_tests(tests: list[dict] | None, labels: dict[str, str]) -> list[str]:
     return [
         f"{labels.get(t['criterion'], OVERALL_LABEL if t['criterion'] == OVERALL else t['criterion'])}: "
-        f"χ²({t['dof']}) = {t['chi2']:.2f}, p = {t['p_value']:.3f}"
-        for t in tests or [] if t.get("chi2") is not None and t.get("p_value") is not None
+        + (f"permutation p = {t['p_value']:.3f} (theme labels shuffled across {t['n_units']} prompts)"
+           if t.get("n_permutations") else f"χ²({t['dof']}) = {t['chi2']:.2f}, p = {t['p_value']:.3f} "
+           "(votes treated as independent: no prompt column)")
+        for t in tests or [] if t.get("p_value") is not None
     ]
 
 
@@ -153,6 +163,7 @@ def _agreement_rows(agreement: dict, labels: dict[str, str], keys: list[str]) ->
         reading = ("not enough overlap" if alpha is None else "reliable" if alpha >= 0.8
                    else "tentative" if alpha >= 0.667 else "low")
         rows.append({"label": labels.get(key, OVERALL_LABEL if key == OVERALL else key), "alpha": alpha,
+                     "alpha_ordinal": a.get("alpha_ordinal"), "raw": a.get("pairwise_agreement"),
                      "n_units": a.get("n_units"), "n_judgements": a.get("n_judgements"), "reading": reading})
     return rows
 
@@ -174,11 +185,14 @@ def _position_bias(pb: dict | None, model_a: str | None) -> dict | None:
     rate, p = pb.get("rate"), pb.get("p_value")
     verdict = ("a significant pull towards one side" if p is not None and p < 0.05
                else "no significant pull towards either side")
-    a_left = pb.get("a_left_share")
+    a_left, raw = pb.get("a_left_share"), pb.get("raw_rate")
     balance = f" {model_a} was shown on the left in {100 * a_left:.0f}% of votes." if a_left is not None else ""
-    unit = " (each vote counted once, by its overall decision)" if "overall" in str(pb.get("unit", "")) else ""
-    text = (f"The clip shown on the left won {100 * rate:.1f}% of {pb['n']} decided votes{unit}; 50% means "
-            f"no position bias, and here there is {verdict}.{balance}") if rate is not None else ""
+    plain = f" The plain share of votes won by the left clip was {100 * raw:.1f}%." if raw is not None else ""
+    text = (f"A model shown on the left won {100 * rate:.1f}% of the time against the same model shown on the right "
+            f"({pb['n']} decided votes); 50% means no position bias, and here there is {verdict}. Each model is "
+            "compared with itself on either side, so a better model that happened to be shown on the left more "
+            "often does not look like a position effect; the interval and test allow for votes clustering by prompt "
+            f"and by evaluator.{balance}{plain}") if rate is not None else ""
     return {"left": pb.get("left_wins"), "right": pb.get("right_wins"), "n": pb["n"], "rate": rate, "lo": lo,
             "hi": hi, "p": p, "text": text}
 
@@ -279,6 +293,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
         "compression": compression_by_model(session, study_id=study.id),
         "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached, labels=labels),
+        "metrics": metrics_view(session, study=study, cached=cached),  # automatic clip metrics (_metrics.html)
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},

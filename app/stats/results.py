@@ -50,7 +50,7 @@ from app.stats.frame import check_votes, count_rows, criteria_order, in_list, mo
 from app.stats.overall import DEFINITION, OVERALL, overall_votes
 from app.stats.pairwise import add_decision, preference_table
 from app.stats.position import position_bias
-from app.stats.ratings import bradley_terry, davidson
+from app.stats.ratings import rate_models
 from app.stats.significance import adjust_pvalues
 from app.stats.themes import group_table, groups_differ
 
@@ -177,8 +177,7 @@ def _ratings(frame: pd.DataFrame, models: list[str], criteria: list[str], *, n_b
     for criterion in criteria:
         part = frame[frame["criterion"] == criterion]
         try:
-            block = bradley_terry(part, models=models, n_boot=n_boot, seed=seed)
-            block["davidson"] = davidson(part, models=models)
+            block = rate_models(part, models=models, n_boot=n_boot, seed=seed)
         except ValueError as exc:
             block = {"error": str(exc)}
         out[criterion] = block
@@ -212,6 +211,10 @@ def _ratings_headline(records: list[dict[str, Any]], ratings: dict[str, Any]) ->
             if shared
             else "; its 95% interval is clear of every other model's"
         )
+        never_lost = (ratings[OVERALL].get("separation") or {}).get("top") or []
+        if ratings[OVERALL].get("regularised") and never_lost:
+            tail += (f" ({', '.join(never_lost)} never lost, so no finite maximum-likelihood rating exists: "
+                     "ratings are regularised with half a virtual win each way per pair)")
         return f"{top['model']} has the highest overall Bradley-Terry rating ({top['rating']:.0f}){tail}."
     criteria = list(dict.fromkeys(r["criterion"] for r in records))
     firsts: dict[str, list[bool]] = {}
@@ -272,7 +275,8 @@ def _group_results(counts: pd.DataFrame, frame: pd.DataFrame, *, n_boot: int,
     for group in ("theme", "detail"):
         if group in frame.columns and len(frame):
             gt = group_table(counts, group, n_boot=n_boot, seed=seed, alpha=ALPHA, weight=_COUNT)
-            groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(groups_differ(gt, group)))
+            differ = groups_differ(counts, group, weight=_COUNT, seed=seed)  # at prompt level: a permutation test
+            groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(differ))
         else:
             groups[group] = ([], [])
     return groups

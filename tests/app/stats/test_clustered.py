@@ -3,6 +3,8 @@ star that never sits on an interval holding 50%."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,7 +105,7 @@ def test_ties_are_an_outcome_with_their_own_interval():
 def test_votes_needed_are_planned_not_read_off_the_observed_effect():
     """Power at the observed effect jumped from n/a at 100-100 to 489,235 at 101-100 (Hoenig & Heisey); the plan
     at a stated smallest effect does not depend on who leads by one vote, and grows with clustering."""
-    kw = dict(n_prompts=50, n_raters=20, alpha=0.05 / 7)
+    kw: dict[str, Any] = {"n_prompts": 50, "n_raters": 20, "alpha": 0.05 / 7}
     even = plan_votes(n=250, decided=200, ties=50, deff_prompt=1.0, deff_rater=1.0, **kw)
     one_up = plan_votes(n=251, decided=201, ties=50, deff_prompt=1.0, deff_rater=1.0, **kw)
     assert even.total is not None and one_up.total is not None and abs(even.total - one_up.total) <= 2
