@@ -3,9 +3,10 @@
 Two kinds of check pair (``Pair.kind``):
 - ``check_same``: a clip against a pixel-identical copy of itself. The honest answer is "indistinguishable"
   (tie) on every criterion. The copy is its own Clip row (variant ``duplicate``) with its own media token
-  and a freshly encoded file (``duplicate_gif``), so the page shows two different opaque URLs and two
-  files of different sizes exactly as for a normal pair; pointing both sides at one URL, or serving the
-  same bytes twice, would give the check away to anyone reading the page source or the network tab.
+  and a freshly written file (``duplicate_gif``: new colour orders, the same layout and length), so the page
+  shows two different opaque URLs, two different ETags and two different files of one size exactly as for a
+  normal pair; pointing both sides at one URL, or serving the same bytes twice, would give the check away to
+  anyone reading the page source or the network tab.
 - ``check_degraded``: a clip (``clip_a``) against a visibly degraded copy (``clip_b``, variant ``frozen`` /
   ``noise`` / ``scrambled``, made by ``app.media.degrade``). The original must win the criteria the
   degradation obviously hurts (``EXPECTED_WINS``) and overall quality.
@@ -292,6 +293,13 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
             check_gif_budget(data)
         except (OSError, ValueError):
             continue  # a missing file is reported by the media checks, not here; pick another clip
+        duplicate = have.get(DUPLICATE_VARIANT)
+        try:
+            # Both copies come from the canonical writer, as every stored clip does (app/media/canonical.py):
+            # the same layout and colour tables as the clips they sit beside, so their bytes name no check.
+            duplicate_data = duplicate_gif(data) if duplicate is None else b""
+        except ValueError:
+            continue  # a clip stored before the canonical writer that it cannot copy exactly: pick another
         degraded = next((c for v, c in have.items() if v != DUPLICATE_VARIANT), None)
         if degraded is None:
             try:
@@ -303,9 +311,8 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
             degraded = _store_copy(source, degrade_gif(data, variant, rng=rng), variant)
             session.add(degraded)
             variant_use[variant] += 1
-        duplicate = have.get(DUPLICATE_VARIANT)
         if duplicate is None:
-            duplicate = _store_copy(source, duplicate_gif(data), DUPLICATE_VARIANT)
+            duplicate = _store_copy(source, duplicate_data, DUPLICATE_VARIANT)
             session.add(duplicate)
         session.flush()
         by_source[source.id] = {degraded.variant: degraded, DUPLICATE_VARIANT: duplicate}

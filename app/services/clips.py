@@ -1,7 +1,8 @@
 """Importing GIF folders (one sub-folder per model, ``<prompt id>.gif``): check everything, then store it all.
 
 The whole batch is validated before anything is written, so a bad file leaves the study exactly as it was.
-Stored GIFs are stripped of metadata (``app.media.gif.sanitize_gif``) and saved under opaque random names.
+Stored GIFs are written again by the canonical writer (``app.media.canonical``: pixels and delays, nothing
+else of the file) and saved under opaque random names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import session_scope, snapshot_session_scope
 from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, read_untrusted_file
+from app.media.canonical import canonicalize, same_video
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
@@ -157,7 +159,9 @@ def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt
         # before anything decodes it (a few bytes can claim gigabytes of pixels): app/media/budget.py.
         raw = read_untrusted_file(path, max_bytes=limit)
         check_gif_budget(raw)
-        data = sanitize_gif(raw)
+        # Written again by the one canonical writer every stored clip goes through: the stored bytes hold
+        # the pixels and delays and nothing else of the file (app/media/canonical.py).
+        data = canonicalize(sanitize_gif(raw))
         info = inspect_gif(data)
     except (GifError, GifBudgetError, UnsafeFileError) as exc:
         errors.append(f"{rel}: {exc}")
@@ -171,7 +175,7 @@ def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt
     sha = hashlib.sha256(data).hexdigest()
     if clip is None:
         action = "new"
-    elif clip.status == "done" and clip.sha256 == sha:
+    elif clip.status == "done" and _same_video(clip, data):
         action = "unchanged"
     elif clip.status != "done":
         action = "replace"  # a queued or failed generation slot: nothing to lose
@@ -186,6 +190,17 @@ def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt
     else:
         action = "replace"
     return _Planned(model, prompt, rel, data, sha, info, clip, action)
+
+
+def _same_video(clip: Clip, data: bytes) -> bool:
+    """Whether the stored clip shows the same frames and delays as ``data``, whatever its bytes (a clip stored
+    before the canonical writer, or under another secret, differs in them)."""
+    if not clip.storage_name:
+        return False
+    try:
+        return same_video(media_path(clip.storage_name).read_bytes(), data)
+    except (OSError, ValueError):
+        return False
 
 
 def _check_format(session: Session, study_id: int, planned: list[_Planned],

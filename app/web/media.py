@@ -1,10 +1,18 @@
 """Serving clips to evaluators by opaque token, with nothing in the bytes or headers that names a model.
 
 ``GET /m/{media_token}``: the token is random per clip (``Clip.media_token``); the response carries no file
-name, no Last-Modified (it would differ by pipeline timing), and an ETag keyed with the secret so it is not
-the clip's stored sha256. The GIF is served with its comment, XMP and other application blocks removed,
-and padded to the size of the largest clip of the same prompt and seed, so that file size cannot tell the
-models apart.
+name, no Last-Modified (it would differ by pipeline timing), and an ETag keyed with the secret and the token,
+so it is neither the clip's stored sha256 nor shared by two clips of the same pixels.
+
+Every stored clip is in the canonical layout (``app.media.canonical``: imports, generated clips and
+attention-check copies all go through it), so the bytes of two clips differ only in what their pixels make
+them differ in, and in their lengths. The lengths are equalised here: every clip of the same prompt and seed
+(each model's, and the check copies served beside them) is served with each frame's LZW stream grown, by clear
+codes inside the image data, to the longest that frame is among them. Size, block layout and Content-Length
+are then the same for every clip of a pair, with no padding block anyone could subtract.
+
+The work is done once per group and cached: the first request for any clip of a prompt builds the served
+bytes of all of them, so a clip and its rival cost the same to serve, whichever is asked first.
 """
 
 from __future__ import annotations
@@ -17,8 +25,10 @@ from functools import lru_cache
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.media import canonical
 from app.media.storage import media_path
 from app.models import Clip
 from app.security import DbSession
@@ -47,6 +57,9 @@ def _skip_sub_blocks(data: bytes, pos: int) -> int:
 
 def strip_gif_metadata(data: bytes) -> bytes:
     """The same GIF, frame for frame and byte for byte in its image data, without comment/XMP/text blocks.
+
+    No longer on the serving path (every served clip is written by ``app.media.canonical``, which keeps
+    nothing but pixels and delays); kept for callers that want a file's own bytes without its metadata.
 
     Re-encoding with Pillow would also drop metadata but re-quantises palettes and can merge identical
     frames, so evaluators would see different pixels from the ones imported; walking the block structure
@@ -85,58 +98,55 @@ def strip_gif_metadata(data: bytes) -> bytes:
             raise GifFormatError(f"unexpected block 0x{marker:02x} at byte {pos}")
 
 
-# Every served clip grows by at least this much, so any shortfall can be filled with a valid comment block.
-PAD_MARGIN = 8
+@lru_cache(maxsize=4096)
+def _frame_lengths(storage_name: str) -> tuple[int, ...]:
+    """Each frame's LZW stream length in the stored clip; stored files never change under a name."""
+    return canonical.frame_data_lengths(_canonical_bytes(storage_name))
 
 
-def pad_gif(data: bytes, size: int) -> bytes:
-    """The same GIF grown to exactly ``size`` bytes by an all-zero comment block just before the trailer.
-
-    Decoders ignore comment extensions, and zeros carry nothing. ``size - len(data)`` must be 3 or at
-    least 5 (a comment is 2 introducer bytes, sub-blocks of a length byte plus 1-255 bytes, and a 0 end).
-    """
-    extra = size - len(data)
-    if extra == 0:
+def _canonical_bytes(storage_name: str) -> bytes:
+    data = media_path(storage_name).read_bytes()
+    if canonical.is_canonical(data):
         return data
-    if extra < 3 or extra == 4 or data[-1:] != b"\x3b":
-        raise GifFormatError(f"cannot pad a GIF by {extra} bytes")
-    room = extra - 3  # bytes for sub-blocks, each 1 length byte + 1..255 data bytes
-    blocks = bytearray()
-    while room:
-        take = min(256, room)
-        if room - take == 1:  # never leave a lone byte: it could only be an empty (terminating) block
-            take -= 1
-        blocks += bytes([take - 1]) + bytes(take - 1)
-        room -= take
-    return data[:-1] + b"\x21\xfe" + bytes(blocks) + b"\x00\x3b"
+    # A file stored before every clip went through the canonical writer: written again on the fly (the keyed
+    # colour orders make every process write the same bytes for it).
+    return canonical.canonicalize(data)
 
 
 @lru_cache(maxsize=64)
-def _stripped(storage_name: str) -> bytes:
-    """Sanitised bytes; stored files never change under a name, so caching by name is safe."""
-    return strip_gif_metadata(media_path(storage_name).read_bytes())
+def _body(storage_name: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """The clip grown to ``targets`` and the sha256 of the result."""
+    body = canonical.pad_frames(_canonical_bytes(storage_name), targets)
+    return body, hashlib.sha256(body).digest()
 
 
-def _served(session, clip: Clip) -> tuple[bytes, str]:
-    """The clip's bytes, padded to the size of the largest clip shown beside it, and their ETag.
+def _served(session: Session, clip: Clip) -> tuple[bytes, str]:
+    """The clip's bytes at its group's frame lengths, and their ETag.
 
-    File size is a side channel: a 4-step model's GIFs may be systematically smaller than a 25-step
-    model's, and Content-Length (or loading time) would then tell the sides apart. Every clip of the same
-    prompt and seed (each model, and the attention-check copies) is served at one common size.
+    File size is a side channel: a 4-step model's GIFs may be systematically smaller than a 25-step model's,
+    and Content-Length (or loading time) would then tell the sides apart.
     """
+    assert clip.storage_name is not None  # checked by the route
     siblings = session.scalars(select(Clip.storage_name).where(
         Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
-        Clip.status == "done", Clip.storage_name.is_not(None))).all()
-    sizes = []
+        Clip.status == "done", Clip.storage_name.is_not(None)).order_by(Clip.id)).all()
+    lengths: dict[str, tuple[int, ...]] = {clip.storage_name: _frame_lengths(clip.storage_name)}
     for name in siblings:
+        if name is None or name in lengths:
+            continue
         try:
-            sizes.append(len(_stripped(name)))
+            lengths[name] = _frame_lengths(name)
         except (OSError, ValueError):
             continue  # a sibling's broken file is its own problem; it must not take this clip down
-    body = _stripped(clip.storage_name)
-    body = pad_gif(body, max([len(body), *sizes]) + PAD_MARGIN)
+    targets = canonical.equal_targets(list(lengths.values()))
+    for name, own in lengths.items():  # the whole group at once: no clip costs more than its rival
+        try:
+            _body(name, targets[: len(own)])
+        except (OSError, ValueError):
+            continue
+    body, digest = _body(clip.storage_name, targets[: len(lengths[clip.storage_name])])
     key = get_settings().secret_key.encode()
-    etag = hmac.new(key, b"etag:" + hashlib.sha256(body).digest(), hashlib.sha256).hexdigest()[:32]
+    etag = hmac.new(key, b"etag:" + clip.media_token.encode() + b":" + digest, hashlib.sha256).hexdigest()[:32]
     return body, f'"{etag}"'
 
 

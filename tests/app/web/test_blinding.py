@@ -201,3 +201,23 @@ def test_the_study_description_stays_with_researchers(client, session, secret_st
     session.commit()
     page = client.get(f"/join/{study.invite_token}")
     assert page.status_code == 200 and "zz-lightning-secret" not in page.text
+
+
+def test_every_clip_of_a_prompt_is_served_in_one_layout_at_one_length(client, session, secret_study):
+    """The bytes of the clips shown beside each other, attention-check copies included, differ in nothing the
+    encoding chose: same length, same blocks, same tables, no padding block (issue 12). The uploads here
+    carry the model's name in a comment of different lengths, so they differ in all of that."""
+    from tests.app.media.anatomy import byte_features
+
+    study, _secrets, _tokens = secret_study
+    by_prompt: dict[int, list[bytes]] = {}
+    for clip in session.query(Clip).filter_by(study_id=study.id):
+        r = client.get(f"/m/{clip.media_token}")
+        assert r.status_code == 200
+        by_prompt.setdefault(clip.prompt_id, []).append(r.content)
+    assert any(len(bodies) > 2 for bodies in by_prompt.values())  # a prompt with its check copies
+    for bodies in by_prompt.values():
+        features = [byte_features(b) for b in bodies]
+        assert all(f == features[0] for f in features), [f["size"] for f in features]
+        assert features[0]["extensions"] == 1 and features[0]["global_table"] == 0
+        assert all(v == 0 for k, v in features[0].items() if k.endswith("unused_palette_nonzero"))

@@ -1,14 +1,16 @@
-"""Served clips of one prompt have one size, so Content-Length and loading time cannot tell models apart."""
+"""Served clips of one prompt have one size, so Content-Length and loading time cannot tell models apart.
+
+The growing itself (clear codes inside the image data) is tested in tests/app/media/test_canonical.py, and
+the attacker's view of it in tests/security/test_byte_side_channels.py.
+"""
 
 import io
 import random
 
-import pytest
 from PIL import Image, ImageChops
 
 from app.media.storage import store_bytes
 from app.models import Clip, Pair
-from app.web.media import GifFormatError, pad_gif
 from tests.factories import gif_bytes, make_study
 
 
@@ -28,21 +30,6 @@ def _frames(data: bytes) -> list[Image.Image]:
         im.seek(i)
         out.append(im.convert("RGB"))
     return out
-
-
-@pytest.mark.parametrize("extra", [0, 3, 5, 6, 255, 256, 257, 258, 259, 513, 1000])
-def test_pad_gif_reaches_the_exact_size_and_keeps_every_frame(extra):
-    data = gif_bytes()
-    padded = pad_gif(data, len(data) + extra)
-    assert len(padded) == len(data) + extra
-    for a, b in zip(_frames(data), _frames(padded), strict=True):
-        assert ImageChops.difference(a, b).getbbox() is None
-
-
-@pytest.mark.parametrize("extra", [1, 2, 4, -1])
-def test_pad_gif_refuses_sizes_no_comment_block_can_make(extra):
-    with pytest.raises(GifFormatError):
-        pad_gif(gif_bytes(), len(gif_bytes()) + extra)
 
 
 def test_both_sides_of_a_pair_are_served_at_one_size(client, session):
