@@ -1,8 +1,9 @@
 """Address clusters of a study's sessions, what the collusion check reads, and the leave-one-cluster-out table.
 
 The computations are pure (``app.trust``); this module reads the rows they need. For the sensitivity it
-recomputes the results with the very call the dashboard uses (``results_cache.compute``) on the votes without
-one cluster, so "without this address the criterion is not significant" is judged exactly as the page judges.
+recomputes the verdicts with the same tests and Holm family the dashboard uses (``app.stats.verdict_records``,
+the verdict part of ``compute_results``) on the votes without one cluster, so "without this address the criterion
+is not significant" is judged exactly as the page judges.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from app.db import read_session_scope
 from app.models import Criterion, Evaluator, Pair, StudyModel, Vote, VoteChoice
-from app.services.results_cache import CachedResults, compute
+from app.services.results_cache import CachedResults
 from app.services.results_data import pseudonym
 from app.stats import overall_votes
+from app.stats.results import verdict_records
 from app.trust.clusters import Cluster, SessionInfo, address_clusters
 from app.trust.collusion import Answers
 from app.trust.sensitivity import Verdict, influence_order, verdict_changes
@@ -98,7 +100,7 @@ def session_answers(session: Session, *, study_id: int,
 
 # ------------------------------------------------------------------------------- leave one cluster out
 
-# Clusters whose removal is tried per results change (each try recomputes the statistics: ~0.1 s).
+# Clusters whose removal is tried per results change (each try recomputes the verdicts alone).
 MAX_CLUSTERS_CHECKED = 10
 # What the verdicts read of a vote; themes, detail levels and sides only feed other tables, and without them
 # each recomputation costs a third as much. The baseline is checked against the full results (see below).
@@ -111,6 +113,11 @@ def _verdicts(results: dict[str, Any]) -> dict[CellKey, Verdict]:
     return {(str(r["criterion"]), str(r["model_a"]), str(r["model_b"])):
             Verdict(bool(r["significant"]), r.get("leader"))
             for r in [*(results.get("criteria") or []), *(results.get("overall") or [])]}
+
+
+def _verdicts_of(frame: pd.DataFrame, criteria: list[str]) -> dict[CellKey, Verdict]:
+    """The verdicts the results would show for these votes (the same tests and family as the dashboard's)."""
+    return _verdicts({"criteria": verdict_records(frame, criteria=criteria, include_flagged=True)})
 
 
 def _toward(frame: pd.DataFrame, cells: list[CellKey], cluster: np.ndarray,
@@ -162,7 +169,7 @@ def _sensitivity(session: Session, study_id: int, cached: CachedResults, labels:
     crits = [str(c) for c in res.get("criteria_keys") or []]
     baseline = _verdicts(res)
     slim = frame[[c for c in _VERDICT_COLUMNS if c in frame.columns]]
-    if _verdicts(compute(slim, criteria=crits, include_flagged=True)) != baseline:
+    if _verdicts_of(slim, crits) != baseline:
         slim = frame  # a verdict reads another column after all: recompute from every column
     cluster = slim["evaluator"].astype(str).map(by_pseudonym).fillna(-1).astype(int).to_numpy()
     overall = overall_votes(slim, crits) if len(slim) and crits else slim.iloc[0:0]
@@ -172,7 +179,7 @@ def _sensitivity(session: Session, study_id: int, cached: CachedResults, labels:
     ov_a, ov_b = _toward(overall.assign(criterion=OVERALL), cells, ov_cluster, len(clusters))
     votes = np.bincount(ov_cluster[ov_cluster >= 0], minlength=len(clusters))
     tried = influence_order(crit_a + ov_a, crit_b + ov_b, [c.size for c in clusters], limit=MAX_CLUSTERS_CHECKED)
-    without = {j: _verdicts(compute(slim[cluster != j], criteria=crits, include_flagged=True)) for j in tried}
+    without = {j: _verdicts_of(slim[cluster != j], crits) for j in tried}
     changes = verdict_changes(baseline, without)
     rows = []
     for (criterion, a, b), verdict in baseline.items():

@@ -293,6 +293,21 @@ def _agreement(frame: pd.DataFrame, overall: pd.DataFrame | None, crits: list[st
     return agreement
 
 
+def verdict_records(votes: pd.DataFrame, *, criteria: list[str] | None = None,
+                    include_flagged: bool = False) -> list[dict[str, Any]]:
+    """Only what decides the verdicts: the criteria and overall records of ``compute_results`` (same tests, same
+    Holm family), without the themes, agreement, ratings and position figures. For sensitivity checks that
+    recompute the verdicts many times (does one address decide a result?)."""
+    frame, crits, _models, _excluded = _prepare(votes, criteria, include_flagged)
+    counts = _counts(frame)
+    table = _pairwise(counts, crits)
+    overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
+    ov = _pairwise(_counts(overall), [OVERALL]) if overall is not None and len(overall) else pd.DataFrame()
+    table, ov = _decide([table, ov])
+    return ((_records(table, ["criterion"], ["p_holm"]) if len(table) else [])
+            + (_records(ov, ["criterion"], ["p_holm"]) if len(ov) else []))
+
+
 def compute_results(
     votes: pd.DataFrame,
     *,
