@@ -8,9 +8,10 @@ pixels a browser shows and written again here, in one fixed layout:
 
 - ``GIF89a``, the canvas size, no global colour table, background 0, aspect 0;
 - one NETSCAPE2.0 block, looping forever;
-- per frame: a graphic control block (disposal 1 "leave in place", no transparency, the frame's delay), a
-  full-canvas image descriptor, a local colour table of 256 entries (the frame's colours in a random order,
-  unused entries zero), LZW minimum code size 8, data sub-blocks of 255 bytes with a shorter last one;
+- per frame: a graphic control block (disposal 1 "leave in place", no transparency, the frame's delay, with
+  one-centisecond jitter evened out by one rule), a full-canvas image descriptor, a local colour table of
+  256 entries (the frame's colours in a keyed pseudo-random order, unused entries zero), LZW minimum code
+  size 8, data sub-blocks of 255 bytes with a shorter last one;
 - the trailer.
 
 Each frame's colour order is a pseudo-random permutation keyed with the install's secret, the clip's pixels
@@ -112,18 +113,19 @@ def encode(frames: Sequence[np.ndarray], durations_ms: Sequence[int], *, shuffle
     tells a copy from its clip); ``False`` sorts them by value, a plain form for comparisons. A frame with
     more than 256 colours cannot be a GIF frame without changing pixels, and is refused.
     """
-    order_rng = _order_rng(frames, durations_ms, role) if shuffle else None
     if not frames or len(frames) != len(durations_ms):
         raise CanonicalGifError("need at least one frame and one delay per frame")
+    order_rng = _order_rng(frames, durations_ms, role) if shuffle else None
+    delays = _delays_cs(durations_ms)
     h, w = frames[0].shape[:2]
     if not (0 < w < 65536 and 0 < h < 65536):
         raise CanonicalGifError(f"a GIF cannot be {w}x{h}")
     out = bytearray(b"GIF89a" + _u16(w) + _u16(h) + bytes([_HEADER_PACKED, 0, 0]) + _LOOP)
-    for number, (frame, duration) in enumerate(zip(frames, durations_ms, strict=True), start=1):
+    for number, (frame, delay) in enumerate(zip(frames, delays, strict=True), start=1):
         if frame.shape != (h, w, 3) or frame.dtype != np.uint8:
             raise CanonicalGifError(f"frame {number} is {frame.shape} {frame.dtype}, expected ({h}, {w}, 3) uint8")
         palette, indices = _palette_and_indices(frame, number, order_rng)
-        out += _frame_head(w, h, _delay_cs(duration), palette)
+        out += _frame_head(w, h, delay, palette)
         out += _sub_blocks(_lzw(indices, w, h))
     out += b"\x3b"
     return bytes(out)
@@ -268,8 +270,20 @@ def _u16(value: int) -> bytes:
     return value.to_bytes(2, "little")
 
 
-def _delay_cs(duration_ms: int) -> int:
-    return min(65535, max(0, round(duration_ms / 10)))
+def _delays_cs(durations_ms: Sequence[int]) -> list[int]:
+    """Frame delays in centiseconds; delays that differ by at most one centisecond are evened out.
+
+    Exporters reach a rate that is not a whole number of centiseconds with their own patterns (8 fps as
+    12, 13, 12, 13 or as 13, 12, 12, 13 ...), a mark of the tool that made the clip and nothing a viewer can
+    see. Such delays are spread evenly over the frames by one rule, keeping their sum, so clips of one rate
+    get one pattern. Delays further apart (a held frame) are the clip's timing, and are kept.
+    """
+    delays = [min(65535, max(0, round(d / 10))) for d in durations_ms]
+    if max(delays) - min(delays) != 1:
+        return delays
+    n, total = len(delays), sum(delays)
+    base, extra = divmod(total, n)
+    return [base + (i + 1) * extra // n - i * extra // n for i in range(n)]
 
 
 def _frame_head(w: int, h: int, delay_cs: int, palette: bytes) -> bytes:
