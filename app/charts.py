@@ -133,7 +133,8 @@ def stacked_bars(rows: Sequence[dict], *, model_a: str, model_b: str, uid: str =
 
 
 # --------------------------------------------------------------------------------------------------------------
-def forest_plot(rows: Sequence[dict], *, subject: str, uid: str = "forest", reference: float = 0.5) -> Markup:
+def forest_plot(rows: Sequence[dict], *, subject: str, uid: str = "forest", reference: float = 0.5,
+                label_width: int = 190) -> Markup:
     """Preference rates with 95% intervals and a line at 50%.
 
     rows: {label, rate, lo, hi, significant: bool, n} — rate = share of non-tie votes preferring ``subject``.
@@ -143,7 +144,7 @@ def forest_plot(rows: Sequence[dict], *, subject: str, uid: str = "forest", refe
     rows = [r for r in rows if r.get("rate") is not None]
     if not rows:
         return empty_chart(uid, title, "No decided (non-tie) votes yet.")
-    left, plot_w, row_h, top = 190, 380, 28, 34
+    left, plot_w, row_h, top = label_width, 380, 28, 34
     width, height = left + plot_w + 170, top + row_h * len(rows) + 34
 
     def sx(p: float) -> float:
@@ -247,7 +248,7 @@ def heatmap(rows: Sequence[str], cols: Sequence[tuple[str, str]], cells: dict[tu
 def cost_scatter(points: Sequence[dict], *, uid: str = "cost") -> Markup:
     """Seconds per clip (median) against preference rate, one labelled point per model.
 
-    points: {model, seconds (None if no cost recorded), rate, lo, hi}.
+    points: {model, seconds (None if no cost recorded), rate, lo, hi}, optionally s_lo, s_hi (seconds interval).
     """
     title = "Cost against preference: median model seconds per clip vs overall preference rate"
     pts = [p for p in points if p.get("seconds") is not None and p.get("rate") is not None]
@@ -255,7 +256,7 @@ def cost_scatter(points: Sequence[dict], *, uid: str = "cost") -> Markup:
         return empty_chart(uid, title, "No generation costs recorded yet (imported clips carry no timings).")
     left, top, plot_w, plot_h = 70, 24, 460, 240
     width, height = left + plot_w + 150, top + plot_h + 50
-    xmax = max(p["seconds"] for p in pts) * 1.15 or 1.0
+    xmax = max(max(p["seconds"], p.get("s_hi") or 0) for p in pts) * 1.15 or 1.0
 
     def sx(s: float) -> float:
         return left + plot_w * s / xmax
@@ -285,6 +286,9 @@ def cost_scatter(points: Sequence[dict], *, uid: str = "cost") -> Markup:
         x, y = sx(p["seconds"]), sy(p["rate"])
         if p.get("lo") is not None and p.get("hi") is not None:
             body.append(f'<line x1="{x:.1f}" y1="{sy(p["lo"]):.1f}" x2="{x:.1f}" y2="{sy(p["hi"]):.1f}" '
+                        f'stroke="{INK}" stroke-width="1.5"/>')
+        if p.get("s_lo") is not None and p.get("s_hi") is not None:  # an interval on the seconds too, if given
+            body.append(f'<line x1="{sx(p["s_lo"]):.1f}" y1="{y:.1f}" x2="{sx(p["s_hi"]):.1f}" y2="{y:.1f}" '
                         f'stroke="{INK}" stroke-width="1.5"/>')
         body.append(_marker(shapes[i % len(shapes)], x, y, (COLOUR_A, COLOUR_B)[i % 2]))
         body.append(_text(x + 10, y - 10, f"{p['model']}: {p['seconds']:.3g}s, {_pct(p['rate'])}", weight="600"))

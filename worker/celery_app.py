@@ -24,6 +24,8 @@ from worker.config import worker_settings
 
 log = logging.getLogger(__name__)
 TASK_NAME = "blindpair.generate_clip"
+METRICS_TASK_NAME = "blindpair.compute_metrics"  # automatic clip metrics (worker/metrics.py)
+METRICS_CLIPS_PER_TASK = 8
 QUEUE = "generation"
 # Set to "0" by `blindpair worker --no-preload`. A plain environment flag, not a Settings field: it only
 # passes one CLI choice from the command to the worker_init signal of the same process.
@@ -132,11 +134,24 @@ def send_generate(clip_ids: list[int]) -> None:
             celery.send_task(TASK_NAME, args=[clip_id], queue=QUEUE, connection=conn)
 
 
+def send_metrics(clip_ids: list[int], *, force: bool = False) -> None:
+    """Tasks for the clips' automatic metrics, behind the generation tasks already queued: a few clips per task,
+    so several workers share a study's clips and a worker lost mid-task redoes only a few."""
+    celery = sender_app()
+    with celery.connection_for_write() as conn:
+        for start in range(0, len(clip_ids), METRICS_CLIPS_PER_TASK):
+            celery.send_task(METRICS_TASK_NAME, args=[list(clip_ids[start:start + METRICS_CLIPS_PER_TASK])],
+                             kwargs={"force": force}, queue=QUEUE, connection=conn)
+
+
 class CeleryTaskQueue:
     """The services' generation queue (app.services.task_queue) on this module's Celery app."""
 
     def send_generate(self, clip_ids: list[int]) -> None:
         send_generate(clip_ids)
+
+    def send_metrics(self, clip_ids: list[int], *, force: bool = False) -> None:
+        send_metrics(clip_ids, force=force)
 
     def problem(self) -> str | None:
         return broker_problem()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import session_scope
 from app.media.storage import media_path, store_bytes
 from app.services import generation as svc
-from worker.celery_app import TASK_NAME, app, worker_identity
+from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, app, worker_identity
 from worker.config import worker_settings
 from worker.generate import GpuOutOfMemory, generate_clip
 from worker.pipelines import TransientLoadError, WeightsMissing
@@ -106,7 +106,35 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
         media_path(stored.storage_name).unlink(missing_ok=True)
         log.warning("clip %s was taken over by another worker; discarded this copy", clip_id)
         return "superseded"
+    measure_clip(clip_id, device=worker_device(ws), with_clip=spec.preset.kind == "animatediff")
     return "done"
+
+
+def measure_clip(clip_id: int, *, device: str, with_clip: bool) -> None:
+    """The new clip's automatic metrics (worker/metrics.py), after it is recorded: CPU work that overlaps the next
+    clip's denoising with ``--concurrency 2``. A failure is logged, never the clip's: the metrics can be computed
+    again (``blindpair metrics compute``, the study page). CLIP only where the worker runs real pipelines: a
+    demo worker would otherwise fetch CLIP's weights."""
+    from worker.metrics import compute_for_clips
+
+    try:
+        summary = compute_for_clips([clip_id], device=device, with_clip=with_clip)
+    except Exception:
+        log.exception("metrics of clip %s failed; compute them again with `blindpair metrics compute`", clip_id)
+        return
+    for clip, error in summary.failed.items():
+        log.warning("metrics of clip %s failed: %s", clip, error)
+
+
+@app.task(bind=True, name=METRICS_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def compute_metrics_task(self, clip_ids: list[int], force: bool = False) -> str:
+    """Metrics of clips already made (the study page's button): weight-free, and CLIP where its weights are."""
+    from worker.metrics import compute_for_clips
+
+    summary = compute_for_clips(list(clip_ids), device=worker_device(), force=force)
+    for clip, error in summary.failed.items():
+        log.warning("metrics of clip %s failed: %s", clip, error)
+    return f"{summary.measured} measured, {summary.skipped_current} already current, {len(summary.failed)} failed"
 
 
 def _fail(clip_id: int, worker: str, error: str) -> str:

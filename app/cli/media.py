@@ -61,6 +61,8 @@ def import_gifs(
     study: str = typer.Option(..., "--study", help="Study id or slug."),
     seed: int = typer.Option(0, "--seed", help="Seed the clips were rendered with (pairs match clips by seed)."),
     replace: bool = typer.Option(False, "--replace", help="Replace clips whose file changed (never once voted on)."),
+    metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Compute the clips' automatic metrics after "
+                                                                      "the import (weight-free; `blindpair metrics`)."),
 ) -> None:
     """Check every GIF (decodable, animated, same frames/size/fps for all models), then store them all or none."""
     from app.db import session_scope
@@ -79,3 +81,7 @@ def import_gifs(
     console.print(table)
     console.print(f"[green]{result.created} new, {result.replaced} replaced, {result.unchanged} unchanged; "
                   f"{result.pairs_created} new pair(s) ready to rate.[/green]")
+    if metrics:
+        from app.cli.metrics import compute_with_progress, report
+
+        report(compute_with_progress(study_id))

@@ -23,6 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Clip, Prompt, Study, StudyModel
+from app.services.metric_results import metric_results
+from app.services.metrics import metrics_table
 from app.services.results_cache import get_cache, get_results
 from app.services.results_data import criterion_labels
 from app.services.trust import cluster_sensitivity
@@ -158,6 +160,14 @@ def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:
     raise ExportError(f"unknown manifest format {fmt!r}; use csv or json")
 
 
+def clip_metrics(session: Session, *, study: Study, fmt: str) -> Download:
+    """One row per clip with its automatic metrics (current versions; ``metric_versions`` names them)."""
+    if fmt != "csv":
+        raise ExportError(f"unknown metrics format {fmt!r}; use csv")
+    return Download(f"{study.slug}-clip-metrics-{_stamp()}.csv", VOTE_FORMATS["csv"],
+                    to_safe_csv(metrics_table(session, study_id=study.id)))
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -177,6 +187,8 @@ def results_json(session: Session, *, study: Study, include_flagged: bool = Fals
         # Does one address decide a verdict? (app/services/trust.py; the dashboard shows the same table)
         "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached,
                                            labels=criterion_labels(session, study_id=study.id)),
+        # Automatic clip metrics beside the votes (app/services/metric_results.py; the dashboard's same section)
+        "metrics": metric_results(session, study_id=study.id, cached=cached),
     }
     suffix = "-with-flagged" if include_flagged else ""
     return Download(f"{study.slug}-results{suffix}-{_stamp()}.json", "application/json",

@@ -66,6 +66,11 @@ def export_clips(study_id: StudyId, fmt: str, session: DbSession, _admin: AdminU
     return _export(exports.clips_manifest, session=session, study=study_or_404(session, study_id), fmt=fmt)
 
 
+@router.get("/studies/{study_id}/export/metrics.{fmt}")
+def export_metrics(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
+    return _export(exports.clip_metrics, session=session, study=study, fmt=fmt)
+
+
 @router.get("/studies/{study_id}/export/results.json")
 def export_results(study_id: StudyId, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
     return _export(exports.results_json, session=session, study=study_or_404(session, study_id),
