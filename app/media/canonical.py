@@ -147,9 +147,10 @@ def canonical_lengths(data: bytes) -> tuple[int, ...]:
 
 
 def same_video(a: bytes, b: bytes) -> bool:
-    """Whether two GIFs show the same frames with the same delays, whatever their bytes."""
+    """Whether two GIFs show the same frames with the same delays (as written here), whatever their bytes."""
     va, vb = decode_video(a), decode_video(b)
-    return va.durations_ms == vb.durations_ms and len(va.frames) == len(vb.frames) and all(
+    same_timing = _delays_cs(va.durations_ms) == _delays_cs(vb.durations_ms)
+    return same_timing and len(va.frames) == len(vb.frames) and all(
         np.array_equal(x, y) for x, y in zip(va.frames, vb.frames, strict=True))
 
 

@@ -252,3 +252,15 @@ def test_one_centisecond_jitter_in_delays_is_evened_out_by_one_rule():
     assert sum(f.delay_cs for f in anatomy.parse(a).frames) == 50
     held = canonical.encode(frames, [100, 100, 100, 400])
     assert [f.delay_cs for f in anatomy.parse(held).frames] == [10, 10, 10, 40]
+
+
+def test_same_video_looks_at_frames_and_timing_not_bytes():
+    frames = _rng_frames(n=4)
+    jittered = canonical.encode(frames, [120, 130, 120, 130], shuffle=False)
+    assert canonical.same_video(canonical.canonicalize(jittered), canonical.canonicalize(jittered, role="duplicate"))
+    buf = io.BytesIO()  # a file as an exporter wrote it, jitter and all, against what is stored of it
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=[130, 120, 120, 130])
+    assert canonical.same_video(buf.getvalue(), canonical.canonicalize(buf.getvalue()))
+    assert not canonical.same_video(jittered, canonical.encode(frames, [100, 100, 100, 400]))
+    assert not canonical.same_video(jittered, canonical.encode(frames[::-1], [120, 130, 120, 130]))
