@@ -2,13 +2,86 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-insecure-secret-key"}
+# Values people paste from examples; a secret must also be 32+ characters.
+PLACEHOLDER_SECRETS = {"change-me", "changeme", "secret", "secret-key", "your-secret-key"}
+MIN_SECRET_LENGTH = 32
+# Where a development or test install keeps the secret it generated on first run (inside data_dir).
+SECRET_FILE = "secret_key"
+GENERATE_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+class SecretFileError(ValueError):
+    """The generated secret in the data folder cannot be read or made; the message says what to do."""
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The secret kept in ``data_dir/secret_key``, generated (48 random bytes, file mode 0600) on first use.
+
+    Made in a temporary file and hard-linked into place, so two processes starting at once (the server and a
+    worker) end up with the same secret: the second link fails and that process reads the first one's file.
+    """
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            _create_secret_file(path)
+        except OSError as exc:
+            raise SecretFileError(
+                f"Cannot create the secret file {path} ({exc.strerror or exc}). Make {data_dir} writable, or set "
+                f"BLINDPAIR_SECRET_KEY to 32+ random characters, e.g. from: {GENERATE_SECRET_HINT}") from exc
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(f"Cannot read the secret file {path} ({exc}). Fix its permissions, or delete it "
+                              "to make a new one (this logs everyone out).") from exc
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise SecretFileError(f"The secret file {path} holds fewer than {MIN_SECRET_LENGTH} characters. Delete it "
+                              "and start again to make a new one (this logs everyone out).")
+    return secret
+
+
+def _create_secret_file(path: Path) -> None:
+    tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def parse_forwarded_allow_ips(value: str) -> list[str]:
+    """The proxies named in BLINDPAIR_FORWARDED_ALLOW_IPS: addresses or networks, comma-separated; '*' = any."""
+    entries = [item.strip() for item in value.split(",") if item.strip()]
+    bad = []
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            bad.append(entry)
+    if bad:
+        raise ValueError(
+            f"BLINDPAIR_FORWARDED_ALLOW_IPS has {', '.join(repr(b) for b in bad)}, which is not an IP address or "
+            "network. List your reverse proxy's addresses, e.g. 127.0.0.1 or 10.0.0.0/8, or leave it empty when "
+            "clients connect to BlindPair directly.")
+    return entries
 
 
 class Settings(BaseSettings):
@@ -21,7 +94,12 @@ class Settings(BaseSettings):
     database_url: str = ""  # default: sqlite file in data_dir
     media_dir: Path | None = None  # default: data_dir/media
     broker_url: str = ""  # default: kombu's SQLAlchemy transport on a SQLite file in data_dir
-    secret_key: str = "dev-insecure-secret-key"
+    # Signs the login and evaluator cookies. Unset outside production: generated into data_dir/secret_key on
+    # first run and kept there (never in the source, never committed: data_dir is git-ignored). Production
+    # refuses to start without it, so that every web process and host signs with the same, managed key.
+    secret_key: str = ""
+    # How long a researcher's login lasts, at most (the cookie and the server-side session both end then).
+    login_max_age_hours: int = 14 * 24
     base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -62,6 +140,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 10.0
     join_rate_limit_per_minute: int = 30
     secure_cookies: bool = False
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed: their addresses or
+    # networks, comma-separated ("*" = any peer, only when nothing but the proxy can reach the server).
+    # Empty (the default): the headers are ignored and the client is the connection's peer, so nobody can
+    # pick their own address for the login throttle, the join limit or the evaluator's address hash.
+    forwarded_allow_ips: str = ""
 
     @field_validator("environment")
     @classmethod
@@ -70,16 +153,38 @@ class Settings(BaseSettings):
             raise ValueError("BLINDPAIR_ENVIRONMENT must be development, test or production")
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _known_proxies(cls, value: str) -> str:
+        parse_forwarded_allow_ips(value)
+        return value
+
+    @field_validator("login_max_age_hours")
+    @classmethod
+    def _positive_login_age(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("BLINDPAIR_LOGIN_MAX_AGE_HOURS must be at least 1")
+        return value
+
     @model_validator(mode="after")
-    def _refuse_placeholder_secret(self) -> Settings:
-        if self.environment == "production" and (
-            self.secret_key in PLACEHOLDER_SECRETS or len(self.secret_key) < 32
-        ):
+    def _secret(self) -> Settings:
+        """A configured secret must be real; none at all is generated into data_dir, except in production."""
+        if not self.secret_key:
+            if self.environment == "production":
+                raise ValueError(
+                    "BLINDPAIR_SECRET_KEY is not set. In production set it to a random string of 32+ characters "
+                    f"(the same on every web process), e.g. from: {GENERATE_SECRET_HINT}")
+            self.secret_key = load_or_create_secret(self.data_dir)
+        elif self.secret_key.lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < MIN_SECRET_LENGTH:
             raise ValueError(
-                "BLINDPAIR_SECRET_KEY is missing or a placeholder. Outside development set it to a random "
-                "string of 32+ characters, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-            )
+                f"BLINDPAIR_SECRET_KEY is a placeholder or shorter than {MIN_SECRET_LENGTH} characters. Set it to a "
+                f"random string of 32+ characters, e.g. from: {GENERATE_SECRET_HINT}, or leave it unset outside "
+                "production to use a secret generated into the data folder.")
         return self
+
+    @property
+    def forwarded_allow_list(self) -> list[str]:
+        return parse_forwarded_allow_ips(self.forwarded_allow_ips)
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,8 +1,8 @@
 """Request dependencies shared by the HTML pages and the JSON API.
 
 Both routers import from here and never from each other (the import-linter contract in pyproject.toml):
-the study path parameter and its 404, and the evaluator's signed credential (the ``bp_eval`` cookie on
-pages, ``X-Evaluator-Token`` on the API).
+the study path parameter and who may see the study behind it (``StudyForUser``), and the evaluator's signed
+credential (the ``bp_eval`` cookie on pages, ``X-Evaluator-Token`` on the API).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import HTTPException, Path
+from fastapi import Depends, HTTPException, Path
 from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.models import Evaluator, Study
+from app.models import Evaluator, Study, User
+from app.security import CurrentUser, DbSession
 from app.services import studies as study_service
 from app.services.assignments import EvaluatorState, evaluator_state
 from app.services.attention import qc_settings
@@ -28,12 +29,24 @@ StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="The study's numeric 
 EVALUATOR_TOKEN_MAX_AGE = 30 * 24 * 3600  # long enough to come back to an unfinished session days later
 
 
-def study_or_404(session: Session, study_id: int) -> Study:
-    """The study, or a 404 that says so; shared by every page and API route under /studies/{study_id}."""
-    study = study_service.get_study(session, study_id)
+def study_for_user_or_404(session: Session, study_id: int, user: User) -> Study:
+    """The study if this user may see it (its owner, a collaborator, an admin), else a 404.
+
+    The same 404 whether the study does not exist or belongs to someone else, so that ids reveal nothing.
+    """
+    study = study_service.get_study_for_user(session, study_id, user_id=user.id, is_admin=user.role == "admin")
     if study is None:
         raise HTTPException(status_code=404, detail=f"There is no study with id {study_id}.")
     return study
+
+
+def _study_for_user(study_id: StudyId, session: DbSession, user: CurrentUser) -> Study:
+    return study_for_user_or_404(session, study_id, user)
+
+
+# The one authorisation check of every page and API route under /studies/{study_id}: declare the parameter
+# ``study: StudyForUser`` and the route only ever runs for someone allowed to see that study.
+StudyForUser = Annotated[Study, Depends(_study_for_user)]
 
 
 def join_rate_limit(study: Study) -> int:

@@ -11,7 +11,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.concurrency import install_thread_headroom
 from app.config import get_settings
-from app.middleware import install_error_handlers, install_input_guards, install_security
+from app.middleware import install_error_handlers, install_forwarded, install_input_guards, install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
 
@@ -42,11 +42,14 @@ def create_bare_app() -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,  # unused, and its inline script would need the CSP loosened
     )
-    # Researchers' login lives in this signed cookie; evaluators get their own (see app/web/evaluator.py).
+    # Researchers' login lives in this signed cookie, as the token of a server-side session (app/security.py);
+    # evaluators get their own (see app/web/evaluator.py). The secret is never a default in the source: it is
+    # BLINDPAIR_SECRET_KEY or, outside production, generated into the data folder (app/config.py).
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,
         session_cookie="bp_session",
+        max_age=settings.login_max_age_hours * 3600,
         same_site="lax",
         https_only=settings.secure_cookies,
     )
@@ -56,6 +59,8 @@ def create_bare_app() -> FastAPI:
     # Added last so it wraps everything: every response, errors included, carries the CSP and friends.
     install_security(app)
     install_thread_headroom(app)
+    # Outermost: the client address is settled before anything reads it.
+    install_forwarded(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.exception_handler(LoginRequired)

@@ -1,4 +1,5 @@
-"""Security headers on every response: a strict Content-Security-Policy and the usual hardening headers.
+"""Security headers on every response (a strict Content-Security-Policy and the usual hardening headers), and
+the one place that decides a request's client address (forwarding headers from named proxies only).
 
 Why strict: the evaluator's page must run only our own files, so neither injected markup (a prompt with
 HTML in it) nor a third-party script can read the page or phone home (blinding, issue 5). Templates
@@ -21,6 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 CSP = "; ".join([
     "default-src 'self'",
@@ -130,6 +132,23 @@ def install_security(app: FastAPI) -> None:
     # HSTS only when the site is served over HTTPS (secure cookies imply it); on plain-HTTP localhost it
     # would make browsers refuse the dev server for a year.
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies, docs_path=app.docs_url)
+
+
+def install_forwarded(app: FastAPI) -> None:
+    """Believe X-Forwarded-For/-Proto only from the proxies in BLINDPAIR_FORWARDED_ALLOW_IPS (default: none).
+
+    The client address feeds the login throttle, the join limit and the evaluator's address hash; a header
+    any client can write must not choose it. With no proxy named, ``request.client`` stays the connection's
+    peer and the headers are ignored. With proxies named, uvicorn's own proxy-headers middleware runs here,
+    inside the app, with exactly that list: the client is the nearest address in X-Forwarded-For that is not
+    one of the proxies, and only when the connection itself came from one of them. ``blindpair serve`` turns
+    uvicorn's server-level handling off (it trusts loopback by default), so this is the only one.
+    """
+    from app.config import get_settings
+
+    proxies = get_settings().forwarded_allow_list
+    if proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
 
 
 # --- hostile input: body size, text that is not Unicode, NUL, and what a refusal may say --------------------

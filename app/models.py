@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,11 @@ def new_token(nbytes: int = 24) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
+def token_digest(token: str) -> str:
+    """What is stored of a bearer token (a login session's): its SHA-256, so a leaked table logs nobody in."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 TZDateTime = DateTime(timezone=True)
 
 
@@ -47,6 +53,32 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
     __table_args__ = (CheckConstraint("role IN ('admin', 'researcher')", name="role"),)
+
+
+class UserSession(Base):
+    """One login of a researcher or admin, held server-side so that logout and a password change end it.
+
+    The signed session cookie carries only a random token; this row stores its SHA-256. A cookie whose row
+    is gone (logged out, password changed) or past ``expires_at`` is no login, however valid its signature.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TZDateTime)
+
+
+class StudyCollaborator(Base):
+    """A researcher the study's owner shared it with: they see and run it like the owner, but cannot share it."""
+
+    __tablename__ = "study_collaborators"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
 
 class Study(Base):
@@ -67,6 +99,8 @@ class Study(Base):
     redirect_url: Mapped[str] = mapped_column(String(500), default="")
     # Quality-control settings (attention-check rate, minimum seconds per vote, ...).
     qc: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The owner: they, the collaborators (StudyCollaborator) and admins see the study; nobody else does.
+    # A study made without an owner (the CLI without --owner) is seen by admins only, until shared.
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
@@ -322,24 +356,3 @@ class Batch(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # theme / prompt ids / seeds
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
-
-class ClipMetric(Base):
-    """One automatic metric of one clip (app/metrics, worker/metrics.py), measured on the stored GIF.
-
-    ``version`` names the metric's definition and parameters: a changed definition gets a new version, so values
-    computed under the old one are never mixed with new ones. ``sha256`` is the file the value was measured on: a
-    clip whose file was replaced (import --replace) has stale metrics until they are computed again.
-    """
-
-    __tablename__ = "clip_metrics"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(60))
-    version: Mapped[str] = mapped_column(String(60))
-    value: Mapped[float] = mapped_column(Float)
-    per_frame: Mapped[list[float | None] | None] = mapped_column(JSON)  # per frame (or frame pair), if any
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    computed_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
-
-    __table_args__ = (UniqueConstraint("clip_id", "name", "version"),)

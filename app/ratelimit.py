@@ -120,7 +120,8 @@ def get_limiter() -> MemoryLimiter | RedisLimiter:
 
 
 def client_ip(request: Request) -> str:
-    """The client address as uvicorn sees it (behind a proxy run uvicorn with --proxy-headers)."""
+    """The client's address: the connection's peer, or what a proxy named in BLINDPAIR_FORWARDED_ALLOW_IPS
+    forwarded (``app.middleware.install_forwarded`` decides it, once, for every reader of the address)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -1,4 +1,10 @@
-"""Logins (the signed session cookie) and the role checks every researcher/admin route depends on."""
+"""Logins (the signed session cookie) and the role checks every researcher/admin route depends on.
+
+The cookie is signed, but a signature alone cannot be taken back: it carries only the random token of a
+server-side session (``UserSession``, made by ``app.services.users.start_session``). Every request looks the
+token up, so logout, a new password or the end of the login's lifetime ends the session for every copy of
+the cookie.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import get_db
-from app.models import User
+from app.models import User, UserSession, token_digest, utcnow
 
 # Re-exported: older callers (and tests) take them from here; new code imports app.passwords.
 from app.passwords import ROLES as ROLES
 from app.passwords import hash_password as hash_password
 from app.passwords import verify_password as verify_password
 
-SESSION_USER_KEY = "user_id"
+SESSION_TOKEN_KEY = "login"
+
 
 # scope="function": the session commits before the response leaves, so "vote recorded" is only ever said of
 # a committed vote (the default "request" scope commits after the response is sent). max_concurrency bounds
@@ -48,18 +56,35 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
-def login(request: Request, user: User) -> None:
+def login(request: Request, token: str) -> None:
+    """Put a new server-side session's token (``users.start_session``) into the cookie."""
     request.session.clear()  # a fresh session on login: no fixation of a pre-login session
-    request.session[SESSION_USER_KEY] = user.id
+    request.session[SESSION_TOKEN_KEY] = token
+
+
+def login_token(request: Request) -> str | None:
+    """The login token the cookie carries, for ``users.end_session`` on logout."""
+    token = request.session.get(SESSION_TOKEN_KEY)
+    return token if isinstance(token, str) and token else None
 
 
 def logout(request: Request) -> None:
+    """Empty the cookie; the route ends the server-side session first (``users.end_session``)."""
     request.session.clear()
 
 
 def current_user(request: Request, session: Session) -> User | None:
-    user_id = request.session.get(SESSION_USER_KEY)
-    return session.get(User, user_id) if user_id else None
+    """The user of a live server-side session, else ``None``; a dead session's cookie is emptied."""
+    token = login_token(request)
+    if token is None:
+        return None
+    user = session.scalars(
+        select(User).join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.token_hash == token_digest(token), UserSession.expires_at > utcnow())
+    ).first()
+    if user is None:
+        request.session.pop(SESSION_TOKEN_KEY, None)
+    return user
 
 
 def _wants_html(request: Request) -> bool:
@@ -131,4 +156,5 @@ def login_throttle(request: Request) -> LoginThrottle:
 
 
 def client_key(request: Request) -> str:
+    """The login throttle's key: the client address as ``app.middleware.install_forwarded`` settled it."""
     return request.client.host if request.client else "unknown"

@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.studies import ERRORS, Message, Responses
-from app.deps import MAX_ID, StudyId, study_or_404
-from app.security import CurrentUser, DbSession
+from app.deps import MAX_ID, StudyForUser
+from app.security import DbSession
 from app.services import generation as svc
 
 router = APIRouter(tags=["generation"])
@@ -50,11 +50,10 @@ class RetryOut(BaseModel):
 
 
 @router.post("/studies/{study_id}/generation/queue", response_model=QueueOut, status_code=202, responses=RESPONSES)
-def api_queue(study_id: StudyId, body: QueueIn, session: DbSession, user: CurrentUser) -> QueueOut:
+def api_queue(study: StudyForUser, body: QueueIn, session: DbSession) -> QueueOut:
     """Queue prompts x models x seeds. Queuing again never duplicates a clip; still-queued clips are re-sent."""
-    study_or_404(session, study_id)
     try:
-        r = svc.queue_batch(session, study_id=study_id, theme=body.theme, prompt_ids=body.prompt_ids,
+        r = svc.queue_batch(session, study_id=study.id, theme=body.theme, prompt_ids=body.prompt_ids,
                             seeds=body.seeds)
     except svc.BrokerUnavailable as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
@@ -65,25 +64,22 @@ def api_queue(study_id: StudyId, body: QueueIn, session: DbSession, user: Curren
 
 
 @router.get("/studies/{study_id}/generation", responses=ERRORS)
-def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def api_progress(study: StudyForUser, session: DbSession) -> dict[str, Any]:
     """Per-model queued/running/done/failed counts, ETA, exactly what each model runs with, failed clips."""
-    study_or_404(session, study_id)
-    return svc.generation_progress(session, study_id=study_id)
+    return svc.generation_progress(session, study_id=study.id)
 
 
 @router.get("/studies/{study_id}/generation/costs", responses=ERRORS)
-def api_costs(study_id: StudyId, session: DbSession, user: CurrentUser) -> list[dict[str, Any]]:
+def api_costs(study: StudyForUser, session: DbSession) -> list[dict[str, Any]]:
     """Per model: median and p90 seconds per clip, UNet evaluations, peak memory, device-seconds, speedup."""
-    study_or_404(session, study_id)
-    return svc.cost_summary(session, study_id=study_id)
+    return svc.cost_summary(session, study_id=study.id)
 
 
 @router.post("/studies/{study_id}/generation/retry", response_model=RetryOut, responses=RESPONSES)
-def api_retry(study_id: StudyId, body: RetryIn, session: DbSession, user: CurrentUser) -> RetryOut:
+def api_retry(study: StudyForUser, body: RetryIn, session: DbSession) -> RetryOut:
     """Queue failed clips again (all of the study's, or the listed ones)."""
-    study_or_404(session, study_id)
     try:
-        return RetryOut(requeued=svc.retry_failed(session, study_id=study_id, clip_ids=body.clip_ids))
+        return RetryOut(requeued=svc.retry_failed(session, study_id=study.id, clip_ids=body.clip_ids))
     except svc.BrokerUnavailable as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
     except svc.GenerationError as exc:

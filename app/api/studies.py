@@ -1,25 +1,48 @@
-"""JSON API v1: login, studies (list, create, get, open/close, progress) and, for admins, users.
+"""JSON API v1: login, studies (list, create, get, open/close, progress, sharing) and, for admins, users.
 
-Authentication is the same signed session cookie as the pages: ``POST /api/v1/login`` sets it. Every write
-takes a JSON body, so a cross-site form cannot forge one (browsers preflight JSON requests).
+Authentication is the same signed session cookie as the pages: ``POST /api/v1/login`` sets it, and
+``POST /api/v1/logout`` (or a new password) ends it server-side. Every write takes a JSON body, so a
+cross-site form cannot forge one (browsers preflight JSON requests). A study is seen only by its owner, the
+researchers it is shared with and admins; to anyone else its routes answer 404, as for a study that does
+not exist.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from app.deps import StudyId, study_or_404
-from app.models import Prompt, Study
-from app.security import AdminUser, CurrentUser, DbSession, client_key, login, login_throttle, logout
+from app.deps import MAX_ID, StudyForUser
+from app.models import Prompt, Study, User
+from app.passwords import verify_password
+from app.security import (
+    AdminUser,
+    CurrentUser,
+    DbSession,
+    client_key,
+    login,
+    login_throttle,
+    login_token,
+    logout,
+)
 from app.services import studies as study_service
 from app.services.prompts import PromptSpec
-from app.services.studies import ModelSpec, StudyError
-from app.services.users import UserError, authenticate, create_user, get_user_by_email, list_users
+from app.services.studies import ModelSpec, SharingNotAllowed, StudyError
+from app.services.users import (
+    UserError,
+    authenticate,
+    create_user,
+    end_session,
+    get_user_by_email,
+    list_users,
+    set_password,
+    start_session,
+)
 
 router = APIRouter(tags=["studies"])
 
@@ -125,6 +148,21 @@ class StudyOut(BaseModel):
     created_at: datetime
 
 
+class PasswordIn(BaseModel):
+    current_password: str = Field(max_length=1000)
+    new_password: str = Field(max_length=1000, description="At least 8 characters.")
+
+
+class CollaboratorIn(BaseModel):
+    email: str = Field(max_length=254, description="The email of an existing BlindPair account.")
+
+
+class SharingOut(BaseModel):
+    owner: str | None = Field(description="The owner's email; null for a study made without one (admins only).")
+    collaborators: list[UserOut]
+    can_share: bool = Field(description="Whether you may add and remove collaborators (the owner and admins).")
+
+
 class StatusIn(BaseModel):
     status: Literal["draft", "open", "closed"]
 
@@ -198,12 +236,16 @@ def api_login(body: LoginIn, request: Request, session: DbSession) -> UserOut:
         throttle.failed(key)
         raise HTTPException(status_code=401, detail="Email or password is wrong.")
     throttle.succeeded(key)
-    login(request, user)
+    login(request, start_session(session, user_id=user.id))
     return UserOut.model_validate(user)
 
 
 @router.post("/logout", status_code=204, tags=["auth"])
-def api_logout(request: Request) -> Response:
+def api_logout(request: Request, session: DbSession) -> Response:
+    """End this login server-side: the cookie, and any copy of it, no longer logs in."""
+    token = login_token(request)
+    if token:
+        end_session(session, token=token)
     logout(request)
     return Response(status_code=204)
 
@@ -213,15 +255,35 @@ def api_me(user: CurrentUser) -> UserOut:
     return UserOut.model_validate(user)
 
 
+@router.post("/me/password", status_code=204, tags=["auth"], responses={**ERRORS, 429: {"model": Message}})
+def api_change_password(body: PasswordIn, request: Request, session: DbSession, user: CurrentUser) -> Response:
+    """Set a new password. Every login of the account ends; this client gets a fresh session cookie."""
+    throttle, key = login_throttle(request), client_key(request)
+    wait = throttle.retry_after(key)
+    if wait:
+        raise HTTPException(status_code=429, detail=f"Too many wrong passwords. Try again in {wait} s.",
+                            headers={"Retry-After": str(wait)})
+    if not verify_password(user.password_hash, body.current_password):
+        throttle.failed(key)  # a stolen cookie must not become a way to guess the password
+        raise HTTPException(status_code=400, detail="current_password is wrong; nothing was changed.")
+    try:
+        set_password(session, user_id=user.id, password=body.new_password)
+    except UserError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    login(request, start_session(session, user_id=user.id))
+    return Response(status_code=204)
+
+
 # --- studies ------------------------------------------------------------------------------------------------
 
 
 @router.get("/studies", response_model=list[StudySummary], responses=ERRORS)
 def api_list_studies(session: DbSession, user: CurrentUser) -> list[StudySummary]:
+    """The studies you own or that were shared with you (admins: every study)."""
     return [
         StudySummary(id=s.id, slug=s.slug, name=s.name, status=s.status, models=[m.name for m in s.models],
                      created_at=s.created_at)
-        for s in study_service.list_studies(session)
+        for s in study_service.list_studies(session, user_id=user.id, is_admin=user.role == "admin")
     ]
 
 
@@ -249,48 +311,94 @@ def api_create_study(body: StudyCreate, session: DbSession, user: CurrentUser) -
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, responses=ERRORS)
-def apistudy_or_404(study_id: StudyId, session: DbSession, user: CurrentUser) -> StudyOut:
-    return _study_out(session, study_or_404(session, study_id))
+def api_get_study(study: StudyForUser, session: DbSession) -> StudyOut:
+    return _study_out(session, study)
 
 
 @router.post("/studies/{study_id}/status", response_model=StudyOut, responses=ERRORS)
-def api_set_status(study_id: StudyId, body: StatusIn, session: DbSession, user: CurrentUser) -> StudyOut:
+def api_set_status(study: StudyForUser, body: StatusIn, session: DbSession) -> StudyOut:
     """Open a study to evaluators, close it, or reopen it (draft → open → closed → open)."""
-    study_or_404(session, study_id)
     try:
-        study = study_service.set_status(session, study_id=study_id, status=body.status)
+        study = study_service.set_status(session, study_id=study.id, status=body.status)
     except StudyError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     return _study_out(session, study)
 
 
 @router.get("/studies/{study_id}/qc", responses=ERRORS)
-def api_get_qc(study_id: StudyId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def api_get_qc(study: StudyForUser) -> dict[str, Any]:
     """The study's effective quality-control settings (attention checks, too-fast votes, straight-lining)."""
     from dataclasses import asdict
 
     from app.services.attention import qc_settings
 
-    return asdict(qc_settings(study_or_404(session, study_id)))
+    return asdict(qc_settings(study))
 
 
 @router.patch("/studies/{study_id}/qc", responses=ERRORS)
-def api_set_qc(study_id: StudyId, body: dict[str, Any], session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def api_set_qc(study: StudyForUser, body: dict[str, Any], session: DbSession) -> dict[str, Any]:
     """Change some quality-control settings, e.g. {"attention_rate": 0.2, "min_seconds_per_vote": 6}.
 
     Evaluators are re-judged under the new settings at once; the results follow.
     """
-    study_or_404(session, study_id)
     try:
-        return study_service.set_qc(session, study_id=study_id, changes=body)
+        return study_service.set_qc(session, study_id=study.id, changes=body)
     except StudyError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
 
 
 @router.get("/studies/{study_id}/progress", response_model=ProgressOut, responses=ERRORS)
-def api_progress(study_id: StudyId, session: DbSession, user: CurrentUser) -> ProgressOut:
-    study_or_404(session, study_id)
-    return ProgressOut.model_validate(study_service.study_progress(session, study_id=study_id))
+def api_progress(study: StudyForUser, session: DbSession) -> ProgressOut:
+    return ProgressOut.model_validate(study_service.study_progress(session, study_id=study.id))
+
+
+# --- sharing ------------------------------------------------------------------------------------------------
+
+SHARING_ERRORS: Responses = {**ERRORS, 403: {"model": Message}}
+
+
+def _sharing_out(session, study: Study, user: User) -> SharingOut:
+    owner = session.get(User, study.created_by_id) if study.created_by_id else None
+    return SharingOut(
+        owner=owner.email if owner else None,
+        collaborators=[UserOut.model_validate(u) for u in study_service.list_collaborators(session, study_id=study.id)],
+        can_share=study_service.can_share(study, user_id=user.id, is_admin=user.role == "admin"),
+    )
+
+
+def _sharing_error(exc: StudyError) -> HTTPException:
+    return HTTPException(status_code=403 if isinstance(exc, SharingNotAllowed) else 400, detail=str(exc))
+
+
+@router.get("/studies/{study_id}/collaborators", response_model=SharingOut, responses=ERRORS)
+def api_sharing(study: StudyForUser, session: DbSession, user: CurrentUser) -> SharingOut:
+    """Who sees the study: its owner and the researchers it is shared with (admins see every study)."""
+    return _sharing_out(session, study, user)
+
+
+@router.post("/studies/{study_id}/collaborators", response_model=SharingOut, responses=SHARING_ERRORS)
+def api_add_collaborator(study: StudyForUser, body: CollaboratorIn, session: DbSession,
+                         user: CurrentUser) -> SharingOut:
+    """Share the study with an existing account (owner or admin only); sharing twice changes nothing."""
+    try:
+        study_service.add_collaborator(session, study_id=study.id, email=body.email, by_user_id=user.id,
+                                       by_admin=user.role == "admin")
+    except StudyError as exc:
+        raise _sharing_error(exc) from exc
+    return _sharing_out(session, study, user)
+
+
+@router.delete("/studies/{study_id}/collaborators/{user_id}", response_model=SharingOut,
+               responses=SHARING_ERRORS)
+def api_remove_collaborator(study: StudyForUser, user_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+                            session: DbSession, user: CurrentUser) -> SharingOut:
+    """Stop sharing the study with this account (owner or admin only)."""
+    try:
+        study_service.remove_collaborator(session, study_id=study.id, user_id=user_id, by_user_id=user.id,
+                                          by_admin=user.role == "admin")
+    except StudyError as exc:
+        raise _sharing_error(exc) from exc
+    return _sharing_out(session, study, user)
 
 
 # --- users (admins) -----------------------------------------------------------------------------------------

@@ -82,8 +82,14 @@ def serve(
 ) -> None:
     """Run the web app (pages, evaluator links and the JSON API) with uvicorn."""
     import uvicorn
+    from pydantic import ValidationError
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # e.g. production without BLINDPAIR_SECRET_KEY: say so, without a traceback
+        for error in exc.errors():
+            typer.secho(str(error["msg"]).removeprefix("Value error, "), fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
     require_migrated()
     hint = admin_hint()
     if hint:
@@ -96,7 +102,9 @@ def serve(
         typer.secho(f"Invite links use BLINDPAIR_BASE_URL={settings.base_url}; set it to the address evaluators "
                     "reach this server at.", fg=typer.colors.YELLOW)
     # Requests in flight stay below the thread pool (app/concurrency.py), so a commit always finds a thread.
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, proxy_headers=True,
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from loopback (its default), letting anyone
+    # on this host pick their address; the app honours it only from BLINDPAIR_FORWARDED_ALLOW_IPS instead.
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, proxy_headers=False,
                 limit_concurrency=SUGGESTED_LIMIT_CONCURRENCY,
                 # On SIGTERM/SIGINT, requests in flight get this long; then uvicorn cancels them and exits. Without
                 # it a slow client (a body that never finishes) kept the server from stopping at all.

@@ -1,8 +1,9 @@
-"""CLI: ``blindpair study create`` and ``blindpair study list``."""
+"""CLI: ``blindpair study create``, ``list``, ``open``, ``close``, ``qc`` and ``share``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -13,6 +14,7 @@ from app.db import session_scope
 from app.services import studies as study_service
 from app.services.prompts import PromptFileError, parse_prompt_file
 from app.services.studies import ModelSpec, StudyError
+from app.services.users import get_user_by_email, list_users
 
 
 def parse_model(value: str) -> ModelSpec:
@@ -21,10 +23,19 @@ def parse_model(value: str) -> ModelSpec:
     return ModelSpec(name=name.strip(), preset=preset.strip())
 
 
-def _fail(lines: list[str]) -> None:
+def _fail(lines: list[str]) -> NoReturn:
     for line in lines:
         typer.secho(line, fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
+
+
+def _owner_id(email: str) -> int:
+    with session_scope() as session:
+        user = get_user_by_email(session, email)
+        if user is None:
+            _fail([f"No account has the email {email.strip().lower()}; nothing was created.",
+                   "Create it first: blindpair user add EMAIL"])
+        return user.id
 
 
 @study_app.command("create")
@@ -44,11 +55,16 @@ def study_create(
     pairs_per_session: int = typer.Option(10, help="Pairs one evaluator rates in a session."),
     description: str = typer.Option("", help="A note for researchers."),
     redirect_url: str = typer.Option("", help="Where evaluators go when done, e.g. a Prolific completion URL."),
+    owner: str = typer.Option(
+        "", "--owner", help="The email of the researcher who owns the study. Without it only admins see the study "
+        "until it is shared (blindpair study share)."
+    ),
 ) -> None:
     """Create a draft study and print its id and invite link."""
     require_migrated()
     if prompts and theme:
         _fail(["Give either --prompts FILE or --theme, not both."])
+    owner_id = _owner_id(owner) if owner else None
     try:
         if prompts:
             specs = parse_prompt_file(prompts.read_bytes(), prompts.name)
@@ -63,7 +79,7 @@ def study_create(
             study = study_service.create_study(
                 session, name=name, models=[parse_model(m) for m in model], prompts=specs,
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, description=description,
-                redirect_url=redirect_url,
+                redirect_url=redirect_url, created_by_id=owner_id,
             )
             study_id, invite = study.id, study_service.invite_url(study)
             models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)
@@ -77,13 +93,15 @@ def study_create(
 
 @study_app.command("list")
 def study_list() -> None:
-    """Show every study with its id, status and progress."""
+    """Show every study with its id, status, progress and owner."""
     require_migrated()
     with session_scope() as session:
+        owners = {u.id: u.email for u in list_users(session)}
         for s in study_service.list_studies(session):
             p = study_service.study_progress(session, study_id=s.id)
+            owner = owners.get(s.created_by_id) if s.created_by_id else None
             typer.echo(f"{s.id}\t{s.status}\t{s.name}\t{p['votes']}/{p['votes_target']} votes\t"
-                       f"{p['evaluators']} evaluators")
+                       f"{p['evaluators']} evaluators\towner: {owner or '(none: admins only)'}")
 
 
 def _set_status(study_id: int, status: str) -> None:
@@ -148,3 +166,35 @@ def study_qc(
         _fail(["Nothing was changed:", *exc.errors] if changes else exc.errors)
     for key, value in effective.items():
         typer.echo(f"{key} = {value}")
+
+
+@study_app.command("share")
+def study_share(
+    study_id: int = typer.Argument(..., help="The study's id (see `blindpair study list`)."),
+    email: list[str] = typer.Argument(None, help="Accounts to share the study with (or to stop sharing with)."),
+    remove: bool = typer.Option(False, "--remove", help="Stop sharing with these accounts instead."),
+) -> None:
+    """Share a study with researchers (they see and run it like its owner), or stop; without emails: show who."""
+    require_migrated()
+    try:
+        with session_scope() as session:
+            study = study_service.get_study(session, study_id)
+            if study is None:
+                raise StudyError(f"There is no study with id {study_id}.")
+            # The operator at the server's command line acts as an admin.
+            for address in email or []:
+                if remove:
+                    user = get_user_by_email(session, address)
+                    if user is None:
+                        raise StudyError(f"No account has the email {address.strip().lower()}.")
+                    study_service.remove_collaborator(session, study_id=study_id, user_id=user.id, by_user_id=0,
+                                                      by_admin=True)
+                else:
+                    study_service.add_collaborator(session, study_id=study_id, email=address, by_user_id=0,
+                                                   by_admin=True)
+            owner = next((u.email for u in list_users(session) if u.id == study.created_by_id), None)
+            shared = [u.email for u in study_service.list_collaborators(session, study_id=study_id)]
+    except StudyError as exc:
+        _fail(["Nothing was changed:", *exc.errors] if email else exc.errors)
+    typer.echo(f"Study {study_id}: owner {owner or '(none: admins only)'}")
+    typer.echo("Shared with: " + (", ".join(shared) if shared else "nobody"))

@@ -1,4 +1,4 @@
-"""CLI: ``blindpair user add`` and ``blindpair user list``."""
+"""CLI: ``blindpair user add``, ``blindpair user password`` and ``blindpair user list``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from app.cli.base import user_app
 from app.cli.serve import require_migrated
 from app.db import session_scope
 from app.passwords import ROLES
-from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
+from app.services.users import (
+    MIN_PASSWORD_LENGTH,
+    UserError,
+    create_user,
+    get_user_by_email,
+    list_users,
+    set_password,
+)
 
 
 @user_app.command("add")
@@ -35,6 +42,36 @@ def user_add(
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"Created {shown}. Log in at /login.")
+
+
+@user_app.command("password")
+def user_password(
+    email: str = typer.Argument(..., help="The account's login email."),
+    password: str = typer.Option(
+        None, help=f"At least {MIN_PASSWORD_LENGTH} characters. Asked for (hidden) when left out."
+    ),
+) -> None:
+    """Set a new password for an account and log it out everywhere (a forgotten or leaked password)."""
+    require_migrated()
+    with session_scope() as session:
+        known = get_user_by_email(session, email) is not None
+    if not known:
+        typer.secho(f"No account has the email {email.strip().lower()}; see `blindpair user list`.",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+    if password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        with session_scope() as session:
+            user = get_user_by_email(session, email)
+            if user is None:
+                raise UserError(f"No account has the email {email.strip().lower()}.")
+            set_password(session, user_id=user.id, password=password)
+            shown = user.email
+    except UserError as exc:
+        typer.secho(f"{exc} Nothing was changed.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"New password set for {shown}; every login of the account has been logged out.")
 
 
 @user_app.command("list")

@@ -10,12 +10,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.criteria import DEFAULT_CRITERIA
-from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, StudyModel, Vote
+from app.models import (
+    Assignment,
+    Clip,
+    Criterion,
+    Evaluator,
+    Pair,
+    Prompt,
+    Study,
+    StudyCollaborator,
+    StudyModel,
+    User,
+    Vote,
+)
 from app.services.attention import QCSettingsError, ensure_attention_pairs, qc_settings, validate_qc
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 from worker.presets import (
@@ -282,13 +294,85 @@ def _insert_study(session: Session, *, models: Sequence[ModelSpec], criteria: li
 
 
 def get_study(session: Session, study_id: int) -> Study | None:
-    """The study with this id, or ``None``."""
+    """The study with this id, or ``None`` (no access check: for the CLI and jobs)."""
     return session.get(Study, study_id)
 
 
-def list_studies(session: Session) -> list[Study]:
-    """Every study, newest first."""
-    return list(session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())))
+def _visible_to(user_id: int, is_admin: bool) -> ColumnElement[bool]:
+    """Studies a user may see: admins all of them; others those they own or were added to."""
+    if is_admin:
+        return true()
+    shared = select(StudyCollaborator.study_id).where(StudyCollaborator.user_id == user_id)
+    return or_(Study.created_by_id == user_id, Study.id.in_(shared))
+
+
+def get_study_for_user(session: Session, study_id: int, *, user_id: int, is_admin: bool) -> Study | None:
+    """The study if this user may see it, else ``None`` (also when it exists but is someone else's)."""
+    return session.scalars(select(Study).where(Study.id == study_id, _visible_to(user_id, is_admin))).first()
+
+
+def list_studies(session: Session, *, user_id: int | None = None, is_admin: bool = False) -> list[Study]:
+    """The studies a user may see, newest first; every study when no user is given (the CLI)."""
+    query = select(Study).order_by(Study.created_at.desc(), Study.id.desc())
+    if user_id is not None:
+        query = query.where(_visible_to(user_id, is_admin))
+    return list(session.scalars(query))
+
+
+# --- sharing ------------------------------------------------------------------------------------------------
+
+
+class SharingNotAllowed(StudyError):
+    """The user may see the study but not change who it is shared with (only its owner and admins may)."""
+
+
+def can_share(study: Study, *, user_id: int, is_admin: bool) -> bool:
+    return is_admin or study.created_by_id == user_id
+
+
+def _check_can_share(study: Study, user_id: int, is_admin: bool) -> None:
+    if not can_share(study, user_id=user_id, is_admin=is_admin):
+        raise SharingNotAllowed("Only the study's owner or an admin can change who it is shared with.")
+
+
+def list_collaborators(session: Session, *, study_id: int) -> list[User]:
+    """The researchers a study is shared with, by email."""
+    return list(session.scalars(
+        select(User).join(StudyCollaborator, StudyCollaborator.user_id == User.id)
+        .where(StudyCollaborator.study_id == study_id).order_by(User.email)))
+
+
+def add_collaborator(session: Session, *, study_id: int, email: str, by_user_id: int, by_admin: bool) -> User:
+    """Share the study with the account of this email; sharing twice is a no-op. Bad input changes nothing."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyError(f"There is no study with id {study_id}.")
+    _check_can_share(study, by_user_id, by_admin)
+    wanted = (email or "").strip().lower()
+    if not wanted:
+        raise StudyError("Give the email of the account to share the study with.")
+    user = session.scalars(select(User).where(User.email == wanted)).first()
+    if user is None:
+        raise StudyError(f"No account has the email {wanted}. An admin adds accounts (the Users page, or "
+                         "`blindpair user add`); then share the study again.")
+    if user.id == study.created_by_id:
+        raise StudyError(f"{user.email} owns this study already.")
+    if session.get(StudyCollaborator, (study.id, user.id)) is None:
+        session.add(StudyCollaborator(study_id=study.id, user_id=user.id))
+        session.flush()
+    return user
+
+
+def remove_collaborator(session: Session, *, study_id: int, user_id: int, by_user_id: int, by_admin: bool) -> None:
+    """Stop sharing the study with this user (their open pages stop working at once); unknown ids are refused."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyError(f"There is no study with id {study_id}.")
+    _check_can_share(study, by_user_id, by_admin)
+    if session.get(StudyCollaborator, (study.id, user_id)) is None:
+        raise StudyError(f"The study is not shared with user {user_id}: nothing to remove.")
+    session.execute(delete(StudyCollaborator).where(StudyCollaborator.study_id == study.id,
+                                                    StudyCollaborator.user_id == user_id))
 
 
 def set_status(session: Session, *, study_id: int, status: str) -> Study:

@@ -1,13 +1,15 @@
-"""Researcher and admin accounts: creation with validation, and password login."""
+"""Researcher and admin accounts: creation with validation, password login, and the server-side sessions."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.models import User
+from app.config import get_settings
+from app.models import User, UserSession, new_token, token_digest, utcnow
 from app.passwords import ROLES, hash_password, verify_password
 
 MIN_PASSWORD_LENGTH = 8
@@ -34,12 +36,31 @@ def create_user(session: Session, *, email: str, password: str, role: str) -> Us
         raise UserError(f"'{email}' is not an email address: write it as name@domain.")
     if role not in ROLES:
         raise UserError(f"Unknown role '{role}': use one of {', '.join(ROLES)}.")
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise UserError(f"The password is too short: use at least {MIN_PASSWORD_LENGTH} characters.")
+    _check_password(password)
     if get_user_by_email(session, email) is not None:
         raise UserError(f"A user with the email {email} already exists.")
     user = User(email=email, password_hash=hash_password(password), role=role)
     session.add(user)
+    session.flush()
+    return user
+
+
+def _check_password(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise UserError(f"The password is too short: use at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def set_password(session: Session, *, user_id: int, password: str) -> User:
+    """Give the account a new password and end every one of its logins (a stolen cookie dies with the old one).
+
+    The caller that changed its own password starts a fresh session afterwards (``start_session``).
+    """
+    _check_password(password)
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserError(f"There is no user with id {user_id}.")
+    user.password_hash = hash_password(password)
+    end_all_sessions(session, user_id=user.id)
     session.flush()
     return user
 
@@ -63,3 +84,32 @@ def list_users(session: Session) -> list[User]:
 
 def count_admins(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(User).where(User.role == "admin")) or 0
+
+
+# --- server-side login sessions -----------------------------------------------------------------------------
+
+
+def start_session(session: Session, *, user_id: int) -> str:
+    """Record a new login and return its token for the signed cookie (only its SHA-256 is stored).
+
+    The user's expired sessions are removed on the way, so the table holds live logins only.
+    """
+    now = utcnow()
+    session.execute(delete(UserSession).where(UserSession.user_id == user_id, UserSession.expires_at <= now))
+    token = new_token(32)
+    max_age = timedelta(hours=get_settings().login_max_age_hours)
+    session.add(UserSession(user_id=user_id, token_hash=token_digest(token), created_at=now,
+                            expires_at=now + max_age))
+    session.flush()
+    return token
+
+
+def end_session(session: Session, *, token: str) -> None:
+    """Log this one session out, server-side: its cookie, wherever a copy of it is, no longer logs in."""
+    session.execute(delete(UserSession).where(UserSession.token_hash == token_digest(token)))
+
+
+def end_all_sessions(session: Session, *, user_id: int) -> int:
+    """Log the user out everywhere; returns how many sessions were ended."""
+    result = session.execute(delete(UserSession).where(UserSession.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)

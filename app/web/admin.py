@@ -1,24 +1,33 @@
-"""HTML routes for researchers and admins: studies list, new-study form, study page, user management."""
+"""HTML routes for researchers and admins: studies list, new-study form, study page and its sharing, user
+management, and the account page (a new password)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 
 from app.config import get_settings
 from app.csrf import verify_csrf
-from app.deps import StudyId, study_or_404
-from app.models import Prompt, User
-from app.passwords import ROLES
-from app.security import AdminUser, CurrentUser, DbSession
+from app.deps import MAX_ID, StudyForUser
+from app.models import Prompt, Study, User
+from app.passwords import ROLES, verify_password
+from app.security import AdminUser, CurrentUser, DbSession, client_key, login, login_throttle
 from app.services import studies as study_service
-from app.services.studies import DEFAULT_SETTINGS, ModelSpec, StudyError
-from app.services.users import MIN_PASSWORD_LENGTH, UserError, create_user, list_users
+from app.services.studies import DEFAULT_SETTINGS, ModelSpec, SharingNotAllowed, StudyError
+from app.services.users import (
+    MIN_PASSWORD_LENGTH,
+    UserError,
+    create_user,
+    list_users,
+    set_password,
+    start_session,
+)
 from app.templating import templates
 from app.web.panels import render_panels
 from worker.presets import DTYPES, all_presets
@@ -44,7 +53,9 @@ def render(request: Request, name: str, user: User, status_code: int = 200, **co
 
 @router.get("/", response_class=HTMLResponse)
 def studies_page(request: Request, session: DbSession, user: CurrentUser) -> Response:
-    rows = [(s, study_service.study_progress(session, study_id=s.id)) for s in study_service.list_studies(session)]
+    """The studies this user owns or was added to (admins: every study)."""
+    visible = study_service.list_studies(session, user_id=user.id, is_admin=user.role == "admin")
+    rows = [(s, study_service.study_progress(session, study_id=s.id)) for s in visible]
     return render(request, "admin/studies.html", user, rows=rows, nav="studies")
 
 
@@ -231,9 +242,14 @@ def _render_panels(request: Request, session, study, user) -> list[Markup]:
     return out
 
 
+def _sharing(session, study: Study, user: User) -> dict[str, Any]:
+    owner = session.get(User, study.created_by_id) if study.created_by_id else None
+    return {"owner": owner, "collaborators": study_service.list_collaborators(session, study_id=study.id),
+            "can_share": study_service.can_share(study, user_id=user.id, is_admin=user.role == "admin")}
+
+
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser) -> Response:
-    study = study_or_404(session, study_id)
+def study_page(request: Request, study: StudyForUser, session: DbSession, user: CurrentUser) -> Response:
     themes = session.execute(
         select(Prompt.theme, func.count()).where(Prompt.study_id == study.id).group_by(Prompt.theme)
         .order_by(Prompt.theme)
@@ -241,7 +257,7 @@ def study_page(request: Request, study_id: StudyId, session: DbSession, user: Cu
     return render(
         request, "admin/study.html", user, nav="studies", study=study,
         progress=study_service.study_progress(session, study_id=study.id),
-        invite_url=study_service.invite_url(study), prompt_themes=themes,
+        invite_url=study_service.invite_url(study), prompt_themes=themes, sharing=_sharing(session, study, user),
         panels=_render_panels(request, session, study, user),
     )
 
@@ -249,22 +265,74 @@ def study_page(request: Request, study_id: StudyId, session: DbSession, user: Cu
 @router.post("/studies/{study_id}/status")
 def study_status_submit(
     request: Request,
-    study_id: StudyId,
+    study: StudyForUser,
     session: DbSession,
-    user: CurrentUser,
     status: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     verify_csrf(request, csrf_token)
-    study_or_404(session, study_id)
     try:
-        study = study_service.set_status(session, study_id=study_id, status=status)
+        study = study_service.set_status(session, study_id=study.id, status=status)
     except StudyError as exc:
         flash(request, str(exc), "error")
     else:
         verb = {"open": "open: evaluators can join", "closed": "closed: the invite link no longer admits anyone"}
         flash(request, f"The study is now {verb.get(study.status, study.status)}.")
-    return RedirectResponse(f"/studies/{study_id}", status_code=303)
+    return RedirectResponse(f"/studies/{study.id}", status_code=303)
+
+
+# --- sharing: the owner (or an admin) adds and removes collaborators ----------------------------------------
+
+
+def _sharing_back(study: Study) -> RedirectResponse:
+    return RedirectResponse(f"/studies/{study.id}#sharing", status_code=303)
+
+
+def _sharing_refused(exc: StudyError) -> None:
+    if isinstance(exc, SharingNotAllowed):
+        raise HTTPException(status_code=403, detail=str(exc)) from exc
+
+
+@router.post("/studies/{study_id}/collaborators")
+def add_collaborator_submit(
+    request: Request,
+    study: StudyForUser,
+    session: DbSession,
+    user: CurrentUser,
+    email: Annotated[str, Form(max_length=254)] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    verify_csrf(request, csrf_token)
+    try:
+        added = study_service.add_collaborator(session, study_id=study.id, email=email, by_user_id=user.id,
+                                               by_admin=user.role == "admin")
+    except StudyError as exc:
+        _sharing_refused(exc)
+        flash(request, "Not shared: " + str(exc), "error")
+    else:
+        flash(request, f"Shared with {added.email}: they see and run this study from their studies list.")
+    return _sharing_back(study)
+
+
+@router.post("/studies/{study_id}/collaborators/{user_id}/remove")
+def remove_collaborator_submit(
+    request: Request,
+    study: StudyForUser,
+    session: DbSession,
+    user: CurrentUser,
+    user_id: Annotated[int, PathParam(ge=1, le=MAX_ID)],
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    verify_csrf(request, csrf_token)
+    try:
+        study_service.remove_collaborator(session, study_id=study.id, user_id=user_id, by_user_id=user.id,
+                                          by_admin=user.role == "admin")
+    except StudyError as exc:
+        _sharing_refused(exc)
+        flash(request, "Nothing was changed: " + str(exc), "error")
+    else:
+        flash(request, "No longer shared with that account.")
+    return _sharing_back(study)
 
 
 # --- users (admins only) ------------------------------------------------------------------------------------
@@ -297,3 +365,47 @@ def add_user_submit(
         return _users_page(request, session, user, email=email, role=role, errors=[str(exc)], status=400)
     flash(request, f"Added {created.email} as {created.role}. Give them their password in person or by a safe channel.")
     return RedirectResponse("/admin/users", status_code=303)
+
+
+# --- account: a new password ends every other login -------------------------------------------------------
+
+
+def _account_page(request: Request, user: User, *, errors: list[str] | None = None, status: int = 200) -> Response:
+    return render(request, "admin/account.html", user, status_code=status, errors=errors or [], nav="account",
+                  min_password=MIN_PASSWORD_LENGTH)
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, user: CurrentUser) -> Response:
+    return _account_page(request, user)
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def change_password_submit(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    current_password: Annotated[str, Form(max_length=1000)] = "",
+    new_password: Annotated[str, Form(max_length=1000)] = "",
+    confirm_password: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """A new password; every session of the account ends (a copied cookie too) and this browser gets a new one."""
+    verify_csrf(request, csrf_token)
+    throttle, key = login_throttle(request), client_key(request)
+    if throttle.retry_after(key):
+        return _account_page(request, user, errors=["Too many wrong passwords from this address; try again "
+                                                     "later."], status=429)
+    if not verify_password(user.password_hash, current_password):
+        throttle.failed(key)  # a stolen cookie must not become a way to guess the password
+        return _account_page(request, user, errors=["Your current password is wrong."], status=400)
+    if new_password != confirm_password:
+        return _account_page(request, user, errors=["The two new passwords differ: type the same one twice."],
+                             status=400)
+    try:
+        set_password(session, user_id=user.id, password=new_password)
+    except UserError as exc:
+        return _account_page(request, user, errors=[str(exc)], status=400)
+    login(request, start_session(session, user_id=user.id))
+    flash(request, "Password changed. Every other login of this account has been logged out.")
+    return RedirectResponse("/account", status_code=303)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.csrf import csrf_token, verify_csrf
-from app.security import DbSession, client_key, current_user, login, login_throttle, logout
-from app.services.users import authenticate, count_admins
+from app.security import DbSession, client_key, current_user, login, login_throttle, login_token, logout
+from app.services.users import authenticate, count_admins, end_session, start_session
 from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -69,12 +69,15 @@ def login_submit(
         throttle.failed(key)
         return _login_page(request, session, email=email, next_url=next, error=LOGIN_ERROR, status=400)
     throttle.succeeded(key)
-    login(request, user)
+    login(request, start_session(session, user_id=user.id))
     return RedirectResponse(safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-def logout_submit(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+def logout_submit(request: Request, session: DbSession, csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
+    token = login_token(request)
+    if token:
+        end_session(session, token=token)  # server-side: a copy of the cookie no longer logs in either
     logout(request)
     return RedirectResponse("/login", status_code=303)

@@ -9,9 +9,9 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 
 from app.csrf import verify_csrf
-from app.deps import MAX_ID, StudyId, study_or_404
+from app.deps import MAX_ID, StudyForUser
 from app.models import Prompt, Study
-from app.security import CurrentUser, DbSession
+from app.security import DbSession
 from app.services import generation as svc
 from app.web.admin import flash
 from app.web.panels import study_panel
@@ -55,34 +55,32 @@ def _back(study_id: int) -> RedirectResponse:
 
 
 @router.post("/studies/{study_id}/generation/queue")
-def queue_submit(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
+def queue_submit(request: Request, study: StudyForUser, session: DbSession,
                  theme: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
-    study_or_404(session, study_id)
     try:
-        result = svc.queue_batch(session, study_id=study_id, theme=theme or None)
+        result = svc.queue_batch(session, study_id=study.id, theme=theme or None)
     except svc.BrokerUnavailable as exc:
         flash(request, f"Not queued: {exc}", "error")
     except svc.GenerationError as exc:
         flash(request, "Not queued, nothing was changed: " + " ".join(exc.errors), "error")
     else:
         flash(request, f"Batch {result.batch_id}: {result.describe()}")
-    return _back(study_id)
+    return _back(study.id)
 
 
 @router.post("/studies/{study_id}/generation/retry")
-def retry_submit(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
+def retry_submit(request: Request, study: StudyForUser, session: DbSession,
                  clip_id: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
                  csrf_token: Annotated[str, Form()] = "") -> Response:
     verify_csrf(request, csrf_token)
-    study_or_404(session, study_id)
     try:
         # "is not None": a clip_id of 0 must not mean "every failed clip".
-        n = svc.retry_failed(session, study_id=study_id, clip_ids=[clip_id] if clip_id is not None else None)
+        n = svc.retry_failed(session, study_id=study.id, clip_ids=[clip_id] if clip_id is not None else None)
     except svc.BrokerUnavailable as exc:
         flash(request, f"Not retried: {exc}", "error")
     except svc.GenerationError as exc:
         flash(request, "Not retried, nothing was changed: " + " ".join(exc.errors), "error")
     else:
         flash(request, f"{n} failed clip(s) queued again." if n else "There were no failed clips to retry.")
-    return _back(study_id)
+    return _back(study.id)

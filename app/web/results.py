@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from app.deps import StudyId, study_or_404
+from app.deps import StudyForUser
 from app.models import Study
 from app.security import AdminUser, CurrentUser, DbSession
 from app.services import exports
@@ -30,9 +30,8 @@ def _flag(value: str | None) -> bool:
 
 
 @router.get("/studies/{study_id}/results", response_class=HTMLResponse)
-def dashboard(request: Request, study_id: StudyId, session: DbSession, user: CurrentUser,
+def dashboard(request: Request, study: StudyForUser, session: DbSession, user: CurrentUser,
               include_flagged: str | None = None):
-    study = study_or_404(session, study_id)
     view, cached = study_view(session, study=study, include_flagged=_flag(include_flagged))
     return templates.TemplateResponse(request, "results/dashboard.html", {
         "v": view, "user": user, "nav": "studies", "is_admin": user.role == "admin",
@@ -57,34 +56,29 @@ def _export(fn, **kw) -> Response:
 
 
 @router.get("/studies/{study_id}/export/votes.{fmt}")
-def export_votes(study_id: StudyId, fmt: str, session: DbSession, _admin: AdminUser):
-    return _export(exports.raw_votes, session=session, study=study_or_404(session, study_id), fmt=fmt)
+def export_votes(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
+    return _export(exports.raw_votes, session=session, study=study, fmt=fmt)
 
 
 @router.get("/studies/{study_id}/export/clips.{fmt}")
-def export_clips(study_id: StudyId, fmt: str, session: DbSession, _admin: AdminUser):
-    return _export(exports.clips_manifest, session=session, study=study_or_404(session, study_id), fmt=fmt)
-
-
-@router.get("/studies/{study_id}/export/metrics.{fmt}")
-def export_metrics(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
-    return _export(exports.clip_metrics, session=session, study=study, fmt=fmt)
+def export_clips(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
+    return _export(exports.clips_manifest, session=session, study=study, fmt=fmt)
 
 
 @router.get("/studies/{study_id}/export/results.json")
-def export_results(study_id: StudyId, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
-    return _export(exports.results_json, session=session, study=study_or_404(session, study_id),
+def export_results(_admin: AdminUser, study: StudyForUser, session: DbSession, include_flagged: str | None = None):
+    return _export(exports.results_json, session=session, study=study,
                    include_flagged=_flag(include_flagged))
 
 
 @router.get("/studies/{study_id}/export/clean_battle/{criterion}.json")
-def export_clean_battle(study_id: StudyId, criterion: str, session: DbSession, _admin: AdminUser,
+def export_clean_battle(_admin: AdminUser, study: StudyForUser, criterion: str, session: DbSession,
                         include_flagged: str | None = None):
-    return _export(exports.clean_battle, session=session, study=study_or_404(session, study_id), criterion=criterion,
+    return _export(exports.clean_battle, session=session, study=study, criterion=criterion,
                    include_flagged=_flag(include_flagged))
 
 
 @router.get("/studies/{study_id}/export/report.html")
-def export_report(study_id: StudyId, session: DbSession, _admin: AdminUser, include_flagged: str | None = None):
-    return _export(exports.html_report, session=session, study=study_or_404(session, study_id),
+def export_report(_admin: AdminUser, study: StudyForUser, session: DbSession, include_flagged: str | None = None):
+    return _export(exports.html_report, session=session, study=study,
                    include_flagged=_flag(include_flagged))

@@ -1,14 +1,18 @@
-"""Walk every route of the real app as four people and check each answer (issue 5, security).
+"""Walk every route of the real app as six people and check each answer (issues 5 and 12, security).
 
 Routes are read from ``create_app()`` itself, so a route added later is walked automatically and must
 fall into one of the rules below: public (evaluator path, login, static, API docs), admin-only (user
 management, exports) or researcher (everything else). Each route is called with no login, with an
-evaluator's cookie, with a researcher's session and with an admin's session:
+evaluator's cookie, as the researcher who owns the study, as a collaborator it is shared with, as another
+researcher (an outsider) and as an admin:
 
 - nobody ever gets a 5xx;
 - without a researcher/admin login, a protected HTML page redirects to /login and the API answers 401/403;
 - an evaluator's cookie opens nothing of the researchers' side;
-- a researcher gets 403 on admin-only routes and through on the rest; an admin gets through everywhere.
+- the owner gets 403 on admin-only routes and through on the rest; an admin gets through everywhere;
+- a collaborator gets through like the owner, except that only the owner and admins change the sharing;
+- the outsider gets 404 on every route of the study, page and API alike (403 where every researcher does),
+  exactly as for a study that does not exist, and never sees it listed.
 
 Also: every HTML page works under the strict CSP (no inline script, style or event handler), and an
 evaluator reaches only their own pair.
@@ -25,7 +29,7 @@ from sqlalchemy import select
 
 from app.db import session_scope
 from app.main import create_app
-from app.models import Assignment, Clip, Vote
+from app.models import Assignment, Clip, StudyCollaborator, Vote
 from tests.factories import make_pairs, make_study, make_user
 
 PASSWORD = "route-walk-password-123"
@@ -36,6 +40,9 @@ PUBLIC = (
     re.compile(r"^/api/v1/(login|logout)$"),
 )
 ADMIN_ONLY = (re.compile(r"/export/"), re.compile(r"^/admin(/|$)"), re.compile(r"^/api/v1/users$"))
+STUDY_ROUTE = re.compile(r"/studies/\{study_id\}")
+SHARING_CHANGE = re.compile(r"/studies/\{study_id\}/collaborators")
+RESEARCHERS = ("researcher", "collaborator", "outsider", "admin")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -98,16 +105,22 @@ def _csrf_from(client: TestClient, url: str) -> str:
 
 @pytest.fixture
 def world(session) -> World:
-    study = make_study(session, n_prompts=3)
-    make_pairs(session, study)
     researcher = make_user(session, role="researcher", password=PASSWORD)
     admin = make_user(session, role="admin", password=PASSWORD)
+    outsider = make_user(session, role="researcher", password=PASSWORD)
+    collaborator = make_user(session, role="researcher", password=PASSWORD)
+    # Every evaluator of the walk joins from the test client's one address, as a lab's would: no per-address cap.
+    study = make_study(session, n_prompts=3, created_by_id=researcher.id, qc={"sessions_per_address": 0})
+    study.name = "Owned by the researcher"
+    session.add(StudyCollaborator(study_id=study.id, user_id=collaborator.id))
+    make_pairs(session, study)
     media_token = session.scalars(select(Clip.media_token)).first()
     session.commit()
     app = create_app()
     cookies: dict[str, dict[str, str]] = {"anon": {}}
     csrf: dict[str, str] = {}
-    for who, user in (("researcher", researcher), ("admin", admin)):
+    for who, user in (("researcher", researcher), ("admin", admin), ("outsider", outsider),
+                      ("collaborator", collaborator)):
         with TestClient(app, follow_redirects=False) as c:
             token = _csrf_from(c, "/login")
             r = c.post("/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token, "next": "/"})
@@ -149,26 +162,73 @@ def test_the_walk_covers_the_app(world):
     assert any(p.startswith("/api/v1/") for p in paths) and any(not p.startswith("/api/") for p in paths)
 
 
+def _problem(who: str, method: str, path: str, r) -> str | None:
+    """What is wrong with this answer to this identity, or None."""
+    if r.status_code >= 500:
+        return "server error"
+    if _is_public(path):
+        return None
+    if who in ("anon", "evaluator"):
+        return None if _refused(r, path) else "protected route not refused"
+    if who != "admin" and _is_admin_only(path):
+        return None if r.status_code in (403, 404) else f"admin-only route not refused to a {who}"
+    if who == "outsider" and STUDY_ROUTE.search(path):
+        return None if r.status_code == 404 else "another researcher's study is not a 404"
+    if who == "collaborator" and SHARING_CHANGE.search(path) and method != "GET":
+        # 422: the walk's empty JSON body is refused before anything is looked at (tests/app/web/test_sharing.py
+        # sends real ones).
+        return None if r.status_code in (403, 422) else "a collaborator changed who the study is shared with"
+    return f"refused to a {who}" if _refused(r, path) or r.status_code == 404 else None
+
+
+LOGOUT = re.compile(r"^(/api/v1)?/logout$")
+
+
 def test_every_route_answers_each_identity_correctly(world):
     problems = []
-    for method, path in routes(world.app):
-        for who in ("anon", "evaluator", "researcher", "admin"):
+    # Logout ends the session on the server (issue 12), so it is walked last: the identities stay logged in.
+    table = sorted(routes(world.app), key=lambda route: bool(LOGOUT.match(route[1])))
+    for method, path in table:
+        for who in ("anon", "evaluator", *RESEARCHERS):
             r = _call(world, who, method, path)
-            where = f"{who:10} {method:4} {path} -> {r.status_code}"
-            if r.status_code >= 500:
-                problems.append(f"{where}: server error")
-                continue
-            if _is_public(path):
-                continue
-            if who in ("anon", "evaluator"):
-                if not _refused(r, path):
-                    problems.append(f"{where}: protected route not refused")
-            elif who == "researcher" and _is_admin_only(path):
-                if r.status_code != 403:
-                    problems.append(f"{where}: admin-only route not refused to a researcher")
-            elif _refused(r, path):
-                problems.append(f"{where}: refused to a {who}")
+            problem = _problem(who, method, path, r)
+            if problem:
+                problems.append(f"{who:12} {method:6} {path} -> {r.status_code}: {problem}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_walk_reaches_the_study_routes_it_must_refuse(world):
+    """The outsider rule is only meaningful if the walk meets study routes of each router and method."""
+    table = routes(world.app)
+    study_routes = [(m, p) for m, p in table if STUDY_ROUTE.search(p)]
+    assert {m for m, _ in study_routes} >= {"GET", "POST", "PATCH", "DELETE"}
+    assert any(p.startswith("/api/") for _, p in study_routes) and any(not p.startswith("/api/")
+                                                                      for _, p in study_routes)
+    for needed in ("/results", "/export/", "/generation/queue", "/status", "/qc", "/collaborators"):
+        assert any(needed in p for _, p in study_routes), needed
+
+
+def test_an_outsider_is_answered_as_for_a_study_that_does_not_exist(world):
+    """Same status and same message for someone else's study and for an id nobody has: ids reveal nothing."""
+    outsider = _client(world, "outsider")
+    missing = world.study_id + 1000
+    for url in ("/api/v1/studies/{}", "/api/v1/studies/{}/results", "/api/v1/studies/{}/qc"):
+        theirs, nobodys = outsider.get(url.format(world.study_id)), outsider.get(url.format(missing))
+        assert theirs.status_code == nobodys.status_code == 404
+        assert theirs.json()["detail"].replace(str(world.study_id), "N") == \
+            nobodys.json()["detail"].replace(str(missing), "N")
+
+
+def test_only_the_studies_a_researcher_may_see_are_listed(world):
+    def listed(who: str) -> tuple[list[int], str]:
+        client = _client(world, who)
+        return [s["id"] for s in client.get("/api/v1/studies").json()], client.get("/").text
+
+    for who in ("researcher", "collaborator", "admin"):
+        ids, page = listed(who)
+        assert ids == [world.study_id] and "Owned by the researcher" in page, who
+    ids, page = listed("outsider")
+    assert ids == [] and "Owned by the researcher" not in page and f"/studies/{world.study_id}" not in page
 
 
 INLINE = [
@@ -188,7 +248,7 @@ def test_every_html_page_works_under_the_strict_csp(world):
         # unused here (no OAuth) and should be switched off with swagger_ui_oauth2_redirect_url=None.
         if method != "GET" or path in ("/api/v1/docs", "/docs/oauth2-redirect"):
             continue
-        for who in ("anon", "evaluator", "researcher", "admin"):
+        for who in ("anon", "evaluator", *RESEARCHERS):
             r = _call(world, who, method, path)
             if r.status_code != 200 or "text/html" not in r.headers.get("content-type", ""):
                 continue

@@ -22,8 +22,8 @@ def user(session, client):
 
 
 @pytest.fixture
-def study(session):
-    study = make_study(session, models=("fast", "slow"), n_prompts=4, qc=NO_CHECKS)
+def study(session, user):
+    study = make_study(session, models=("fast", "slow"), n_prompts=4, qc=NO_CHECKS, created_by_id=user.id)
     study.models[0].preset, study.models[1].preset = "animatediff-lightning-4step", "animatediff"
     session.commit()
     return study

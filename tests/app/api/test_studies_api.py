@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy import select
 
-from app.models import Study
+from app.models import Study, User
 from app.services.prompts import load_builtin_suite
 from tests.app.services.test_studies import add_vote
 from tests.factories import make_evaluator, make_pairs, make_study, make_user
@@ -23,6 +23,12 @@ def api(client, session):
     r = client.post("/api/v1/login", json={"email": "r@lab.org", "password": PASSWORD})
     assert r.status_code == 200 and r.json()["role"] == "researcher"
     return client
+
+
+def owned(session, **kw) -> Study:
+    """A study of the researcher the ``api`` client is logged in as (others' studies are 404 to them)."""
+    owner = session.scalars(select(User).where(User.email == "r@lab.org")).one()
+    return make_study(session, created_by_id=owner.id, **kw)
 
 
 def test_login_refuses_wrong_password(client, session):
@@ -76,7 +82,7 @@ def test_bad_study_is_refused_with_a_message(api, session, change, status, messa
 
 
 def test_open_close_and_progress(api, session):
-    study = make_study(session, status="draft", n_prompts=2, votes_per_pair=2)
+    study = owned(session, status="draft", n_prompts=2, votes_per_pair=2)
     pairs = make_pairs(session, study)
     ev = make_evaluator(session, study)
     add_vote(session, pairs[0], ev, 1)
@@ -145,7 +151,7 @@ def test_every_study_operation_needs_a_login(client, session):
 def test_a_cross_site_form_cannot_change_a_study(api, session):
     # A form on another site can send text/plain but not application/json without a CORS preflight; the
     # API only reads JSON bodies, so such a post (even with the cookie) changes nothing.
-    study = make_study(session, status="open")
+    study = owned(session, status="open")
     study_id = study.id
     session.commit()
     r = api.post(f"/api/v1/studies/{study_id}/status", content=b'{"status": "closed"}',
@@ -158,7 +164,7 @@ def test_qc_settings_are_changed_and_evaluators_rejudged(api, session):
     from app.models import Evaluator
     from tests.app.services.qc_votes import vote
 
-    study = make_study(session, n_prompts=4)
+    study = owned(session, n_prompts=4)
     pairs = make_pairs(session, study)
     ev = make_evaluator(session, study)
     for pair, side in zip(pairs, ("left", "right", "tie", "left"), strict=True):

@@ -101,8 +101,8 @@ def test_serve_refuses_an_unmigrated_database_and_hints_at_an_admin(monkeypatch)
     assert r.exit_code == 0, r.output
     assert "blindpair user add you@lab.org --role admin" in r.output
     assert calls == [(("app.main:create_app",), {"factory": True, "host": "127.0.0.1", "port": 8123,
-                                                 "reload": False, "proxy_headers": True,
-                                                 "limit_concurrency": 500})]
+                                                 "reload": False, "proxy_headers": False,
+                                                 "limit_concurrency": 500, "timeout_graceful_shutdown": 10})]
 
     run("user", "add", "boss@lab.org", "--role", "admin", "--password", "long enough")
     r = run("serve")

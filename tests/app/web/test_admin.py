@@ -103,7 +103,7 @@ def test_uploaded_prompt_file_is_used(client, session, user):
 
 
 def test_open_and_close(client, session, user):
-    study = make_study(session, status="draft")
+    study = make_study(session, status="draft", created_by_id=user.id)
     study_id = study.id
     session.commit()
     page = client.get(f"/studies/{study_id}")
@@ -127,7 +127,7 @@ def test_open_and_close(client, session, user):
 
 
 def test_study_page_shows_progress_models_settings_and_panels(client, session, user, monkeypatch):
-    study = make_study(session, n_prompts=2, votes_per_pair=2)
+    study = make_study(session, n_prompts=2, votes_per_pair=2, created_by_id=user.id)
     pairs = make_pairs(session, study)
     evaluators = [make_evaluator(session, study) for _ in range(3)]
     evaluators[0].completed_at = datetime.now(UTC)
@@ -159,7 +159,7 @@ def test_study_page_shows_progress_models_settings_and_panels(client, session, u
 
 
 def test_names_with_markup_render_as_text(client, session, user):
-    study = make_study(session)
+    study = make_study(session, created_by_id=user.id)
     study.name = "<script>alert(1)</script>"
     study_id = study.id
     session.commit()

@@ -37,8 +37,11 @@ def _results(session, study) -> dict:
     return results
 
 
-def _as(client, session, role):
+def _as(client, session, role, owning=None):
+    """Log in a new user of this role; a researcher sees only studies they own (``owning``)."""
     user = make_user(session, role=role)
+    if owning is not None:
+        owning.created_by_id = user.id
     session.commit()
     _login(client, user)
     return user
@@ -52,7 +55,7 @@ def test_logged_out_is_redirected_and_api_says_401(client, study):
 
 
 def test_researcher_sees_dashboard_but_cannot_download(client, session, study):
-    _as(client, session, "researcher")
+    _as(client, session, "researcher", owning=study)
     r = client.get(f"/studies/{study.id}/results")
     assert r.status_code == 200
     assert "Downloads" not in r.text
@@ -128,7 +131,7 @@ def test_empty_study_is_a_friendly_empty_state(client, session):
 
 
 def test_study_page_shows_the_results_panel(client, session, study):
-    _as(client, session, "researcher")
+    _as(client, session, "researcher", owning=study)
     r = client.get(f"/studies/{study.id}")
     assert r.status_code == 200
     assert f'href="/studies/{study.id}/results"' in r.text
@@ -149,7 +152,7 @@ def test_admin_downloads(client, session, study):
 def test_three_models_show_ratings_from_compute_results(client, session):
     study = voted_study(session, n_prompts=4, n_evaluators=3, models=("m1", "m2", "m3"))
     session.commit()
-    _as(client, session, "researcher")
+    _as(client, session, "researcher", owning=study)
     r = client.get(f"/studies/{study.id}/results")
     assert r.status_code == 200
     ratings = _results(session, study)["ratings"]["overall"]["ratings"]
@@ -165,7 +168,7 @@ def test_page_views_reuse_the_cache_until_a_vote_arrives(client, session, study)
     from app.services.results_cache import get_cache
     from tests.app.services.results_factory import cast_vote
 
-    _as(client, session, "researcher")
+    _as(client, session, "researcher", owning=study)
     first = client.get(f"/api/v1/studies/{study.id}/results/fingerprint").json()["fingerprint"]
     client.get(f"/studies/{study.id}/results")
     computed = get_cache().computations
