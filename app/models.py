@@ -356,3 +356,24 @@ class Batch(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # theme / prompt ids / seeds
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
+
+class ClipMetric(Base):
+    """One automatic metric of one clip (app/metrics, worker/metrics.py), measured on the stored GIF.
+
+    ``version`` names the metric's definition and parameters: a changed definition gets a new version, so values
+    computed under the old one are never mixed with new ones. ``sha256`` is the file the value was measured on: a
+    clip whose file was replaced (import --replace) has stale metrics until they are computed again.
+    """
+
+    __tablename__ = "clip_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(60))
+    version: Mapped[str] = mapped_column(String(60))
+    value: Mapped[float] = mapped_column(Float)
+    per_frame: Mapped[list[float | None] | None] = mapped_column(JSON)  # per frame (or frame pair), if any
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("clip_id", "name", "version"),)

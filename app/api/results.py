@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.deps import StudyForUser
 from app.security import DbSession
+from app.services.metric_results import metric_results
 from app.services.results_cache import get_results
 from app.services.results_data import criterion_labels, vote_fingerprint
 from app.services.trust import cluster_sensitivity
@@ -22,7 +23,9 @@ def study_results(study: StudyForUser, session: DbSession, include_flagged: bool
             "results": cached.results,
             # Does one address decide a verdict? The dashboard's "Does one address decide a result?" table.
             "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached,
-                                               labels=criterion_labels(session, study_id=study.id))}
+                                               labels=criterion_labels(session, study_id=study.id)),
+            # Automatic clip metrics beside the votes, as in results.json (app/services/metric_results.py).
+            "metrics": metric_results(session, study_id=study.id, cached=cached)}
 
 
 @router.get("/studies/{study_id}/results/fingerprint")

@@ -65,6 +65,11 @@ def export_clips(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSe
     return _export(exports.clips_manifest, session=session, study=study, fmt=fmt)
 
 
+@router.get("/studies/{study_id}/export/metrics.{fmt}")
+def export_metrics(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
+    return _export(exports.clip_metrics, session=session, study=study, fmt=fmt)
+
+
 @router.get("/studies/{study_id}/export/results.json")
 def export_results(_admin: AdminUser, study: StudyForUser, session: DbSession, include_flagged: str | None = None):
     return _export(exports.results_json, session=session, study=study,
