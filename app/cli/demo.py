@@ -62,16 +62,16 @@ def demo_prompts(per_theme: int = 1, limit: int = 12):
 
 
 def _ensure_admin(session, password: str | None) -> tuple[str, str]:
-    from app.passwords import hash_password
-    from app.services.users import create_user, get_user_by_email
+    from app.services.users import create_user, get_user_by_email, set_password
 
     password = password or secrets.token_urlsafe(12)
     user = get_user_by_email(session, DEMO_ADMIN)
     if user is None:
         create_user(session, email=DEMO_ADMIN, password=password, role="admin")
         return password, "created"
-    # The old password is only stored hashed, so a rerun sets a fresh one that can be printed.
-    user.password_hash = hash_password(password)
+    # The old password is only stored hashed, so a rerun sets a fresh one that can be printed; like every new
+    # password it logs the account out everywhere (app/services/users.py).
+    set_password(session, user_id=user.id, password=password)
     user.role = "admin"
     return password, "password reset"
 

@@ -31,6 +31,7 @@ def test_generation_counts_update_live_and_polling_stops(page, live_server, sess
         model.preset = preset
     study.settings = {**study.settings, "base_model": "none", "dtype": "float32"}
     researcher = make_user(session, role="researcher")
+    study.created_by_id = researcher.id  # a researcher sees only their own studies
     session.commit()
     sent: list[int] = []
     svc.queue_batch(session, study_id=study.id, send=sent.extend)  # a batch of 6 demo clips, all queued
