@@ -73,6 +73,7 @@ def test_the_first_run_generates_a_private_secret_in_the_data_folder(default_ins
     path = default_install / SECRET_FILE
     assert path.read_text().strip() == secret and len(secret) >= 48
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # readable by the server's user only
+    assert secret not in repr(get_settings())  # nor printed with the settings in a log or a traceback
     # The data folder is git-ignored, so the secret can never be committed by accident.
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "/var/" in ignored and Settings.model_fields["data_dir"].default == Path("var")
