@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # Signs the login and evaluator cookies. Unset outside production: generated into data_dir/secret_key on
     # first run and kept there (never in the source, never committed: data_dir is git-ignored). Production
     # refuses to start without it, so that every web process and host signs with the same, managed key.
-    secret_key: str = Field("", repr=False)  # never in a repr, a log line or a traceback
+    secret_key: str = Field(default="", repr=False)  # never in a repr, a log line or a traceback
     # How long a researcher's login lasts, at most (the cookie and the server-side session both end then).
     login_max_age_hours: int = 14 * 24
     base_url: str = "http://127.0.0.1:8000"
