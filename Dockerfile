@@ -10,6 +10,8 @@ WORKDIR /app
 # Exactly the locked versions, hash-checked (requirements/*.lock, `make lock`; README "Upgrading dependencies").
 # The CPU torch wheel first and without its dependencies: an unpinned torch from PyPI would pull a multi-GB CUDA
 # build into the web image. Then the rest, torch's own dependencies included.
+# g++: brisque's libsvm-official (the no-reference image-quality metric) ships only as source.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY requirements/torch-cpu.lock requirements/runtime.lock requirements/
 RUN pip install --require-hashes --no-deps --index-url https://download.pytorch.org/whl/cpu \
         -r requirements/torch-cpu.lock \
@@ -30,8 +32,9 @@ CMD ["sh", "-c", "blindpair db upgrade && exec blindpair serve --host 0.0.0.0 --
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime AS worker
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HOME=/models
 WORKDIR /app
-# gifsicle: worker.gif's lossy LZW, which keeps a 512x512 clip under the pair page's size budget.
-RUN apt-get update && apt-get install -y --no-install-recommends gifsicle && rm -rf /var/lib/apt/lists/*
+# gifsicle: worker.gif's lossy LZW, which keeps a 512x512 clip under the pair page's size budget. g++: brisque's
+# libsvm-official (the no-reference image-quality metric) ships only as source.
+RUN apt-get update && apt-get install -y --no-install-recommends gifsicle g++ && rm -rf /var/lib/apt/lists/*
 COPY requirements/worker.lock requirements/
 RUN pip install --require-hashes -r requirements/worker.lock
 COPY . .
