@@ -8,9 +8,10 @@ with 503 and Retry-After (app/middleware.py) instead of a 500.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import ClassVar
@@ -19,7 +20,6 @@ from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from starlette.requests import HTTPConnection
 
 from app.config import get_settings
 
@@ -192,6 +192,35 @@ def read_session_scope() -> Iterator[Session]:
         session.close()
 
 
+_AFTER_COMMIT = "blindpair_after_commit"
+log = logging.getLogger(__name__)
+
+
+def after_commit(session: Session, job: Callable[[], object]) -> None:
+    """Run ``job`` once ``session``'s transaction has committed, outside it; forgotten if it rolls back.
+
+    For slow work a change implies that must not hold the write lock (on SQLite, every other writer waits for
+    it): decoding and encoding files for attention checks, say. The job opens its own sessions. It runs
+    before ``commit()`` returns, so the caller still sees it done; if it fails, the commit stands and the
+    failure is logged (the work is of the kind that is made again on the next occasion).
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(job)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for job in session.info.pop(_AFTER_COMMIT, []):
+        try:
+            job()
+        except Exception:
+            log.exception("work scheduled after a commit failed; the committed change stands")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+
+
 def expire_cached(session: Session, model: type, pk: int, *attrs: str) -> None:
     """Forget ``attrs`` of the ``model`` row ``pk`` if this session holds it, after a Core UPDATE changed them.
 
@@ -225,12 +254,17 @@ def snapshot_session_scope() -> Iterator[Session]:
         session.close()
 
 
-def get_db(request: HTTPConnection) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, committed if the handler returns normally.
+def request_session(method: str) -> Iterator[Session]:
+    """One session per request (the request dependency in app/security.py), committed if the handler returns.
 
     GET, HEAD and OPTIONS requests (pages, media, exports) read a snapshot and never queue for SQLite's write
     lock; every other method writes in a ``BEGIN IMMEDIATE`` transaction (see ``_serialise_writers``).
     """
-    scope = snapshot_session_scope if request.scope.get("method") in SAFE_METHODS else session_scope
+    scope = snapshot_session_scope if method in SAFE_METHODS else session_scope
     with scope() as session:
         yield session
+
+
+def get_db() -> Iterator[Session]:
+    """A writing request session (``request_session`` picks by the request's method)."""
+    yield from request_session("POST")

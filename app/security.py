@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import get_db
+from app.db import request_session
 from app.models import User, UserSession, token_digest, utcnow
 
 # Re-exported: older callers (and tests) take them from here; new code imports app.passwords.
@@ -28,13 +28,19 @@ from app.passwords import verify_password as verify_password
 SESSION_TOKEN_KEY = "login"
 
 
+def _request_db(request: Request) -> Iterator[Session]:
+    """The request's session: a snapshot that never waits for SQLite's write lock for GET/HEAD/OPTIONS, a
+    writing transaction otherwise (app/db.py, ``request_session``)."""
+    yield from request_session(request.method)
+
+
 # scope="function": the session commits before the response leaves, so "vote recorded" is only ever said of
 # a committed vote (the default "request" scope commits after the response is sent). max_concurrency bounds
 # the sessions in flight below the thread pool and queues the rest without holding a thread: on SQLite a
 # request waiting for the write lock must never take the thread the lock holder needs to commit.
 # https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/#early-exit-and-scope
 DB_SESSIONS_IN_FLIGHT = 32
-DbSession = Annotated[Session, Depends(get_db, scope="function", max_concurrency=DB_SESSIONS_IN_FLIGHT)]
+DbSession = Annotated[Session, Depends(_request_db, scope="function", max_concurrency=DB_SESSIONS_IN_FLIGHT)]
 
 
 async def _rating_slot() -> AsyncIterator[None]:

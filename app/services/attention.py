@@ -32,6 +32,7 @@ from sqlalchemy import Integer, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.db import after_commit, session_scope, snapshot_session_scope
 from app.media.budget import check_gif_budget
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
 from app.media.storage import media_path, store_bytes
@@ -332,6 +333,62 @@ def _all_paired(session: Session, study_id: int, by_source: dict[int, dict[str, 
         and all((source_id, copy.id) in paired for copy in copies.values())
         for source_id, copies in by_source.items()
     )
+
+
+def schedule_attention_checks(session: Session, *, study_id: int) -> None:
+    """Make the study's missing attention checks once ``session`` commits, their file work outside its
+    transaction (``make_attention_checks``): where a change makes checks necessary (a study opened, QC switched
+    on, clips imported or generated)."""
+    after_commit(session, lambda: make_attention_checks(study_id=study_id))
+
+
+def make_attention_checks(*, study_id: int, rng: random.Random | None = None, n_sources: int | None = None) -> int:
+    """``ensure_attention_pairs`` with its slow part (reading, decoding, degrading, encoding and storing the
+    copies: seconds per clip) outside any write transaction; returns the pairs created.
+
+    On SQLite the write lock is held from a write transaction's first statement to its commit, so making the
+    copies inside one stalled every vote and login for as long. Here ``ensure_attention_pairs`` first runs on
+    a snapshot with its flushes held back: it picks the sources and writes the copies' files, and its new rows
+    stay in memory. A short write transaction then adds those rows, except where another process made a copy
+    of the same kind meanwhile (its file is removed), and pairs them (``ensure_attention_pairs`` again, which
+    now finds every copy it needs and only pairs).
+    """
+    rng = rng or random.SystemRandom()
+    with snapshot_session_scope() as reader:
+        reader.flush = _held_back  # type: ignore[method-assign]  # no row reaches the database from here
+        ensure_attention_pairs(reader, study_id=study_id, rng=rng, n_sources=n_sources)
+        made = [obj for obj in reader.new if isinstance(obj, Clip) and obj.origin == DEGRADED_ORIGIN]
+        reader.expunge_all()
+    unused = [c.storage_name for c in made if c.storage_name]
+    try:
+        with session_scope() as session:
+            have = {(c.source_clip_id, c.variant == DUPLICATE_VARIANT) for c in session.scalars(
+                select(Clip).where(Clip.study_id == study_id, Clip.origin == DEGRADED_ORIGIN))}
+            sources = set(session.scalars(select(Clip.id).where(
+                Clip.id.in_([c.source_clip_id for c in made]), Clip.status == "done")))
+            for copy in made:
+                kind = (copy.source_clip_id, copy.variant == DUPLICATE_VARIANT)
+                if copy.source_clip_id in sources and kind not in have:
+                    session.add(copy)
+                    have.add(kind)
+                    if copy.storage_name in unused:
+                        unused.remove(copy.storage_name)
+            session.flush()
+            created = ensure_attention_pairs(session, study_id=study_id, rng=rng, n_sources=n_sources)
+    except BaseException:
+        unused = [c.storage_name for c in made if c.storage_name]
+        raise
+    finally:
+        for name in unused:
+            try:
+                media_path(name).unlink(missing_ok=True)
+            except (OSError, ValueError):
+                continue
+    return created
+
+
+def _held_back(*_args: object, **_kwargs: object) -> None:
+    """A session's flush that writes nothing (``make_attention_checks``' dry run)."""
 
 
 # -------------------------------------------------------------------------------------- serving checks

@@ -23,7 +23,7 @@ from app.media.canonical import canonicalize, same_video
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
-from app.services.attention import ensure_attention_pairs
+from app.services.attention import schedule_attention_checks
 from app.services.pairs import ensure_pairs
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -370,8 +370,9 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
         result.pairs_created = ensure_pairs(session, study_id=study_id)
         _drop_stale_copies(session, result, [p.existing.id for p in planned
                                              if p.existing is not None and p.action == "replace"])
-        # Attention checks need real clips to copy, so they are made as soon as clips exist.
-        ensure_attention_pairs(session, study_id=study_id)
+        # Attention checks need real clips to copy, so they are made as soon as clips exist: once this commits,
+        # with their file work outside the transaction (app/services/attention.py, make_attention_checks).
+        schedule_attention_checks(session, study_id=study_id)
     except BaseException:
         remove_media(written)
         raise

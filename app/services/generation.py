@@ -374,13 +374,13 @@ def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, s
         execution_options={"synchronize_session": False},
     ).first()
     if done is not None:
-        from app.services.attention import ensure_attention_pairs
+        from app.services.attention import schedule_attention_checks
         from app.services.pairs import ensure_pairs
 
         study_id, prompt_id = done
         ensure_pairs(session, study_id=study_id, prompt_id=prompt_id)
         # Clips made after a study opened need their share of attention checks too (no-op once enough exist).
-        ensure_attention_pairs(session, study_id=study_id)
+        schedule_attention_checks(session, study_id=study_id)  # made after the commit, outside the transaction
     return done is not None
 
 

@@ -28,7 +28,7 @@ from app.models import (
     User,
     Vote,
 )
-from app.services.attention import QCSettingsError, ensure_attention_pairs, qc_settings, validate_qc
+from app.services.attention import QCSettingsError, qc_settings, schedule_attention_checks, validate_qc
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 from worker.presets import (
     DEFAULT_SETTINGS,
@@ -390,7 +390,8 @@ def set_status(session: Session, *, study_id: int, status: str) -> Study:
     session.flush()
     if status == "open":
         # Checks for clips that arrived before opening; later clips add theirs as they are imported or made.
-        ensure_attention_pairs(session, study_id=study.id)
+        # Made once this commits, their file work outside the transaction (make_attention_checks).
+        schedule_attention_checks(session, study_id=study.id)
     return study
 
 
@@ -415,7 +416,7 @@ def set_qc(session: Session, *, study_id: int, changes: dict[str, Any]) -> dict[
     session.flush()
     # A changed threshold changes who is flagged, and flagged evaluators' votes leave the results.
     refresh_study_flags(session, study_id=study.id)
-    ensure_attention_pairs(session, study_id=study.id)
+    schedule_attention_checks(session, study_id=study.id)  # once this commits, file work outside it
     return asdict(qc_settings(study))
 
 

@@ -169,6 +169,7 @@ def test_costs_of_clips_recorded_without_every_timing_part(session, client):
     _done(second, 6.0, 4, None)
     second.decode_seconds = second.encode_seconds = None
     user = make_user(session, email="costs@example.org", password=PASSWORD)
+    study.created_by_id = user.id  # studies belong to their owner: only they (and admins) see its costs
     session.commit()
 
     costs = {row["name"]: row for row in svc.cost_summary(session, study_id=study.id)}["smooth"]
