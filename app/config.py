@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     port: int = 8000
     # Where the worker finds weights: a Hugging Face cache folder; HF_HUB_OFFLINE is honoured as usual.
     model_cache_dir: Path | None = None
+    # CLIP weights for the text-video relevance metric (worker/metrics.py): a hub id or a local folder; "none": off.
+    clip_model: str = "openai/clip-vit-base-patch32"
     hf_offline: bool = False
     # Worker (env BLINDPAIR_WORKER_*). A running clip's worker writes a heartbeat every heartbeat_seconds;
     # a clip silent for lease_seconds is taken back by another worker's sweeper (every sweep_seconds).

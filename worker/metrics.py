@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from app.config import get_settings
 from app.metrics.registry import CLIP_SCORE, Measurement, MetricValue, spec
 from app.services import metrics as svc
 from worker.pipelines import TransientLoadError, WeightsMissing, _wrap_load_error, hub_kwargs, quiet_libraries
 
 log = logging.getLogger(__name__)
 CLIP_MODEL_ENV = "BLINDPAIR_CLIP_MODEL"
-DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 MAX_TOKENS = 77  # CLIP's context; BlindPair's prompts are refused above it (app/prompts)
 
 
 def clip_model_name() -> str | None:
     """The CLIP model to use, or None when turned off."""
-    name = os.environ.get(CLIP_MODEL_ENV, DEFAULT_CLIP_MODEL).strip()
+    name = get_settings().clip_model.strip()
     return None if name.lower() in {"", "none", "off"} else name
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from app.config import get_settings
 from app.models import Clip, ClipMetric
 from tests.factories import make_pairs, make_study
 from worker import metrics as wm
@@ -75,12 +76,15 @@ def test_clip_can_be_turned_off_and_a_missing_model_only_skips_clip(session, mon
     ids = list(session.scalars(select(Clip.id).where(Clip.study_id == study.id)))
     session.commit()
     monkeypatch.setenv(wm.CLIP_MODEL_ENV, "none")
+    get_settings.cache_clear()
     off = wm.compute_for_clips(ids)
     assert off.measured == 2 and "turned off" in off.not_computed["clip_score"]
     monkeypatch.setenv(wm.CLIP_MODEL_ENV, str(tiny_clip_dir / "missing"))
+    get_settings.cache_clear()
     missing = wm.compute_for_clips(ids)
     assert missing.measured == 0 and "CLIP relevance not computed" in missing.not_computed["clip_score"]
     monkeypatch.setenv(wm.CLIP_MODEL_ENV, str(tiny_clip_dir))
+    get_settings.cache_clear()
     done = wm.compute_for_clips(ids)
     assert done.measured == 2 and "clip_score" not in done.not_computed
     rows = session.scalars(select(ClipMetric).where(ClipMetric.name == "clip_score")).all()
@@ -92,6 +96,8 @@ def test_the_study_page_task_computes_metrics_in_the_worker(session, monkeypatch
     from worker import tasks
 
     monkeypatch.setenv(wm.CLIP_MODEL_ENV, str(tiny_clip_dir))
+
+    get_settings.cache_clear()
     study = make_study(session, n_prompts=1)
     make_pairs(session, study)
     session.commit()
@@ -110,6 +116,8 @@ def test_a_generated_clip_is_measured_by_the_worker_that_made_it(session, tiny_m
     from worker import tasks
 
     monkeypatch.setenv(wm.CLIP_MODEL_ENV, str(tiny_clip_dir))
+
+    get_settings.cache_clear()
     study = make_tiny_study(session, tiny_model_dir, n_prompts=1, presets=("tiny-lightning-2step",))
     sent: list[int] = []
     gen.queue_batch(session, study_id=study.id, send=sent.extend)
