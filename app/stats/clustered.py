@@ -113,6 +113,82 @@ def _variance(s: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], r: np.nd
     return factor[:, None] * (s_aa[:, None] - 2 * r * s_ad[:, None] + r * r * s_dd[:, None])
 
 
+Sums = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # per cell: sum A_g^2, A_g D_g, D_g^2, clusters
+
+
+@dataclass(frozen=True)
+class _ClusterSums:
+    """What the variances need, per cell: the one-way cluster sums per dimension, the crossed (prompt, rater)
+    sums for two-way clustering, and the sums over votes taken as independent (for the design effect)."""
+
+    one_way: dict[str, Sums]
+    crossed: Sums | None
+    iid: Sums
+
+    def var_at(self, r: np.ndarray) -> np.ndarray:
+        """The clustered variance of sum(a - r d) per cell (rows) at the shares r (columns)."""
+        if self.crossed is None:
+            return _variance(next(iter(self.one_way.values())), r)
+        v_p, v_r = _variance(self.one_way["prompt"], r), _variance(self.one_way["rater"], r)
+        two_way = v_p + v_r - _variance(self.crossed, r)
+        return np.where(two_way > 0, two_way, np.fmax(v_p, v_r))
+
+    def clusters(self, name: str, n_cells: int) -> np.ndarray:
+        return self.one_way[name][3] if name in self.one_way else np.zeros(n_cells)
+
+    def design_effect(self, name: str, at: np.ndarray, v_iid: np.ndarray) -> np.ndarray:
+        if name not in self.one_way:
+            return np.full(len(v_iid), np.nan)
+        return np.where(v_iid > 0, _variance(self.one_way[name], at)[:, 0] / v_iid, np.nan)
+
+
+def _collect(a: np.ndarray, d: np.ndarray, w: np.ndarray, cells: np.ndarray, n_cells: int,
+             clustering: Clustering) -> _ClusterSums:
+    keep = d > 0  # rows that count for nothing carry no information (a tie when A's share of decided is asked)
+    a, d, cells, w = a[keep], d[keep], cells[keep], w[keep]
+    dims = {name: c[keep] for name, c in (("prompt", clustering.prompt), ("rater", clustering.rater))
+            if c is not None}
+    if not dims:  # independent votes: each vote is its own cluster (a row of identical votes would be one)
+        if (w != 1).any():
+            raise ValueError("rows that stand for several votes need a prompt or rater to cluster on")
+        dims = {"vote": np.arange(a.size, dtype=np.int64)}
+    crossed = None
+    if len(dims) == 2:
+        keys = dims["prompt"] * (int(dims["rater"].max(initial=-1)) + 1) + dims["rater"]
+        crossed = _sums(keys, cells, n_cells, a, d)
+    # Votes as independent, for the design effect: a row of w identical votes adds w (a/w - r d/w)^2.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iid = (np.bincount(cells, weights=a * a / w, minlength=n_cells),
+               np.bincount(cells, weights=a * d / w, minlength=n_cells),
+               np.bincount(cells, weights=d * d / w, minlength=n_cells),
+               np.bincount(cells, weights=w, minlength=n_cells))
+    return _ClusterSums({name: _sums(k, cells, n_cells, a, d) for name, k in dims.items()}, crossed, iid)
+
+
+def _interval(sums: _ClusterSums, A: np.ndarray, D: np.ndarray, est: np.ndarray, df: np.ndarray,
+              confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every share r0 the score test does not reject (the run around the estimate); [0, 1] when untestable."""
+    testable = (df > 0) & (D > 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        t_crit = np.where(df > 0, stats.t.ppf(0.5 + confidence / 2, np.maximum(df, 1)), np.nan)
+        v = sums.var_at(_GRID[None, :])
+        num = A[:, None] - _GRID[None, :] * D[:, None]
+        t2 = np.where(v > 0, num * num / v, np.where(num == 0, 0.0, np.inf))
+        accepted = t2 <= (t_crit * t_crit)[:, None]
+    lo, hi = _component(accepted, np.where(np.isnan(est), 0.5, est))
+    lo, hi = np.where(testable, lo, 0.0), np.where(testable, hi, 1.0)
+    return np.where(D > 0, lo, np.nan), np.where(D > 0, hi, np.nan)
+
+
+def _p_half(sums: _ClusterSums, A: np.ndarray, D: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of the score test of share = 1/2 (nan where untestable)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v_half = sums.var_at(np.full((len(A), 1), 0.5))[:, 0]
+        num = A - 0.5 * D
+        t_half = np.where(v_half > 0, np.abs(num) / np.sqrt(v_half), np.where(num == 0, 0.0, np.inf))
+        return np.where((df > 0) & (D > 0), 2 * stats.t.sf(t_half, np.maximum(df, 1)), np.nan)
+
+
 def share_inference(
     a: np.ndarray,
     d: np.ndarray,
@@ -135,67 +211,21 @@ def share_inference(
     D = np.bincount(cells, weights=d, minlength=n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
         est = np.where(D > 0, A / D, np.nan)
-
-    keep = d > 0  # rows that count for nothing carry no information (a tie when A's share of decided is asked)
-    a, d, cells, w = a[keep], d[keep], cells[keep], w[keep]
-    dims = {name: c[keep] for name, c in (("prompt", clustering.prompt), ("rater", clustering.rater))
-            if c is not None}
-    if not dims:  # independent votes: each vote is its own cluster (a row of identical votes would be one)
-        if (w != 1).any():
-            raise ValueError("rows that stand for several votes need a prompt or rater to cluster on")
-        dims = {"vote": np.arange(a.size, dtype=np.int64)}
-    one_way = {name: _sums(k, cells, n_cells, a, d) for name, k in dims.items()}
-    # Votes as independent, for the design effect: a row of w identical votes adds w (a/w - r d/w)^2.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iid = (np.bincount(cells, weights=a * a / w, minlength=n_cells),
-               np.bincount(cells, weights=a * d / w, minlength=n_cells),
-               np.bincount(cells, weights=d * d / w, minlength=n_cells),
-               np.bincount(cells, weights=w, minlength=n_cells))
-
-    crossed_sums = None
-    if len(dims) == 2:
-        crossed = dims["prompt"] * (int(dims["rater"].max(initial=-1)) + 1) + dims["rater"]
-        crossed_sums = _sums(crossed, cells, n_cells, a, d)
-
-    def var_at(r: np.ndarray) -> np.ndarray:
-        """The clustered variance of sum(a - r d) per cell (rows) at the shares r (columns)."""
-        if crossed_sums is None:
-            return _variance(next(iter(one_way.values())), r)
-        v_p, v_r = _variance(one_way["prompt"], r), _variance(one_way["rater"], r)
-        two_way = v_p + v_r - _variance(crossed_sums, r)
-        return np.where(two_way > 0, two_way, np.fmax(v_p, v_r))
-
-    g_p = one_way["prompt"][3] if "prompt" in one_way else np.zeros(n_cells)
-    g_r = one_way["rater"][3] if "rater" in one_way else np.zeros(n_cells)
-    g_min = np.min(np.stack([s[3] for s in one_way.values()]), axis=0)
+    sums = _collect(a, d, w, cells, n_cells, clustering)
+    g_min = np.min(np.stack([s[3] for s in sums.one_way.values()]), axis=0)
     df = np.maximum(g_min - 1, 0)
-    testable = (df > 0) & (D > 0)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        t_crit = np.where(df > 0, stats.t.ppf(0.5 + confidence / 2, np.maximum(df, 1)), np.nan)
-        v = var_at(_GRID[None, :])
-        num = A[:, None] - _GRID[None, :] * D[:, None]
-        t2 = np.where(v > 0, num * num / v, np.where(num == 0, 0.0, np.inf))
-        accepted = t2 <= (t_crit * t_crit)[:, None]
-        lo, hi = _component(accepted, np.where(np.isnan(est), 0.5, est))
-        lo, hi = np.where(testable, lo, 0.0), np.where(testable, hi, 1.0)
-        lo, hi = np.where(D > 0, lo, np.nan), np.where(D > 0, hi, np.nan)
-
-        v_half = var_at(np.full((n_cells, 1), 0.5))[:, 0]
-        num_half = A - 0.5 * D
-        t_half = np.where(v_half > 0, np.abs(num_half) / np.sqrt(v_half), np.where(num_half == 0, 0.0, np.inf))
-        p = np.where(testable, 2 * stats.t.sf(t_half, np.maximum(df, 1)), np.nan)
-
+    lo, hi = _interval(sums, A, D, est, df, confidence)
+    p = _p_half(sums, A, D, df)
+    with np.errstate(invalid="ignore", divide="ignore"):
         at_est = np.where(np.isnan(est), 0.5, est)[:, None]
-        v_iid = _variance(iid, at_est)[:, 0]
-        v_est = var_at(at_est)[:, 0]
+        v_iid = _variance(sums.iid, at_est)[:, 0]
+        v_est = sums.var_at(at_est)[:, 0]
         se = np.where(D > 0, np.sqrt(np.maximum(v_est, 0)) / np.where(D > 0, D, 1), np.nan)
         deff = np.where(v_iid > 0, v_est / v_iid, np.nan)
-        deff_p = (np.where(v_iid > 0, _variance(one_way["prompt"], at_est)[:, 0] / v_iid, np.nan)
-                  if "prompt" in one_way else np.full(n_cells, np.nan))
-        deff_r = (np.where(v_iid > 0, _variance(one_way["rater"], at_est)[:, 0] / v_iid, np.nan)
-                  if "rater" in one_way else np.full(n_cells, np.nan))
-    approximate = (g_min < APPROXIMATE_BELOW) & (D > 0)
-    return ShareInference(est, se, lo, hi, p, df, g_p, g_r, deff, deff_p, deff_r, approximate)
+    return ShareInference(
+        est, se, lo, hi, p, df, sums.clusters("prompt", n_cells), sums.clusters("rater", n_cells), deff,
+        sums.design_effect("prompt", at_est, v_iid), sums.design_effect("rater", at_est, v_iid),
+        (g_min < APPROXIMATE_BELOW) & (D > 0))
 
 
 def _component(accepted: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
