@@ -119,6 +119,8 @@ def _chunks(frame: pd.DataFrame, fmt: str) -> Iterator[bytes]:
             yield part.to_json(orient="records", lines=True, force_ascii=False).encode()
 
 
+_MANIFEST_INTS = ("clip_id", "seed", "source_clip_id", "size_bytes", "width", "height", "frames", "steps",
+                  "unet_evals", "peak_memory_bytes", "attempts")
 MANIFEST_COLUMNS = (
     "clip_id", "model", "prompt", "theme", "detail", "prompt_text", "seed", "origin", "variant", "source_clip_id",
     "status", "sha256", "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
@@ -144,7 +146,9 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
             when = rec[col]
             rec[col] = when.isoformat() if when is not None else None
         records.append(rec)
-    return pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
+    frame = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
+    # Whole numbers stay whole where some clips lack them (a missing value made pandas write 3.0 for clip 3).
+    return frame.astype(dict.fromkeys(_MANIFEST_INTS, "Int64"))
 
 
 def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:
@@ -169,7 +173,7 @@ def clip_metrics(session: Session, *, study: Study, fmt: str) -> Download:
 
 
 def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+    if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, np.generic):
         return value.item()

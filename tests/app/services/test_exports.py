@@ -94,6 +94,21 @@ def test_clips_manifest_has_settings_and_cost_but_no_media_handles(session, stud
     assert clip.media_token not in text and clip.storage_name not in text
 
 
+def test_clips_manifest_writes_whole_numbers_as_whole_numbers(session, study):
+    """A column with a missing value (steps of an imported clip) came out as 4.0 beside empty cells."""
+    clip = session.query(Clip).filter_by(study_id=study.id).first()
+    clip.steps = 4
+    session.flush()
+    import csv as csv_module
+
+    body = _body(exports.clips_manifest(session, study=study, fmt="csv")).decode()
+    rows = list(csv_module.DictReader(io.StringIO(body)))
+    assert {row["steps"] for row in rows} <= {"4", ""} and "4" in {row["steps"] for row in rows}
+    assert all("." not in row["clip_id"] for row in rows)
+    doc = json.loads(_body(exports.clips_manifest(session, study=study, fmt="json")))
+    assert {c["steps"] for c in doc["clips"]} <= {4, None}
+
+
 def test_results_json_is_compute_results(session, study):
     doc = json.loads(_body(exports.results_json(session, study=study)))
     assert doc["results"] == get_results(session, study_id=study.id).results
