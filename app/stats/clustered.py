@@ -139,7 +139,8 @@ class _ClusterSums:
     def design_effect(self, name: str, at: np.ndarray, v_iid: np.ndarray) -> np.ndarray:
         if name not in self.one_way:
             return np.full(len(v_iid), np.nan)
-        return np.where(v_iid > 0, _variance(self.one_way[name], at)[:, 0] / v_iid, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):  # cells without votes: nan, chosen below
+            return np.where(v_iid > 0, _variance(self.one_way[name], at)[:, 0] / v_iid, np.nan)
 
 
 def _collect(a: np.ndarray, d: np.ndarray, w: np.ndarray, cells: np.ndarray, n_cells: int,

@@ -370,17 +370,25 @@ def test_a_browser_shows_the_grown_clip_as_the_stored_one():
     stored = canonical.encode([np.asarray(f.convert("RGB")) for f in _scene(np.random.default_rng(3), busy=True)],
                               [125] * 4)
     grown = canonical.pad_frames(stored, [n + 5000 + 7 * i for i, n in enumerate(canonical.frame_data_lengths(stored))])
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            # ImageDecoder needs a secure context; http://localhost is one.
-            page.route("http://localhost/**", lambda route: route.fulfill(body="<html></html>",
-                                                                          content_type="text/html"))
-            page.goto("http://localhost/")
-            shown = [page.evaluate(_DECODE_IN_BROWSER, base64.b64encode(d).decode()) for d in (stored, grown)]
-        finally:
-            browser.close()
+    def decode_in_chromium() -> list:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                # ImageDecoder needs a secure context; http://localhost is one.
+                page.route("http://localhost/**", lambda route: route.fulfill(body="<html></html>",
+                                                                              content_type="text/html"))
+                page.goto("http://localhost/")
+                return [page.evaluate(_DECODE_IN_BROWSER, base64.b64encode(d).decode()) for d in (stored, grown)]
+            finally:
+                browser.close()
+
+    # In a thread of its own: Playwright's sync API refuses to start where an earlier test of the same xdist
+    # worker left an asyncio loop running, and a fresh thread has none.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        shown = pool.submit(decode_in_chromium).result(timeout=300)
     with Image.open(io.BytesIO(stored)) as im:
         pillow = []
         for i in range(im.n_frames):
