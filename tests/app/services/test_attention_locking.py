@@ -4,8 +4,6 @@ process making copies leaves one copy of each kind per source and no stray files
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from sqlalchemy import func, select
 
@@ -16,18 +14,7 @@ from app.services import attention
 from app.services.attention import CHECK_KINDS, DEGRADED_ORIGIN, DUPLICATE_VARIANT, ensure_attention_pairs
 from app.services.studies import set_qc, set_status
 from tests.factories import make_pairs, make_study
-
-
-def _write_lock_is_free(db_path: str) -> bool:
-    conn = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
+from tests.support.sqlite import write_lock_is_free
 
 
 @pytest.fixture
@@ -38,7 +25,7 @@ def probed(engine, monkeypatch):
         original = getattr(attention, name)
 
         def probing(*args, _original=original, **kwargs):
-            seen.append(_write_lock_is_free(engine.url.database))
+            seen.append(write_lock_is_free(engine.url.database))
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(attention, name, probing)

@@ -3,8 +3,6 @@ stalled /login for 20 s), and a clip that changes between the check and the writ
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from sqlalchemy import func, select
 
@@ -14,6 +12,7 @@ from app.media.storage import store_bytes
 from app.models import Clip
 from app.services import clips
 from tests.factories import NO_CHECKS, gif_bytes, make_study
+from tests.support.sqlite import write_lock_is_free
 
 
 def _folder(tmp_path, study):
@@ -24,18 +23,6 @@ def _folder(tmp_path, study):
             (folder / m.name / f"{p.external_id}.gif").write_bytes(gif_bytes())
     return folder
 
-
-def _write_lock_is_free(db_path: str) -> bool:
-    """Whether another connection (another process, say a vote) could start writing right now."""
-    conn = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -52,7 +39,7 @@ def test_files_are_checked_while_others_can_write(engine, study_ids, tmp_path, m
     inspect = clips.inspect_gif
 
     def probing_inspect(data):
-        seen.append(_write_lock_is_free(engine.url.database))
+        seen.append(write_lock_is_free(engine.url.database))
         return inspect(data)
 
     monkeypatch.setattr(clips, "inspect_gif", probing_inspect)
