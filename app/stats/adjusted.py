@@ -39,6 +39,7 @@ from scipy import stats
 from scipy.special import expit
 
 from app.stats.clustered import Clustering, share_inference
+from app.stats.frame import plain_json
 from app.stats.overall import OVERALL, overall_votes
 from app.stats.significance import adjust_pvalues
 
@@ -59,23 +60,6 @@ class MetricLink:
     criterion: str
     metric: str
     sign: int
-
-
-def _json(value: Any) -> Any:
-    """Plain JSON types: numpy scalars to Python, nan/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_json(v) for v in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -177,7 +161,7 @@ def metric_agreement(diffs: pd.DataFrame, links: Iterable[MetricLink], *,
             rec["significant"] = bool(rec["p_value"] < 1 - confidence)
         else:
             rec["significant"] = False
-    return [_json(r) for r in records]
+    return [plain_json(r) for r in records]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -281,7 +265,7 @@ def adjusted_preference(diffs: pd.DataFrame, *, criteria: Sequence[str],
         before, after = r["unadjusted"], r["adjusted"]
         r["disappears"] = bool(before["significant"] and not after["significant"] and after["share"] is not None)
         r["appears"] = bool(after["significant"] and not before["significant"] and before["share"] is not None)
-    return [_json(r) for r in records]
+    return [plain_json(r) for r in records]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -358,7 +342,7 @@ def predict_votes(diffs: pd.DataFrame, *, criteria: Sequence[str], features: Seq
             if i is not None:
                 rec["accuracy"] = acc[i]
                 rec["baseline"] = base[i]
-    return _json({"folds": folds, "seed": seed, "criteria": records})
+    return plain_json({"folds": folds, "seed": seed, "criteria": records})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -409,7 +393,7 @@ def cost_quality(votes: pd.DataFrame, clip_costs: pd.DataFrame, *, models: Seque
             per[criterion] = {"share": cell.get("share"), "ci": cell.get("ci", [None, None]), "n": n}
         out.append({"model": model, "clips_timed": int(np.isfinite(seconds).sum()), "seconds": median,
                     "seconds_ci": [lo, hi], "shares": per})
-    return [_json(r) for r in out]
+    return [plain_json(r) for r in out]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -431,7 +415,7 @@ def model_summary(clip_metrics: pd.DataFrame, *, models: Sequence[str], metrics:
                               else [None, None],
                               "median": float(np.median(values)) if n else None})
         out.append({"metric": metric, "models": per_model})
-    return [_json(r) for r in out]
+    return [plain_json(r) for r in out]
 
 
 def metric_analysis(votes: pd.DataFrame, pair_clips: pd.DataFrame, clip_metrics: pd.DataFrame,
@@ -461,9 +445,9 @@ def metric_analysis(votes: pd.DataFrame, pair_clips: pd.DataFrame, clip_metrics:
         result.update({"agreement": [], "adjusted": [], "prediction": {"criteria": []}, "cost_quality":
                        cost_quality(every, clip_costs, models=models, criteria=keys, n_boot=n_boot, seed=seed)
                        if len(every) else []})
-        return _json(result)
+        return plain_json(result)
     result["agreement"] = metric_agreement(diffs, [lk for lk in links if lk.criterion in criteria])
     result["adjusted"] = adjusted_preference(diffs, criteria=keys, adjust_for=adjust_for)
     result["prediction"] = predict_votes(diffs, criteria=keys, features=metrics, folds=folds, seed=seed)
     result["cost_quality"] = cost_quality(every, clip_costs, models=models, criteria=keys, n_boot=n_boot, seed=seed)
-    return _json(result)
+    return plain_json(result)

@@ -10,6 +10,7 @@ group-by and count then works on small integer codes instead of strings (about 5
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -308,3 +309,24 @@ def count_rows(frame: pd.DataFrame, cols: list[str], name: str = "count") -> pd.
         out[col] = pd.Categorical.from_codes(digit[order] - 1, dtype=dtype)
     out[name] = np.bincount(cells, minlength=n_cells)[order]
     return pd.DataFrame(out)
+
+
+def plain_json(value: Any) -> Any:
+    """Plain JSON types: numpy scalars to Python, nan/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [plain_json(v) for v in value.tolist()]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return None if not math.isfinite(float(value)) else float(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value

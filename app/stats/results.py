@@ -39,14 +39,22 @@ Keys of the returned dict (floats are plain floats, undefined values are None):
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from app.stats.agreement import agreement_by_criterion
-from app.stats.frame import check_votes, count_rows, criteria_order, in_list, model_order, orient_pairs, same_value
+from app.stats.frame import (
+    check_votes,
+    count_rows,
+    criteria_order,
+    in_list,
+    model_order,
+    orient_pairs,
+    plain_json,
+    same_value,
+)
 from app.stats.overall import DEFINITION, OVERALL, overall_votes
 from app.stats.pairwise import add_decision, preference_table
 from app.stats.position import position_bias
@@ -83,27 +91,6 @@ METHODS = {
 }
 
 
-def _clean(value: Any) -> Any:
-    """Plain JSON types: numpy scalars to Python, nan/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return None if not math.isfinite(float(value)) else float(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value
-
-
 _RECORD_KEYS = (
     "wins_a", "wins_b", "ties", "n", "share_a", "share_b", "tie_rate", "pref_rate_a",
 )
@@ -128,7 +115,7 @@ def _records(table: pd.DataFrame, lead: list[str], adjusted: list[str]) -> list[
             rec[k] = row[k]
         # Beside the verdict, never as it: the same figures if every vote were independent.
         rec["independent"] = {"wilson_ci": [row["wilson_lo"], row["wilson_hi"]], "p_value": row["p_independent"]}
-        out.append(_clean(rec))
+        out.append(plain_json(rec))
     return out
 
 
@@ -276,7 +263,7 @@ def _group_results(counts: pd.DataFrame, frame: pd.DataFrame, *, n_boot: int,
         if group in frame.columns and len(frame):
             gt = group_table(counts, group, n_boot=n_boot, seed=seed, alpha=ALPHA, weight=_COUNT)
             differ = groups_differ(counts, group, weight=_COUNT, seed=seed)  # at prompt level: a permutation test
-            groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), _clean(differ))
+            groups[group] = (_records(gt, [group, "criterion"], ["p_bh"]), plain_json(differ))
         else:
             groups[group] = ([], [])
     return groups
@@ -342,7 +329,7 @@ def compute_results(
 
     # overall has one row per distinct vote_id of the frame (it is built from the same rows)
     n_votes = len(overall) if overall is not None else (len(frame) // max(len(crits), 1))
-    return _clean(
+    return plain_json(
         {
             "models": models,
             "criteria_keys": crits,
