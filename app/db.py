@@ -170,7 +170,11 @@ def reset_engine_cache() -> None:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """Commit on success, roll back on error: the one transaction boundary for jobs and the CLI."""
-    session = get_sessionmaker()()
+    yield from _committing(get_sessionmaker()())
+
+
+def _committing(session: Session) -> Iterator[Session]:
+    """Yield ``session``, commit if the body returns, roll back if it raises, and close it either way."""
     try:
         yield session
         session.commit()
@@ -181,10 +185,15 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+def _deferred_session() -> Session:
+    """A session whose SQLite transaction begins deferred (``READ_ONLY_OPTION``): it reads without the lock."""
+    return Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+
+
 @contextmanager
 def read_session_scope() -> Iterator[Session]:
     """A session for long reads; on SQLite its transaction does not take the write lock. Never write in it."""
-    session = Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    session = _deferred_session()
     try:
         yield session
         session.rollback()
@@ -243,15 +252,7 @@ def snapshot_session_scope() -> Iterator[Session]:
     It reads a WAL snapshot without taking the write lock, so it never waits behind a writer. A write in it is
     still committed: SQLite then takes the lock at that write (and a conflict surfaces as a busy error).
     """
-    session = Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    yield from _committing(_deferred_session())
 
 
 def request_session(method: str) -> Iterator[Session]:
