@@ -166,6 +166,18 @@ def _collect(a: np.ndarray, d: np.ndarray, w: np.ndarray, cells: np.ndarray, n_c
     return _ClusterSums({name: _sums(k, cells, n_cells, a, d) for name, k in dims.items()}, crossed, iid)
 
 
+def sum_variance(u: np.ndarray, clustering: Clustering) -> tuple[float, int, int, int]:
+    """(variance of sum(u), degrees of freedom, prompts, raters) for per-row influence values ``u``: the same
+    one-way / two-way cluster-robust variance as ``share_inference`` (its linearised ratio with d = 1, r = 0), and
+    its ``min(G_prompt, G_rater) - 1`` degrees of freedom (votes as their own clusters when neither is known)."""
+    u = np.asarray(u, dtype=float)
+    ones = np.ones(u.size)
+    sums = _collect(u, ones, ones, np.zeros(u.size, dtype=np.int64), 1, clustering)
+    g_min = int(min(s[3][0] for s in sums.one_way.values()))
+    return (float(sums.var_at(np.zeros((1, 1)))[0, 0]), max(g_min - 1, 0), int(sums.clusters("prompt", 1)[0]),
+            int(sums.clusters("rater", 1)[0]))
+
+
 def _interval(sums: _ClusterSums, A: np.ndarray, D: np.ndarray, est: np.ndarray, df: np.ndarray,
               confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Every share r0 the score test does not reject (the run around the estimate); [0, 1] when untestable."""

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from app.stats.clustered import APPROXIMATE_BELOW, Clustering
+from app.stats.clustered import APPROXIMATE_BELOW, Clustering, sum_variance
 from app.stats.frame import SIDES, WINNERS, codes, column_codes, group_codes, same_value
 
 CONFIDENCE = 0.95
@@ -45,33 +45,6 @@ CONDITIONAL = ("left advantage conditional on the model pair: (P(A wins | A left
                "among decided votes, pairs pooled by decided votes; two-way cluster-robust (prompt x rater) t test")
 MARGINAL = ("share of decided votes won by the left clip (no left_model column, so not conditional on the "
             "models); cluster-robust t test against 1/2")
-
-
-def _one_way(codes_: np.ndarray, u: np.ndarray) -> tuple[float, int]:
-    """Sum over clusters of (sum of u)^2 times G/(G-1), and G (clusters present)."""
-    _, inv = np.unique(codes_, return_inverse=True)
-    sums = np.bincount(inv, weights=u)
-    g = sums.size
-    return (float((sums * sums).sum()) * g / (g - 1) if g > 1 else float("nan")), g
-
-
-def _clustered_variance(u: np.ndarray, prompt: np.ndarray | None, rater: np.ndarray | None
-                        ) -> tuple[float, int, int, int]:
-    """(variance of sum(u), degrees of freedom, prompts, raters): two-way when both dimensions are known."""
-    dims = [c for c in (prompt, rater) if c is not None]
-    if not dims:
-        n = u.size
-        return (float((u * u).sum()) * n / (n - 1) if n > 1 else float("nan")), max(n - 1, 0), 0, 0
-    v_p, g_p = _one_way(prompt, u) if prompt is not None else (float("nan"), 0)
-    v_r, g_r = _one_way(rater, u) if rater is not None else (float("nan"), 0)
-    if prompt is not None and rater is not None:
-        v_pr, _ = _one_way(prompt * (int(rater.max(initial=-1)) + 1) + rater, u)
-        two_way = v_p + v_r - v_pr
-        var = two_way if two_way > 0 else float(np.fmax(v_p, v_r))
-        g_min = min(g_p, g_r)
-    else:
-        var, g_min = (v_p, g_p) if prompt is not None else (v_r, g_r)
-    return var, max(g_min - 1, 0), g_p, g_r
 
 
 def _estimate(y: np.ndarray, group: np.ndarray, sign: np.ndarray, pair: np.ndarray
@@ -110,7 +83,7 @@ def _inference(delta: float | None, u: np.ndarray, prompt: np.ndarray | None, ra
                            "se": None, "df": 0, "n_prompts": 0, "n_raters": 0, "approximate": False}
     if delta is None:
         return out
-    var, df, g_p, g_r = _clustered_variance(u, prompt, rater)
+    var, df, g_p, g_r = sum_variance(u, Clustering(prompt, rater))
     present = [g for g in (g_p, g_r) if g]
     out.update(rate=0.5 + delta, df=df, n_prompts=g_p, n_raters=g_r,
                approximate=bool(present) and min(present) < APPROXIMATE_BELOW)
