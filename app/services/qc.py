@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
@@ -187,15 +187,26 @@ def _cluster_reason(test: LeanTest, cell: CellInfo) -> str:
             f"(p = {test.p_adjusted:.1g} after Bonferroni across the criteria tested)")
 
 
-def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings) -> dict[int, str]:
+# A study's session as the cross-session rule reads it: id, ip_hash, user_agent, flag_reasons.
+_EvaluatorRow = Row[int, str | None, str | None, list[str]]
+
+
+def _study_evaluators(session: Session, study_id: int) -> Sequence[_EvaluatorRow]:
+    return session.execute(select(Evaluator.id, Evaluator.ip_hash, Evaluator.user_agent, Evaluator.flag_reasons)
+                           .where(Evaluator.study_id == study_id).order_by(Evaluator.id)).all()
+
+
+def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings,
+                    rows: Sequence[_EvaluatorRow] | None = None) -> dict[int, str]:
     """Evaluator id -> the cross-session reason to flag it, for every session of a flagged cluster.
 
     Sessions flagged for their own reasons are left out on both sides: they are not counted in the results.
+    ``rows`` are the study's evaluators (id, ip_hash, user_agent, flag_reasons) when the caller has read them.
     """
     if not settings.enabled or not settings.cluster_check_alpha:
         return {}
-    rows = session.execute(select(Evaluator.id, Evaluator.ip_hash, Evaluator.user_agent, Evaluator.flag_reasons)
-                           .where(Evaluator.study_id == study_id)).all()
+    if rows is None:
+        rows = _study_evaluators(session, study_id)
     kept = [SessionInfo(id=r.id, address=r.ip_hash, user_agent=r.user_agent) for r in rows
             if not any(not is_cluster_reason(x) for x in (r.flag_reasons or []))]
     clusters = address_clusters(kept)
@@ -224,12 +235,11 @@ def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettin
         if study is None:
             raise ValueError(f"study {study_id} does not exist")
         settings = qc_settings(study)
-    verdicts = cluster_reasons(session, study_id=study_id, settings=settings)
-    rows = session.execute(select(Evaluator.id, Evaluator.flag_reasons).where(Evaluator.study_id == study_id)
-                           .order_by(Evaluator.id)).all()
+    rows = _study_evaluators(session, study_id)  # one read of the study's sessions serves both steps
+    verdicts = cluster_reasons(session, study_id=study_id, settings=settings, rows=rows)
     changed: dict[int, list[str]] = {}
-    for evaluator_id, stored in rows:
-        stored = list(stored or [])
+    for row in rows:
+        evaluator_id, stored = row.id, list(row.flag_reasons or [])
         renewed = [r for r in stored if not is_cluster_reason(r)] + (
             [verdicts[evaluator_id]] if evaluator_id in verdicts else [])
         if renewed != stored:
