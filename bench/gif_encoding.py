@@ -47,12 +47,13 @@ FPS = 8
 # ------------------------------------------------------------------------------------------------ frames
 
 
-def real_clips(n_frames: int, size: int, limit: int, source: Path = SHARED_GIFS) -> list[tuple[str, list[Image.Image]]]:
-    """Up to ``limit`` real AnimateDiff GIFs from ``source`` as RGB frames at ``size`` (looped if shorter);
-    [] if the folder is absent."""
+def real_clips(n_frames: int, size: int, limit: int, source: Path = SHARED_GIFS,
+               keep: Callable[[Path], bool] | None = None) -> list[tuple[str, list[Image.Image]]]:
+    """Up to ``limit`` real AnimateDiff GIFs from ``source`` (those ``keep`` accepts) as RGB frames at ``size``
+    (looped if shorter); [] if the folder is absent."""
     if not source.is_dir():
         return []
-    paths = sorted(source.glob("*.gif"))
+    paths = [p for p in sorted(source.glob("*.gif")) if keep is None or keep(p)]
     out = []
     for path in paths[:: max(1, len(paths) // max(1, limit))][:limit]:
         with Image.open(path) as im:

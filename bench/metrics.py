@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from bench.common import REPO_ROOT, Report, run_cli
+from bench.gif_encoding import SHARED_GIFS, real_clips
 
-SHARED_GIFS = REPO_ROOT.parent / "shared" / "data" / "animatediff_gifs"
 # Generation on an H100 (BENCHMARKS.md, "Generation on the GPU"): seconds per 16-frame 512x512 clip on the device
 # (denoise + VAE decode) and by wall time (with GIF encoding).
 GENERATION = {"animatediff (25 steps, CFG)": (4.49, 6.31), "animatediff-lightning-4step": (0.63, 2.49)}
@@ -32,16 +32,8 @@ GENERATION = {"animatediff (25 steps, CFG)": (4.49, 6.31), "animatediff-lightnin
 
 def clips(frames: int, size: int, limit: int, source: Path = SHARED_GIFS) -> list[tuple[str, np.ndarray]]:
     """Real 16-frame AnimateDiff clips (looped or cut to ``frames``) and a synthetic pan, at ``size``."""
-    out: list[tuple[str, np.ndarray]] = []
-    if source.is_dir():
-        paths = [p for p in sorted(source.glob("*.gif")) if "compare" in p.name or "motionlora" in p.name]
-        for path in paths[:: max(1, len(paths) // max(1, limit))][:limit]:
-            with Image.open(path) as im:
-                rgb = []
-                for i in range(frames):
-                    im.seek(i % im.n_frames)
-                    rgb.append(np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)))
-            out.append((path.stem, np.stack(rgb)))
+    real = real_clips(frames, size, limit, source, keep=lambda p: "compare" in p.name or "motionlora" in p.name)
+    out = [(Path(name).stem, np.stack([np.asarray(f) for f in images])) for name, images in real]
     rng = np.random.default_rng(0)
     wide = rng.integers(0, 256, (size, size + 4 * frames, 3), dtype=np.uint8)
     out.append(("synthetic pan (4 px/frame)", np.stack([wide[:, 4 * t:4 * t + size] for t in range(frames)])))
