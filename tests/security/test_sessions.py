@@ -7,7 +7,6 @@ the login can end it.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -19,10 +18,10 @@ from app.db import session_scope
 from app.main import create_app
 from app.models import UserSession, utcnow
 from tests.factories import make_user
+from tests.support.web import csrf_token, logged_in_client
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -35,14 +34,6 @@ def researcher(session):
     user = make_user(session, email="r@lab.org", password=PASSWORD)
     session.commit()
     return user
-
-
-def _web_login(app, email="r@lab.org", password=PASSWORD) -> TestClient:
-    client = TestClient(app, follow_redirects=False)
-    token = _CSRF.search(client.get("/login").text).group(1)
-    r = client.post("/login", data={"email": email, "password": password, "csrf_token": token, "next": "/"})
-    assert r.status_code == 303, r.text[:300]
-    return client
 
 
 def _api_login(app, email="r@lab.org", password=PASSWORD) -> TestClient:
@@ -58,13 +49,9 @@ def _replay(app, cookie: str) -> TestClient:
     return thief
 
 
-def _csrf(client: TestClient, url: str = "/") -> str:
-    return _CSRF.search(client.get(url).text).group(1)
-
-
 def test_a_cookie_copied_before_logout_is_refused_after_it(app, researcher):
-    victim = _web_login(app)
-    csrf = _csrf(victim)
+    victim = logged_in_client(app, "r@lab.org", PASSWORD)
+    csrf = csrf_token(victim)
     copied = victim.cookies["bp_session"]
     assert _replay(app, copied).get("/").status_code == 200  # the copy works while the login lives
     assert victim.post("/logout", data={"csrf_token": csrf}).status_code == 303
@@ -91,9 +78,9 @@ def test_logout_ends_only_that_login(app, researcher):
 
 
 def test_a_new_password_on_the_account_page_ends_every_other_login(app, researcher):
-    me, elsewhere = _web_login(app), _api_login(app)
+    me, elsewhere = logged_in_client(app, "r@lab.org", PASSWORD), _api_login(app)
     copied = elsewhere.cookies["bp_session"]
-    r = me.post("/account/password", data={"csrf_token": _csrf(me, "/account"), "current_password": PASSWORD,
+    r = me.post("/account/password", data={"csrf_token": csrf_token(me, "/account"), "current_password": PASSWORD,
                                            "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert r.status_code == 303 and r.headers["location"] == "/account"
     assert "logged out" in me.get("/account").text  # the one who changed it stays in
@@ -103,11 +90,11 @@ def test_a_new_password_on_the_account_page_ends_every_other_login(app, research
 
 
 def test_a_wrong_current_password_changes_nothing(app, researcher):
-    me, elsewhere = _web_login(app), _api_login(app)
-    r = me.post("/account/password", data={"csrf_token": _csrf(me, "/account"), "current_password": "guess guess",
+    me, elsewhere = logged_in_client(app, "r@lab.org", PASSWORD), _api_login(app)
+    r = me.post("/account/password", data={"csrf_token": csrf_token(me, "/account"), "current_password": "guess guess",
                                            "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert r.status_code == 400 and "current password is wrong" in r.text
-    r = me.post("/account/password", data={"csrf_token": _csrf(me, "/account"), "current_password": PASSWORD,
+    r = me.post("/account/password", data={"csrf_token": csrf_token(me, "/account"), "current_password": PASSWORD,
                                            "new_password": NEW_PASSWORD, "confirm_password": "something else"})
     assert r.status_code == 400 and "differ" in r.text
     assert elsewhere.get("/api/v1/me").status_code == 200

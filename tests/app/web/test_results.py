@@ -11,16 +11,9 @@ from app.services.results_cache import get_results
 from app.services.results_view import OVERALL_LABEL
 from tests.app.services.results_factory import voted_study
 from tests.factories import make_study, make_user
+from tests.support.web import login
 
 PASSWORD = "correct horse battery"
-
-
-def _login(client, user) -> None:
-    page = client.get("/login")
-    token = BeautifulSoup(page.text, "html.parser").find("input", {"name": "csrf_token"})["value"]
-    r = client.post("/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token, "next": "/"},
-                    follow_redirects=False)
-    assert r.status_code == 303, r.text
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ def _as(client, session, role, owning=None):
     if owning is not None:
         owning.created_by_id = user.id
     session.commit()
-    _login(client, user)
+    login(client, user.email, PASSWORD)
     return user
 
 

@@ -7,8 +7,6 @@ generation on someone else's study, through the API and the pages.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -17,22 +15,9 @@ from typer.testing import CliRunner
 from app.db import session_scope
 from app.models import Batch, Study, StudyCollaborator
 from tests.factories import NO_CHECKS, make_study, make_user
+from tests.support.web import csrf_token, logged_in_client
 
 PASSWORD = "correct horse battery"
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def _login(app, email: str) -> TestClient:
-    client = TestClient(app, follow_redirects=False)
-    token = _CSRF.search(client.get("/login").text).group(1)
-    r = client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token, "next": "/"})
-    assert r.status_code == 303, r.text[:300]
-    return client
-
-
-def _csrf(client: TestClient, url: str = "/") -> str:
-    return _CSRF.search(client.get(url).text).group(1)
-
 
 @pytest.fixture
 def app(engine):
@@ -62,8 +47,8 @@ def _study(study_id: int) -> tuple[str, dict, int]:
 def test_another_researcher_can_do_nothing_to_the_study(app, people):
     study_id = people["study_id"]
     before = _study(study_id)
-    other = _login(app, "other@lab.org")
-    csrf = _csrf(other)
+    other = logged_in_client(app, "other@lab.org", PASSWORD)
+    csrf = csrf_token(other)
     api_attempts = [
         ("GET", f"/api/v1/studies/{study_id}", None),
         ("GET", f"/api/v1/studies/{study_id}/results", None),
@@ -90,13 +75,13 @@ def test_another_researcher_can_do_nothing_to_the_study(app, people):
 
 def test_the_owner_shares_the_study_and_the_collaborator_works_on_it(app, people):
     study_id = people["study_id"]
-    owner = _login(app, "owner@lab.org")
+    owner = logged_in_client(app, "owner@lab.org", PASSWORD)
     page = owner.get(f"/studies/{study_id}").text
     assert 'id="sharing"' in page and "owner@lab.org" in page
     r = owner.post(f"/studies/{study_id}/collaborators",
-                   data={"csrf_token": _csrf(owner, f"/studies/{study_id}"), "email": "Other@Lab.org"})
+                   data={"csrf_token": csrf_token(owner, f"/studies/{study_id}"), "email": "Other@Lab.org"})
     assert r.status_code == 303 and r.headers["location"].endswith("#sharing")
-    other = _login(app, "other@lab.org")
+    other = logged_in_client(app, "other@lab.org", PASSWORD)
     assert [s["id"] for s in other.get("/api/v1/studies").json()] == [study_id]
     assert other.get(f"/studies/{study_id}").status_code == 200
     r = other.post(f"/api/v1/studies/{study_id}/status", json={"status": "closed"})
@@ -108,7 +93,7 @@ def test_the_owner_shares_the_study_and_the_collaborator_works_on_it(app, people
     # Unshared: the study is gone for them again.
     other_id = people["other"].id
     r = owner.post(f"/studies/{study_id}/collaborators/{other_id}/remove",
-                   data={"csrf_token": _csrf(owner, f"/studies/{study_id}")})
+                   data={"csrf_token": csrf_token(owner, f"/studies/{study_id}")})
     assert r.status_code == 303
     assert other.get(f"/api/v1/studies/{study_id}").status_code == 404
 
@@ -136,7 +121,7 @@ def test_sharing_through_the_api_and_its_refusals(app, people):
 
 def test_admins_see_and_share_every_study(app, people):
     study_id = people["study_id"]
-    admin = _login(app, "admin@lab.org")
+    admin = logged_in_client(app, "admin@lab.org", PASSWORD)
     assert [s["id"] for s in admin.get("/api/v1/studies").json()] == [study_id]
     r = admin.post(f"/api/v1/studies/{study_id}/collaborators", json={"email": "other@lab.org"})
     assert r.status_code == 200 and r.json()["can_share"] is True
@@ -145,9 +130,9 @@ def test_admins_see_and_share_every_study(app, people):
 def test_a_study_without_an_owner_is_for_admins_only(app, session, people):
     orphan = make_study(session)
     session.commit()
-    owner = _login(app, "owner@lab.org")
+    owner = logged_in_client(app, "owner@lab.org", PASSWORD)
     assert owner.get(f"/api/v1/studies/{orphan.id}").status_code == 404
-    assert _login(app, "admin@lab.org").get(f"/api/v1/studies/{orphan.id}").status_code == 200
+    assert logged_in_client(app, "admin@lab.org", PASSWORD).get(f"/api/v1/studies/{orphan.id}").status_code == 200
 
 
 def test_the_cli_creates_with_an_owner_and_shares(people, monkeypatch):
