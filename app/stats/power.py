@@ -137,10 +137,9 @@ def plan_votes(*, n: int, decided: int, ties: int, n_prompts: int, n_raters: int
                deff_rater: float, alpha: float = 0.05, power: float = 0.8,
                effect: float = SMALLEST_EFFECT) -> VotePlan:
     """Votes needed for ``power`` at the preference share ``effect``, with the study's measured clustering."""
-    rho_p = _icc(deff_prompt, decided, n_prompts) or 0.0
-    rho_r = _icc(deff_rater, decided, n_raters) or 0.0
     icc_p = _icc(deff_prompt, decided, n_prompts)
     icc_r = _icc(deff_rater, decided, n_raters)
+    rho_p, rho_r = icc_p or 0.0, icc_r or 0.0
     tie_share = ties / n if n else 0.0
     if tie_share >= 1.0:
         return VotePlan(None, icc_p, icc_r, None, False)
