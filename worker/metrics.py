@@ -15,7 +15,6 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from app.config import get_settings
 from app.metrics.registry import CLIP_SCORE, Measurement, MetricValue, spec
 from app.services import metrics as svc
-from worker.pipelines import TransientLoadError, WeightsMissing, _wrap_load_error, hub_kwargs, quiet_libraries
+from worker.pipelines import TransientLoadError, WeightsMissing, quiet_libraries, source_kwargs, wrap_load_error
 
 log = logging.getLogger(__name__)
 CLIP_MODEL_ENV = "BLINDPAIR_CLIP_MODEL"
@@ -69,12 +68,12 @@ def load_clip(name: str, *, device: str) -> LoadedClip:
     from transformers import CLIPModel, CLIPTokenizer
 
     quiet_libraries()
-    kwargs = {} if Path(name).is_dir() else hub_kwargs()
+    kwargs = source_kwargs(name)
     try:
         model = CLIPModel.from_pretrained(name, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(name, model_max_length=MAX_TOKENS, **kwargs)
     except Exception as exc:  # huggingface_hub and transformers raise several unrelated types for "not there"
-        raise _wrap_load_error(name, None, exc) from exc
+        raise wrap_load_error(name, None, exc) from exc
     processor = _image_processor(name, model, kwargs)
     model.eval().to(device)
     return LoadedClip(name=name, version=clip_version(name), device=device, model=model, tokenizer=tokenizer,

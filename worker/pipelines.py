@@ -57,6 +57,11 @@ def hub_kwargs() -> dict[str, Any]:
     return kwargs
 
 
+def source_kwargs(name: str) -> dict[str, Any]:
+    """``from_pretrained``'s keywords for ``name``: none for a local folder, else the hub's (``hub_kwargs``)."""
+    return {} if Path(name).is_dir() else hub_kwargs()
+
+
 def fetch_command(repo: str, filename: str | None = None) -> str:
     return " ".join(["hf download", repo] + ([filename] if filename else []))
 
@@ -87,7 +92,7 @@ def _is_network_error(exc: BaseException) -> bool:
     return False
 
 
-def _wrap_load_error(repo: str, filename: str | None, exc: BaseException) -> Exception:
+def wrap_load_error(repo: str, filename: str | None, exc: BaseException) -> Exception:
     if _is_network_error(exc) and not offline():
         return TransientLoadError(f"could not reach the Hugging Face hub for {repo!r}: {exc}")
     return _missing(repo, filename, exc)
@@ -106,7 +111,7 @@ def resolve_file(repo: str, filename: str) -> str:
     try:
         return hf_hub_download(repo, filename, **hub_kwargs())
     except Exception as exc:  # huggingface_hub raises several unrelated types for "not there"
-        raise _wrap_load_error(repo, filename, exc) from exc
+        raise wrap_load_error(repo, filename, exc) from exc
 
 
 def torch_dtype(name: str, device: str):
@@ -136,11 +141,11 @@ def load_adapter(preset: Preset, *, dtype):
             raise WeightsMissing(f"{preset.adapter_file!r} of {preset.adapter_repo!r} does not fit "
                                  f"MotionAdapter({preset.adapter_config or ''}): {str(exc)[:300]}") from exc
         return adapter.to(dtype=dtype)  # type: ignore[attr-defined]  # diffusers' stub class, above
-    kwargs = {} if Path(preset.adapter).is_dir() else hub_kwargs()
+    kwargs = source_kwargs(preset.adapter)
     try:
         return MotionAdapter.from_pretrained(preset.adapter, torch_dtype=dtype, **kwargs)
     except Exception as exc:
-        raise _wrap_load_error(preset.adapter, None, exc) from exc
+        raise wrap_load_error(preset.adapter, None, exc) from exc
 
 
 def build_scheduler(preset: Preset, base_config: dict[str, Any]):
@@ -168,11 +173,11 @@ def load_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
     quiet_libraries()
     dtype = torch_dtype(spec.dtype, device)
     adapter = load_adapter(spec.preset, dtype=dtype)
-    kwargs = {} if Path(spec.base_model).is_dir() else hub_kwargs()
+    kwargs = source_kwargs(spec.base_model)
     try:
         pipe = AnimateDiffPipeline.from_pretrained(spec.base_model, motion_adapter=adapter, torch_dtype=dtype, **kwargs)
     except Exception as exc:
-        raise _wrap_load_error(spec.base_model, None, exc) from exc
+        raise wrap_load_error(spec.base_model, None, exc) from exc
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     base_config = dict(pipe.scheduler.config)
