@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings, get_settings
+from app.media.gif import colour_table_size, sub_blocks_end
 
 
 class GifBudgetError(ValueError):
@@ -63,15 +64,11 @@ class GifHeader:
 
 
 def _sub_blocks_end(data: bytes, pos: int) -> int:
-    """The offset after a run of data sub-blocks (each a length byte and that many bytes, up to a 0)."""
-    n = len(data)
-    while True:
-        if pos >= n:
-            raise GifBudgetError("the GIF is truncated inside a data block")
-        size = data[pos]
-        pos += 1 + size
-        if size == 0:
-            return pos
+    """The offset after a run of data sub-blocks, their data unread (``app.media.gif.sub_blocks_end``)."""
+    end = sub_blocks_end(data, pos)
+    if end is None:
+        raise GifBudgetError("the GIF is truncated inside a data block")
+    return end
 
 
 def read_gif_header(data: bytes, *, max_frames: int | None = None) -> GifHeader:
@@ -85,7 +82,7 @@ def read_gif_header(data: bytes, *, max_frames: int | None = None) -> GifHeader:
     width = int.from_bytes(data[6:8], "little")
     height = int.from_bytes(data[8:10], "little")
     packed = data[10]
-    pos = 13 + (3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0)
+    pos = 13 + colour_table_size(packed)
     canvas_w, canvas_h, frames = width, height, 0
     n = len(data)
     while pos < n:  # a file without a trailer ends after its last block; decoders accept that
@@ -101,7 +98,7 @@ def read_gif_header(data: bytes, *, max_frames: int | None = None) -> GifHeader:
             frames += 1
             if max_frames is not None and frames > max_frames:
                 break
-            pos += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0) + 1  # + the LZW minimum code size
+            pos += 10 + colour_table_size(local) + 1  # + the LZW minimum code size
             pos = _sub_blocks_end(data, pos)
         elif introducer == 0x21:  # extension: label, then sub-blocks
             pos = _sub_blocks_end(data, pos + 2)

@@ -96,13 +96,33 @@ def decode_frames(data: bytes) -> list[Image.Image]:
 # --- the block structure -----------------------------------------------------------------------------------
 
 
+_TRUNCATED = "the GIF is truncated (it ends in the middle of a block)"
+
+
+def colour_table_size(packed: int) -> int:
+    """The bytes of the colour table announced by a screen or image descriptor's packed byte (0: none)."""
+    return 3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0
+
+
+def sub_blocks_end(data: bytes, pos: int) -> int | None:
+    """The offset just after the run of data sub-blocks at ``pos`` (each a length byte and that many bytes, up
+    to a zero length), or None if ``data`` ends first. Only the length bytes are read, never the data."""
+    n = len(data)
+    while pos < n:
+        size = data[pos]
+        pos += 1 + size
+        if size == 0:
+            return pos
+    return None
+
+
 class _Reader:
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            raise GifError("the GIF is truncated (it ends in the middle of a block)")
+            raise GifError(_TRUNCATED)
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -110,11 +130,11 @@ class _Reader:
     def sub_blocks(self) -> bytes:
         """Raw sub-blocks up to and including the zero-length terminator."""
         start = self.pos
-        while True:
-            size = self.take(1)[0]
-            if size == 0:
-                return self.data[start : self.pos]
-            self.take(size)
+        end = sub_blocks_end(self.data, start)
+        if end is None:
+            raise GifError(_TRUNCATED)
+        self.pos = end
+        return self.data[start:end]
 
 
 def _blocks(data: bytes):
@@ -124,7 +144,7 @@ def _blocks(data: bytes):
     if header[:6] not in (b"GIF87a", b"GIF89a"):
         raise GifError("not a GIF file (it does not start with GIF87a/GIF89a)")
     packed = header[10]
-    gct = r.take(3 * (2 ** ((packed & 7) + 1))) if packed & 0x80 else b""
+    gct = r.take(colour_table_size(packed))
     yield "header", header + gct, b""
     while True:
         if r.pos == len(data):  # no trailer: many encoders stop after the last frame; browsers accept it
@@ -137,8 +157,7 @@ def _blocks(data: bytes):
         if introducer == 0x2C:
             start = r.pos - 1
             desc = r.take(9)
-            if desc[8] & 0x80:
-                r.take(3 * (2 ** ((desc[8] & 7) + 1)))
+            r.take(colour_table_size(desc[8]))
             r.take(1)  # LZW minimum code size
             r.sub_blocks()
             yield "image", data[start : r.pos], b""
