@@ -84,14 +84,19 @@ def _evaluator(session: Session, evaluator_id: int) -> Evaluator:
     return evaluator
 
 
+def _settings_of(session: Session, evaluator_id: int) -> QCSettings:
+    """The QC settings of this evaluator's study."""
+    evaluator = _evaluator(session, evaluator_id)
+    study = session.get(Study, evaluator.study_id)
+    if study is None:  # the foreign key forbids it; a hand-edited database might not
+        raise ValueError(f"evaluator {evaluator_id} belongs to study {evaluator.study_id}, which does not exist")
+    return qc_settings(study)
+
+
 def evaluate_evaluator(session: Session, *, evaluator_id: int, settings: QCSettings | None = None) -> list[str]:
     """Every reason to flag this evaluator, in words; empty when nothing is wrong or QC is off."""
     if settings is None:
-        evaluator = _evaluator(session, evaluator_id)
-        study = session.get(Study, evaluator.study_id)
-        if study is None:  # the foreign key forbids it; a hand-edited database might not
-            raise ValueError(f"evaluator {evaluator_id} belongs to study {evaluator.study_id}, which does not exist")
-        settings = qc_settings(study)
+        settings = _settings_of(session, evaluator_id)
     if not settings.enabled:
         return []
     votes = answered_votes(session, evaluator_id=evaluator_id)
@@ -142,24 +147,18 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
     is then written only when the outcome changed (the vote path passes it, and most votes change nothing).
     A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` renews those).
     """
+    if settings is None:
+        settings = _settings_of(session, evaluator_id)
     reasons = evaluate_evaluator(session, evaluator_id=evaluator_id, settings=settings)
     if stored is None:
         evaluator = _evaluator(session, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
-    if reasons or evaluate_enabled(session, evaluator_id=evaluator_id, settings=settings):
+    if settings.enabled:
         reasons = reasons + [r for r in stored[1] if is_cluster_reason(r)]
     if stored != (bool(reasons), reasons):
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
     return reasons
-
-
-def evaluate_enabled(session: Session, *, evaluator_id: int, settings: QCSettings | None) -> bool:
-    """Whether QC is on for this evaluator's study (``settings`` when the caller has them)."""
-    if settings is not None:
-        return settings.enabled
-    study = session.get(Study, _evaluator(session, evaluator_id).study_id)
-    return study is not None and qc_settings(study).enabled
 
 
 def refresh_study_flags(session: Session, *, study_id: int) -> int:
