@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app import db
 from app.cli import app
 from app.db import session_scope
-from app.migrate import upgrade
 from app.services.results_cache import get_results
 from tests.app.services.results_factory import voted_study
 from tests.factories import make_evaluator
@@ -22,13 +20,6 @@ ARENA = Path(__file__).resolve().parents[4] / "shared" / "data" / "arena_votes" 
 
 def run(*args):
     return runner.invoke(app, ["analyze", *args, "--width", "200"])
-
-
-@pytest.fixture
-def migrated():
-    upgrade()
-    yield
-    db.reset_engine_cache()
 
 
 def test_study_summary_and_files(migrated, tmp_path):

@@ -12,10 +12,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from app import db
 from app.cli import app
 from app.db import session_scope
-from app.migrate import upgrade
 from app.services import exports
 from app.services.results_cache import get_results
 from tests.app.services.results_factory import voted_study
@@ -25,13 +23,6 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, ["analyze", *args, "--width", "200"])
-
-
-@pytest.fixture
-def migrated():
-    upgrade()
-    yield
-    db.reset_engine_cache()
 
 
 def _export(session, study, fmt: str, path: Path) -> Path:

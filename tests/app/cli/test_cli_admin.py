@@ -1,4 +1,3 @@
-import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -12,13 +11,6 @@ from app.models import Prompt, Study, User
 from app.security import verify_password
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def migrated():
-    upgrade()
-    yield
-    db.reset_engine_cache()
 
 
 def run(*args, input=None):
