@@ -169,11 +169,11 @@ def consent(
     return response
 
 
-def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int, number: int | None = None,
+def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int, number: int,
                      chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
                      status: int = 200) -> Response:
     """The pair page. ``criteria``: the study's, in page order (each with key, label and description);
-    ``number``: the pair's number shown to the evaluator (answered pairs + 1; the stored position if not given)."""
+    ``number``: the pair's number shown to the evaluator (answered pairs + 1)."""
     context = {
         "assignment_token": view.token,
         "prompt": view.prompt,
@@ -189,8 +189,8 @@ def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, qu
         "error": error,
         # The pair's number in the session: answered pairs + 1 (an assignment given back to the pool after
         # abandon_after_minutes keeps its stored position, so the stored one may have skipped a number).
-        "position": number or view.position,
-        "total": max(quota, number or view.position),
+        "position": number,
+        "total": max(quota, number),
         "notice": REPLACED_NOTICE if view.replaced else "",
     }
     return templates.TemplateResponse(request, "evaluator/pair.html", context, status_code=status)
