@@ -39,6 +39,7 @@ Keys of the returned dict (floats are plain floats, undefined values are None):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -280,19 +281,39 @@ def _agreement(frame: pd.DataFrame, overall: pd.DataFrame | None, crits: list[st
     return agreement
 
 
+@dataclass(frozen=True)
+class _Verdicts:
+    """The criteria and overall records (one Holm family) and what the rest of the results reuse of them."""
+
+    counts: pd.DataFrame  # the frame's rows counted (``_counts``)
+    overall_votes: pd.DataFrame | None  # one overall decision per vote (None without vote ids)
+    overall_counts: pd.DataFrame | None  # those counted (None when there are none)
+    criteria: list[dict[str, Any]]
+    overall: list[dict[str, Any]]
+
+
+def _verdicts(frame: pd.DataFrame, crits: list[str]) -> _Verdicts:
+    counts = _counts(frame)
+    table = _pairwise(counts, crits)
+    overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
+    overall_counts, ov = None, pd.DataFrame()
+    if overall is not None and len(overall):
+        overall_counts = _counts(overall)
+        ov = _pairwise(overall_counts, [OVERALL])
+    table, ov = _decide([table, ov])
+    return _Verdicts(counts, overall, overall_counts,
+                     _records(table, ["criterion"], ["p_holm"]) if len(table) else [],
+                     _records(ov, ["criterion"], ["p_holm"]) if len(ov) else [])
+
+
 def verdict_records(votes: pd.DataFrame, *, criteria: list[str] | None = None,
                     include_flagged: bool = False) -> list[dict[str, Any]]:
     """Only what decides the verdicts: the criteria and overall records of ``compute_results`` (same tests, same
     Holm family), without the themes, agreement, ratings and position figures. For sensitivity checks that
     recompute the verdicts many times (does one address decide a result?)."""
     frame, crits, _models, _excluded = _prepare(votes, criteria, include_flagged)
-    counts = _counts(frame)
-    table = _pairwise(counts, crits)
-    overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
-    ov = _pairwise(_counts(overall), [OVERALL]) if overall is not None and len(overall) else pd.DataFrame()
-    table, ov = _decide([table, ov])
-    return ((_records(table, ["criterion"], ["p_holm"]) if len(table) else [])
-            + (_records(ov, ["criterion"], ["p_holm"]) if len(ov) else []))
+    v = _verdicts(frame, crits)
+    return v.criteria + v.overall
 
 
 def compute_results(
@@ -306,17 +327,9 @@ def compute_results(
     """All results of a vote frame (see the module docstring for the keys)."""
     frame, crits, models, excluded = _prepare(votes, criteria, include_flagged)
 
-    counts = _counts(frame)
-    table = _pairwise(counts, crits)
-    overall = overall_votes(frame, crits) if "vote_id" in frame.columns else None
-    ov = pd.DataFrame()
-    if overall is not None and len(overall):
-        overall_counts = _counts(overall)
-        ov = _pairwise(overall_counts, [OVERALL])
-        counts = pd.concat([counts, overall_counts], ignore_index=True)
-    table, ov = _decide([table, ov])
-    criteria_records = _records(table, ["criterion"], ["p_holm"]) if len(table) else []
-    overall_records = _records(ov, ["criterion"], ["p_holm"]) if len(ov) else []
+    v = _verdicts(frame, crits)
+    overall, criteria_records = v.overall_votes, v.criteria
+    counts = v.counts if v.overall_counts is None else pd.concat([v.counts, v.overall_counts], ignore_index=True)
 
     groups = _group_results(counts, frame, n_boot=n_boot, seed=seed)
     agreement = _agreement(frame, overall, crits)
@@ -344,7 +357,7 @@ def compute_results(
             "n_boot": n_boot,
             "seed": seed,
             "criteria": criteria_records,
-            "overall": overall_records,
+            "overall": v.overall,
             "overall_definition": DEFINITION,
             "themes": groups["theme"][0],
             "themes_differ": groups["theme"][1],
