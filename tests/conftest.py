@@ -77,6 +77,16 @@ def _isolated_settings(monkeypatch, tmp_path) -> Iterator[None]:
 
 
 @pytest.fixture
+def fresh_results_cache() -> Iterator[None]:
+    """An empty in-process results cache before and after the test."""
+    from app.services.results_cache import get_cache
+
+    get_cache().clear()
+    yield
+    get_cache().clear()
+
+
+@pytest.fixture
 def engine(database_url, monkeypatch, tmp_path):
     """A database with the schema created from the models (migrations are tested on their own)."""
     _configure(monkeypatch, tmp_path, database_url)

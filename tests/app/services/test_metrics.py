@@ -14,7 +14,7 @@ from app.models import Clip, ClipMetric
 from app.services import metrics as svc
 from app.services import task_queue
 from app.services.metric_results import metric_results
-from app.services.results_cache import get_cache, get_results
+from app.services.results_cache import get_results
 from tests.app.metrics.synthetic import gif, moving_square
 from tests.app.services.results_factory import voted_study
 from tests.factories import make_pairs, make_study
@@ -22,11 +22,7 @@ from tests.factories import make_pairs, make_study
 NAMES = {m.name for m in WEIGHT_FREE}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    get_cache().clear()
-    yield
-    get_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_results_cache")
 
 
 @pytest.fixture

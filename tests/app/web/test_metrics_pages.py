@@ -12,12 +12,7 @@ from tests.app.services.results_factory import voted_study
 from tests.app.web.test_auth import csrf_of
 from tests.app.web.test_results import _as
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    get_cache().clear()
-    yield
-    get_cache().clear()
+pytestmark = pytest.mark.usefixtures("fresh_results_cache")
 
 
 @pytest.fixture
