@@ -113,14 +113,10 @@ def with_overall(votes: pd.DataFrame, criteria: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _clustering(frame: pd.DataFrame) -> Clustering:
-    return Clustering.of(frame.reset_index(drop=True), prompt="prompt", rater="evaluator")
-
-
 def _inference_rows(frame: pd.DataFrame, agree: np.ndarray, cells: np.ndarray, n_cells: int,
                     confidence: float) -> list[dict[str, Any]]:
     inf = share_inference(np.asarray(agree, dtype=float), np.ones(len(agree)), cells, n_cells,
-                          _clustering(frame), confidence=confidence)
+                          Clustering.of(frame), confidence=confidence)
     return [{"share": inf.estimate[i], "ci": [inf.lo[i], inf.hi[i]], "p_value": inf.p_value[i],
              "n_prompts": inf.n_prompts[i], "n_raters": inf.n_raters[i], "approximate": inf.approximate[i]}
             for i in range(n_cells)]
