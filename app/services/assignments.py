@@ -487,22 +487,20 @@ def is_abandoned(shown_at: datetime, qc: QCSettings) -> bool:
     return bool(qc.abandon_after_minutes) and as_utc(shown_at) < abandoned_before(qc)
 
 
-def release_assignment(session: Session, *, assignment_id: int) -> bool:
+def release_assignment(session: Session, *, assignment_id: int, pair_id: int, a_left: bool) -> bool:
     """Give an abandoned assignment's pair back to the pool; ``False`` if it was no longer open.
 
-    The row stays (status ``released``): the evaluator never gets the pair again, and an answer sent for it
-    later is refused rather than counted on top of the vote of whoever rated the pair meanwhile.
+    ``pair_id`` and ``a_left`` (whether the pair's clip A was shown on the left) are the assignment's, which
+    both callers have read already. The row stays (status ``released``): the evaluator never gets the pair
+    again, and an answer sent for it later is refused rather than counted on top of the vote of whoever rated
+    the pair meanwhile.
     """
-    row = session.execute(select(_as.c.pair_id, _as.c.left_clip_id, _pr.c.clip_a_id)
-                          .join(_pr, _pr.c.id == _as.c.pair_id).where(_as.c.id == assignment_id)).one_or_none()
-    if row is None:
-        return False
     released = session.execute(_RELEASE, {"assignment_id": assignment_id})
     if not isinstance(released, CursorResult) or not released.rowcount:  # an UPDATE's result is a CursorResult
         return False
-    session.execute(_UNBUMP_ASSIGNED, {"pair_id": row.pair_id, "a_left": int(row.left_clip_id == row.clip_a_id)})
+    session.execute(_UNBUMP_ASSIGNED, {"pair_id": pair_id, "a_left": int(a_left)})
     expire_cached(session, Assignment, assignment_id, "status")
-    expire_cached(session, Pair, row.pair_id, "assigned_count", "a_left_count")
+    expire_cached(session, Pair, pair_id, "assigned_count", "a_left_count")
     return True
 
 
@@ -524,7 +522,8 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     # At most one assignment is open: the page to resume (no query when there is none).
     current = pair_view(session, evaluator_id=state.id) if state.open else None
     if current is not None and is_abandoned(current.shown_at, qc):
-        replaced = release_assignment(session, assignment_id=current.id)
+        replaced = release_assignment(session, assignment_id=current.id, pair_id=current.pair_id,
+                                      a_left=current.left_clip_id == current.clip_a_id)
         current = None
     if current is not None:
         if state.study_status != "open":  # its vote would be refused: say so now, not after the evaluator answers

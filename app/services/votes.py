@@ -164,7 +164,8 @@ def submit_vote(
         # Its pair went back to the pool and may have been rated by someone else since: counting this answer
         # too would rate the pair once more than planned. Releasing it here is what next_assignment would do.
         # The caller must commit (not roll back) for the release to hold; the refusal changes nothing else.
-        release_assignment(session, assignment_id=found.id)
+        release_assignment(session, assignment_id=found.id, pair_id=found.pair_id,
+                           a_left=found.left_clip_id == found.clip_a_id)
         minutes = state.qc.abandon_after_minutes
         raise AssignmentReleased(
             f"This pair stayed unanswered for more than {minutes} minutes, so it was given to another "
