@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
 from rich.table import Table
 
-from app.cli.base import app
+from app.cli.base import app, counted_progress
 from app.cli.prompts import find_study
 from app.services.clips import ClipImportError, ImportResult, remove_media, run_gif_import
 
@@ -35,8 +35,7 @@ def print_refusal(exc: ClipImportError) -> None:
 def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = False,
                show_progress: bool = True) -> ImportResult:
     """Import with a progress bar, all or nothing; exits 1 with the full report when refused."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not show_progress, transient=True) as bar:
+    with counted_progress(console, show=show_progress) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from app.cli.base import app
+from app.cli.base import app, counted_progress
 from app.cli.prompts import find_study
 from app.services import metrics as svc
 
@@ -25,8 +24,7 @@ def compute_with_progress(study_id: int, *, force: bool = False, with_clip: bool
     with session_scope() as session:
         ids = ([t.clip_id for t in svc.targets(session, study_id=study_id)] if force
                else [t.clip_id for t in svc.needing(session, study_id=study_id, with_weights=with_clip)])
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not show_progress or not ids, transient=True) as bar:
+    with counted_progress(console, show=show_progress and bool(ids)) as bar:
         task = bar.add_task("measuring clips", total=len(ids))
 
         def progress(done: int, total: int) -> None:
