@@ -14,7 +14,7 @@ from app.db import session_scope
 from app.services import studies as study_service
 from app.services.prompts import PromptFileError, parse_prompt_file
 from app.services.studies import ModelSpec, StudyError
-from app.services.users import get_user_by_email, list_users
+from app.services.users import get_user_by_email, list_users, normalise_email
 
 
 def parse_model(value: str) -> ModelSpec:
@@ -33,7 +33,7 @@ def _owner_id(email: str) -> int:
     with session_scope() as session:
         user = get_user_by_email(session, email)
         if user is None:
-            _fail([f"No account has the email {email.strip().lower()}; nothing was created.",
+            _fail([f"No account has the email {normalise_email(email)}; nothing was created.",
                    "Create it first: blindpair user add EMAIL"])
         return user.id
 
@@ -186,7 +186,7 @@ def study_share(
                 if remove:
                     user = get_user_by_email(session, address)
                     if user is None:
-                        raise StudyError(f"No account has the email {address.strip().lower()}.")
+                        raise StudyError(f"No account has the email {normalise_email(address)}.")
                     study_service.remove_collaborator(session, study_id=study_id, user_id=user.id, by_user_id=0,
                                                       by_admin=True)
                 else:

@@ -14,6 +14,7 @@ from app.services.users import (
     create_user,
     get_user_by_email,
     list_users,
+    normalise_email,
     set_password,
 )
 
@@ -56,7 +57,7 @@ def user_password(
     with session_scope() as session:
         known = get_user_by_email(session, email) is not None
     if not known:
-        typer.secho(f"No account has the email {email.strip().lower()}; see `blindpair user list`.",
+        typer.secho(f"No account has the email {normalise_email(email)}; see `blindpair user list`.",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
     if password is None:
@@ -65,7 +66,7 @@ def user_password(
         with session_scope() as session:
             user = get_user_by_email(session, email)
             if user is None:
-                raise UserError(f"No account has the email {email.strip().lower()}.")
+                raise UserError(f"No account has the email {normalise_email(email)}.")
             set_password(session, user_id=user.id, password=password)
             shown = user.email
     except UserError as exc:
