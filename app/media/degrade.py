@@ -48,7 +48,6 @@ class DegradeError(ValueError):
 class DecodedGif:
     frames: list[np.ndarray]  # RGB uint8, H x W x 3, fully composited
     durations_ms: list[int]
-    loop: int
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,7 +63,7 @@ def decode_gif(data: bytes) -> DecodedGif:
         raise DegradeError(f"not a decodable image: {exc}") from exc
     if len(video.frames) < 2:
         raise DegradeError("the GIF has a single frame; attention checks need an animation")
-    return DecodedGif(list(video.frames), list(video.durations_ms), 0)
+    return DecodedGif(list(video.frames), list(video.durations_ms))
 
 
 def encode_gif(frames: Sequence[np.ndarray], durations_ms: Sequence[int]) -> bytes:
