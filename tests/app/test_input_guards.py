@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from app.db import get_sessionmaker
 from app.models import Clip, Evaluator, Study, User, Vote
 from tests.app.web.test_admin import errors_shown, new_study_post
-from tests.app.web.test_auth import PASSWORD, login_form
+from tests.app.web.test_auth import PASSWORD
 from tests.factories import make_pairs, make_study, make_user
+from tests.support.web import login_form
 
 SURROGATE = b'"\\ud800"'  # JSON for a lone UTF-16 surrogate: valid JSON syntax, not a character
 

@@ -6,21 +6,27 @@ import re
 
 from fastapi.testclient import TestClient
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the (first) form in ``html``."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def csrf_token(client: TestClient, url: str = "/") -> str:
     """The CSRF token of the form on the page at ``url``."""
-    match = _CSRF.search(client.get(url).text)
-    assert match is not None, f"no CSRF token on {url}"
-    return match.group(1)
+    return csrf_of(client.get(url).text)
+
+
+def login_form(client, email, password, next_url="/"):
+    """Post the login form (redirects not followed) and return the answer."""
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"email": email, "password": password, "next": next_url, "csrf_token": token},
+                       follow_redirects=False)
 
 
 def login(client: TestClient, email: str, password: str) -> None:
     """Log ``client`` in with the login form; the form answers with a redirect."""
-    token = csrf_token(client, "/login")
-    r = client.post("/login", data={"email": email, "password": password, "csrf_token": token, "next": "/"},
-                    follow_redirects=False)
+    r = login_form(client, email, password)
     assert r.status_code == 303, r.text[:300]
 
 

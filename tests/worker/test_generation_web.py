@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 
 from app import config
 from app.models import Clip
-from tests.app.web.test_auth import PASSWORD, csrf_of, login_form
+from tests.app.web.test_auth import PASSWORD
 from tests.factories import NO_CHECKS, make_study, make_user
 from tests.support.servers import free_port
+from tests.support.web import csrf_of, login_form
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from app.models import Prompt, Study, StudyModel, User
 from app.services.prompts import load_builtin_suite
 from app.web import panels
 from tests.app.services.test_studies import add_vote
-from tests.app.web.test_auth import PASSWORD, csrf_of, login_form
+from tests.app.web.test_auth import PASSWORD
 from tests.factories import make_evaluator, make_pairs, make_study, make_user
+from tests.support.web import csrf_of, login_form
 
 
 @pytest.fixture

@@ -1,20 +1,10 @@
-import re
 
 import pytest
 
 from tests.factories import make_user
+from tests.support.web import csrf_of, login_form
 
 PASSWORD = "correct horse battery"
-
-
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def login_form(client, email, password, next_url="/"):
-    token = csrf_of(client.get("/login").text)
-    return client.post("/login", data={"email": email, "password": password, "next": next_url, "csrf_token": token},
-                       follow_redirects=False)
 
 
 @pytest.fixture

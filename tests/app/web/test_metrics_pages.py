@@ -9,8 +9,8 @@ from app.services import metrics as svc
 from app.services import task_queue
 from app.services.results_cache import get_cache
 from tests.app.services.results_factory import voted_study
-from tests.app.web.test_auth import csrf_of
 from tests.app.web.test_results import _as
+from tests.support.web import csrf_of
 
 pytestmark = pytest.mark.usefixtures("fresh_results_cache")
 
