@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from app.config import Settings
 from app.migrate import upgrade
 from app.models import Evaluator
 from tests.factories import make_study, make_user
-from tests.support.servers import free_port, stop_process
+from tests.support.servers import free_port, stop_process, wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
@@ -63,16 +62,8 @@ def live_server(tmp_path: Path, **env: str) -> Iterator[tuple[str, int]]:
                                  str(port)], cwd=ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(base + "/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "blindpair serve did not answer:\n" + log.read_text()[-3000:]
-            time.sleep(0.2)
+        why = wait_until_answering(proc, base + "/login", 60)
+        assert why is None, f"blindpair serve {why}:\n" + log.read_text()[-3000:]
         yield base, invite
     finally:
         stop_process(proc)

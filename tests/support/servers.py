@@ -27,6 +27,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         proc.wait()
 
 
+def wait_until_answering(proc: subprocess.Popen, url: str, timeout: float) -> str | None:
+    """Poll ``url`` until it answers 200 (None), or say why not: the process exited, or ``timeout`` ran out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode} before answering"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return f"not answering after {timeout} s"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

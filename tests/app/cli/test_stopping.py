@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
-from tests.support.servers import free_port, stop_process
+from tests.support.servers import free_port, stop_process, wait_until_answering
 
 pytestmark = pytest.mark.slow
 BLINDPAIR = str(Path(sys.executable).with_name("blindpair"))
@@ -42,18 +41,9 @@ def _start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
 
 
 def _wait_until_serving(proc: subprocess.Popen, env: dict[str, str], log: Path, timeout: float = 180) -> None:
-    url = f"{env['BLINDPAIR_BASE_URL']}/login"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"exited with {proc.returncode} before serving:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"not serving after {timeout} s:\n{log.read_text()[-3000:]}")
+    why = wait_until_answering(proc, f"{env['BLINDPAIR_BASE_URL']}/login", timeout)
+    if why:
+        pytest.fail(f"{why}:\n{log.read_text()[-3000:]}")
 
 
 def _slow_client(env: dict[str, str]) -> socket.socket:
