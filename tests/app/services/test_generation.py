@@ -159,8 +159,9 @@ def test_costs_of_clips_recorded_without_every_timing_part(session, client):
     """A clip recorded by another tool (or an older worker) with its wall time but no decode/encode split.
 
     statistics.median over the recorded figures met None there and the costs page and API answered 500."""
-    from tests.app.web.test_results import PASSWORD, _login
+    from tests.app.web.test_results import PASSWORD
     from tests.factories import make_user
+    from tests.support.web import login
 
     study = demo_study(session, n_prompts=2)
     svc.queue_batch(session, study_id=study.id, send=[].extend)
@@ -177,7 +178,7 @@ def test_costs_of_clips_recorded_without_every_timing_part(session, client):
     assert costs["median_decode_seconds"] == pytest.approx(0.6)  # the one clip that recorded it
     assert costs["median_denoise_seconds"] == pytest.approx((3.2 + 4.8) / 2)
     session.commit()
-    _login(client, user)
+    login(client, user.email, PASSWORD)
     r = client.get(f"/api/v1/studies/{study.id}/generation/costs")
     assert r.status_code == 200, r.text
     assert {row["name"]: row for row in r.json()}["smooth"]["median_decode_seconds"] == pytest.approx(0.6)

@@ -16,9 +16,10 @@ from app.services.results_cache import get_results
 from app.services.results_view import study_view
 from app.services.trust import cluster_sensitivity
 from tests.app.services.results_factory import T0, cast_vote
-from tests.app.web.test_results import _login
+from tests.app.web.test_results import PASSWORD
 from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study, make_user
+from tests.support.web import login
 
 
 def _study(session, *, swarm: int, honest: int = 10, n_prompts: int = 12):
@@ -71,7 +72,7 @@ def test_the_dashboard_the_api_and_the_export_carry_it(client, session):
     view, _ = study_view(session, study=study)
     assert view["sensitivity"]["warning"]
     session.commit()  # end the read: on SQLite the test's open transaction would hold the app's writes
-    _login(client, admin)
+    login(client, admin.email, PASSWORD)
     page = client.get(f"/studies/{study.id}/results")
     assert page.status_code == 200 and "One address decides" in page.text and 'id="sensitivity"' in page.text
     api = client.get(f"/api/v1/studies/{study.id}/results").json()
