@@ -239,7 +239,7 @@ def _components(frame: pd.DataFrame) -> list[list[str]]:
 
 def _analyze_battles(console: Console, path: Path, *, anony_only: bool, n_boot: int, json_out: Path | None) -> None:
     from app.stats.clean_battle import CleanBattleError, read_clean_battle
-    from app.stats.ratings import bradley_terry, davidson
+    from app.stats.ratings import rate_models
 
     try:
         frame = read_clean_battle(path, anony_only=anony_only)
@@ -264,8 +264,8 @@ def _analyze_battles(console: Console, path: Path, *, anony_only: bool, n_boot: 
             continue
         # No prompts in an arena log, and judges are often one per battle: the bootstrap resamples battles, as
         # FastChat's does (a study's votes are resampled by prompt and rater).
-        block = bradley_terry(part, n_boot=n_boot, seed=0, prompt=None, rater=None)
-        dav = davidson(part, n_boot=n_boot, seed=0, prompt=None, rater=None)
+        block = rate_models(part, n_boot=n_boot, seed=0, prompt=None, rater=None)  # one bootstrap for both fits
+        dav = block.pop("davidson")
         print_ratings(console, [r | {"lo": r["ci"][0], "hi": r["ci"][1]} for r in block["ratings"]],
                       {"models": block["order"], "matrix": block["win_rate"]},
                       title=f"Bradley-Terry ratings ({block['n_battles']:,} battles, {n_boot} bootstrap replicates)")
