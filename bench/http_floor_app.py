@@ -114,7 +114,8 @@ def _build(store: Callable) -> FastAPI:
     @app.get("/e/pair")
     def pair_page(request: Request, _slot: RatingSlot) -> Response:
         store(_pages, _check(request.cookies.get(COOKIE_NAME)), "shown")
-        response = render_pair_page(request, _view(), criteria=CRITERIA, quota=QUOTA)
+        view = _view()
+        response = render_pair_page(request, view, criteria=CRITERIA, quota=QUOTA, number=view.position)
         response.headers["Cache-Control"] = "no-store"
         return response
 
