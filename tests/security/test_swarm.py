@@ -81,6 +81,16 @@ def even_handed(seen: Shown, keys: list[str], n: int) -> dict[str, str]:
     return check_answer(seen, keys) or dict.fromkeys(keys, side_of(PUSHED if n % 2 else OTHER, seen))
 
 
+def even_handed_other_first(seen: Shown, keys: list[str], n: int) -> dict[str, str]:
+    """``even_handed`` starting with the other model: a session with an odd number of normal pairs (the checks
+    take random slots) leans one vote one way, and the cohort's halves lean opposite ways."""
+    return check_answer(seen, keys) or dict.fromkeys(keys, side_of(OTHER if n % 2 else PUSHED, seen))
+
+
+def honest_rater(i: int) -> Callable[[Shown, list[str], int], dict[str, str]]:
+    return even_handed if i % 2 else even_handed_other_first
+
+
 @dataclass
 class Session:
     http: TestClient
@@ -156,6 +166,13 @@ def app(engine):
 
 @pytest.fixture
 def clock(monkeypatch):
+    # Where the attention checks fall is drawn from the assignment service's generator: a fixed one makes the
+    # cohort's votes the same on every run (the honest raters' balance depends on it).
+    import random
+
+    from app.services import assignments
+
+    monkeypatch.setattr(assignments, "_rng", random.Random(20261206))
     return fake_clock.install(monkeypatch)
 
 
@@ -180,7 +197,7 @@ def test_a_swarm_from_one_address_is_held_to_the_study_limit(app, session, clock
 
 def test_a_swarm_let_in_by_a_raised_limit_is_flagged_and_moves_nothing(app, session, clock):
     study = target(session, sessions_per_address=10)
-    honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", even_handed) for i in range(N_HONEST)]
+    honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", honest_rater(i)) for i in range(N_HONEST)]
     swarm = [start(app, study.invite_token, SWARM_IP, pushing, SWARM_UA) for _ in range(6)]
     rate_all(honest[:10] + swarm + honest[10:], clock)
 
