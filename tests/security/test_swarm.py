@@ -166,13 +166,6 @@ def app(engine):
 
 @pytest.fixture
 def clock(monkeypatch):
-    # Where the attention checks fall is drawn from the assignment service's generator: a fixed one makes the
-    # cohort's votes the same on every run (the honest raters' balance depends on it).
-    import random
-
-    from app.services import assignments
-
-    monkeypatch.setattr(assignments, "_rng", random.Random(20261206))
     return fake_clock.install(monkeypatch)
 
 
@@ -195,7 +188,14 @@ def test_a_swarm_from_one_address_is_held_to_the_study_limit(app, session, clock
         assert s.query(Evaluator).count() == N_HONEST + 2  # nothing was started for the refused joins
 
 
-def test_a_swarm_let_in_by_a_raised_limit_is_flagged_and_moves_nothing(app, session, clock):
+def test_a_swarm_let_in_by_a_raised_limit_is_flagged_and_moves_nothing(app, session, clock, monkeypatch):
+    # Where the attention checks fall is drawn from the assignment service's generator: a fixed one makes the
+    # honest cohort's votes the same on every run (its balance depends on it).
+    import random
+
+    from app.services import assignments
+
+    monkeypatch.setattr(assignments, "_rng", random.Random(20261206))
     study = target(session, sessions_per_address=10)
     honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", honest_rater(i)) for i in range(N_HONEST)]
     swarm = [start(app, study.invite_token, SWARM_IP, pushing, SWARM_UA) for _ in range(6)]
