@@ -356,11 +356,25 @@ def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str
     ))
 
 
-def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any) -> bool:
-    """Record a finished clip if this worker still holds it; False means another worker took over."""
+def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any,
+                  master: Any = None) -> bool:
+    """Record a finished clip if this worker still holds it; False means another worker took over.
+
+    ``master``: the clip's uncompressed master (the worker's path). The clip is then recorded without a served
+    file; ``app.services.pair_encoding`` derives it at its group's lossy level once every model's clip of the
+    prompt and seed is done, and only then is it paired. Without ``master``, ``stored`` is served as it is.
+    """
+    generation = result.generation or {}
+    if master is not None:
+        served: dict[str, Any] = {"storage_name": None, "sha256": None, "size_bytes": None,
+                                  "master_name": master.storage_name, "fit_level": generation.get("fit_level", 0),
+                                  "lossy_level": None, "psnr_db": None}
+    else:
+        level = generation.get("gif_lossy_level", -1)  # -1: not recorded
+        served = {"storage_name": stored.storage_name, "sha256": stored.sha256, "size_bytes": stored.size_bytes,
+                  "lossy_level": (level or 0) if level != -1 else None}
     values = {
-        "status": "done", "storage_name": stored.storage_name, "sha256": stored.sha256,
-        "size_bytes": stored.size_bytes, "width": result.width, "height": result.height, "frames": result.frames,
+        "status": "done", **served, "width": result.width, "height": result.height, "frames": result.frames,
         "fps": result.fps, "error": None, "wall_seconds": result.wall_seconds,
         "denoise_seconds": result.denoise_seconds, "decode_seconds": result.decode_seconds,
         "encode_seconds": result.encode_seconds, "steps": result.steps, "guidance_scale": result.guidance_scale,
