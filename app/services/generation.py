@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from app.services import task_queue
-from worker.presets import MAX_SEEDS, GenerationConfigError, RunSpec, resolve_run, validate_settings
+from worker.presets import (
+    MAX_SEEDS,
+    OFF_CARD_FLAG,
+    GenerationConfigError,
+    RunSpec,
+    get_preset,
+    off_card,
+    resolve_run,
+    validate_settings,
+)
 
 STATES = ("queued", "running", "done", "failed")
 Sender = Callable[[list[int]], None]
@@ -109,6 +118,23 @@ def run_specs(study: Study) -> dict[int, RunSpec]:
     if errors:
         raise GenerationError(errors)
     return specs
+
+
+def off_card_models(study: Study) -> list[dict[str, Any]]:
+    """The study's models marked as off-card variants, each with the settings that leave its preset's card
+    (for the study page and the report: a reader must see that a model did not run as published)."""
+    out: list[dict[str, Any]] = []
+    for model in study.models:
+        overrides = model.overrides or {}
+        if not model.preset or not overrides.get(OFF_CARD_FLAG):
+            continue
+        try:
+            leaves = off_card(get_preset(model.preset), overrides)
+        except GenerationConfigError:
+            continue  # an unknown preset is reported by run_specs
+        if leaves:
+            out.append({"model": model.name, "preset": model.preset, "leaves": list(leaves)})
+    return out
 
 
 def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
@@ -591,7 +617,12 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
         rows[clip.model_id].append(clip)
     out: list[dict[str, Any]] = []
     for m in study.models:
-        clips = rows[m.id]
+        # The first clip after a pipeline load pays one-off costs (kernels chosen, caches filled): reported,
+        # but left out of the medians unless it is all there is.
+        warmups = [c for c in rows[m.id] if (c.generation or {}).get("warmup")]
+        clips = [c for c in rows[m.id] if not (c.generation or {}).get("warmup")] or rows[m.id]
+        resident = [int(c.generation["pipelines_resident"]) for c in clips
+                    if (c.generation or {}).get("pipelines_resident") is not None]
         walls = [c.wall_seconds for c in clips if c.wall_seconds is not None]
         on_device = [t for c in clips if (t := model_seconds(c.denoise_seconds, c.decode_seconds)) is not None]
         evals = [c.unet_evals for c in clips if c.unet_evals is not None]
@@ -600,6 +631,9 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
         gen = (last.generation or {}) if last else {}
         out.append({
             "model_id": m.id, "name": m.name, "preset": m.preset, "clips": len(clips),
+            "warmup_clips": len(warmups), "warmup_only": bool(warmups) and len(warmups) == len(rows[m.id]),
+            # Peak memory includes every pipeline resident beside this one (worker/generate.py).
+            "pipelines_resident": max(resident) if resident else None,
             "median_seconds": statistics.median(walls) if walls else None,
             "p90_seconds": _percentile(walls, 0.9),
             "median_denoise_seconds": _median_of_recorded([c.denoise_seconds for c in clips]),
