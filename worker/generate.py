@@ -207,7 +207,8 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
 def _negative_prompt_record(spec: RunSpec) -> dict[str, Any]:
     """The negative prompt and whether the model used it: diffusers feeds it only to classifier-free guidance,
     which runs only at guidance above 1, so Lightning (guidance 1.0) ignores it."""
-    return {"negative_prompt": spec.negative_prompt, "negative_prompt_used": bool(spec.negative_prompt) and spec.uses_cfg}
+    return {"negative_prompt": spec.negative_prompt,
+            "negative_prompt_used": bool(spec.negative_prompt) and spec.uses_cfg}
 
 
 def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):

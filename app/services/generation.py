@@ -105,9 +105,21 @@ def _study(session: Session, study_id: int) -> Study:
     return study
 
 
+def negative_prompt_problems(settings: dict[str, Any] | None) -> list[str]:
+    """The study's negative prompt checked like a prompt: SD-1.5's text encoder keeps 77 CLIP tokens and cuts
+    the rest silently. (Models without CFG, guidance 1.0, ignore it: each clip records whether it was used.)"""
+    from app.services.prompts import character_problem, token_problem
+
+    text = (settings or {}).get("negative_prompt")
+    if not isinstance(text, str) or not text:
+        return []
+    problem = character_problem(text) or token_problem(text)
+    return [f"negative_prompt {problem}"] if problem else []
+
+
 def run_specs(study: Study) -> dict[int, RunSpec]:
     """Exactly what each model of the study runs with; GenerationError lists every bad preset/override/setting."""
-    errors: list[str] = []
+    errors: list[str] = negative_prompt_problems(study.settings)
     specs: dict[int, RunSpec] = {}
     for model in study.models:
         try:
@@ -147,6 +159,7 @@ def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[s
         validate_settings(settings)
     except GenerationConfigError as exc:
         errors += exc.errors
+    errors += negative_prompt_problems(settings)
     for name, preset, overrides in models:
         if not preset:
             continue

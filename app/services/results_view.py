@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from app import charts
 from app.models import Study
+from app.services.generation import off_card_models
 from app.services.metric_results import metrics_view
 from app.services.results_cache import CachedResults, get_results
-from app.services.generation import off_card_models
 from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
 from app.services.trust import cluster_sensitivity
 
