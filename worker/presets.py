@@ -247,6 +247,16 @@ def validate_overrides(model_name: str, overrides: dict[str, Any] | None) -> dic
     return overrides
 
 
+def off_card_problem(model_name: str, preset: Preset, overrides: dict[str, Any]) -> str | None:
+    """Why these overrides are refused: they leave the preset's card and the model is not marked off-card."""
+    leaves = off_card(preset, overrides)
+    if not leaves or overrides.get(OFF_CARD_FLAG):
+        return None
+    return (f"model {model_name!r}: {', '.join(leaves)} leaves the card of preset {preset.name!r}, so its clips "
+            f"would not show the model as published; run the card's settings, or mark the model as an off-card "
+            f"variant (overrides {{\"off_card\": true}}), which the study page and the report then show")
+
+
 def off_card(preset: Preset, overrides: dict[str, Any]) -> tuple[str, ...]:
     """The overrides that leave ``preset``'s card, in words (empty: the model runs as its card says)."""
     card = {"steps": preset.steps, "guidance": preset.guidance}
@@ -279,11 +289,9 @@ def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | Non
     except GenerationConfigError as exc:
         errors += exc.errors
     leaves = off_card(p, checked) if p is not None else ()
-    if leaves and not checked.get(OFF_CARD_FLAG):
-        errors.append(f"model {model_name!r}: {', '.join(leaves)} leaves the card of preset {preset!r}, so its "
-                      f"clips would not show the model as published; run the card's settings, or mark the model "
-                      f"as an off-card variant (overrides {{\"off_card\": true}}), which the study page and the "
-                      f"report then show")
+    problem = off_card_problem(model_name, p, checked) if p is not None else None
+    if problem:
+        errors.append(problem)
     if errors or p is None:
         raise GenerationConfigError(errors)
     base = resolved_settings["base_model"]
