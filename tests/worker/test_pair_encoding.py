@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from app.media import canonical
 from app.media.compression import psnr_db
 from app.media.gif import inspect_gif
 from app.media.storage import media_path
@@ -101,6 +102,8 @@ def test_a_clip_waits_unserved_for_its_rival_then_both_share_one_level(session, 
         served = media_path(clip.storage_name).read_bytes()
         assert clip.psnr_db == psnr_db(master, served)  # PSNR against its own uncompressed master
         assert served != master and inspect_gif(served).frames == 4
+        # Served in the one canonical layout (keyed colour orders): nothing of gifsicle or the level in the bytes.
+        assert canonical.is_canonical(served) and not canonical.is_canonical(served[:-1])
     pair = session.scalars(select(Pair).where(Pair.kind == "normal")).one()
     assert {pair.clip_a_id, pair.clip_b_id} == {first, second}
 
