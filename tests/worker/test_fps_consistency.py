@@ -68,6 +68,8 @@ def test_a_study_mixing_generated_and_imported_clips_has_one_format(session, tmp
     clips = session.scalars(select(Clip).where(Clip.study_id == study.id)).all()
     real = [c for c in clips if c.variant == ""]  # import also makes degraded attention-check copies
     assert sorted(c.origin for c in real) == ["generated", "generated", "imported", "imported"]
+    # A replaced generated clip keeps no master: its group is never served again from the old one.
+    assert all(c.master_name is None and c.lossy_level is None for c in real if c.origin == "imported")
     assert {(c.frames, c.width, c.height, c.fps) for c in clips} == {(4, 32, 32, 8.33)}
     assert len(session.scalars(select(Pair).where(Pair.kind == "normal")).all()) == 2
 
