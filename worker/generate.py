@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from worker.gif import encode_clip_gif
+from app.media.gif import inspect_gif
+from worker.gif import encode_master, fit_level
 from worker.pipelines import PipelineCache, free_device_memory, process_cache
 from worker.presets import RunSpec
 
@@ -117,20 +118,53 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
         raise
 
 
-def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
-    import torch
+def reset_peak_memory(device: str) -> None:
+    """Start this clip's peak-memory count from what is allocated now (the resident pipelines' weights)."""
+    if device.startswith("cuda"):
+        import torch
 
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+def peak_memory(device: str) -> int | None:
+    """The most memory allocated since the last ``reset_peak_memory`` (None on the CPU: not measured)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    return None
+
+
+def _encode(frames: list, *, fps: float) -> tuple[bytes, int, dict[str, Any]]:
+    """The clip's uncompressed master, the mildest lossy level that fits it alone, and its timing record.
+
+    The master is what the worker stores; the served copy is made from it at the pair's level
+    (worker/pair_encoding.py). GIF delays are whole centiseconds: 8 fps asks for 125 ms and the file holds
+    12 cs, so it plays at 8.33 fps; the clip records the rate the file plays (``inspect_gif``), and the rate
+    asked for beside it.
+    """
+    master = encode_master(frames, fps=fps)
+    level = fit_level(master)
+    info = inspect_gif(master)
+    timing = {"fps_requested": fps, "frame_delay_ms": info.durations_ms[0] if info.durations_ms else None,
+              "fps_played": info.fps, "fit_level": level}
+    return master, level, timing
+
+
+def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
     with DEVICE_LOCK:
         # Timed from here: waiting for another clip's turn on the device is not this clip's cost.
         t_start = time.perf_counter()
         entry, loaded_now = cache.get(spec, device=device)
         pipe = entry.pipe
+        # How many pipelines sit in memory beside this one: the peak below includes their weights, so peaks
+        # compare like with like only between clips measured with the same number resident.
+        resident = len(cache)
         t0 = time.perf_counter()
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        frames, t_denoised, t_decoded, unet_calls = _denoise_and_decode(pipe, spec, prompt=prompt, seed=seed,
-                                                                        device=device)
-        peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+        reset_peak_memory(device)  # per clip: the peak is this clip's, not the process's
+        frames, t_denoised, t_decoded, t_converted, unet_calls = _denoise_and_decode(
+            pipe, spec, prompt=prompt, seed=seed, device=device)
+        peak = peak_memory(device)
         cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
         # Read under the lock: the next clip may set another preset's scheduler on this shared pipeline.
         scheduler = pipe.scheduler
@@ -138,7 +172,8 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
                             "scheduler_config": _json_safe(dict(scheduler.config)),
                             "timesteps": [int(t) for t in scheduler.timesteps.tolist()]}
     t_encode = time.perf_counter()
-    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    master, _level, timing = _encode(frames, fps=spec.fps)
+    info = inspect_gif(master)
     t_end = time.perf_counter()
     generation = {
         "run": spec.describe(),
@@ -149,11 +184,18 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         "versions": library_versions(),
         "pipeline_loaded_for_this_clip": loaded_now,
         "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
-        "gif_lossy_level": lossy,
+        # The first clip after a load pays one-off costs (CUDA kernels chosen and compiled, caches filled): it is
+        # reported, and left out of the per-model medians (app/services/generation.py cost_summary).
+        "warmup": loaded_now,
+        "pipelines_resident": resident,
+        # The CPU side of decoding (tensor to PIL images), kept apart from decode_seconds (the VAE on the device).
+        "postprocess_seconds": round(t_converted - t_decoded, 6),
+        **_negative_prompt_record(spec),
+        **timing,
     }
     return ClipResult(
         # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
-        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
+        gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
         # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
         wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
         denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_encode,
@@ -162,8 +204,16 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
     )
 
 
+def _negative_prompt_record(spec: RunSpec) -> dict[str, Any]:
+    """The negative prompt and whether the model used it: diffusers feeds it only to classifier-free guidance,
+    which runs only at guidance above 1, so Lightning (guidance 1.0) ignores it."""
+    return {"negative_prompt": spec.negative_prompt,
+            "negative_prompt_used": bool(spec.negative_prompt) and spec.uses_cfg}
+
+
 def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
-    """The device part of a clip: PIL frames, the times denoising and decoding ended, and the UNet calls."""
+    """The device part of a clip: PIL frames, the times denoising, VAE decoding and the conversion to PIL images
+    ended, and the UNet calls."""
     import torch
 
     # Count real UNet forward passes; with CFG each pass carries the conditional and unconditional halves.
@@ -187,12 +237,13 @@ def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: 
             _sync(device)
             t_denoised = time.perf_counter()
             video = pipe.decode_latents(latents)
-            frames = pipe.video_processor.postprocess_video(video=video, output_type="pil")[0]
             _sync(device)
-        t_decoded = time.perf_counter()
+            t_decoded = time.perf_counter()  # the VAE on the device, without the conversion to images
+            frames = pipe.video_processor.postprocess_video(video=video, output_type="pil")[0]
+        t_converted = time.perf_counter()
     finally:
         hook.remove()
-    return frames, t_denoised, t_decoded, calls["n"]
+    return frames, t_denoised, t_decoded, t_converted, calls["n"]
 
 
 def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
@@ -202,12 +253,14 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    master, _level, timing = _encode(frames, fps=spec.fps)
+    info = inspect_gif(master)
     t2 = time.perf_counter()
     return ClipResult(
-        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
+        gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
         denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
         unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
-        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(), "gif_lossy_level": lossy,
+        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(), **timing,
+                    "negative_prompt": spec.negative_prompt, "negative_prompt_used": False,
                     "note": "procedural demo renderer: no model, render time is recorded as denoise time"},
     )
