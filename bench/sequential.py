@@ -196,7 +196,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"alpha {ALPHA} (family-wise), power {POWER} at a share of {ASSUMED}, plan design effect "
              f"{meta['deff']}; {meta['reps']} replicates per row; every rule applied after every vote.", "",
              "| truth | false/true 'non-inferior' (any criterion) seq | fixed | naive peeking | all NI seq "
-             "| all NI fixed | NI per criterion seq / fixed | votes seq mean / median / p90 | fixed n | seq/fixed | stopped early |",
+             "| all NI fixed | NI per criterion seq / fixed | votes seq mean / median / p90 | fixed n | seq/fixed "
+             "| stopped early |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def pct(k: str, r: dict[str, Any] = r) -> str:
