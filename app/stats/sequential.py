@@ -407,7 +407,8 @@ def _final(frame: pd.DataFrame, question: Question, *, alpha: float, ties: TiesR
         decision = "inferior"
     else:
         decision = "inconclusive"
-    return {"decision": decision, "ci": [lo, hi], "approximate": bool(inf.approximate[0])}
+    ci = None if math.isnan(lo) else [lo, hi]
+    return {"decision": decision, "ci": ci, "approximate": bool(inf.approximate[0])}
 
 
 def _rows(frame: pd.DataFrame, question: Question) -> pd.DataFrame:
