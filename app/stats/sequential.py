@@ -18,19 +18,19 @@ McAuliffe & Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic confidenc
 / (rho alpha^2)))`` for all t with probability 1 - alpha. The mixture precision rho makes the boundary tightest
 near a planned variance ``v_opt`` (their eq. (15) approximation, the one the ``confseq`` package uses).
 
-**The variance, and why clustering is handled**: with an estimated variance this is the *asymptotic*
-confidence sequence of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2024), "Time-uniform central limit
-theory and asymptotic confidence sequences", Ann. Statist. 52(6) (arXiv 2103.06476), Thm 2.2. Votes are not
-independent (prompts and raters), so V_t is the two-way cluster-robust variance of ``sum(a - r0 d)`` by prompt
-and by rater, exactly as ``app.stats.clustered`` computes it for the fixed-sample verdict (Cameron, Gelbach &
-Miller 2011; the same sums, factors G/(G-1) and fallback), evaluated at the share under test (a score form,
-as the fixed-sample interval is). Waudby-Smith et al. prove the asymptotic CS for independent units; plugging
-in the cluster-robust variance treats clusters as the units, which is the standard asymptotics of clustered
-inference but not a theorem for the time-uniform case. ``bench/sequential.py`` therefore measures the type-I
-error under prompt and rater clustering with a look after every vote, and the results live in BENCHMARKS.md.
-A decision needs ``MIN_PROMPTS`` prompts and ``MIN_RATERS`` raters first: a cluster-robust variance from a
-handful of clusters is too noisy for an asymptotic boundary (the fixed-sample page labels such intervals
-approximate for the same reason).
+**The variance, and why clustering is handled**: with an estimated variance this is the *asymptotic* confidence
+sequence of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2024), "Time-uniform central limit theory and
+asymptotic confidence sequences", Ann. Statist. 52(6) (arXiv 2103.06476), Thm 2.2. Votes are not independent
+(prompts and raters), so V_t is the two-way cluster-robust variance of ``sum(a - r d)`` by prompt and by rater,
+exactly as ``app.stats.clustered`` computes it for the fixed-sample verdict (Cameron, Gelbach & Miller 2011; the
+same sums, factors G/(G-1) and fallback), at the running estimate r (the Wald form; see ``score_path`` for why
+not at the threshold). Waudby-Smith et al. prove the asymptotic CS for independent units; plugging in the
+cluster-robust variance treats clusters as the units, which is the standard asymptotics of clustered inference
+but not a theorem for the time-uniform case. ``bench/sequential.py`` therefore measures the type-I error under
+prompt and rater clustering with a look after every vote, and the results live in BENCHMARKS.md. A decision
+needs ``MIN_PROMPTS`` prompts and ``MIN_RATERS`` raters first: a cluster-robust variance from a handful of
+clusters is too noisy for an asymptotic boundary (the fixed-sample page labels such intervals approximate for
+the same reason).
 
 **Several criteria**: alpha is family-wise over the plan's criteria (Bonferroni: each sequence at alpha / k),
 so "every planned criterion decided" is wrong somewhere with probability at most alpha.
@@ -59,7 +59,6 @@ Decision = Literal["non-inferior", "inferior", "superior", "not yet"]
 
 MIN_PROMPTS = 20  # clusters on the prompt dimension before any decision (clustered.APPROXIMATE_BELOW)
 MIN_RATERS = 10  # and on the rater dimension
-_GRID = np.linspace(0.0, 1.0, 2001)
 
 
 @dataclass(frozen=True)
@@ -112,20 +111,28 @@ def outcome_columns(winner: np.ndarray, model_a_is_subject: np.ndarray, ties: Ti
     raise ValueError(f"unknown ties rule {ties!r}: use 'drop' or 'half'")
 
 
-def _running_squares(u: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """After each row t: sum over clusters g of (sum of u in g up to t)^2, and the clusters seen so far.
+def _running_sums(a: np.ndarray, d: np.ndarray, codes: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """After each row t, over the clusters g seen so far: sum A_g^2, sum A_g D_g, sum D_g^2, and their number.
 
-    Adding u to a cluster whose sum was U adds 2 U u + u^2 to the sum of squares, so the whole path is a cumsum."""
-    before = pd.Series(u).groupby(codes).cumsum().to_numpy() - u
-    squares = np.cumsum(2 * before * u + u * u)
+    Adding (a, d) to a cluster with sums (A, D) adds 2 A a + a^2 to A^2 (and so on), so each path is a cumsum."""
+    a_before = pd.Series(a).groupby(codes).cumsum().to_numpy() - a
+    d_before = pd.Series(d).groupby(codes).cumsum().to_numpy() - d
     first = np.zeros(len(codes), dtype=bool)
     first[np.unique(codes, return_index=True)[1]] = True
-    return squares, np.cumsum(first)
+    return (np.cumsum(2 * a_before * a + a * a), np.cumsum(a_before * d + d_before * a + a * d),
+            np.cumsum(2 * d_before * d + d * d), np.cumsum(first))
 
 
 def _factor(g: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(g > 1, g / np.maximum(g - 1, 1), np.nan)
+
+
+def _at(sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], r: np.ndarray) -> np.ndarray:
+    """G/(G-1) sum over clusters of (A_g - r D_g)^2, elementwise in r."""
+    s_aa, s_ad, s_dd, g = sums
+    return np.asarray(_factor(g) * (s_aa - 2 * r * s_ad + r * r * s_dd))
 
 
 @dataclass(frozen=True)
@@ -134,38 +141,45 @@ class Path:
 
     row: np.ndarray  # index of the row in the input (so a stop maps back to a vote)
     s: np.ndarray  # sum(a - r0 d)
-    v: np.ndarray  # its two-way cluster-robust variance (nan before two clusters on each dimension)
+    v: np.ndarray  # its two-way cluster-robust variance at the running estimate (nan before two clusters)
     decided: np.ndarray  # sum(d)
+    estimate: np.ndarray  # sum(a) / sum(d)
     prompts: np.ndarray  # clusters seen so far per dimension (the row count when a dimension is absent)
     raters: np.ndarray
 
 
 def score_path(a: np.ndarray, d: np.ndarray, clustering: Clustering, r0: float) -> Path:
-    """``sum(a - r0 d)`` and the variance ``app.stats.clustered`` would give it, after every counted row.
+    """``sum(a - r0 d)`` and its two-way clustered variance after every counted row.
 
-    The last value equals ``clustered.sum_variance`` on the same rows (checked in the tests); computing the path
-    incrementally costs one pass instead of one clustered fit per look."""
+    The variance is ``app.stats.clustered``'s (the same sums, factors G/(G-1), the fallback to the larger one-way
+    variance) of ``sum(a - r d)`` at the running estimate r (the Wald form, clustered's ``se``): centred, as the
+    asymptotic CS of Waudby-Smith et al. uses the running sample variance. Centred at r0 instead (the score form
+    of the fixed-sample interval), every cluster's sum would carry the drift (m_g (r - r0))^2 under an
+    alternative, and with prompts that collect ever more votes the statistic could never grow past about the
+    number of prompts. The last value equals ``clustered.sum_variance`` of ``a - r d`` (checked in the tests);
+    computing the path incrementally costs one pass instead of one clustered fit per look."""
     keep = np.flatnonzero(np.asarray(d) > 0)
     a, d = np.asarray(a, dtype=float)[keep], np.asarray(d, dtype=float)[keep]
-    u = a - r0 * d
     dims = {name: c[keep] for name, c in (("prompt", clustering.prompt), ("rater", clustering.rater))
             if c is not None}
     if not dims:
-        dims = {"vote": np.arange(len(u))}
-    parts = {name: _running_squares(u, c) for name, c in dims.items()}
-    var = {name: _factor(g) * sq for name, (sq, g) in parts.items()}
+        dims = {"vote": np.arange(len(a))}
     if len(dims) == 2:
-        crossed = dims["prompt"] * (int(dims["rater"].max(initial=-1)) + 1) + dims["rater"]
-        sq, g = _running_squares(u, crossed)
+        dims["crossed"] = dims["prompt"] * (int(dims["rater"].max(initial=-1)) + 1) + dims["rater"]
+    sums = {name: _running_sums(a, d, c) for name, c in dims.items()}
+    big_d = np.cumsum(d)
+    est = np.cumsum(a) / big_d
+    var = {name: _at(s, est) for name, s in sums.items()}
+    if "crossed" in var:
         with np.errstate(invalid="ignore"):
-            two_way = var["prompt"] + var["rater"] - np.nan_to_num(_factor(g) * sq, nan=0.0)
+            two_way = var["prompt"] + var["rater"] - np.nan_to_num(var["crossed"], nan=0.0)
             v = np.where(two_way > 0, two_way, np.fmax(var["prompt"], var["rater"]))
     else:
         v = next(iter(var.values()))
-    count = np.arange(1, len(u) + 1)
-    return Path(keep, np.cumsum(u), v, np.cumsum(d),
-                parts["prompt"][1] if "prompt" in parts else count,
-                parts["rater"][1] if "rater" in parts else count)
+    count = np.arange(1, len(a) + 1)
+    return Path(keep, np.cumsum(a - r0 * d), v, big_d, est,
+                sums["prompt"][3] if "prompt" in sums else count,
+                sums["rater"][3] if "rater" in sums else count)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,46 +262,16 @@ def _first_crossing(path: Path, alpha: float, rho: float, min_prompts: int, min_
     return int(hit[0]), int(np.sign(path.s[hit[0]]))
 
 
-def _variance_curve(a: np.ndarray, d: np.ndarray, clustering: Clustering, keep: np.ndarray) -> np.ndarray:
-    """Two-way clustered variance of sum(a - r d) at every r of the grid (for the sequence at the current votes)."""
-    a, d = a[keep], d[keep]
+def confidence_sequence(path: Path, *, alpha: float, rho: float) -> tuple[float, float] | None:
+    """The shares r the boundary does not reject at the path's last vote: est +- boundary(V) / D.
 
-    def one(codes: np.ndarray) -> np.ndarray:
-        _, inv = np.unique(codes, return_inverse=True)
-        ag, dg = np.bincount(inv, weights=a), np.bincount(inv, weights=d)
-        g = ag.size
-        f = g / (g - 1) if g > 1 else np.nan
-        return np.asarray(f * (np.sum(ag * ag) - 2 * _GRID * np.sum(ag * dg) + _GRID ** 2 * np.sum(dg * dg)))
-
-    dims = {n: c[keep] for n, c in (("prompt", clustering.prompt), ("rater", clustering.rater)) if c is not None}
-    if not dims:
-        return one(np.arange(len(a)))
-    if len(dims) == 1:
-        return one(next(iter(dims.values())))
-    crossed = dims["prompt"] * (int(dims["rater"].max(initial=-1)) + 1) + dims["rater"]
-    vp, vr = one(dims["prompt"]), one(dims["rater"])
-    two = vp + vr - np.nan_to_num(one(crossed), nan=0.0)
-    return np.asarray(np.where(two > 0, two, np.fmax(vp, vr)))
-
-
-def confidence_sequence(a: np.ndarray, d: np.ndarray, clustering: Clustering, *, alpha: float, rho: float
-                        ) -> tuple[float, float] | None:
-    """The shares r0 the boundary does not reject at the current votes (the run around the estimate)."""
-    keep = np.flatnonzero(np.asarray(d) > 0)
-    if keep.size == 0:
+    With the variance at the estimate this is the interval the decision reads: the threshold lies outside it
+    exactly when the path has crossed there."""
+    if not len(path.s) or not np.isfinite(path.v[-1]):
         return None
-    a, d = np.asarray(a, dtype=float), np.asarray(d, dtype=float)
-    big_a, big_d = a[keep].sum(), d[keep].sum()
-    v = _variance_curve(a, d, clustering, keep)
-    num = big_a - _GRID * big_d
-    with np.errstate(invalid="ignore"):
-        accepted = num * num < mixture_boundary(np.nan_to_num(v), alpha, rho) ** 2
-    est = int(np.clip(np.rint(big_a / big_d * (len(_GRID) - 1)), 0, len(_GRID) - 1))
-    rejected = ~accepted
-    idx = np.arange(len(_GRID))
-    below = int(np.where(rejected & (idx < est), idx, -1).max())
-    above = int(np.where(rejected & (idx > est), idx, len(_GRID)).min())
-    return float(_GRID[below + 1]), float(_GRID[above - 1])
+    half = float(mixture_boundary(path.v[-1], alpha, rho)) / float(path.decided[-1])
+    est = float(path.estimate[-1])
+    return max(0.0, est - half), min(1.0, est + half)
 
 
 def _expected_more(est: float, n_decided: int, v: float, *, question: Question, alpha: float, rho: float,
@@ -338,7 +322,7 @@ def decide(frame: pd.DataFrame, question: Question, *, alpha: float, rho: float,
             decision = "non-inferior" if question.kind == "non_inferiority" else "superior"
         else:
             decision = "inferior"
-    cs = confidence_sequence(a, d, clustering, alpha=alpha, rho=rho) if ready else None
+    cs = confidence_sequence(path, alpha=alpha, rho=rho) if ready else None
     more = None
     if decision == "not yet" and est is not None and len(path.v) and np.isfinite(path.v[-1]):
         more = _expected_more(est, n_decided, float(path.v[-1]), question=question, alpha=alpha, rho=rho,
