@@ -32,6 +32,11 @@ needs ``MIN_PROMPTS`` prompts and ``MIN_RATERS`` raters first: a cluster-robust 
 clusters is too noisy for an asymptotic boundary (the fixed-sample page labels such intervals approximate for
 the same reason).
 
+**Two stages** (``Design``, ``study_decisions``): the plan's alpha is split between the sequence (which may stop
+at any vote) and one clustered fixed-sample test at the vote budget for what is still open; the budget is the
+fixed-sample size at the final alpha, so the worst case stays near the fixed design (Haybittle 1971, Peto et
+al. 1976 split alpha this way between early looks and the final analysis).
+
 **Several criteria**: alpha is family-wise over the plan's criteria (Bonferroni: each sequence at alpha / k),
 so "every planned criterion decided" is wrong somewhere with probability at most alpha.
 
