@@ -386,3 +386,26 @@ class ClipMetric(Base):
     computed_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("clip_id", "name", "version"),)
+
+
+class StudyPlan(Base):
+    """The study's pre-registered question (app/services/plans.py): hypotheses per criterion, alpha, power, budget.
+
+    A draft (``frozen_at`` None) may be edited until the study opens; opening freezes it. A frozen plan is never
+    changed: an amendment is a new version, chained by hash to the one it amends, so a report shows both and
+    proves which question was asked before which votes (``votes_at_freeze``)."""
+
+    __tablename__ = "study_plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text, default="")  # why an amendment was made (required for version > 1)
+    sha256: Mapped[str | None] = mapped_column(String(64))  # set when frozen
+    previous_sha256: Mapped[str | None] = mapped_column(String(64))
+    votes_at_freeze: Mapped[int | None] = mapped_column(Integer)
+    frozen_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("study_id", "version"),)

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.deps import StudyForUser
 from app.security import DbSession
 from app.services.metric_results import metric_results
+from app.services.plans import plan_json, sequential_view
 from app.services.results_cache import get_results
 from app.services.results_data import criterion_labels, vote_fingerprint
 from app.services.trust import cluster_sensitivity
@@ -25,7 +26,9 @@ def study_results(study: StudyForUser, session: DbSession, include_flagged: bool
             "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached,
                                                labels=criterion_labels(session, study_id=study.id)),
             # Automatic clip metrics beside the votes, as in results.json (app/services/metric_results.py).
-            "metrics": metric_results(session, study_id=study.id, cached=cached)}
+            "metrics": metric_results(session, study_id=study.id, cached=cached),
+            # The pre-registered plan and its anytime-valid decisions, as in results.json (app/services/plans.py).
+            "plan": plan_json(sequential_view(session, study=study, cached=cached))}
 
 
 @router.get("/studies/{study_id}/results/fingerprint")

@@ -26,6 +26,7 @@ from app.models import Clip, Prompt, Study, StudyModel
 from app.services.attention import DUPLICATE_VARIANT
 from app.services.metric_results import metric_results
 from app.services.metrics import metrics_table
+from app.services.plans import plan_json, sequential_view
 from app.services.results_cache import get_cache, get_results
 from app.services.results_data import criterion_labels
 from app.services.trust import cluster_sensitivity
@@ -209,6 +210,8 @@ def results_json(session: Session, *, study: Study, include_flagged: bool = Fals
                                            labels=criterion_labels(session, study_id=study.id)),
         # Automatic clip metrics beside the votes (app/services/metric_results.py; the dashboard's same section)
         "metrics": metric_results(session, study_id=study.id, cached=cached),
+        # The pre-registered plan (every version, hashed) and its anytime-valid decisions (app/services/plans.py)
+        "plan": plan_json(sequential_view(session, study=study, cached=cached)),
     }
     suffix = "-with-flagged" if include_flagged else ""
     return Download(f"{study.slug}-results{suffix}-{_stamp()}.json", "application/json",

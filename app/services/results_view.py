@@ -16,6 +16,7 @@ from app import charts
 from app.models import Study
 from app.services.generation import off_card_models
 from app.services.metric_results import metrics_view
+from app.services.plans import sequential_view
 from app.services.results_cache import CachedResults, get_results
 from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
 from app.services.trust import cluster_sensitivity
@@ -296,6 +297,8 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "off_card": off_card_models(study),
         "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached, labels=labels),
         "metrics": metrics_view(session, study=study, cached=cached),  # automatic clip metrics (_metrics.html)
+        # The pre-registered plan and its anytime-valid decisions (_sequential.html; app/services/plans.py)
+        "sequential": sequential_view(session, study=study, cached=cached),
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,
         "notes": list((res.get("methods") or {}).values()), "charts": view_charts, "votes": n_votes,
         "criterion_labels": labels, "settings": study.settings or {},

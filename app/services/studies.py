@@ -29,6 +29,7 @@ from app.models import (
     Vote,
 )
 from app.services.attention import QCSettingsError, qc_settings, schedule_attention_checks, validate_qc
+from app.services.plans import freeze_draft
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
 from worker.presets import (
     DEFAULT_SETTINGS,
@@ -399,6 +400,8 @@ def set_status(session: Session, *, study_id: int, status: str) -> Study:
     study.status = status
     session.flush()
     if status == "open":
+        # The pre-registered question is frozen before the first vote can arrive (app/services/plans.py).
+        freeze_draft(session, study_id=study.id)
         # Checks for clips that arrived before opening; later clips add theirs as they are imported or made.
         # Made once this commits, their file work outside the transaction (make_attention_checks).
         schedule_attention_checks(session, study_id=study.id)

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.web import admin, auth, evaluator, generation, media, metrics, results
+from app.web import admin, auth, evaluator, generation, media, metrics, plans, results
 
 router = APIRouter()
-for module in (auth, admin, results, generation, metrics, evaluator, media):
+for module in (auth, admin, results, plans, generation, metrics, evaluator, media):
     router.include_router(module.router)
