@@ -20,6 +20,7 @@ and lines. Every chart:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from html import escape
@@ -118,16 +119,19 @@ def _wrap(text: str, room: float) -> list[str]:
 
 
 def responsive(wide: Markup, narrow: Markup) -> Markup:
-    """Both drawings of one chart; results.css shows the wide one only where its box is at least 11/12 of its
-    width (so 12-unit text is never drawn below 11 px), the narrow one elsewhere."""
-    width = int(str(wide).split('viewBox="0 0 ', 1)[1].split(" ", 1)[0])
-    return Markup(f'<div class="chart-switch cq{container_threshold(width)}">{wide}{narrow}</div>')
+    """Both drawings of one chart; results.css shows the wide one only where its box is wide enough that its
+    smallest text is drawn at 11 px or more (for 12-unit text, 11/12 of its width), the narrow one elsewhere."""
+    markup = str(wide)
+    width = int(markup.split('viewBox="0 0 ', 1)[1].split(" ", 1)[0])
+    smallest = min(int(size) for size in re.findall(r'font-size="(\d+)"', markup))  # the root's 12 at least
+    return Markup(f'<div class="chart-switch cq{container_threshold(width, smallest)}">{wide}{narrow}</div>')
 
 
-def container_threshold(width: int) -> int:
-    """The smallest box width (px, rounded up to 40) at which a drawing ``width`` units wide keeps its text at
-    11 px or more; results.css has a container query per value this can return for widths up to 1300."""
-    return math.ceil(width * 11 / 12 / 40) * 40
+def container_threshold(width: int, smallest_font: int = 12) -> int:
+    """The smallest box width (px, rounded up to 40) at which a drawing ``width`` units wide keeps text of
+    ``smallest_font`` units at 11 px or more. results.css has a container query for every value up to 1200;
+    above that no rule matches and the narrow drawing is shown at every width (it always fits)."""
+    return math.ceil(width * 11 / smallest_font / 40) * 40
 
 
 def _legend(uid: str, x: float, y: float, items: Sequence[tuple[str, str]]) -> str:

@@ -139,7 +139,16 @@ def test_every_chart_has_a_narrow_drawing_whose_text_fits_a_phone():
 
 def test_every_wide_threshold_has_its_container_rule():
     css = (STATIC_DIR / "css" / "results.css").read_text()
-    for width in range(600, 1301, 10):
-        n = charts.container_threshold(width)
-        assert n * 12 / 11 >= width  # at the threshold, 12-unit text is at least 11 px
+    for width, font in [(w, 12) for w in range(600, 1301, 10)] + [(w, 10) for w in range(600, 1091, 10)]:
+        n = charts.container_threshold(width, font)
+        assert n * font / width >= 11  # at the threshold, the smallest text is drawn at 11 px at least
         assert f"@container (min-width: {n}px) {{ .cq{n} > svg.chart-wide {{ display: block; }}" in css, width
+
+
+def test_the_threshold_follows_the_smallest_text_of_the_wide_drawing():
+    # The heatmap prints its counts at 10 units: its wide drawing needs a box 11/10 of its width, not 11/12.
+    heat = charts.heatmap(["nature"], [(f"k{i}", f"Criterion {i}") for i in range(7)], {}, subject="fast")
+    wide, narrow = _both(heat)
+    width = int(wide.get("viewBox").split()[2])
+    assert f"cq{charts.container_threshold(width, 10)}" in str(heat)
+    assert all(int(t.get("font-size", 12)) >= 12 for t in narrow.iter(f"{NS}text"))

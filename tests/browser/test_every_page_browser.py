@@ -147,3 +147,23 @@ def test_every_page_passes_axe_and_fits_the_screen(size, browser, live_server, s
     _admin_path(browser, live_server, studies, VIEWPORTS[size], audit)
     assert len(audit.visited) == 18
     assert not audit.problems, f"at {size} size ({VIEWPORTS[size]}):\n{audit.report()}"
+
+
+def test_charts_stay_readable_between_phone_and_desktop(browser, live_server, studies):
+    """The widths where a chart sits in a half-width column or just under its wide drawing's size: each chart
+    chooses its drawing by its own box (a container query), so no width in between shrinks its text."""
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    page = context.new_page()
+    log_in(page, live_server, studies["admin"])
+    problems = {}
+    for width in (600, 768, 900, 1024, 1440):
+        page.set_viewport_size({"width": width, "height": 900})
+        for study in (studies["results"], studies["many"]):
+            page.goto(f"{live_server}/studies/{study.id}/results")
+            found = small_chart_text(page) + sideways_scroll(page)
+            shown = page.locator("svg.chart:visible").count()
+            assert shown == page.locator(".chart-switch").count(), "one drawing of each chart is shown"
+            if found:
+                problems[f"{width} px, study {study.id}"] = found
+    context.close()
+    assert not problems, problems
