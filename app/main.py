@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import Response
+from starlette.types import Scope
 
 from app.concurrency import install_thread_headroom
 from app.config import get_settings
 from app.middleware import install_error_handlers, install_forwarded, install_input_guards, install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
+
+STATIC_IMMUTABLE = "public, max-age=31536000, immutable"
+FAVICON_CACHE = "public, max-age=86400"
+
+
+class CachedStaticFiles(StaticFiles):
+    """Static files a browser keeps: a URL with ``?v=<content digest>`` (every page links them so, see
+    app.templating.url_for) never changes content, so it is cached for a year without revalidation; a bare URL
+    is revalidated every time (``no-cache`` with the ETag and Last-Modified Starlette already sends)."""
+
+    def file_response(self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope,
+                      status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        versioned = any(part.startswith(b"v=") for part in scope.get("query_string", b"").split(b"&"))
+        response.headers["Cache-Control"] = STATIC_IMMUTABLE if versioned else "no-cache"
+        return response
 
 
 def create_app() -> FastAPI:
@@ -61,7 +80,13 @@ def create_bare_app() -> FastAPI:
     install_thread_headroom(app)
     # Outermost: the client address is settled before anything reads it.
     install_forwarded(app)
-    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.mount("/static", CachedStaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    # Browsers ask for /favicon.ico on every site whatever the page links; it was a 404 on every page.
+    @app.get("/favicon.ico", include_in_schema=False)
+    def _favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": FAVICON_CACHE})
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> RedirectResponse:

@@ -401,6 +401,11 @@ def demo(
 ) -> None:
     """Migrate the database, create an admin and a demo study, make its clips through the queue and a CPU worker
     (two procedural demo presets, no weights), then serve."""
+    from app.cli.worker import warn_missing_media_tools
+
+    if warn_missing_media_tools():
+        typer.secho("The demo goes on without it; its clips show what raters would see with this machine.",
+                    fg=typer.colors.YELLOW, err=True)
     settings = get_settings()
     run = DemoRun(settings.data_dir / "demo-worker.log", grace=settings.shutdown_grace_seconds)
     with stop_on_sigterm():

@@ -25,6 +25,18 @@ def _fail(lines: list[str], code: int = 1) -> None:
     raise typer.Exit(code=code)
 
 
+def warn_missing_media_tools() -> int:
+    """Say in the terminal, before anything starts, which tool that changes what raters see is missing and how
+    to install it (worker.media_tools); returns how many are missing. Also written to the worker's log per clip."""
+    from worker.media_tools import missing_media_tools
+
+    missing = missing_media_tools()
+    for tool in missing:
+        for line in tool.lines():
+            typer.secho(line, fg=typer.colors.YELLOW, err=True)
+    return len(missing)
+
+
 @app.command("worker")
 def worker_command(
     device: str = typer.Option("auto", help="cuda, cuda:N or cpu (auto: cuda when available)."),
@@ -46,6 +58,8 @@ def worker_command(
     """Start a generation worker that takes clips from the queue until stopped (Ctrl+C finishes the clip)."""
     if parent_pid:
         watch_parent(parent_pid, grace=get_settings().shutdown_grace_seconds)
+    else:  # the demo's own worker: the demo already said it in the terminal
+        warn_missing_media_tools()
     require_migrated()
     if device != "auto":
         if device != "cpu" and not device.startswith("cuda"):

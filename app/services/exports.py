@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -233,6 +234,11 @@ def report_html(session: Session, *, study: Study, include_flagged: bool = False
 
     view, _cached = study_view(session, study=study, include_flagged=include_flagged)
     css = "\n".join((STATIC_DIR / "css" / name).read_text() for name in ("app.css", "results.css"))
+    # Our own stylesheets, inlined as they are: autoescaped, "a > b" became "a &gt; b" inside <style>, which
+    # CSS does not decode, and the narrow/wide chart rules (and quoted font names) silently did nothing.
+    if "</" in css:
+        raise ValueError("a stylesheet inlined into the report must not contain '</'")
+    css = Markup(css)
     return env.get_template("results/report.html").render(
         v=view, css=css, generated_at=fmt_time(datetime.now(UTC)))
 

@@ -106,7 +106,7 @@ def test_pair_page_shows_prompt_two_gifs_and_six_rows(client, study):
         assert fs.legend.text.strip()
         assert all(r.find_parent("label") is not None for r in radios)  # clickable, named choices
     assert not soup.find_all("script", src=False), "inline scripts would need a loosened CSP"
-    assert soup.find("script", src=True)["src"].endswith("/static/js/pair.js")
+    assert soup.find("script", src=True)["src"].split("?v=")[0].endswith("/static/js/pair.js")
 
 
 def test_missing_criteria_are_named_and_choices_kept(client, study, session):
