@@ -103,9 +103,10 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
     """Render ``prompt`` with ``spec`` and return the GIF and its measured cost."""
     if spec.preset.kind == "demo":
         return _generate_demo(spec, prompt=prompt, seed=seed)
+    run = _generate_diffusers if spec.preset.kind == "diffusers" else _generate_animatediff
     try:
-        return _generate_animatediff(spec, prompt=prompt, seed=seed, device=device,
-                                     cache=cache if cache is not None else process_cache())
+        return run(spec, prompt=prompt, seed=seed, device=device,
+                   cache=cache if cache is not None else process_cache())
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
             free_device_memory(device)  # the half-built activations; the cached pipeline stays usable
@@ -193,6 +194,113 @@ def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: 
     finally:
         hook.remove()
     return frames, t_denoised, t_decoded, calls["n"]
+
+
+def _generate_diffusers(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
+    """A clip of any diffusers video family, with the same cost record as AnimateDiff's: device seconds (denoising
+    and decoding apart), transformer evaluations (forward passes x samples per pass: CFG doubles them whether the
+    pipeline batches the two halves, as LTX-Video does, or runs them apart, as Wan does), peak memory and the
+    offload mode that produced it (offloading changes the speed comparison)."""
+    import torch
+
+    with DEVICE_LOCK:
+        t_start = time.perf_counter()
+        entry, loaded_now = cache.get(spec, device=device)
+        pipe = entry.pipe
+        t0 = time.perf_counter()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        frames, t_denoised, t_decoded, counts = _run_diffusers(pipe, spec, prompt=prompt, seed=seed, device=device)
+        peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+        scheduler = pipe.scheduler
+        scheduler_record = {"scheduler_class": type(scheduler).__name__,
+                            "scheduler_config": _json_safe(dict(scheduler.config)),
+                            "timesteps": [float(t) for t in scheduler.timesteps.tolist()]}
+    t_encode = time.perf_counter()
+    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    t_end = time.perf_counter()
+    plan = entry.memory_plan
+    generation = {
+        "run": spec.describe(),
+        "seed": seed,
+        "generator": "torch.Generator('cpu')",
+        **scheduler_record,
+        "transformer_forward_calls": counts["calls"],
+        "transformer_evaluations": counts["evals"],
+        "cfg_passes": 2 if spec.uses_cfg else 1,
+        "memory": plan.describe() if plan is not None else {},
+        "offload": plan.offload if plan is not None else "none",
+        "versions": library_versions(),
+        "pipeline_loaded_for_this_clip": loaded_now,
+        "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
+        "gif_lossy_level": lossy,
+    }
+    return ClipResult(
+        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
+        wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
+        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_encode,
+        steps=spec.steps, guidance_scale=spec.guidance, unet_evals=counts["evals"],
+        peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
+    )
+
+
+def diffusers_call_args(spec: RunSpec, *, prompt: str, generator) -> dict[str, Any]:
+    """The pipeline call for ``spec``: the study's settings, the preset's sampling and the card's own arguments."""
+    args: dict[str, Any] = {
+        "prompt": prompt,
+        "num_frames": spec.frames,
+        "width": spec.width,
+        "height": spec.height,
+        "num_inference_steps": spec.steps,
+        "guidance_scale": spec.guidance,
+        "generator": generator,
+        "output_type": "pil",
+        **spec.preset.call_args,
+    }
+    if spec.uses_cfg and spec.negative_prompt:
+        args["negative_prompt"] = spec.negative_prompt
+    if spec.guidance_2 is not None:
+        args["guidance_scale_2"] = spec.guidance_2
+    return args
+
+
+def _run_diffusers(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
+    """PIL frames, when denoising ended (the first VAE decode call) and decoding ended, and the transformer counts."""
+    import torch
+
+    counts = {"calls": 0, "evals": 0}
+
+    def count(_module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        counts["calls"] += 1
+        counts["evals"] += int(hidden.shape[0]) if hasattr(hidden, "shape") else 1
+
+    transformers = [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None))
+                    if m is not None]
+    hooks = [m.register_forward_pre_hook(count, with_kwargs=True) for m in transformers]
+    marks: dict[str, float] = {}
+    vae = pipe.vae
+    original_decode = vae.decode
+
+    def timed_decode(*args, **kwargs):
+        # Denoising ends where the pipeline first decodes: every family's pipeline decodes through vae.decode.
+        if "denoised" not in marks:
+            _sync(device)
+            marks["denoised"] = time.perf_counter()
+        return original_decode(*args, **kwargs)
+
+    vae.decode = timed_decode
+    try:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            frames = pipe(**diffusers_call_args(spec, prompt=prompt, generator=generator)).frames[0]
+            _sync(device)
+        t_decoded = time.perf_counter()
+    finally:
+        del vae.decode  # the instance attribute goes; the class's method is back
+        for hook in hooks:
+            hook.remove()
+    return list(frames), marks.get("denoised", t_decoded), t_decoded, counts
 
 
 def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:

@@ -15,7 +15,7 @@ from app.services import generation as svc
 from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, app, worker_identity
 from worker.config import worker_settings
 from worker.generate import GpuOutOfMemory, generate_clip
-from worker.pipelines import TransientLoadError, WeightsMissing
+from worker.pipelines import PipelineUnavailable, TransientLoadError, WeightsMissing
 from worker.presets import GenerationConfigError, resolve_run
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
                                       error=f"retry {retries + 1} of {max_retries} after: {_describe(exc)}")
             raise RetryLater(exc) from exc
         return _fail(clip_id, worker, f"gave up after {max_retries} retries: {_describe(exc)}")
-    except (WeightsMissing, GpuOutOfMemory) as exc:
+    except (WeightsMissing, PipelineUnavailable, GpuOutOfMemory) as exc:
         return _fail(clip_id, worker, str(exc))
     except Exception as exc:  # a failed clip must say why in words, whatever went wrong
         log.exception("clip %s failed", clip_id)
@@ -106,7 +106,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
         media_path(stored.storage_name).unlink(missing_ok=True)
         log.warning("clip %s was taken over by another worker; discarded this copy", clip_id)
         return "superseded"
-    measure_clip(clip_id, device=worker_device(ws), with_clip=spec.preset.kind == "animatediff")
+    measure_clip(clip_id, device=worker_device(ws), with_clip=spec.preset.kind in ("animatediff", "diffusers"))
     return "done"
 
 
