@@ -117,8 +117,9 @@ def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[s
     An empty preset is allowed here (a model whose clips are imported); queueing it is refused later.
     """
     errors: list[str] = []
+    models = list(models)
     try:
-        validate_settings(settings)
+        validate_settings(settings, presets=[preset for _, preset, _ in models if preset])
     except GenerationConfigError as exc:
         errors += exc.errors
     for name, preset, overrides in models:
@@ -210,7 +211,7 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
     specs = run_specs(study)
     if not study.models:
         raise GenerationError("the study has no models to generate")
-    settings = validate_settings(study.settings)
+    settings = validate_settings(study.settings, presets=[m.preset for m in study.models if m.preset])
     seed_list = _parse_seeds(seeds, settings["seeds"])
     prompts = _select_prompts(session, study, theme, prompt_ids)
     _check_batch_size(len(prompts), len(study.models), len(seed_list))
