@@ -227,6 +227,7 @@ def _generate_diffusers(spec: RunSpec, *, prompt: str, seed: int, device: str, c
         **scheduler_record,
         "transformer_forward_calls": counts["calls"],
         "transformer_evaluations": counts["evals"],
+        "transformer_calls_by_component": counts["by_component"],
         "cfg_passes": 2 if spec.uses_cfg else 1,
         "memory": plan.describe() if plan is not None else {},
         "offload": plan.offload if plan is not None else "none",
@@ -268,16 +269,20 @@ def _run_diffusers(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
     """PIL frames, when denoising ended (the first VAE decode call) and decoding ended, and the transformer counts."""
     import torch
 
-    counts = {"calls": 0, "evals": 0}
+    counts: dict[str, Any] = {"calls": 0, "evals": 0, "by_component": {}}
 
-    def count(_module, args, kwargs):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        counts["calls"] += 1
-        counts["evals"] += int(hidden.shape[0]) if hasattr(hidden, "shape") else 1
+    def counter(name: str):
+        def count(_module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            counts["calls"] += 1
+            counts["evals"] += int(hidden.shape[0]) if hasattr(hidden, "shape") else 1
+            counts["by_component"][name] = counts["by_component"].get(name, 0) + 1
+        return count
 
-    transformers = [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None))
-                    if m is not None]
-    hooks = [m.register_forward_pre_hook(count, with_kwargs=True) for m in transformers]
+    # Wan 2.2 runs two experts (transformer for high noise, transformer_2 for low): both are counted.
+    hooks = [module.register_forward_pre_hook(counter(name), with_kwargs=True)
+             for name in ("transformer", "transformer_2")
+             if (module := getattr(pipe, name, None)) is not None]
     marks: dict[str, float] = {}
     vae = pipe.vae
     original_decode = vae.decode

@@ -217,11 +217,12 @@ class RunSpec:
 
     @property
     def uses_cfg(self) -> bool:
-        # diffusers applies classifier-free guidance only when guidance_scale > 1 (one extra pass); HunyuanVideo's
-        # guidance is embedded in one pass, and its true_cfg_scale > 1 is what adds the second.
+        # diffusers applies classifier-free guidance only when guidance_scale > 1 (one extra pass); Wan 2.2's
+        # guidance_2 only scales the low-noise expert's two passes, which guidance_scale turns on or off for both.
+        # HunyuanVideo's guidance is embedded in one pass, and its true_cfg_scale > 1 is what adds the second.
         if self.preset.family_info.guidance == "embedded":
             return float(self.preset.call_args.get("true_cfg_scale", 1.0)) > 1.0
-        return self.guidance > 1.0 or (self.guidance_2 is not None and self.guidance_2 > 1.0)
+        return self.guidance > 1.0
 
     def describe(self) -> dict[str, Any]:
         p = self.preset
