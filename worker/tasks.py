@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import session_scope
 from app.media.storage import media_path, store_bytes
 from app.services import generation as svc
-from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, app, worker_identity
+from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, _device_reported, app, report_device, worker_identity
 from worker.config import worker_settings
 from worker.generate import GpuOutOfMemory, generate_clip
 from worker.pipelines import PipelineUnavailable, TransientLoadError, WeightsMissing
@@ -68,6 +68,8 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     ws = ws or worker_settings()
     max_retries = ws.max_retries if max_retries is None else max_retries
     worker = worker_identity()
+    if not _device_reported.is_set():  # a worker not started by Celery (tests, the demo) reports with its first clip
+        report_device(worker_device(ws))
     with session_scope() as session:
         claim = svc.claim_clip(session, clip_id=clip_id, worker=worker, lease_seconds=ws.lease_seconds)
         clip = claim.clip

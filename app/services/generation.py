@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from app.services import task_queue
-from worker.presets import MAX_SEEDS, GenerationConfigError, RunSpec, resolve_run, validate_settings
+from app.services.workers import connected_gpus
+from worker.presets import (
+    MAX_SEEDS,
+    GenerationConfigError,
+    RunSpec,
+    fit_warnings,
+    mixed_family_note,
+    resolve_run,
+    validate_settings,
+)
 
 STATES = ("queued", "running", "done", "failed")
 Sender = Callable[[list[int]], None]
@@ -564,6 +573,22 @@ def _median_of_recorded(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def memory_check(session: Session, study: Study) -> dict[str, Any]:
+    """For the study page, before generation: each model that fits none of the connected workers' GPUs (or only with
+    offloading, which slows it and so changes the speed comparison), from the presets' stated peak-memory
+    estimates; and a note when the study mixes model families."""
+    presets = [m.preset for m in study.models if m.preset]
+    out: dict[str, Any] = {"gpus": [], "gpu_warnings": [], "family_note": mixed_family_note(presets)}
+    try:
+        specs = run_specs(study)
+    except GenerationError:
+        return out  # the panel already shows why the models cannot be generated
+    gpus = connected_gpus(session)
+    out["gpus"] = gpus
+    out["gpu_warnings"] = fit_warnings([(m.name, specs[m.id]) for m in study.models if m.id in specs], gpus)
+    return out
+
+
 def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None) -> list[dict[str, Any]]:
     """Per model, from the recorded costs of generated clips (of one batch, if given): median/p90 wall seconds
     per clip, median model seconds (``model_seconds``), UNet evaluations, peak memory, device-seconds in all,
@@ -602,6 +627,10 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
             "guidance": last.guidance_scale if last else None,
             "scheduler": gen.get("scheduler_class"),
             "scheduler_config": gen.get("scheduler_config"),
+            # How the weights sat on the GPU (worker/presets.py plan_memory): offloading slows a model down, so a
+            # speed-up between models run in different modes says so.
+            "offload": sorted({str((c.generation or {}).get("offload")) for c in clips
+                               if (c.generation or {}).get("offload")}),
             "speedup_vs_slowest": None,
         })
     medians = [r["median_model_seconds"] for r in out if r["median_model_seconds"]]
