@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from worker.presets import get_preset
 
@@ -169,13 +170,17 @@ def _wan_transformer():
                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
 
 
-def _tiny_pipeline(family: str, folder: Path, seed: int):
+def _tiny_pipeline(family: str, folder: Path, seed: int) -> Any:
     """The pipeline object of ``family`` on tiny random weights."""
     import diffusers
     import torch
 
     tok_dir = folder.parent / "_tokenizer_src"
     torch.manual_seed(seed)
+    # One name per component across the families' branches, each a different diffusers class.
+    transformer: Any
+    vae: Any
+    scheduler: Any
     if family in ("wan", "wan22"):
         tokenizer = tiny_t5_tokenizer()
         vae = diffusers.AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
@@ -281,8 +286,7 @@ def build_tiny_family(folder: Path, family: str, *, seed: int = 0) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pipe = _tiny_pipeline(family, folder, seed)
-    # For type checkers diffusers binds its pipelines to torch-less placeholders (see build_tiny_model_dir).
-    pipe.save_pretrained(str(folder / family))  # type: ignore[attr-defined]  # diffusers' stub class
+    pipe.save_pretrained(str(folder / family))
     loras = folder / "loras"
     loras.mkdir(exist_ok=True)
     if family in ("wan", "wan22"):

@@ -31,7 +31,8 @@ def test_a_study_can_be_created_for_every_pair_with_the_teachers_native_settings
     assert {t.family for t, _ in pairs} >= {"animatediff", "wan", "ltx", "hunyuanvideo", "cogvideox"}
     for teacher, student in pairs:
         study = create_study(session, name=f"{student.name} vs {teacher.name}", prompts=PROMPTS,
-                             models=[ModelSpec("student", preset=student.name), ModelSpec("teacher", preset=teacher.name)])
+                             models=[ModelSpec("student", preset=student.name),
+                                     ModelSpec("teacher", preset=teacher.name)])
         f = FAMILIES[teacher.family_info.key]
         assert (study.settings["frames"], study.settings["width"], study.settings["height"]) == (
             f.frames, f.width, f.height), teacher.name
