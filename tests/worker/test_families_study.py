@@ -127,3 +127,26 @@ def test_the_task_path_records_the_offload_mode_and_the_workers_device(session, 
     assert all(c["offload"] == ["none"] for c in costs.values())
     device = session.scalars(select(WorkerDevice)).one()
     assert device.device.startswith("cpu") and device.total_memory_bytes is None
+
+
+def test_over_http_a_wan_pair_gets_wans_settings_and_an_impossible_frame_count_is_refused(client, session):
+    from app.models import Study
+    from tests.app.api.test_studies_api import PASSWORD as API_PASSWORD
+    from tests.factories import make_user
+
+    make_user(session, role="researcher", email="api@lab.org", password=API_PASSWORD)
+    session.commit()
+    assert client.post("/api/v1/login", json={"email": "api@lab.org", "password": API_PASSWORD}).status_code == 200
+    body = {"name": "Lightning Wan", "themes": ["wildlife"],
+            "models": [{"name": "fast", "preset": "wan2.2-t2v-a14b-lightning-4step"},
+                       {"name": "teacher", "preset": "wan2.2-t2v-a14b", "overrides": {"guidance_2": 2.5}}]}
+    r = client.post("/api/v1/studies", json={**body, "settings": {"frames": 80, "width": 840}})
+    assert r.status_code == 400
+    assert "not 80; nearest: 77 or 81" in str(r.json()["detail"]) and "nearest: 832 or 848" in str(r.json()["detail"])
+    assert session.scalars(select(Study)).all() == []
+    session.rollback()
+    r = client.post("/api/v1/studies", json=body)
+    assert r.status_code == 201, r.text
+    settings = r.json()["settings"]
+    assert (settings["frames"], settings["width"], settings["height"], settings["fps"], settings["dtype"]) == (
+        81, 832, 480, 16, "bfloat16")
