@@ -260,22 +260,27 @@ def report_device(device: str | None = None) -> None:
     """Record this worker's device and GPU memory (table worker_devices), so the study page can warn before
     generation when a model fits none of the connected GPUs. A failure is logged, never fatal."""
     try:
-        import torch
-
         from app.db import session_scope
         from app.services.workers import record_worker_device
 
-        device = device or worker_settings().device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or worker_settings().device
+        if not device:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         total = None
         label = f"cpu ({platform.machine()})"
-        if device.startswith("cuda"):
+        if device.startswith("cuda"):  # torch only where there is a GPU: a CPU demo worker never imports it
+            import torch
+
             props = torch.cuda.get_device_properties(torch.device(device))
             total, label = int(props.total_memory), f"{device} ({props.name})"
         with session_scope() as session:
             record_worker_device(session, worker=worker_identity(), device=label, total_memory_bytes=total)
-        _device_reported.set()
     except Exception:
         log.warning("could not record this worker's device for the study page's memory check", exc_info=True)
+    finally:
+        _device_reported.set()  # once per process: a failure is logged once, not with every clip
 
 
 @signals.worker_ready.connect
