@@ -150,3 +150,24 @@ def test_over_http_a_wan_pair_gets_wans_settings_and_an_impossible_frame_count_i
     settings = r.json()["settings"]
     assert (settings["frames"], settings["width"], settings["height"], settings["fps"], settings["dtype"]) == (
         81, 832, 480, 16, "bfloat16")
+
+
+def test_study_create_on_the_command_line_says_what_every_model_makes_and_that_families_are_mixed():
+    from app import db
+    from app.migrate import upgrade
+
+    upgrade()
+    try:
+        r = CliRunner().invoke(cli, ["study", "create", "--name", "Mixed", "--theme", "nature",
+                                     "--model", "wan:wan2.1-t2v-14b-lightx2v-4step",
+                                     "--model", "ltx:ltx-video-0.9.7-dev"])
+        assert r.exit_code == 0, r.output
+        # The teacher (LTX-Video) sets the shared settings; Wan can make 161 frames (4k+1) at 768x512 (16s) too.
+        assert "Every model makes 161 frames at 768x512, 24 fps, bfloat16." in r.output
+        assert "This study mixes families" in r.output and "81 frames at 832x480, 16 fps" in r.output
+        r = CliRunner().invoke(cli, ["study", "create", "--name", "Pair", "--theme", "nature",
+                                     "--model", "fast:fasthunyuan-6step", "--model", "teacher:hunyuanvideo"])
+        assert "Every model makes 129 frames at 1280x720, 24 fps, bfloat16." in r.output
+        assert "mixes families" not in r.output
+    finally:
+        db.reset_engine_cache()
