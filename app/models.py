@@ -409,3 +409,15 @@ class StudyPlan(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("study_id", "version"),)
+
+
+class WorkerDevice(Base):
+    """What a generation worker runs on, as it last reported (at start and with each clip): the study page compares
+    each model's stated memory need with the GPUs of the workers seen lately and warns before generation."""
+
+    __tablename__ = "worker_devices"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)  # worker_identity(): host and process
+    device: Mapped[str] = mapped_column(String(200))  # "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu (x86_64)"
+    total_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # of the GPU; None on a CPU worker
+    seen_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)

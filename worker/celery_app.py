@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import socket
 import sqlite3
@@ -257,12 +258,43 @@ def _exit_when_idle(every: float = 2.0) -> None:
             return
 
 
+_device_reported = threading.Event()
+
+
+def report_device(device: str | None = None) -> None:
+    """Record this worker's device and GPU memory (table worker_devices), so the study page can warn before
+    generation when a model fits none of the connected GPUs. A failure is logged, never fatal."""
+    try:
+        from app.db import session_scope
+        from app.services.workers import record_worker_device
+
+        device = device or worker_settings().device
+        if not device:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        total = None
+        label = f"cpu ({platform.machine()})"
+        if device.startswith("cuda"):  # torch only where there is a GPU: a CPU demo worker never imports it
+            import torch
+
+            props = torch.cuda.get_device_properties(torch.device(device))
+            total, label = int(props.total_memory), f"{device} ({props.name})"
+        with session_scope() as session:
+            record_worker_device(session, worker=worker_identity(), device=label, total_memory_bytes=total)
+    except Exception:
+        log.warning("could not record this worker's device for the study page's memory check", exc_info=True)
+    finally:
+        _device_reported.set()  # once per process: a failure is logged once, not with every clip
+
+
 @signals.worker_ready.connect
 def _start_sweeper(sender=None, **_kw) -> None:
     """Every worker also watches for clips whose worker died (any one of them may take them back)."""
     if _sweeper_started.is_set():
         return
     _sweeper_started.set()
+    threading.Thread(target=report_device, name="blindpair-device-report", daemon=True).start()
     threading.Thread(target=_sweep_forever, args=(threading.Event(),), name="blindpair-sweeper",
                      daemon=True).start()
     if worker_settings().exit_when_idle:

@@ -104,9 +104,10 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
     """Render ``prompt`` with ``spec`` and return the GIF and its measured cost."""
     if spec.preset.kind == "demo":
         return _generate_demo(spec, prompt=prompt, seed=seed)
+    run = _generate_diffusers if spec.preset.kind == "diffusers" else _generate_animatediff
     try:
-        return _generate_animatediff(spec, prompt=prompt, seed=seed, device=device,
-                                     cache=cache if cache is not None else process_cache())
+        return run(spec, prompt=prompt, seed=seed, device=device,
+                   cache=cache if cache is not None else process_cache())
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
             free_device_memory(device)  # the half-built activations; the cached pipeline stays usable
@@ -244,6 +245,123 @@ def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: 
     finally:
         hook.remove()
     return frames, t_denoised, t_decoded, t_converted, calls["n"]
+
+
+def _generate_diffusers(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
+    """A clip of any diffusers video family, with the same cost record as AnimateDiff's: device seconds (denoising
+    and decoding apart), transformer evaluations (forward passes x samples per pass: CFG doubles them whether the
+    pipeline batches the two halves, as LTX-Video does, or runs them apart, as Wan does), peak memory and the
+    offload mode that produced it (offloading changes the speed comparison)."""
+
+    with DEVICE_LOCK:
+        t_start = time.perf_counter()
+        entry, loaded_now = cache.get(spec, device=device)
+        pipe = entry.pipe
+        resident = len(cache)  # the peak below includes the weights of every resident pipeline
+        t0 = time.perf_counter()
+        reset_peak_memory(device)  # per clip: the peak is this clip's, not the process's
+        frames, t_denoised, t_decoded, counts = _run_diffusers(pipe, spec, prompt=prompt, seed=seed, device=device)
+        peak = peak_memory(device)
+        scheduler = pipe.scheduler
+        scheduler_record = {"scheduler_class": type(scheduler).__name__,
+                            "scheduler_config": _json_safe(dict(scheduler.config)),
+                            "timesteps": [float(t) for t in scheduler.timesteps.tolist()]}
+    t_encode = time.perf_counter()
+    master, _level, timing = _encode(frames, fps=spec.fps)
+    info = inspect_gif(master)
+    t_end = time.perf_counter()
+    plan = entry.memory_plan
+    generation = {
+        "run": spec.describe(),
+        "seed": seed,
+        "generator": "torch.Generator('cpu')",
+        **scheduler_record,
+        "transformer_forward_calls": counts["calls"],
+        "transformer_evaluations": counts["evals"],
+        "transformer_calls_by_component": counts["by_component"],
+        "cfg_passes": 2 if spec.uses_cfg else 1,
+        "memory": plan.describe() if plan is not None else {},
+        "offload": plan.offload if plan is not None else "none",
+        "versions": library_versions(),
+        "pipeline_loaded_for_this_clip": loaded_now,
+        "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
+        "warmup": loaded_now,  # left out of the per-model medians, as for AnimateDiff
+        "pipelines_resident": resident,
+        # These pipelines convert to PIL images inside their call: decode_seconds includes that CPU step here.
+        "decode_includes_postprocess": True,
+        **_negative_prompt_record(spec),
+        **timing,
+    }
+    return ClipResult(
+        gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
+        wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
+        denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_encode,
+        steps=spec.steps, guidance_scale=spec.guidance, unet_evals=counts["evals"],
+        peak_memory_bytes=peak, device=device_name(device), dtype=entry.dtype, generation=generation,
+    )
+
+
+def diffusers_call_args(spec: RunSpec, *, prompt: str, generator) -> dict[str, Any]:
+    """The pipeline call for ``spec``: the study's settings, the preset's sampling and the card's own arguments."""
+    args: dict[str, Any] = {
+        "prompt": prompt,
+        "num_frames": spec.frames,
+        "width": spec.width,
+        "height": spec.height,
+        "num_inference_steps": spec.steps,
+        "guidance_scale": spec.guidance,
+        "generator": generator,
+        "output_type": "pil",
+        **spec.preset.call_args,
+    }
+    if spec.uses_cfg and spec.negative_prompt:
+        args["negative_prompt"] = spec.negative_prompt
+    if spec.guidance_2 is not None:
+        args["guidance_scale_2"] = spec.guidance_2
+    return args
+
+
+def _run_diffusers(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
+    """PIL frames, when denoising ended (the first VAE decode call) and decoding ended, and the transformer counts."""
+    import torch
+
+    counts: dict[str, Any] = {"calls": 0, "evals": 0, "by_component": {}}
+
+    def counter(name: str):
+        def count(_module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            counts["calls"] += 1
+            counts["evals"] += int(hidden.shape[0]) if hasattr(hidden, "shape") else 1
+            counts["by_component"][name] = counts["by_component"].get(name, 0) + 1
+        return count
+
+    # Wan 2.2 runs two experts (transformer for high noise, transformer_2 for low): both are counted.
+    hooks = [module.register_forward_pre_hook(counter(name), with_kwargs=True)
+             for name in ("transformer", "transformer_2")
+             if (module := getattr(pipe, name, None)) is not None]
+    marks: dict[str, float] = {}
+    vae = pipe.vae
+    original_decode = vae.decode
+
+    def timed_decode(*args, **kwargs):
+        # Denoising ends where the pipeline first decodes: every family's pipeline decodes through vae.decode.
+        if "denoised" not in marks:
+            _sync(device)
+            marks["denoised"] = time.perf_counter()
+        return original_decode(*args, **kwargs)
+
+    vae.decode = timed_decode
+    try:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            frames = pipe(**diffusers_call_args(spec, prompt=prompt, generator=generator)).frames[0]
+            _sync(device)
+        t_decoded = time.perf_counter()
+    finally:
+        del vae.decode  # the instance attribute goes; the class's method is back
+        for hook in hooks:
+            hook.remove()
+    return list(frames), marks.get("denoised", t_decoded), t_decoded, counts
 
 
 def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:

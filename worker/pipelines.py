@@ -1,4 +1,4 @@
-"""Build AnimateDiff pipelines from presets, and keep them loaded across clips.
+"""Build pipelines from presets (AnimateDiff, and any diffusers video family), and keep them loaded across clips.
 
 Weights come from a local folder, the Hugging Face cache (``BLINDPAIR_MODEL_CACHE_DIR`` or the default
 cache) or the hub; ``BLINDPAIR_HF_OFFLINE`` / ``HF_HUB_OFFLINE`` mean cache only. A missing file raises
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
-from worker.presets import Preset, RunSpec
+from worker.presets import MemoryPlan, Preset, RunSpec, plan_memory, video_pipeline_classes
 
 log = logging.getLogger(__name__)
 # diffusers >= 0.36 renamed torch_dtype to dtype; torch_dtype still works on every version we support.
@@ -153,7 +153,7 @@ def build_scheduler(preset: Preset, base_config: dict[str, Any]):
 
     cls = getattr(diffusers, preset.scheduler, None)
     if cls is None:
-        raise WeightsMissing(f"preset {preset.name!r}: diffusers has no scheduler {preset.scheduler!r}")
+        raise PipelineUnavailable(f"preset {preset.name!r}: diffusers has no scheduler {preset.scheduler!r}")
     return cls.from_config(base_config, **preset.scheduler_config)
 
 
@@ -163,10 +163,28 @@ class LoadedPipeline:
     base_scheduler_config: dict[str, Any]
     load_seconds: float
     dtype: str
+    memory_plan: MemoryPlan | None = None
+    base_scheduler_class: str = ""
+
+
+def gpu_total_gb(device: str) -> float | None:
+    """Total memory of the CUDA device in GB (None on the CPU): what the memory plan is made for."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory / 1e9
+
+
+def memory_plan_for(spec: RunSpec, device: str) -> MemoryPlan:
+    return plan_memory(spec.preset, gpu_gb=gpu_total_gb(device), frames=spec.frames, width=spec.width,
+                       height=spec.height)
 
 
 def load_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
-    """A fresh AnimateDiffPipeline for ``spec`` on ``device`` (use PipelineCache to reuse one)."""
+    """A fresh pipeline for ``spec`` on ``device`` (use PipelineCache to reuse one)."""
+    if spec.preset.kind == "diffusers":
+        return load_diffusers_pipeline(spec, device=device)
     from diffusers import AnimateDiffPipeline
 
     t0 = time.perf_counter()
@@ -185,8 +203,143 @@ def load_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
     return LoadedPipeline(pipe, base_config, time.perf_counter() - t0, str(dtype).removeprefix("torch."))
 
 
+def pipeline_class(name: str):
+    """The installed diffusers' pipeline class ``name``; a missing one is named with the known video classes."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise PipelineUnavailable(
+            f"the installed diffusers {diffusers.__version__} has no pipeline class {name!r}; known text-to-video "
+            f"classes: {', '.join(video_pipeline_classes())} (upgrade diffusers or fix the preset)")
+    return cls
+
+
+class PipelineUnavailable(RuntimeError):
+    """The preset names a pipeline or scheduler class the installed diffusers does not have."""
+
+
+def _component_dtypes(preset: Preset, dtype, device: str) -> Any:
+    """from_pretrained's torch_dtype: one dtype, or a mapping when the card loads some components in another
+    (Wan's VAE in float32, HunyuanVideo's text encoders in float16)."""
+    if not preset.component_dtypes:
+        return dtype
+    return {"default": dtype, **{k: torch_dtype(v, device) for k, v in preset.component_dtypes.items()}}
+
+
+def _load_transformer(preset: Preset, dtype) -> dict[str, Any]:
+    """A separate transformer checkpoint given as a diffusers folder/repo (``transformer_subfolder`` or the folder
+    itself): loaded with AutoModel and handed to the pipeline in place of the one in ``weights``."""
+    if not preset.transformer or preset.transformer_file:
+        return {}
+    from diffusers import AutoModel
+
+    kwargs = source_kwargs(preset.transformer)
+    if preset.transformer_subfolder:
+        kwargs["subfolder"] = preset.transformer_subfolder
+    try:
+        model = AutoModel.from_pretrained(preset.transformer, torch_dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise wrap_load_error(preset.transformer, None, exc) from exc
+    return {"transformer": model}
+
+
+def _load_transformer_file(pipe, preset: Preset) -> None:
+    """A separate transformer given as one safetensors state dict, loaded into the pipeline's transformer (strict:
+    a checkpoint of another architecture is refused, not half-loaded)."""
+    from safetensors.torch import load_file
+
+    path = resolve_file(preset.transformer, preset.transformer_file)
+    try:
+        pipe.transformer.load_state_dict(load_file(path), strict=True)
+    except RuntimeError as exc:
+        raise WeightsMissing(f"{preset.transformer_file!r} of {preset.transformer!r} does not fit the transformer of "
+                             f"{preset.weights!r}: {str(exc)[:300]}") from exc
+
+
+def _fuse_loras(pipe, preset: Preset) -> None:
+    """Each LoRA loaded, fused into its transformer at its scale, and unloaded, one at a time: the student then runs
+    with plain weights, at the speed of the teacher's architecture (an unfused LoRA adds two matmuls per layer)."""
+    from safetensors.torch import load_file
+
+    for i, lora in enumerate(preset.loras):
+        path = resolve_file(lora.repo, lora.file)
+        name = f"blindpair_lora_{i}"
+        kwargs: dict[str, Any] = {"adapter_name": name}
+        if lora.target == "transformer_2":
+            kwargs["load_into_transformer_2"] = True
+        try:
+            # A state dict rather than the file: the same call for local folders and the hub cache; diffusers'
+            # family loaders convert non-diffusers key layouts (e.g. lightx2v's) from the dict as from a file.
+            pipe.load_lora_weights(load_file(path), **kwargs)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise WeightsMissing(f"LoRA {lora.file!r} of {lora.repo!r} does not fit {lora.target} of "
+                                 f"{preset.weights!r}: {str(exc)[:300]}") from exc
+        pipe.fuse_lora(components=[lora.target], lora_scale=lora.scale, adapter_names=[name])
+        pipe.unload_lora_weights()
+
+
+def _apply_memory_plan(pipe, plan: MemoryPlan, device: str) -> None:
+    if plan.offload == "model_cpu_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif plan.offload == "group_offload":
+        # Leaf-level groups streamed ahead of use (diffusers' memory guide): the lowest peak, slower per step.
+        pipe.enable_group_offload(onload_device=device, offload_device="cpu", offload_type="leaf_level",
+                                  use_stream=True)
+    else:
+        pipe.to(device)
+    vae = getattr(pipe, "vae", None)
+    if plan.vae_tiling and vae is not None and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+
+
+def load_diffusers_pipeline(spec: RunSpec, *, device: str) -> LoadedPipeline:
+    """A diffusers video pipeline for a ``diffusers`` preset: weights, separate transformer, fused LoRAs, the
+    memory plan for this GPU (full residency, model CPU offload or group offload; VAE tiling) applied."""
+    t0 = time.perf_counter()
+    quiet_libraries()
+    p = spec.preset
+    cls = pipeline_class(p.pipeline)
+    dtype = torch_dtype(spec.dtype, device)
+    components = _load_transformer(p, dtype)
+    kwargs = source_kwargs(p.weights)
+    try:
+        pipe = cls.from_pretrained(p.weights, torch_dtype=_component_dtypes(p, dtype, device), **components, **kwargs)
+    except Exception as exc:
+        raise wrap_load_error(p.weights, None, exc) from exc
+    if p.transformer_file:
+        _load_transformer_file(pipe, p)
+    if p.loras:
+        _fuse_loras(pipe, p)
+    plan = memory_plan_for(spec, device)
+    _apply_memory_plan(pipe, plan, device)
+    pipe.set_progress_bar_config(disable=True)
+    base_config = dict(pipe.scheduler.config)
+    base_class = type(pipe.scheduler).__name__
+    entry = LoadedPipeline(pipe, base_config, 0.0, str(dtype).removeprefix("torch."), plan, base_class)
+    pipe.scheduler = build_scheduler_for(p, entry)
+    entry.load_seconds = time.perf_counter() - t0
+    return entry
+
+
+def build_scheduler_for(preset: Preset, entry: LoadedPipeline):
+    """The preset's scheduler: AnimateDiff presets always name one; a diffusers preset may keep the weights' own
+    class ("" ) and still replace some of its config."""
+    if preset.kind != "diffusers" or preset.scheduler:
+        return build_scheduler(preset, entry.base_scheduler_config)
+    import diffusers
+
+    cls = getattr(diffusers, entry.base_scheduler_class or type(entry.pipe.scheduler).__name__)
+    return cls.from_config(entry.base_scheduler_config, **preset.scheduler_config)
+
+
 def weights_key(spec: RunSpec, device: str) -> tuple:
     p = spec.preset
+    if p.kind == "diffusers":
+        plan = memory_plan_for(spec, device)
+        return (p.pipeline, p.weights, p.transformer, p.transformer_subfolder, p.transformer_file,
+                tuple((lo.repo, lo.file, lo.scale, lo.target) for lo in p.loras),
+                json.dumps(p.component_dtypes, sort_keys=True), spec.dtype, plan.offload, plan.vae_tiling, device)
     return (spec.base_model, p.adapter, p.adapter_repo, p.adapter_file, json.dumps(p.adapter_config, sort_keys=True),
             spec.dtype, device)
 
@@ -224,7 +377,7 @@ class PipelineCache:
             self.loads += 1
         entry = self._items[key]
         # A fresh scheduler per clip: cheap, and no state (step index, sigmas) leaks between presets.
-        entry.pipe.scheduler = build_scheduler(spec.preset, entry.base_scheduler_config)
+        entry.pipe.scheduler = build_scheduler_for(spec.preset, entry)
         return entry, not loaded
 
     def _evict_oldest(self, device: str) -> None:

@@ -12,11 +12,11 @@ from sqlalchemy.exc import OperationalError
 from app.db import session_scope
 from app.media.storage import media_path, store_bytes
 from app.services import generation as svc
-from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, app, worker_identity
+from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, _device_reported, app, report_device, worker_identity
 from worker.config import worker_settings
 from worker.generate import GpuOutOfMemory, generate_clip
 from worker.pair_encoding import encode_group
-from worker.pipelines import TransientLoadError, WeightsMissing
+from worker.pipelines import PipelineUnavailable, TransientLoadError, WeightsMissing
 from worker.presets import GenerationConfigError, resolve_run
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     ws = ws or worker_settings()
     max_retries = ws.max_retries if max_retries is None else max_retries
     worker = worker_identity()
+    if not _device_reported.is_set():  # a worker not started by Celery (tests, the demo) reports with its first clip
+        report_device(worker_device(ws))
     with session_scope() as session:
         claim = svc.claim_clip(session, clip_id=clip_id, worker=worker, lease_seconds=ws.lease_seconds)
         clip = claim.clip
@@ -95,7 +97,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
                                       error=f"retry {retries + 1} of {max_retries} after: {_describe(exc)}")
             raise RetryLater(exc) from exc
         return _fail(clip_id, worker, f"gave up after {max_retries} retries: {_describe(exc)}")
-    except (WeightsMissing, GpuOutOfMemory) as exc:
+    except (WeightsMissing, PipelineUnavailable, GpuOutOfMemory) as exc:
         return _fail(clip_id, worker, str(exc))
     except Exception as exc:  # a failed clip must say why in words, whatever went wrong
         log.exception("clip %s failed", clip_id)
@@ -117,7 +119,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
         log.exception("serving the group of clip %s failed; the sweeper will try again", clip_id)
         served = []
     for done_id in served:
-        measure_clip(done_id, device=worker_device(ws), with_clip=spec.preset.kind == "animatediff")
+        measure_clip(done_id, device=worker_device(ws), with_clip=spec.preset.kind in ("animatediff", "diffusers"))
     return "done"
 
 

@@ -15,6 +15,7 @@ from app.services import studies as study_service
 from app.services.prompts import PromptFileError, parse_prompt_file
 from app.services.studies import ModelSpec, StudyError
 from app.services.users import get_user_by_email, list_users, normalise_email
+from worker.presets import mixed_family_note
 
 
 def parse_model(value: str) -> ModelSpec:
@@ -83,10 +84,15 @@ def study_create(
             )
             study_id, invite = study.id, study_service.invite_url(study)
             models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)
+            gen = study.settings
+            shared = (f"Every model makes {gen['frames']} frames at {gen['width']}x{gen['height']}, "
+                      f"{gen['fps']:g} fps, {gen['dtype']}.")
+            note = mixed_family_note([m.preset for m in study.models if m.preset])
     except StudyError as exc:
         _fail(["Nothing was created:", *exc.errors])
     base = get_settings().base_url.rstrip("/")
     typer.echo(f"Created study {study_id} ({len(specs)} prompts; models: {models}). It is a draft.")
+    typer.echo(shared + (f" {note}" if note else ""))
     typer.echo(f"Study page:  {base}/studies/{study_id}  (open it there once clips are in)")
     typer.echo(f"Invite link: {invite}")
 

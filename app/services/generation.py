@@ -21,12 +21,15 @@ from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from app.services import task_queue
+from app.services.workers import connected_gpus
 from worker.presets import (
     MAX_SEEDS,
     OFF_CARD_FLAG,
     GenerationConfigError,
     RunSpec,
+    fit_warnings,
     get_preset,
+    mixed_family_note,
     off_card,
     resolve_run,
     validate_settings,
@@ -155,8 +158,9 @@ def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[s
     An empty preset is allowed here (a model whose clips are imported); queueing it is refused later.
     """
     errors: list[str] = []
+    models = list(models)
     try:
-        validate_settings(settings)
+        validate_settings(settings, presets=[preset for _, preset, _ in models if preset])
     except GenerationConfigError as exc:
         errors += exc.errors
     errors += negative_prompt_problems(settings)
@@ -249,7 +253,7 @@ def queue_batch(session: Session, *, study_id: int, theme: str | None = None,
     specs = run_specs(study)
     if not study.models:
         raise GenerationError("the study has no models to generate")
-    settings = validate_settings(study.settings)
+    settings = validate_settings(study.settings, presets=[m.preset for m in study.models if m.preset])
     seed_list = _parse_seeds(seeds, settings["seeds"])
     prompts = _select_prompts(session, study, theme, prompt_ids)
     _check_batch_size(len(prompts), len(study.models), len(seed_list))
@@ -616,6 +620,22 @@ def _median_of_recorded(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def memory_check(session: Session, study: Study) -> dict[str, Any]:
+    """For the study page, before generation: each model that fits none of the connected workers' GPUs (or only with
+    offloading, which slows it and so changes the speed comparison), from the presets' stated peak-memory
+    estimates; and a note when the study mixes model families."""
+    presets = [m.preset for m in study.models if m.preset]
+    out: dict[str, Any] = {"gpus": [], "gpu_warnings": [], "family_note": mixed_family_note(presets)}
+    try:
+        specs = run_specs(study)
+    except GenerationError:
+        return out  # the panel already shows why the models cannot be generated
+    gpus = connected_gpus(session)
+    out["gpus"] = gpus
+    out["gpu_warnings"] = fit_warnings([(m.name, specs[m.id]) for m in study.models if m.id in specs], gpus)
+    return out
+
+
 def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None) -> list[dict[str, Any]]:
     """Per model, from the recorded costs of generated clips (of one batch, if given): median/p90 wall seconds
     per clip, median model seconds (``model_seconds``), UNet evaluations, peak memory, device-seconds in all,
@@ -662,6 +682,10 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
             "guidance": last.guidance_scale if last else None,
             "scheduler": gen.get("scheduler_class"),
             "scheduler_config": gen.get("scheduler_config"),
+            # How the weights sat on the GPU (worker/presets.py plan_memory): offloading slows a model down, so a
+            # speed-up between models run in different modes says so.
+            "offload": sorted({str((c.generation or {}).get("offload")) for c in clips
+                               if (c.generation or {}).get("offload")}),
             "speedup_vs_slowest": None,
         })
     medians = [r["median_model_seconds"] for r in out if r["median_model_seconds"]]

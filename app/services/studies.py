@@ -100,13 +100,17 @@ def _sentence(message: str) -> str:
     return message + ("" if message.endswith(".") else ".")
 
 
-def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[str, Any]:
-    """The study's settings with defaults filled in, checked by the worker's own rules (one source of truth)."""
+def _validate_settings(given: dict[str, Any] | None, errors: list[str],
+                       presets: list[str] | None = None) -> dict[str, Any]:
+    """The study's settings with defaults filled in, checked by the worker's own rules (one source of truth).
+
+    ``presets``: the models' presets; the defaults then come from the teacher's family (a Wan study gets 81 frames
+    at 832x480, 16 fps) and every model's family checks what it can make (Wan: 4k+1 frames, sizes in 16s)."""
     from app.services.generation import negative_prompt_problems
 
     errors.extend(_sentence(f"Generation settings: {e}") for e in negative_prompt_problems(given))
     try:
-        return validate_settings(given)
+        return validate_settings(given, presets=presets)
     except GenerationConfigError as exc:
         errors.extend(_sentence(f"Generation settings: {e}") for e in exc.errors)
         return {**DEFAULT_SETTINGS, **(given or {})}
@@ -256,7 +260,7 @@ def create_study(
     crit = _check_criteria(DEFAULT_CRITERIA if criteria is None else criteria, errors)
     _positive_int(votes_per_pair, "Votes per pair", errors)
     _positive_int(pairs_per_session, "Pairs per session", errors)
-    merged_settings = _validate_settings(settings, errors)
+    merged_settings = _validate_settings(settings, errors, [(m.preset or "").strip() for m in models if m.preset])
     redirect_url = _check_redirect_url(redirect_url, errors)
     if slug is not None:
         _check_slug(session, slug, errors)

@@ -30,7 +30,7 @@ from app.services.users import (
 )
 from app.templating import templates
 from app.web.panels import render_panels
-from worker.presets import DTYPES, all_presets
+from worker.presets import DTYPES, NATIVE_KEYS, all_presets
 
 router = APIRouter(include_in_schema=False)
 
@@ -126,6 +126,11 @@ def _settings(raw: dict[str, str], errors: list[str]) -> dict[str, Any]:
         value = _int_field(raw[key], label, errors)
         if value is not None:
             out[key] = value
+    # A native setting left at the form's default follows the teacher's family (a Wan study: 81 frames at 832x480,
+    # 16 fps, bfloat16); for an AnimateDiff study the family's defaults are these same values.
+    for key in NATIVE_KEYS:
+        if raw.get(key, "").strip() == str(DEFAULT_SETTINGS[key]):
+            out.pop(key, None)
     return out
 
 

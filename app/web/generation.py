@@ -47,6 +47,7 @@ def generation_panel(session, study: Study) -> tuple[str, dict]:
         "gen": progress, "costs": svc.cost_summary(session, study_id=study.id), "gen_themes": themes,
         "fmt_duration": _duration, "fmt_bytes": _bytes,
         "generatable": any(m.preset for m in study.models),
+        **svc.memory_check(session, study),
     }
 
 

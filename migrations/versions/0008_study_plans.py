@@ -1,7 +1,7 @@
 """study_plans: a study's pre-registered question, frozen with a hash when the study opens (issue 13)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 00:00:00
 """
 
