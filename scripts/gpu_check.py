@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
     cache = PipelineCache(capacity=1)
     for key, preset in presets.items():
         steps = args.steps or (1 if args.tiny else 0)
-        spec = resolve_run(model_name=key, preset=preset, overrides={"steps": steps} if steps else {},
+        spec = resolve_run(model_name=key, preset=preset, overrides={"steps": steps, "off_card": True} if steps else {},
                            settings=settings)
         cache.clear()
         cache_pipeline(cache, spec, (unet, vae, text, tokenizer, scheduler, adapters[key]), device=device,

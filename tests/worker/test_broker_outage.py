@@ -130,8 +130,10 @@ def assert_every_clip_made_once(study_id: int, seed: int) -> list[Clip]:
     assert all(c.attempts == 1 for c in made)  # claimed once: no clip was generated twice
     names = [c.storage_name for c in rows]
     assert len(set(names)) == len(names) and all(media_path(n).is_file() for n in names)
-    # Every GIF in the media folder belongs to exactly one clip (a second generation would leave a file behind).
-    assert sorted(p.name for p in media_root().iterdir() if not p.name.startswith(".")) == sorted(names)
+    # Every GIF in the media folder belongs to exactly one clip, as its served file or its uncompressed master (a
+    # second generation would leave a file behind).
+    masters = [c.master_name for c in rows if c.master_name]
+    assert sorted(p.name for p in media_root().iterdir() if not p.name.startswith(".")) == sorted(names + masters)
     # Both seeds' pairs, one per prompt and seed, none twice.
     with session_scope() as session:
         pairs = session.execute(select(Pair.clip_a_id, Pair.clip_b_id).where(Pair.study_id == study_id)).all()

@@ -139,7 +139,8 @@ def test_over_http_a_wan_pair_gets_wans_settings_and_an_impossible_frame_count_i
     assert client.post("/api/v1/login", json={"email": "api@lab.org", "password": API_PASSWORD}).status_code == 200
     body = {"name": "Lightning Wan", "themes": ["wildlife"],
             "models": [{"name": "fast", "preset": "wan2.2-t2v-a14b-lightning-4step"},
-                       {"name": "teacher", "preset": "wan2.2-t2v-a14b", "overrides": {"guidance_2": 2.5}}]}
+                       {"name": "teacher", "preset": "wan2.2-t2v-a14b",
+                        "overrides": {"guidance_2": 2.5, "off_card": True}}]}
     r = client.post("/api/v1/studies", json={**body, "settings": {"frames": 80, "width": 840}})
     assert r.status_code == 400
     assert "not 80; nearest: 77 or 81" in str(r.json()["detail"]) and "nearest: 832 or 848" in str(r.json()["detail"])

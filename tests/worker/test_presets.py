@@ -191,8 +191,12 @@ def test_settings_a_family_cannot_make_are_refused_with_the_nearest_valid_values
 
 
 def test_guidance_2_is_wan_22s_alone():
-    spec = resolve_run(model_name="m", preset="wan2.2-t2v-a14b", overrides={"guidance_2": 2}, settings=None)
+    spec = resolve_run(model_name="m", preset="wan2.2-t2v-a14b", overrides={"guidance_2": 2, "off_card": True},
+                       settings=None)
     assert (spec.guidance, spec.guidance_2) == (4.0, 2.0)
+    assert spec.off_card == ("guidance_2 2.0 (card: 3.0)",)
+    with pytest.raises(GenerationConfigError, match=r"guidance_2 2.0 \(card: 3.0\) leaves the card"):
+        resolve_run(model_name="m", preset="wan2.2-t2v-a14b", overrides={"guidance_2": 2}, settings=None)
     with pytest.raises(GenerationConfigError, match="cannot override guidance_2: preset 'wan2.1-t2v-14b' has no"):
         resolve_run(model_name="m", preset="wan2.1-t2v-14b", overrides={"guidance_2": 2}, settings=None)
 
