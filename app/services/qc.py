@@ -46,13 +46,17 @@ def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, ma
             f"first: {first}")
 
 
-def too_fast_reason(times_ms: Sequence[int], flagged_fast: Sequence[bool], *, min_seconds: float,
-                    max_share: float) -> str | None:
-    """Too many votes submitted sooner than the study's minimum time per vote."""
+def too_fast_reason(times_ms: Sequence[int], *, min_seconds: float, max_share: float) -> str | None:
+    """Too many votes submitted sooner than the study's minimum time per vote *as it is now*.
+
+    Judged from each vote's stored duration, never from the ``too_fast`` mark the vote service stored with it:
+    that mark was set under the threshold in force when the vote was cast, so counting it meant a lowered
+    threshold never unflagged anyone ("8 of 8 votes were submitted in under 0 s").
+    """
     if not times_ms:
         return None
     threshold = min_seconds * 1000
-    fast = sum(1 for t, f in zip(times_ms, flagged_fast, strict=True) if f or t < threshold)
+    fast = sum(1 for t in times_ms if t < threshold)
     if fast == 0 or fast / len(times_ms) <= max_share:
         return None
     return (f"{fast} of {len(times_ms)} votes were submitted in under {min_seconds:g} s "
@@ -114,8 +118,8 @@ def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[st
 
     # Time and straight-lining are judged on every vote, checks included: a check looks like any pair,
     # so how fast it was answered says as much about care as any other vote.
-    reason = too_fast_reason([v.time_spent_ms for v in votes], [v.too_fast for v in votes],
-                             min_seconds=settings.min_seconds_per_vote, max_share=settings.max_too_fast_share)
+    reason = too_fast_reason([v.time_spent_ms for v in votes], min_seconds=settings.min_seconds_per_vote,
+                             max_share=settings.max_too_fast_share)
     if reason:
         reasons.append(reason)
 
