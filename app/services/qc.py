@@ -22,18 +22,36 @@ from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
-from app.models import Evaluator, Study
+from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
 from app.services.assignments import EvaluatorState
-from app.services.attention import CHECK_KINDS, AnsweredVote, QCSettings, answered_votes, grade_check, qc_settings
+from app.services.attention import (
+    CHECK_DEGRADED,
+    CHECK_KINDS,
+    CHECK_SAME,
+    EXPECTED_WINS,
+    AnsweredVote,
+    QCSettings,
+    answered_votes,
+    grade_check,
+    qc_settings,
+)
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
+from app.trust.reliability import Answer, Reliability, is_unreliable, rater_reliability
 
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
 CLUSTER_CHECK_EVERY = 3  # votes of a session that shares its address between two cluster checks
 CLUSTER_CHECK_COMPLETIONS = 10  # and every this many completed sessions of the study (the others move too)
 MIN_OTHER_SESSIONS = 3  # a cluster is compared with at least this many sessions from elsewhere
+# Every reason of the reliability rule starts so; like the cluster reasons they need other sessions' answers, so
+# refresh_flags keeps them and refresh_reliability_flags renews them (a session's own completion, every
+# CLUSTER_CHECK_COMPLETIONS completed sessions of the study, a change of QC settings).
+RELIABILITY_REASON = "answers agree with the other raters far less than an honest rater's would"
+# A rater whose decided answers go to one model this often answers by content (a taste), not carelessly; the
+# reliability rule leaves them to the other rules (app/trust/reliability.py).
+CONSISTENT_TASTE = 0.8
 
 
 def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, max_failed: int) -> str | None:
@@ -143,13 +161,23 @@ def is_cluster_reason(reason: str) -> bool:
     return reason.startswith(CLUSTER_REASON)
 
 
+def is_reliability_reason(reason: str) -> bool:
+    return reason.startswith(RELIABILITY_REASON)
+
+
+def is_cross_session_reason(reason: str) -> bool:
+    """A reason judged against the study's other sessions: kept by refresh_flags, renewed by its own refresh."""
+    return is_cluster_reason(reason) or is_reliability_reason(reason)
+
+
 def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings | None = None,
                   stored: tuple[bool, list[str]] | None = None) -> list[str]:
     """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons.
 
     ``stored`` is the evaluator's current (flagged, reasons) when the caller has read them already: the row
     is then written only when the outcome changed (the vote path passes it, and most votes change nothing).
-    A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` renews those).
+    A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` and
+    ``refresh_reliability_flags`` renew those).
     """
     if settings is None:
         settings = _settings_of(session, evaluator_id)
@@ -158,7 +186,7 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
         evaluator = _evaluator(session, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
     if settings.enabled:
-        reasons = reasons + [r for r in stored[1] if is_cluster_reason(r)]
+        reasons = reasons + [r for r in stored[1] if is_cross_session_reason(r)]
     if stored != (bool(reasons), reasons):
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
@@ -170,6 +198,7 @@ def refresh_study_flags(session: Session, *, study_id: int) -> int:
     ids = session.scalars(select(Evaluator.id).where(Evaluator.study_id == study_id)).all()
     for evaluator_id in ids:
         refresh_flags(session, evaluator_id=evaluator_id)
+    refresh_reliability_flags(session, study_id=study_id)
     refresh_cluster_flags(session, study_id=study_id)
     return session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study_id,
                                                                  Evaluator.flagged.is_(True))) or 0
@@ -277,3 +306,127 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
         if finished % CLUSTER_CHECK_COMPLETIONS:
             return
     refresh_cluster_flags(session, study_id=state.study_id, settings=qc)
+
+
+# ------------------------------------------------------------------------------------ rater reliability
+
+
+_vt, _vc, _cr, _pr = Vote.__table__, VoteChoice.__table__, Criterion.__table__, Pair.__table__
+_copy = Clip.__table__.alias("copy")
+_STUDY_ANSWERS = (
+    select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _cr.c.key, _vc.c.outcome, _vc.c.model_a_id,
+           _vc.c.model_b_id, _pr.c.kind, _copy.c.variant)
+    .select_from(_vt)
+    .join(_vc, _vc.c.vote_id == _vt.c.id)
+    .join(_cr, _cr.c.id == _vc.c.criterion_id)
+    .join(_pr, _pr.c.id == _vt.c.pair_id)
+    .join(_copy, _copy.c.id == _pr.c.clip_b_id)
+    .where(_vt.c.study_id == bindparam("study_id"))
+)
+
+
+def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -> str | None:
+    """The honest answer to one criterion of a check in model space ('a' = the original), or None when the
+    check says nothing about that criterion (a degraded copy is not worse on every criterion)."""
+    if kind == CHECK_SAME:
+        return "tie"
+    if kind == CHECK_DEGRADED:
+        expected = [k for k in EXPECTED_WINS.get(variant, ("overall_quality",)) if k in criteria]
+        return "a" if criterion in expected else None
+    return None
+
+
+def study_answers(session: Session, *, study_id: int, evaluator_id: int | None = None) -> list[Answer]:
+    """The study's answers in model space for the reliability estimate; with ``evaluator_id``, only that
+    session's answers and the others' answers to the same pairs (what judging that one session needs)."""
+    statement = _STUDY_ANSWERS
+    if evaluator_id is not None:
+        own_pairs = select(_vt.c.pair_id).where(_vt.c.evaluator_id == evaluator_id)
+        statement = statement.where(_vt.c.pair_id.in_(own_pairs))
+    rows = session.execute(statement, {"study_id": study_id}).all()
+    criteria = {row.key for row in rows}
+    answers = []
+    for rater, vote_id, pair_id, key, outcome, model_a, model_b, kind, variant in rows:
+        known = _known_answer(kind, variant or "", key, criteria) if kind in CHECK_KINDS else None
+        if kind in CHECK_KINDS and known is None:
+            continue
+        answers.append(Answer(rater=rater, vote=vote_id, pair=pair_id, criterion=key, choice=outcome,
+                              model_a=model_a, model_b=model_b, known=known))
+    return answers
+
+
+def reliability_reason(r: Reliability, settings: QCSettings) -> str | None:
+    """The reliability rule on one rater's estimate (app/trust/reliability.py), in words."""
+    if not is_unreliable(r, alpha=settings.reliability_alpha, min_votes=settings.reliability_min_votes,
+                         max_lean=CONSISTENT_TASTE):
+        return None
+    return (f"{RELIABILITY_REASON}: over {r.votes} votes their answers matched the other raters' consensus "
+            f"{r.observed / r.votes:.0%} of the time on average, where an honest rater here would match "
+            f"{r.expected / r.votes:.0%} and a random clicker {r.chance / r.votes:.0%} (reliability "
+            f"{r.reliability:.2f} on a scale where honest = 1 and random = 0; z = {r.z:.1f}, "
+            f"flagged below p = {settings.reliability_alpha:g})")
+
+
+def reliability_reasons(session: Session, *, study_id: int, settings: QCSettings,
+                        rows: Sequence[_EvaluatorRow] | None = None,
+                        evaluator_id: int | None = None) -> dict[int, str]:
+    """Evaluator id -> the reliability reason to flag it; every session of the study, or only ``evaluator_id``.
+
+    The consensus is formed by the sessions not flagged by their own rules (failed checks, speed,
+    straight-lining): a careless rater the checks caught must not set the standard the others are held to.
+    """
+    if not settings.enabled or not settings.reliability_alpha:
+        return {}
+    if rows is None:
+        rows = _study_evaluators(session, study_id)
+    honest = {r.id for r in rows if not any(not is_cross_session_reason(x) for x in (r.flag_reasons or []))}
+    answers = study_answers(session, study_id=study_id, evaluator_id=evaluator_id)
+    judged = [evaluator_id] if evaluator_id is not None else None
+    estimates = rater_reliability(answers, raters=judged, consensus_from=honest)
+    reasons = {}
+    for rater, estimate in estimates.items():
+        reason = reliability_reason(estimate, settings)
+        if reason:
+            reasons[rater] = reason
+    return reasons
+
+
+def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSettings | None = None,
+                              evaluator_id: int | None = None) -> int:
+    """Re-judge the reliability rule (the whole study, or one session) and store what changed; return the rows
+    written."""
+    if settings is None:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise ValueError(f"study {study_id} does not exist")
+        settings = qc_settings(study)
+    rows = _study_evaluators(session, study_id)
+    verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows,
+                                   evaluator_id=evaluator_id)
+    written = 0
+    for row in rows:
+        if evaluator_id is not None and row.id != evaluator_id:
+            continue
+        stored = list(row.flag_reasons or [])
+        renewed = [r for r in stored if not is_reliability_reason(r)] + (
+            [verdicts[row.id]] if row.id in verdicts else [])
+        if renewed != stored:
+            session.execute(_SET_FLAGS, {"evaluator_id": row.id, "flagged": bool(renewed), "reasons": renewed})
+            expire_cached(session, Evaluator, row.id, "flagged", "flag_reasons")
+            written += 1
+    return written
+
+
+def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
+    """After a vote: judge a session's reliability when it completes (against the answers so far), and the
+    whole study's every CLUSTER_CHECK_COMPLETIONS completed sessions (the consensus moves as answers come in).
+    Not on every vote: it reads the answers of every pair the session rated."""
+    qc = state.qc
+    if not completed or not qc.enabled or not qc.reliability_alpha:
+        return
+    finished = session.scalar(select(func.count(Evaluator.id)).where(
+        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+    if finished % CLUSTER_CHECK_COMPLETIONS == 0:
+        refresh_reliability_flags(session, study_id=state.study_id, settings=qc)
+    else:
+        refresh_reliability_flags(session, study_id=state.study_id, settings=qc, evaluator_id=state.id)

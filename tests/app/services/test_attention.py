@@ -22,7 +22,6 @@ from app.services.attention import (
     check_votes,
     ensure_attention_pairs,
     grade_check,
-    is_check_due,
     pick_check_pair,
     qc_settings,
     validate_qc,
@@ -132,14 +131,6 @@ def test_pick_prefers_least_shown_and_ignores_normal_pairs(session, study):
     assert pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=random.Random(1)).id == degraded.id
     assert pick_check_pair(session, evaluator_id=make_evaluator(session, study).id, study_id=study.id + 999,
                            rng=random.Random(1)) is None
-
-
-def test_is_check_due_rate_and_first_pair():
-    rng = random.Random(42)
-    assert not any(is_check_due(position=1, rate=0.5, rng=rng) for _ in range(200))
-    assert not any(is_check_due(position=p, rate=0.0, rng=rng) for p in range(2, 200))
-    hits = sum(is_check_due(position=p, rate=0.1, rng=rng) for p in range(2, 20002))
-    assert 1800 < hits < 2200  # binomial(20000, 0.1): sd = 42
 
 
 def _pair(kind, variant=""):

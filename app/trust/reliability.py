@@ -1,0 +1,187 @@
+"""How reliable each rater is, judged from all their answers: agreement with the other raters' consensus.
+
+The estimate. Every answer is to an *item*: one criterion of one pair. For a real pair, the other raters'
+answers to the same item form its leave-one-out consensus, a distribution over the pair's clip A, clip B and
+"indistinguishable" (in *model* space: which clip, not which side of the screen), shrunk toward the study's
+distribution for that criterion by a Dirichlet prior of weight ``prior_weight`` (a pair with one other vote
+says little). For an attention check the honest answer is known and the consensus is that answer with
+probability ``check_accuracy``. A rater's answer scores the probability the consensus gives it. Under the
+hypothesis that this rater answers like the others do (an honest rater of the same study), an answer's score
+has a known mean (sum of p^2) and variance, so the rater's total score gives a one-sided z statistic; the
+reliability reported is (observed - chance) / (expected - chance): 1 for a rater as consistent with the
+others as the others are, 0 for one no better than a coin with three faces.
+
+This is agreement with the leave-one-out consensus, the measure Snow et al. used to compare crowd workers with
+experts ("Cheap and Fast - But is it Good?", EMNLP 2008, sec. 4: each annotator against the average of the
+others), made a test by scoring against the consensus's own spread. Model-based alternatives were weighed:
+MACE (Hovy et al., "Learning Whom to Trust with MACE", NAACL 2013) and Dawid-Skene (1979) posit one true label
+per item and explain disagreement as spam; where the two models are equally good there is no true label, EM
+drifts to "everyone is a spammer", and honest raters of a close study would be flagged. Here a study without a
+consensus judges nobody: every answer scores what the null expects (z near 0).
+
+What carelessness looks like to it: a random clicker scores 1/3 an item where the others agree; a clicker who
+favours one side of the screen answers in model space at random (the sides are counterbalanced); an always
+"indistinguishable" rater scores the consensus's share of ties, small when the clips differ. Two guards keep
+honest raters out:
+- One vote is one unit of evidence: the criteria of a vote are answered together (a rater who disagrees on
+  overall quality usually disagrees on the rest), so a vote's score is the mean over its criteria and its
+  spread is taken as if they were perfectly correlated (the mean of their standard deviations), never six
+  independent answers.
+- A rater who prefers one model consistently (``lean``: the share of their decided answers on real pairs that
+  go to the model they choose most) is answering by content, not carelessly, even against the consensus:
+  taste is not carelessness, and the caller should not flag such a rater on this score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+CHOICES = ("a", "b", "tie")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One rater's answer to one criterion of one pair, in model space.
+
+    ``choice``: 'a' (the pair's clip A), 'b' or 'tie'. ``known``: for an attention check, the honest answer in
+    the same terms ('a' for "the original", 'tie' on a same-clip check); ``None`` for a real pair.
+    ``model_a`` / ``model_b``: the models of clip A and clip B (for the lean; a check's are the same model).
+    """
+
+    rater: int
+    vote: int
+    pair: int
+    criterion: str
+    choice: str
+    model_a: int
+    model_b: int
+    known: str | None = None
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """One rater's agreement with the others, summed over votes (each vote one unit)."""
+
+    rater: int
+    votes: int
+    observed: float  # sum over votes of the mean probability the consensus gave the rater's answers
+    expected: float  # the same under "answers like the others" (sum of p^2)
+    chance: float  # the same for a uniformly random rater (1/3 a vote)
+    sd: float  # spread of ``observed`` under "answers like the others"
+    decided: int  # decided answers (not tie) on real pairs
+    lean: float  # share of those going to the model this rater chose most (0 when none decided)
+
+    @property
+    def z(self) -> float:
+        """How far below (negative) or above the expected agreement, in standard deviations of the null."""
+        if self.sd <= 0:
+            return 0.0
+        return (self.observed - self.expected) / self.sd
+
+    @property
+    def reliability(self) -> float:
+        """(observed - chance) / (expected - chance): 1 answers like the others, 0 like a coin; nan when the
+        consensus is itself at chance (nothing to judge by)."""
+        room = self.expected - self.chance
+        if room <= 1e-9:
+            return math.nan
+        return (self.observed - self.chance) / room
+
+
+def _normalised(counts: Mapping[str, float]) -> dict[str, float]:
+    total = sum(counts.values())
+    if total <= 0:
+        return dict.fromkeys(CHOICES, 1 / len(CHOICES))
+    return {c: counts.get(c, 0.0) / total for c in CHOICES}
+
+
+def _known_distribution(answer: str, accuracy: float) -> dict[str, float]:
+    other = (1 - accuracy) / (len(CHOICES) - 1)
+    return {c: (accuracy if c == answer else other) for c in CHOICES}
+
+
+def rater_reliability(answers: Iterable[Answer], *, raters: Sequence[int] | None = None,
+                      consensus_from: set[int] | None = None, prior_weight: float = 2.0,
+                      check_accuracy: float = 0.9) -> dict[int, Reliability]:
+    """Every rater's (or those in ``raters``) agreement with the leave-one-out consensus.
+
+    ``consensus_from``: the raters whose answers form the consensus (e.g. leaving out those flagged for other
+    reasons); default all. A rater is always left out of their own consensus.
+    """
+    answers = list(answers)
+    if not 0 < check_accuracy < 1:
+        raise ValueError("check_accuracy must be between 0 and 1")
+    counts: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
+    by_criterion: dict[str, Counter[str]] = defaultdict(Counter)
+    for a in answers:
+        if a.choice not in CHOICES:
+            raise ValueError(f"answer choice must be one of {CHOICES}, got {a.choice!r}")
+        if a.known is None and (consensus_from is None or a.rater in consensus_from):
+            counts[(a.pair, a.criterion)][a.choice] += 1
+            by_criterion[a.criterion][a.choice] += 1
+    prior = {k: _normalised(v) for k, v in by_criterion.items()}
+
+    wanted = set(raters) if raters is not None else {a.rater for a in answers}
+    votes: dict[int, dict[int, list[Answer]]] = defaultdict(lambda: defaultdict(list))
+    for a in answers:
+        if a.rater in wanted:
+            votes[a.rater][a.vote].append(a)
+
+    out: dict[int, Reliability] = {}
+    for rater, by_vote in votes.items():
+        observed = expected = variance = 0.0
+        n_votes = 0
+        won: Counter[int] = Counter()
+        decided = 0
+        for items in by_vote.values():
+            scores, means, sds = [], [], []
+            for a in items:
+                if a.known is not None:
+                    p = _known_distribution(a.known, check_accuracy)
+                else:
+                    own_counted = consensus_from is None or rater in consensus_from
+                    item = Counter(counts.get((a.pair, a.criterion), Counter()))
+                    if own_counted:
+                        item[a.choice] -= 1  # leave this rater's own answer out
+                    n = sum(item.values())
+                    base = prior.get(a.criterion, dict.fromkeys(CHOICES, 1 / len(CHOICES)))
+                    p = {c: (item[c] + prior_weight * base[c]) / (n + prior_weight) for c in CHOICES}
+                    if a.choice != "tie":
+                        decided += 1
+                        winner = a.model_a if a.choice == "a" else a.model_b
+                        won[winner] += 1
+                mean = sum(q * q for q in p.values())
+                second = sum(q ** 3 for q in p.values())
+                scores.append(p[a.choice])
+                means.append(mean)
+                sds.append(math.sqrt(max(second - mean * mean, 0.0)))
+            if not scores:
+                continue
+            n_votes += 1
+            observed += sum(scores) / len(scores)
+            expected += sum(means) / len(means)
+            variance += (sum(sds) / len(sds)) ** 2  # criteria of one vote taken as perfectly correlated
+        # The model this rater chose most, as a share of their decided answers on real pairs.
+        lean = max(won.values()) / decided if decided else 0.0
+        out[rater] = Reliability(rater=rater, votes=n_votes, observed=observed, expected=expected,
+                                 chance=n_votes / len(CHOICES), sd=math.sqrt(variance), decided=decided,
+                                 lean=lean)
+    return out
+
+
+def is_unreliable(r: Reliability, *, alpha: float, min_votes: int, max_lean: float) -> bool:
+    """The rater agrees with the others significantly less than an honest rater of this study would.
+
+    One-sided test at ``alpha`` (normal approximation to the sum of the votes' scores); judged only from
+    ``min_votes`` votes on, and never for a rater whose decided answers go to one model at least ``max_lean``
+    of the time (a consistent taste, not carelessness).
+    """
+    if alpha <= 0 or r.votes < min_votes or r.sd <= 0:
+        return False
+    if r.decided and r.lean >= max_lean:
+        return False
+    return r.z < NormalDist().inv_cdf(alpha)
