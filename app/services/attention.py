@@ -77,7 +77,10 @@ class QCSettings:
     # The most of a session's pairs that checks may take, extra checks for a suspicious session included (the
     # share of the rater's time the study states); never below attention_rate.
     max_check_share: float = 0.3
-    min_seconds_per_vote: float = 4.0  # a vote submitted sooner is "too fast"
+    # A vote submitted sooner is "too fast": no time to watch the pair (a 16-frame clip at 8 fps plays 2 s) and
+    # answer. 3 s, not the 4 s it was: brisk experts answer a quarter of their votes in 3-5 s, and at 4 s the
+    # rule flagged 13.6 % of them (issue 21; bench/qc.py).
+    min_seconds_per_vote: float = 3.0
     max_too_fast_share: float = 0.2  # flag when more than this share of an evaluator's votes is too fast
     max_failed_checks: int = 1  # flag when more checks than this are failed
     straightline_min_votes: int = 8  # straight-lining is judged only from this many votes on
@@ -97,7 +100,7 @@ class QCSettings:
     # Flag a rater whose answers agree with the other raters' consensus significantly less than an honest
     # rater's would (one-sided test at this level; 0 = off), judged from this many votes on. See
     # app/trust/reliability.py.
-    reliability_alpha: float = 0.005
+    reliability_alpha: float = 0.001
     reliability_min_votes: int = 5
 
     # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
@@ -502,20 +505,24 @@ def suspicion(votes: Sequence[AnsweredVote], settings: QCSettings) -> str | None
             return v.pair.kind
     real = [side for v in votes if v.pair.kind not in CHECK_KINDS for side in v.choices.values()]
     n_real = sum(1 for v in votes if v.pair.kind not in CHECK_KINDS)
-    if n_real >= 3 and real:
+    if n_real >= SUSPICIOUS_MIN_VOTES and real:
         counts = Counter(real)
         if counts["tie"] / len(real) >= SUSPICIOUS_SHARE:
             return CHECK_DEGRADED
         if max(counts["left"], counts["right"]) / len(real) >= SUSPICIOUS_SHARE:
             return CHECK_SAME
     fast = sum(1 for v in votes if is_too_fast(v.time_spent_ms, settings))
-    if votes and fast / len(votes) > settings.max_too_fast_share / 2:
+    if votes and fast / len(votes) > settings.max_too_fast_share:
         return "any"
     return None
 
 
-# A share of one answer on a session's real pairs that earns it an extra check (not a flag).
-SUSPICIOUS_SHARE = 0.7
+# A share of one answer on a session's real pairs, from this many of them, that earns it an extra check (not a
+# flag). An honest rater of a clear winner leans to one side by chance in a short session (the sides are
+# counterbalanced, but over 4-8 pairs): at 0.7 from 3 pairs most honest sessions drew an extra check in the
+# bench (bench/qc.py); at 0.8 from 4 few do, and every careless kind still fails a base check first.
+SUSPICIOUS_SHARE = 0.8
+SUSPICIOUS_MIN_VOTES = 4
 
 
 def _build_check_candidates() -> Select[Any]:

@@ -38,7 +38,7 @@ from app.services.attention import (
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
-from app.trust.reliability import Answer, Reliability, is_unreliable, rater_reliability
+from app.trust.reliability import Answer, Reliability, rater_reliability, unreliable_raters
 
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
@@ -336,14 +336,9 @@ def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -
     return None
 
 
-def study_answers(session: Session, *, study_id: int, evaluator_id: int | None = None) -> list[Answer]:
-    """The study's answers in model space for the reliability estimate; with ``evaluator_id``, only that
-    session's answers and the others' answers to the same pairs (what judging that one session needs)."""
-    statement = _STUDY_ANSWERS
-    if evaluator_id is not None:
-        own_pairs = select(_vt.c.pair_id).where(_vt.c.evaluator_id == evaluator_id)
-        statement = statement.where(_vt.c.pair_id.in_(own_pairs))
-    rows = session.execute(statement, {"study_id": study_id}).all()
+def study_answers(session: Session, *, study_id: int) -> list[Answer]:
+    """The study's answers in model space, checks with their known answer, for the reliability estimate."""
+    rows = session.execute(_STUDY_ANSWERS, {"study_id": study_id}).all()
     criteria = {row.key for row in rows}
     answers = []
     for rater, vote_id, pair_id, key, outcome, model_a, model_b, kind, variant in rows:
@@ -355,58 +350,46 @@ def study_answers(session: Session, *, study_id: int, evaluator_id: int | None =
     return answers
 
 
-def reliability_reason(r: Reliability, settings: QCSettings) -> str | None:
-    """The reliability rule on one rater's estimate (app/trust/reliability.py), in words."""
-    if not is_unreliable(r, alpha=settings.reliability_alpha, min_votes=settings.reliability_min_votes,
-                         max_lean=CONSISTENT_TASTE):
-        return None
+def reliability_reason(r: Reliability, standardized_z: float, settings: QCSettings) -> str:
+    """Why the reliability rule flags this rater, in words."""
     return (f"{RELIABILITY_REASON}: over {r.votes} votes their answers matched the other raters' consensus "
-            f"{r.observed / r.votes:.0%} of the time on average, where an honest rater here would match "
+            f"{r.observed / r.votes:.0%} of the time on average, where an honest rater here would match about "
             f"{r.expected / r.votes:.0%} and a random clicker {r.chance / r.votes:.0%} (reliability "
-            f"{r.reliability:.2f} on a scale where honest = 1 and random = 0; z = {r.z:.1f}, "
-            f"flagged below p = {settings.reliability_alpha:g})")
+            f"{r.reliability:.2f}, where honest = 1 and random = 0; {abs(standardized_z):.1f} spreads below the "
+            f"study's raters, flagged beyond p = {settings.reliability_alpha:g})")
 
 
 def reliability_reasons(session: Session, *, study_id: int, settings: QCSettings,
-                        rows: Sequence[_EvaluatorRow] | None = None,
-                        evaluator_id: int | None = None) -> dict[int, str]:
-    """Evaluator id -> the reliability reason to flag it; every session of the study, or only ``evaluator_id``.
+                        rows: Sequence[_EvaluatorRow] | None = None) -> dict[int, str]:
+    """Evaluator id -> the reliability reason to flag it, for every session of the study.
 
     The consensus is formed by the sessions not flagged by their own rules (failed checks, speed,
     straight-lining): a careless rater the checks caught must not set the standard the others are held to.
+    Every session is judged, flagged ones too (the reason is one more line on the dashboard).
     """
     if not settings.enabled or not settings.reliability_alpha:
         return {}
     if rows is None:
         rows = _study_evaluators(session, study_id)
     honest = {r.id for r in rows if not any(not is_cross_session_reason(x) for x in (r.flag_reasons or []))}
-    answers = study_answers(session, study_id=study_id, evaluator_id=evaluator_id)
-    judged = [evaluator_id] if evaluator_id is not None else None
-    estimates = rater_reliability(answers, raters=judged, consensus_from=honest)
-    reasons = {}
-    for rater, estimate in estimates.items():
-        reason = reliability_reason(estimate, settings)
-        if reason:
-            reasons[rater] = reason
-    return reasons
+    estimates = rater_reliability(study_answers(session, study_id=study_id), consensus_from=honest)
+    flagged = unreliable_raters(estimates, alpha=settings.reliability_alpha,
+                                min_votes=settings.reliability_min_votes, max_lean=CONSISTENT_TASTE,
+                                reference=honest)
+    return {rater: reliability_reason(estimates[rater], z, settings) for rater, z in flagged.items()}
 
 
-def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSettings | None = None,
-                              evaluator_id: int | None = None) -> int:
-    """Re-judge the reliability rule (the whole study, or one session) and store what changed; return the rows
-    written."""
+def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
+    """Re-judge the reliability rule for the whole study and store what changed; return the rows written."""
     if settings is None:
         study = session.get(Study, study_id)
         if study is None:
             raise ValueError(f"study {study_id} does not exist")
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)
-    verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows,
-                                   evaluator_id=evaluator_id)
+    verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows)
     written = 0
     for row in rows:
-        if evaluator_id is not None and row.id != evaluator_id:
-            continue
         stored = list(row.flag_reasons or [])
         renewed = [r for r in stored if not is_reliability_reason(r)] + (
             [verdicts[row.id]] if row.id in verdicts else [])
@@ -418,9 +401,9 @@ def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSe
 
 
 def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
-    """After a vote: judge a session's reliability when it completes (against the answers so far), and the
-    whole study's every CLUSTER_CHECK_COMPLETIONS completed sessions (the consensus moves as answers come in).
-    Not on every vote: it reads the answers of every pair the session rated."""
+    """After a vote that completes a session: re-judge the whole study's reliability every
+    CLUSTER_CHECK_COMPLETIONS completed sessions (it reads every answer of the study, and each session is
+    judged against all the others, so not per session); between, a completed session waits for the next."""
     qc = state.qc
     if not completed or not qc.enabled or not qc.reliability_alpha:
         return
@@ -428,5 +411,3 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
         Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
     if finished % CLUSTER_CHECK_COMPLETIONS == 0:
         refresh_reliability_flags(session, study_id=state.study_id, settings=qc)
-    else:
-        refresh_reliability_flags(session, study_id=state.study_id, settings=qc, evaluator_id=state.id)

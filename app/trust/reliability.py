@@ -27,6 +27,8 @@ honest raters out:
   overall quality usually disagrees on the rest), so a vote's score is the mean over its criteria and its
   spread is taken as if they were perfectly correlated (the mean of their standard deviations), never six
   independent answers.
+- The reference is the study's own raters (``standardized``), not the formula's null alone: a consensus
+  estimated from a handful of answers overstates what anyone can match, for every rater alike.
 - A rater who prefers one model consistently (``lean``: the share of their decided answers on real pairs that
   go to the model they choose most) is answering by content, not carelessly, even against the consensus:
   taste is not carelessness, and the caller should not flag such a rater on this score.
@@ -41,6 +43,10 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 CHOICES = ("a", "b", "tie")
+# Fewer raters than this with enough votes, and the study's spread is not known well enough to judge anyone.
+MIN_RATERS = 8
+# The floor of the study's spread of z (see ``standardized``).
+MIN_SCALE = 0.5
 
 
 @dataclass(frozen=True)
@@ -173,15 +179,49 @@ def rater_reliability(answers: Iterable[Answer], *, raters: Sequence[int] | None
     return out
 
 
-def is_unreliable(r: Reliability, *, alpha: float, min_votes: int, max_lean: float) -> bool:
-    """The rater agrees with the others significantly less than an honest rater of this study would.
+def standardized(estimates: Mapping[int, Reliability], *, min_votes: int, reference: set[int] | None = None,
+                 min_scale: float = MIN_SCALE) -> dict[int, float]:
+    """Each rater's z relative to the study's raters: (z - median) / (1.4826 MAD), the median and MAD over the
+    ``reference`` raters (default all) with ``min_votes`` votes or more.
 
-    One-sided test at ``alpha`` (normal approximation to the sum of the votes' scores); judged only from
-    ``min_votes`` votes on, and never for a rater whose decided answers go to one model at least ``max_lean``
-    of the time (a consistent taste, not carelessness).
+    Why not the z itself: the consensus of a pair is estimated from a handful of answers, and a noisy
+    consensus makes sum(p^2) overstate what a rater can be expected to match, most where the raters split
+    evenly (a study of two equally good models put honest raters near z = -2). Every rater of the study shares
+    that bias, so the study's own raters are the reference: the median and the median absolute deviation (robust
+    to the careless minority the rule is looking for; the caller leaves the raters other rules caught out of
+    ``reference``, so that they do not widen it). The scale is floored at ``min_scale``: a study of raters
+    who all agree must not turn one slip into a flag.
     """
-    if alpha <= 0 or r.votes < min_votes or r.sd <= 0:
-        return False
-    if r.decided and r.lean >= max_lean:
-        return False
-    return r.z < NormalDist().inv_cdf(alpha)
+    zs = {r: e.z for r, e in estimates.items() if e.votes >= min_votes and e.sd > 0}
+    values = sorted(z for r, z in zs.items() if reference is None or r in reference)
+    if len(values) < MIN_RATERS:
+        return {}
+    center = _median(values)
+    scale = max(1.4826 * _median(sorted(abs(v - center) for v in values)), min_scale)
+    return {r: (z - center) / scale for r, z in zs.items()}
+
+
+def unreliable_raters(estimates: Mapping[int, Reliability], *, alpha: float, min_votes: int,
+                      max_lean: float, reference: set[int] | None = None) -> dict[int, float]:
+    """Raters who agree with the others significantly less than the study's raters do: rater -> standardized z.
+
+    One-sided at ``alpha`` (normal quantile on the standardized z); judged from ``min_votes`` votes on, among at
+    least MIN_RATERS such raters; never a rater whose decided answers go to one model ``max_lean`` of the time
+    or more (a consistent taste, not carelessness).
+    """
+    if alpha <= 0:
+        return {}
+    cut = NormalDist().inv_cdf(alpha)
+    out = {}
+    for rater, z in standardized(estimates, min_votes=min_votes, reference=reference).items():
+        e = estimates[rater]
+        if z < cut and not (e.decided and e.lean >= max_lean):
+            out[rater] = z
+    return out
+
+
+def _median(sorted_values: Sequence[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+

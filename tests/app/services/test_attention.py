@@ -186,7 +186,7 @@ def test_check_votes_reads_what_was_clicked(session, study):
 def test_qc_settings_defaults_and_overrides(session):
     study = make_study(session, pairs_per_session=12, sessions_per_invite=40)
     s = qc_settings(study)
-    assert s.enabled and s.attention_rate == 0.1 and s.min_seconds_per_vote == 4.0 and s.max_failed_checks == 1
+    assert s.enabled and s.attention_rate == 0.1 and s.min_seconds_per_vote == 3.0 and s.max_failed_checks == 1
     assert (s.max_pairs_per_session, s.sessions_per_invite, s.join_rate_limit_per_minute) == (12, 40, 30)
     study.qc = {"attention_rate": 0.2, "min_vote_seconds": 2, "enabled": False, "bogus": 1,
                 "straightline_share": "nonsense"}

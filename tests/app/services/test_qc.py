@@ -105,7 +105,7 @@ def test_too_fast_flag(session, study):
     ev = make_evaluator(session, study)
     _varied_votes(session, ev, _pairs(session, study, "normal")[:5], time_ms=1500)
     [reason] = evaluate_evaluator(session, evaluator_id=ev.id)
-    assert reason.startswith("5 of 5 votes were submitted in under 4 s")
+    assert reason.startswith("5 of 5 votes were submitted in under 3 s")
     # a study that allows quick answers
     study.qc = {"min_seconds_per_vote": 1}
     session.flush()
@@ -113,17 +113,17 @@ def test_too_fast_flag(session, study):
 
 
 def test_lowering_the_threshold_unflags_votes_marked_too_fast_when_cast(session, study):
-    """The sticky too-fast bug: votes cast at 3 s under the default 4 s carry the vote service's too_fast mark;
+    """The sticky too-fast bug: votes cast at 2.5 s under the default 3 s carry the vote service's too_fast mark;
     once the study allows 2 s, the same stored durations are judged again and nobody stays flagged ("8 of 8
     votes were submitted in under 2 s" was the message on the old code)."""
     ev = make_evaluator(session, study)
     for i, pair in enumerate(_pairs(session, study, "normal")[:8]):
-        vote(session, pair=pair, evaluator=ev, a_left=i % 2 == 0, time_ms=3000, too_fast=True,
+        vote(session, pair=pair, evaluator=ev, a_left=i % 2 == 0, time_ms=2500, too_fast=True,
              sides={k: ("left", "right", "tie")[(i + j) % 3] for j, k in enumerate(
                  ["text_relevance", "appearance_distortion", "appearance_aesthetics", "motion_naturalness",
                   "motion_amplitude", "overall_quality"])})
     [reason] = refresh_flags(session, evaluator_id=ev.id)
-    assert reason.startswith("8 of 8 votes were submitted in under 4 s")
+    assert reason.startswith("8 of 8 votes were submitted in under 3 s")
     study.qc = {"min_seconds_per_vote": 2}
     session.flush()
     assert refresh_study_flags(session, study_id=study.id) == 0
