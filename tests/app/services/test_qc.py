@@ -168,3 +168,46 @@ def test_refreshing_an_evaluator_that_does_not_exist_says_so(session, study):
         refresh_flags(session, evaluator_id=987654)
     with pytest.raises(ValueError, match="evaluator 987654 does not exist"):
         refresh_flags(session, evaluator_id=987654, settings=QCSettings())
+
+
+def _model_votes(session, ev, pairs, choose, seed):
+    """One vote per pair; ``choose(rng, fast_left)`` gives the side for every criterion."""
+    rng = random.Random(seed)
+    for pair in pairs:
+        a_left = rng.random() < 0.5
+        vote(session, pair=pair, evaluator=ev, a_left=a_left, sides=choose(rng, a_left))
+
+
+def test_reliability_rule_flags_a_rater_who_passes_checks_but_answers_at_random(session, study):
+    """A careless rater who happens to get the checks right is still judged by all their answers: against the
+    other raters' consensus on the same pairs, a random clicker agrees far less than an honest rater does."""
+    normal = _pairs(session, study, "normal")
+    keys = ["text_relevance", "appearance_distortion", "appearance_aesthetics", "motion_naturalness",
+            "motion_amplitude", "overall_quality"]
+
+    def honest(rng, a_left):  # clip A's model is clearly better: chosen 9 times in 10
+        better = "left" if a_left else "right"
+        worse = "right" if a_left else "left"
+        return {k: better if rng.random() < 0.9 else rng.choice([worse, "tie"]) for k in keys}
+
+    raters = [make_evaluator(session, study) for _ in range(12)]
+    for i, ev in enumerate(raters):
+        _model_votes(session, ev, normal, honest, seed=i)
+    careless = make_evaluator(session, study)
+    _model_votes(session, careless, normal, lambda rng, _a: {k: rng.choice(["left", "right", "tie"]) for k in keys},
+                 seed=99)
+    for i, pair in enumerate(_pairs(session, study, CHECK_SAME)[:1] + _pairs(session, study, CHECK_DEGRADED)[1:2]):
+        _honest_check(session, careless, pair, a_left=i % 2 == 0)
+    assert evaluate_evaluator(session, evaluator_id=careless.id) == []  # the per-session rules see nothing
+
+    assert refresh_study_flags(session, study_id=study.id) == 1
+    stored = session.get(Evaluator, careless.id)
+    [reason] = stored.flag_reasons
+    assert reason.startswith("answers agree with the other raters far less than an honest rater's would")
+    assert "over 12 votes" in reason and "random clicker 33%" in reason
+    assert not any(session.get(Evaluator, ev.id).flagged for ev in raters)
+    # kept by the per-vote refresh, dropped when the study switches the rule off
+    assert refresh_flags(session, evaluator_id=careless.id) == [reason]
+    study.qc = {"reliability_alpha": 0}
+    session.flush()
+    assert refresh_study_flags(session, study_id=study.id) == 0
