@@ -66,7 +66,7 @@ def _flagged(estimates, rater):
 def test_careless_raters_score_below_honest_ones():
     # A quarter careless, as in the bar; the reference and the consensus are the raters the other rules
     # left in (here: the honest ones), as app/services/qc.py passes them.
-    raters = ({i: "honest" for i in range(60)} | {100 + i: "random" for i in range(10)}
+    raters = (dict.fromkeys(range(60), "honest") | {100 + i: "random" for i in range(10)}
               | {200 + i: "left70" for i in range(10)} | {300 + i: "tie" for i in range(10)})
     honest = set(range(60))
     estimates = rater_reliability(_study(raters, n_pairs=60, seed=1), consensus_from=honest)
@@ -85,14 +85,14 @@ def test_careless_raters_score_below_honest_ones():
 def test_a_study_without_a_consensus_judges_nobody():
     # Two equally good models: everyone's answers are a coin flip between them. MACE or Dawid-Skene would call
     # them all spammers; agreement with a consensus that is itself at chance says nothing.
-    raters = {i: "coin" for i in range(30)}
+    raters = dict.fromkeys(range(30), "coin")
     estimates = rater_reliability(_study(raters, seed=3))
     assert not any(_flagged(estimates, i) for i in raters)
     assert all(abs(z) < 2.58 for z in standardized(estimates, min_votes=5).values())
 
 
 def test_a_consistent_taste_is_not_carelessness():
-    raters = {i: "honest" for i in range(30)} | {200: "slow-lover"}
+    raters = dict.fromkeys(range(30), "honest") | {200: "slow-lover"}
     estimates = rater_reliability(_study(raters, seed=5))
     dissenter = estimates[200]
     assert standardized(estimates, min_votes=5)[200] < -3 and dissenter.lean == 1.0  # far off, always one model
@@ -102,7 +102,7 @@ def test_a_consistent_taste_is_not_carelessness():
 def test_one_vote_is_one_unit_of_evidence():
     # Six criteria answered alike are one answer, not six: the same rater's z is no larger in size than if the
     # vote had one criterion (the spread is taken as perfectly correlated across a vote's criteria).
-    raters = {i: "honest" for i in range(20)} | {300: "left70"}
+    raters = dict.fromkeys(range(20), "honest") | {300: "left70"}
     answers = _study(raters, seed=7)
     one = [a for a in answers if a.criterion == "overall_quality"]
     six, single = rater_reliability(answers)[300], rater_reliability(one)[300]
@@ -117,7 +117,7 @@ def test_checks_count_with_their_known_answer_and_few_raters_or_votes_are_not_ju
     assert estimate.votes == 3 and estimate.z < -3  # every same-clip check answered with a side
     assert math.isclose(estimate.chance, 1.0)
     assert unreliable_raters({1: estimate}, alpha=0.001, min_votes=1, max_lean=0.8) == {}  # alone: no reference
-    raters = {i: "honest" for i in range(30)} | {100: "random"}
+    raters = dict.fromkeys(range(30), "honest") | {100: "random"}
     estimates = rater_reliability(_study(raters, votes_each=4))
     assert unreliable_raters(estimates, alpha=0.001, min_votes=5, max_lean=0.8) == {}  # 4 votes: too few
 
