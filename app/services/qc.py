@@ -388,16 +388,24 @@ def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSe
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)
     verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows)
-    written = 0
+    changed: dict[int, list[str]] = {}
     for row in rows:
         stored = list(row.flag_reasons or [])
         renewed = [r for r in stored if not is_reliability_reason(r)] + (
             [verdicts[row.id]] if row.id in verdicts else [])
         if renewed != stored:
-            session.execute(_SET_FLAGS, {"evaluator_id": row.id, "flagged": bool(renewed), "reasons": renewed})
-            expire_cached(session, Evaluator, row.id, "flagged", "flag_reasons")
-            written += 1
-    return written
+            changed[row.id] = renewed
+    if changed and session.get_bind().dialect.name != "sqlite":
+        # As refresh_cluster_flags: a row another request holds (a session voting now) is skipped, not waited
+        # for (two completions re-judging at once would each wait for the other's evaluator); the next
+        # re-judging writes it.
+        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
+                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
+        changed = {k: v for k, v in changed.items() if k in free}
+    for evaluator_id, reasons in changed.items():
+        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
+    return len(changed)
 
 
 def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:

@@ -18,6 +18,7 @@ from app.services.qc import (
     too_fast_reason,
 )
 from tests.app.services.qc_votes import vote
+from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
 
 
@@ -178,6 +179,7 @@ def _model_votes(session, ev, pairs, choose, seed):
         vote(session, pair=pair, evaluator=ev, a_left=a_left, sides=choose(rng, a_left))
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_reliability_rule_flags_a_rater_who_passes_checks_but_answers_at_random(session, study):
     """A careless rater who happens to get the checks right is still judged by all their answers: against the
     other raters' consensus on the same pairs, a random clicker agrees far less than an honest rater does."""
