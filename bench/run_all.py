@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bench.common import REPO_ROOT, describe_machine, machine
 
-BENCHMARKS = ("analysis", "gif_encoding", "generation", "vote_path", "gpu_generation", "metrics", "pair_compression")
+BENCHMARKS = ("analysis", "gif_encoding", "generation", "vote_path", "gpu_generation", "metrics", "pair_compression",
+              "qc")
 
 
 def _cuda() -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, utcnow
-from app.services.attention import QCSettings, is_check_due, pick_check_pair, qc_settings, qc_settings_for
+from app.services.attention import QCSettings, due_check_pair, qc_settings, qc_settings_for
 
 EXTERNAL_ID_MAX = 200
 PLATFORM_SESSION_ID_MAX = 200
@@ -537,8 +537,10 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         raise StudyNotOpen("This study has stopped accepting answers. Thank you for your help so far.")
     pair_id = None
     # Attention checks take a slot of the session's quota, so "Pair k of N" never changes when one comes up.
-    if qc.enabled and is_check_due(position=state.had + 1, rate=qc.attention_rate, rng=_rng):
-        check = pick_check_pair(session, evaluator_id=state.id, study_id=state.study_id, rng=_rng)
+    # Where they go is the session's plan (app.services.attention.check_plan); position counts pairs given back.
+    if qc.enabled:
+        check = due_check_pair(session, evaluator_id=state.id, study_id=state.study_id, quota=state.quota,
+                               position=state.had + 1, settings=qc, rng=_rng)
         pair_id = check.id if check is not None else None
     if pair_id is None:
         pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)

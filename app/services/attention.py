@@ -20,10 +20,13 @@ enter the results (the vote frame only reads ``Pair.kind == 'normal'``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -67,8 +70,17 @@ class QCSettings:
     """Quality-control settings of one study. ``Study.qc`` stores only what differs from these defaults."""
 
     enabled: bool = True
-    attention_rate: float = 0.1  # chance that a pair (after the first) is an attention check
-    min_seconds_per_vote: float = 4.0  # a vote submitted sooner is "too fast"
+    # The share of a session's pairs that are attention checks, with at least min_checks_per_session of them
+    # (check_plan: spread over the session, never the first pair).
+    attention_rate: float = 0.1
+    min_checks_per_session: int = 2
+    # The most of a session's pairs that checks may take, extra checks for a suspicious session included (the
+    # share of the rater's time the study states); never below attention_rate.
+    max_check_share: float = 0.3
+    # A vote submitted sooner is "too fast": no time to watch the pair (a 16-frame clip at 8 fps plays 2 s) and
+    # answer. 3 s, not the 4 s it was: brisk experts answer a quarter of their votes in 3-5 s, and at 4 s the
+    # rule flagged 13.6 % of them (issue 21; bench/qc.py).
+    min_seconds_per_vote: float = 3.0
     max_too_fast_share: float = 0.2  # flag when more than this share of an evaluator's votes is too fast
     max_failed_checks: int = 1  # flag when more checks than this are failed
     straightline_min_votes: int = 8  # straight-lining is judged only from this many votes on
@@ -85,6 +97,11 @@ class QCSettings:
     # Flag the sessions of one address when, together, they lean to one model far more than the study's other
     # sessions (two-sided test at this level, Bonferroni across criteria; 0 = off). See app/trust/collusion.py.
     cluster_check_alpha: float = 0.001
+    # Flag a rater whose answers agree with the other raters' consensus significantly less than an honest
+    # rater's would (one-sided test at this level; 0 = off), judged from this many votes on. See
+    # app/trust/reliability.py.
+    reliability_alpha: float = 0.001
+    reliability_min_votes: int = 5
 
     # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
     @property
@@ -105,6 +122,10 @@ def _resolved(value: int | None, name: str) -> int:
 
 _BOUNDS: dict[str, tuple[float, float]] = {
     "attention_rate": (0.0, 0.5),
+    "min_checks_per_session": (0, 100),
+    "max_check_share": (0.0, 0.5),
+    "reliability_alpha": (0.0, 0.1),
+    "reliability_min_votes": (1, 100000),
     "min_seconds_per_vote": (0.0, 600.0),
     "max_too_fast_share": (0.0, 1.0),
     "max_failed_checks": (0, 1000),
@@ -214,10 +235,13 @@ def is_too_fast(time_spent_ms: int, settings: QCSettings) -> bool:
 
 
 def _target_sources(study: Study, settings: QCSettings) -> int:
-    # Each source yields one check of each kind. An evaluator never sees a pair twice, so the pool must
-    # cover the checks one session can get (about rate x quota), with room for chance and for variety.
-    expected = math.ceil(settings.attention_rate * (settings.max_pairs_per_session or study.pairs_per_session))
-    return max(3, 2 * expected)
+    # Each source yields one check of each kind, and a session never gets two checks from one source, so the
+    # pool must hold the most checks one session can get (extra ones included) with room to spare: the checks
+    # of a session go to prompts it has not seen (pick_check_pair), and with a pool barely larger than a
+    # session's checks the normal pairs shown before a check had often used up the pool's prompts, so the
+    # check repeated a clip the rater had just seen (bench/qc.py counts those sessions).
+    _base, ceiling = checks_per_session(settings.max_pairs_per_session or study.pairs_per_session, settings)
+    return max(3, 2 * ceiling + 2)
 
 
 def _store_copy(source: Clip, data: bytes, variant: str) -> Clip:
@@ -279,6 +303,15 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
     sources = [c for c in candidates if c.id in by_source]
     fresh = [c for c in candidates if c.id not in by_source]
     rng.shuffle(fresh)
+    # Sources on prompts the pool does not cover yet first: a session takes one check per prompt it has not
+    # seen, so the pool's prompts, not its clips, are what a session can run out of.
+    covered = {c.prompt_id for c in sources}
+    first_of_prompt: list[Clip] = []
+    rest: list[Clip] = []
+    for clip in fresh:
+        (rest if clip.prompt_id in covered else first_of_prompt).append(clip)
+        covered.add(clip.prompt_id)
+    fresh = first_of_prompt + rest
 
     created = 0
     for source in sources + fresh:
@@ -394,15 +427,102 @@ def _held_back(*_args: object, **_kwargs: object) -> None:
 # -------------------------------------------------------------------------------------- serving checks
 
 
-def is_check_due(*, position: int, rate: float, rng: random.Random) -> bool:
-    """Whether the pair at ``position`` (1-based) of a session should be an attention check.
+@dataclass(frozen=True)
+class CheckPlan:
+    """Where a session's attention checks go.
 
-    A coin flip per pair rather than a fixed schedule, so the position of a check cannot be predicted;
-    never the first pair, so a session always starts with a real comparison.
+    ``base``: the positions (1-based pair numbers) of the checks every session gets, one in each of
+    ``len(base)`` equal stretches of pairs 2..quota, so they are spread and never first. ``extra``: positions
+    from which one more check is owed while the session's answers look suspicious (``suspicion``), all after
+    the first base check. Checks due at a position but not served (the pool had none left for this rater, or a
+    check was given back unanswered) stay owed and come at the next pair.
     """
-    if rate <= 0 or position <= 1:
-        return False
-    return rng.random() < rate
+
+    base: tuple[int, ...]
+    extra: tuple[int, ...]
+
+    def base_due(self, position: int) -> int:
+        return sum(1 for p in self.base if p <= position)
+
+    def extra_due(self, position: int) -> int:
+        return sum(1 for p in self.extra if p <= position)
+
+
+def checks_per_session(quota: int, settings: QCSettings) -> tuple[int, int]:
+    """(checks every session gets, the most it may get with extra ones) for a session of ``quota`` pairs.
+
+    The ceiling is the stated share of the rater's time, ``max_check_share`` (or ``attention_rate`` when that
+    is higher) of the pairs, and never the first pair; within it every session gets ``attention_rate`` of its
+    pairs and at least ``min_checks_per_session``. A session too short for the minimum within the share gets
+    what fits (a 3-pair session at the default 30 %: none; 7 pairs hold the default two).
+    """
+    if not settings.enabled or quota < 2 or settings.attention_rate <= 0:
+        return 0, 0
+    ceiling = min(quota - 1, math.floor(max(settings.max_check_share, settings.attention_rate) * quota + 1e-9))
+    base = min(ceiling, max(settings.min_checks_per_session, round(settings.attention_rate * quota)))
+    return base, ceiling
+
+
+def check_plan(quota: int, settings: QCSettings, rng: random.Random) -> CheckPlan:
+    """Draw a session's ``CheckPlan`` (the caller seeds ``rng`` so that one session always gets the same)."""
+    base_n, ceiling = checks_per_session(quota, settings)
+    if base_n == 0:
+        return CheckPlan((), ())
+    slots = list(range(2, quota + 1))
+    base = []
+    for i in range(base_n):  # one check in each of base_n equal stretches of the session
+        stretch = slots[i * len(slots) // base_n:(i + 1) * len(slots) // base_n]
+        base.append(rng.choice(stretch))
+    # Extra checks after the last base check where there is room (a suspicion has had both base checks to
+    # show itself), else anywhere after the first one.
+    later = [p for p in slots if p > base[-1]]
+    if len(later) < ceiling - base_n:
+        later = [p for p in slots if p > base[0] and p not in base]
+    extra = sorted(rng.sample(later, min(ceiling - base_n, len(later))))
+    return CheckPlan(tuple(base), tuple(extra))
+
+
+def session_check_plan(evaluator_id: int, quota: int, settings: QCSettings) -> CheckPlan:
+    """This session's plan, the same on every request: drawn from a generator seeded by a keyed hash of the
+    session, so the positions are fixed for the session yet nobody without the server's secret can work them
+    out (the evaluator's ids are no secret)."""
+    key = get_settings().secret_key.encode()
+    seed = hmac.new(key, f"attention-checks:{evaluator_id}".encode(), hashlib.sha256).digest()
+    return check_plan(quota, settings, random.Random(int.from_bytes(seed[:8], "big")))
+
+
+def suspicion(votes: Sequence[AnsweredVote], settings: QCSettings) -> str | None:
+    """Whether a session's answers so far look careless, and which kind of check would tell: the check kind
+    (CHECK_SAME or CHECK_DEGRADED), "any", or ``None`` when nothing looks wrong.
+
+    Cheap signals, each well short of a flag: a failed check (another of that kind settles it: a careful
+    rater who slipped passes it); on the real pairs, mostly "indistinguishable" (a degraded check tells a
+    rater who cannot see differences from one who does not look) or mostly one side of the screen (a
+    same-clip check tells); too many quick votes.
+    """
+    for v in votes:
+        if v.pair.kind in CHECK_KINDS and grade_check(v.pair, v.choices, v.left_clip_id):
+            return v.pair.kind
+    real = [side for v in votes if v.pair.kind not in CHECK_KINDS for side in v.choices.values()]
+    n_real = sum(1 for v in votes if v.pair.kind not in CHECK_KINDS)
+    if n_real >= SUSPICIOUS_MIN_VOTES and real:
+        counts = Counter(real)
+        if counts["tie"] / len(real) >= SUSPICIOUS_SHARE:
+            return CHECK_DEGRADED
+        if max(counts["left"], counts["right"]) / len(real) >= SUSPICIOUS_SHARE:
+            return CHECK_SAME
+    fast = sum(1 for v in votes if is_too_fast(v.time_spent_ms, settings))
+    if votes and fast / len(votes) > settings.max_too_fast_share:
+        return "any"
+    return None
+
+
+# A share of one answer on a session's real pairs, from this many of them, that earns it an extra check (not a
+# flag). An honest rater of a clear winner leans to one side by chance in a short session (the sides are
+# counterbalanced, but over 4-8 pairs): at 0.7 from 3 pairs most honest sessions drew an extra check in the
+# bench (bench/qc.py); at 0.8 from 4 few do, and every careless kind still fails a base check first.
+SUSPICIOUS_SHARE = 0.8
+SUSPICIOUS_MIN_VOTES = 4
 
 
 def _build_check_candidates() -> Select[Any]:
@@ -420,7 +540,8 @@ def _build_check_candidates() -> Select[Any]:
         select(shown.c.prompt_id).join(assignments, assignments.c.pair_id == shown.c.id)
         .where(assignments.c.evaluator_id == evaluator_id)
     )
-    return select(pairs.c.id, pairs.c.assigned_count, pairs.c.prompt_id.in_(seen_prompts).label("prompt_seen")).where(
+    return select(pairs.c.id, pairs.c.kind, pairs.c.assigned_count,
+                  pairs.c.prompt_id.in_(seen_prompts).label("prompt_seen")).where(
         pairs.c.study_id == bindparam("study_id"), pairs.c.kind.in_(CHECK_KINDS), pairs.c.id.not_in(seen_pairs),
         pairs.c.clip_a_id.not_in(seen_sources),
     )
@@ -430,11 +551,13 @@ def _build_check_candidates() -> Select[Any]:
 _CHECK_CANDIDATES = _build_check_candidates()
 
 
-def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random) -> Pair | None:
+def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random,
+                    prefer_kind: str | None = None) -> Pair | None:
     """A check pair this evaluator has not had, whose source clip was in none of their earlier checks.
 
-    Checks on prompts the evaluator has not seen yet go first, then the least-shown pairs, ties broken at
-    random. ``None`` when the pool is used up (then the caller serves a normal pair).
+    Checks on prompts the evaluator has not seen yet go first, then checks of ``prefer_kind``, then the
+    least-shown pairs, ties broken at random. ``None`` when the pool is used up (then the caller serves a
+    normal pair, and the check stays owed).
     """
     rows = session.execute(_CHECK_CANDIDATES, {"evaluator_id": evaluator_id, "study_id": study_id}).all()
     if not rows:
@@ -442,8 +565,46 @@ def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: 
     # A check repeats a prompt, and the very clip URL, of a normal pair; shown after that pair, the repeat
     # gives the check away. Prefer checks on prompts this evaluator has not seen (fall back when none is left).
     rows = [r for r in rows if not r.prompt_seen] or rows
+    rows = [r for r in rows if r.kind == prefer_kind] or rows
     least = min(r.assigned_count for r in rows)
     return session.get(Pair, rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
+
+
+_as_t, _pairs_t = Assignment.__table__, Pair.__table__
+# The kinds of the checks this session has had, given back ones left out (a check left unanswered is owed again).
+_CHECKS_HAD = (
+    select(_pairs_t.c.kind).join(_as_t, _as_t.c.pair_id == _pairs_t.c.id)
+    .where(_as_t.c.evaluator_id == bindparam("evaluator_id"), _pairs_t.c.kind != "normal",
+           _as_t.c.status != "released")
+    .order_by(_as_t.c.position)
+)
+
+
+def due_check_pair(session: Session, *, evaluator_id: int, study_id: int, quota: int, position: int,
+                   settings: QCSettings, rng: random.Random) -> Pair | None:
+    """The attention check to serve at ``position`` of this session, or ``None`` for a normal pair.
+
+    Follows the session's ``CheckPlan``: a base check is served once its position is reached (later when the
+    pool had none for this rater then), the first two of different kinds; an extra check once its position is
+    reached while ``suspicion`` finds the answers so far suspicious, of the kind that would tell.
+    """
+    plan = session_check_plan(evaluator_id, quota, settings)
+    base_due = plan.base_due(position)
+    if base_due == 0:  # before the first check (no query on these pages)
+        return None
+    had = list(session.scalars(_CHECKS_HAD, {"evaluator_id": evaluator_id}))
+    prefer: str | None = None
+    if len(had) < base_due:
+        missing = [k for k in CHECK_KINDS if k not in had]
+        prefer = missing[0] if len(missing) == 1 else None  # one of each kind before a second of either
+    elif plan.extra_due(position) > len(had) - base_due:
+        found = suspicion(answered_votes(session, evaluator_id=evaluator_id), settings)
+        if found is None:
+            return None
+        prefer = found if found in CHECK_KINDS else None
+    else:
+        return None
+    return pick_check_pair(session, evaluator_id=evaluator_id, study_id=study_id, rng=rng, prefer_kind=prefer)
 
 
 # ------------------------------------------------------------------------------------------------ grading

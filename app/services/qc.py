@@ -22,18 +22,36 @@ from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
-from app.models import Evaluator, Study
+from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
 from app.services.assignments import EvaluatorState
-from app.services.attention import CHECK_KINDS, AnsweredVote, QCSettings, answered_votes, grade_check, qc_settings
+from app.services.attention import (
+    CHECK_DEGRADED,
+    CHECK_KINDS,
+    CHECK_SAME,
+    EXPECTED_WINS,
+    AnsweredVote,
+    QCSettings,
+    answered_votes,
+    grade_check,
+    qc_settings,
+)
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
+from app.trust.reliability import Answer, Reliability, rater_reliability, unreliable_raters
 
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
 CLUSTER_CHECK_EVERY = 3  # votes of a session that shares its address between two cluster checks
 CLUSTER_CHECK_COMPLETIONS = 10  # and every this many completed sessions of the study (the others move too)
 MIN_OTHER_SESSIONS = 3  # a cluster is compared with at least this many sessions from elsewhere
+# Every reason of the reliability rule starts so; like the cluster reasons they need other sessions' answers, so
+# refresh_flags keeps them and refresh_reliability_flags renews them (a session's own completion, every
+# CLUSTER_CHECK_COMPLETIONS completed sessions of the study, a change of QC settings).
+RELIABILITY_REASON = "answers agree with the other raters far less than an honest rater's would"
+# A rater whose decided answers go to one model this often answers by content (a taste), not carelessly; the
+# reliability rule leaves them to the other rules (app/trust/reliability.py).
+CONSISTENT_TASTE = 0.8
 
 
 def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, max_failed: int) -> str | None:
@@ -46,13 +64,17 @@ def failed_checks_reason(failures: Sequence[Sequence[str]], *, n_checks: int, ma
             f"first: {first}")
 
 
-def too_fast_reason(times_ms: Sequence[int], flagged_fast: Sequence[bool], *, min_seconds: float,
-                    max_share: float) -> str | None:
-    """Too many votes submitted sooner than the study's minimum time per vote."""
+def too_fast_reason(times_ms: Sequence[int], *, min_seconds: float, max_share: float) -> str | None:
+    """Too many votes submitted sooner than the study's minimum time per vote *as it is now*.
+
+    Judged from each vote's stored duration, never from the ``too_fast`` mark the vote service stored with it:
+    that mark was set under the threshold in force when the vote was cast, so counting it meant a lowered
+    threshold never unflagged anyone ("8 of 8 votes were submitted in under 0 s").
+    """
     if not times_ms:
         return None
     threshold = min_seconds * 1000
-    fast = sum(1 for t, f in zip(times_ms, flagged_fast, strict=True) if f or t < threshold)
+    fast = sum(1 for t in times_ms if t < threshold)
     if fast == 0 or fast / len(times_ms) <= max_share:
         return None
     return (f"{fast} of {len(times_ms)} votes were submitted in under {min_seconds:g} s "
@@ -114,8 +136,8 @@ def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[st
 
     # Time and straight-lining are judged on every vote, checks included: a check looks like any pair,
     # so how fast it was answered says as much about care as any other vote.
-    reason = too_fast_reason([v.time_spent_ms for v in votes], [v.too_fast for v in votes],
-                             min_seconds=settings.min_seconds_per_vote, max_share=settings.max_too_fast_share)
+    reason = too_fast_reason([v.time_spent_ms for v in votes], min_seconds=settings.min_seconds_per_vote,
+                             max_share=settings.max_too_fast_share)
     if reason:
         reasons.append(reason)
 
@@ -139,13 +161,23 @@ def is_cluster_reason(reason: str) -> bool:
     return reason.startswith(CLUSTER_REASON)
 
 
+def is_reliability_reason(reason: str) -> bool:
+    return reason.startswith(RELIABILITY_REASON)
+
+
+def is_cross_session_reason(reason: str) -> bool:
+    """A reason judged against the study's other sessions: kept by refresh_flags, renewed by its own refresh."""
+    return is_cluster_reason(reason) or is_reliability_reason(reason)
+
+
 def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings | None = None,
                   stored: tuple[bool, list[str]] | None = None) -> list[str]:
     """Recompute and store ``Evaluator.flagged`` / ``flag_reasons``; return the reasons.
 
     ``stored`` is the evaluator's current (flagged, reasons) when the caller has read them already: the row
     is then written only when the outcome changed (the vote path passes it, and most votes change nothing).
-    A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` renews those).
+    A stored cross-session reason is kept while QC is on (``refresh_cluster_flags`` and
+    ``refresh_reliability_flags`` renew those).
     """
     if settings is None:
         settings = _settings_of(session, evaluator_id)
@@ -154,7 +186,7 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
         evaluator = _evaluator(session, evaluator_id)
         stored = (bool(evaluator.flagged), list(evaluator.flag_reasons or []))
     if settings.enabled:
-        reasons = reasons + [r for r in stored[1] if is_cluster_reason(r)]
+        reasons = reasons + [r for r in stored[1] if is_cross_session_reason(r)]
     if stored != (bool(reasons), reasons):
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
@@ -166,6 +198,7 @@ def refresh_study_flags(session: Session, *, study_id: int) -> int:
     ids = session.scalars(select(Evaluator.id).where(Evaluator.study_id == study_id)).all()
     for evaluator_id in ids:
         refresh_flags(session, evaluator_id=evaluator_id)
+    refresh_reliability_flags(session, study_id=study_id)
     refresh_cluster_flags(session, study_id=study_id)
     return session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study_id,
                                                                  Evaluator.flagged.is_(True))) or 0
@@ -273,3 +306,116 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
         if finished % CLUSTER_CHECK_COMPLETIONS:
             return
     refresh_cluster_flags(session, study_id=state.study_id, settings=qc)
+
+
+# ------------------------------------------------------------------------------------ rater reliability
+
+
+_vt, _vc, _cr, _pr = Vote.__table__, VoteChoice.__table__, Criterion.__table__, Pair.__table__
+_copy = Clip.__table__.alias("copy")
+_STUDY_ANSWERS = (
+    select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _cr.c.key, _vc.c.outcome, _vc.c.model_a_id,
+           _vc.c.model_b_id, _pr.c.kind, _copy.c.variant)
+    .select_from(_vt)
+    .join(_vc, _vc.c.vote_id == _vt.c.id)
+    .join(_cr, _cr.c.id == _vc.c.criterion_id)
+    .join(_pr, _pr.c.id == _vt.c.pair_id)
+    .join(_copy, _copy.c.id == _pr.c.clip_b_id)
+    .where(_vt.c.study_id == bindparam("study_id"))
+)
+
+
+def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -> str | None:
+    """The honest answer to one criterion of a check in model space ('a' = the original), or None when the
+    check says nothing about that criterion (a degraded copy is not worse on every criterion)."""
+    if kind == CHECK_SAME:
+        return "tie"
+    if kind == CHECK_DEGRADED:
+        expected = [k for k in EXPECTED_WINS.get(variant, ("overall_quality",)) if k in criteria]
+        return "a" if criterion in expected else None
+    return None
+
+
+def study_answers(session: Session, *, study_id: int) -> list[Answer]:
+    """The study's answers in model space, checks with their known answer, for the reliability estimate."""
+    rows = session.execute(_STUDY_ANSWERS, {"study_id": study_id}).all()
+    criteria = {row.key for row in rows}
+    answers = []
+    for rater, vote_id, pair_id, key, outcome, model_a, model_b, kind, variant in rows:
+        known = _known_answer(kind, variant or "", key, criteria) if kind in CHECK_KINDS else None
+        if kind in CHECK_KINDS and known is None:
+            continue
+        answers.append(Answer(rater=rater, vote=vote_id, pair=pair_id, criterion=key, choice=outcome,
+                              model_a=model_a, model_b=model_b, known=known))
+    return answers
+
+
+def reliability_reason(r: Reliability, standardized_z: float, settings: QCSettings) -> str:
+    """Why the reliability rule flags this rater, in words."""
+    return (f"{RELIABILITY_REASON}: over {r.votes} votes their answers matched the other raters' consensus "
+            f"{r.observed / r.votes:.0%} of the time on average, where an honest rater here would match about "
+            f"{r.expected / r.votes:.0%} and a random clicker {r.chance / r.votes:.0%} (reliability "
+            f"{r.reliability:.2f}, where honest = 1 and random = 0; {abs(standardized_z):.1f} spreads below the "
+            f"study's raters, flagged beyond p = {settings.reliability_alpha:g})")
+
+
+def reliability_reasons(session: Session, *, study_id: int, settings: QCSettings,
+                        rows: Sequence[_EvaluatorRow] | None = None) -> dict[int, str]:
+    """Evaluator id -> the reliability reason to flag it, for every session of the study.
+
+    The consensus is formed by the sessions not flagged by their own rules (failed checks, speed,
+    straight-lining): a careless rater the checks caught must not set the standard the others are held to.
+    Every session is judged, flagged ones too (the reason is one more line on the dashboard).
+    """
+    if not settings.enabled or not settings.reliability_alpha:
+        return {}
+    if rows is None:
+        rows = _study_evaluators(session, study_id)
+    honest = {r.id for r in rows if not any(not is_cross_session_reason(x) for x in (r.flag_reasons or []))}
+    estimates = rater_reliability(study_answers(session, study_id=study_id), consensus_from=honest)
+    flagged = unreliable_raters(estimates, alpha=settings.reliability_alpha,
+                                min_votes=settings.reliability_min_votes, max_lean=CONSISTENT_TASTE,
+                                reference=honest)
+    return {rater: reliability_reason(estimates[rater], z, settings) for rater, z in flagged.items()}
+
+
+def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
+    """Re-judge the reliability rule for the whole study and store what changed; return the rows written."""
+    if settings is None:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise ValueError(f"study {study_id} does not exist")
+        settings = qc_settings(study)
+    rows = _study_evaluators(session, study_id)
+    verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows)
+    changed: dict[int, list[str]] = {}
+    for row in rows:
+        stored = list(row.flag_reasons or [])
+        renewed = [r for r in stored if not is_reliability_reason(r)] + (
+            [verdicts[row.id]] if row.id in verdicts else [])
+        if renewed != stored:
+            changed[row.id] = renewed
+    if changed and session.get_bind().dialect.name != "sqlite":
+        # As refresh_cluster_flags: a row another request holds (a session voting now) is skipped, not waited
+        # for (two completions re-judging at once would each wait for the other's evaluator); the next
+        # re-judging writes it.
+        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
+                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
+        changed = {k: v for k, v in changed.items() if k in free}
+    for evaluator_id, reasons in changed.items():
+        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
+    return len(changed)
+
+
+def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
+    """After a vote that completes a session: re-judge the whole study's reliability every
+    CLUSTER_CHECK_COMPLETIONS completed sessions (it reads every answer of the study, and each session is
+    judged against all the others, so not per session); between, a completed session waits for the next."""
+    qc = state.qc
+    if not completed or not qc.enabled or not qc.reliability_alpha:
+        return
+    finished = session.scalar(select(func.count(Evaluator.id)).where(
+        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+    if finished % CLUSTER_CHECK_COMPLETIONS == 0:
+        refresh_reliability_flags(session, study_id=state.study_id, settings=qc)

@@ -31,7 +31,7 @@ from app.services.assignments import (
     study_criteria,
 )
 from app.services.attention import is_too_fast
-from app.services.qc import refresh_cluster_flags_after_vote, refresh_flags
+from app.services.qc import refresh_cluster_flags_after_vote, refresh_flags, refresh_reliability_after_vote
 
 SIDES = ("left", "right", "tie")
 CLIENT_TIME_MAX_MS = 24 * 3600 * 1000
@@ -203,5 +203,6 @@ def submit_vote(
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))
     completed = mark_completed_if_done(session, state=state, done=state.done + 1)
+    refresh_reliability_after_vote(session, state=state, completed=completed)
     refresh_cluster_flags_after_vote(session, state=state, done=state.done + 1, completed=completed)
     return SubmitResult("recorded", found.id, vote_id=vote_id, completed=completed, choices=clean)

@@ -15,6 +15,7 @@ setting and not flagged.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -89,6 +90,22 @@ def even_handed_other_first(seen: Shown, keys: list[str], n: int) -> dict[str, s
 
 def honest_rater(i: int) -> Callable[[Shown, list[str], int], dict[str, str]]:
     return even_handed if i % 2 else even_handed_other_first
+
+
+def mirrored_coin_rater(i: int) -> Policy:
+    """An honest rater of two equally good models whose normal pairs go to either model by a coin (fixed per pair of
+    sessions), session 2k+1 choosing exactly opposite to session 2k: the cohort nets to zero, but its sessions
+    lean, as people do. Raters who all split exactly evenly (``even_handed`` over an even number of normal pairs,
+    which every session of 8 pairs now has beside its two checks) make the study's spread collapse, and then any
+    lean at all, two pushing sessions included, reads as significant."""
+    coins = random.Random(20261207 + i // 2)
+    flips = [coins.random() < 0.5 for _ in range(64)]
+
+    def policy(seen: Shown, keys: list[str], n: int) -> dict[str, str]:
+        toward_pushed = flips[n] != bool(i % 2)
+        return check_answer(seen, keys) or dict.fromkeys(keys, side_of(PUSHED if toward_pushed else OTHER, seen))
+
+    return policy
 
 
 @dataclass
@@ -171,7 +188,7 @@ def clock(monkeypatch):
 
 def test_a_swarm_from_one_address_is_held_to_the_study_limit(app, session, clock):
     study = target(session)  # the default: 2 sessions per address
-    honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", even_handed) for i in range(N_HONEST)]
+    honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", mirrored_coin_rater(i)) for i in range(N_HONEST)]
     swarm_http = client(app, SWARM_IP, SWARM_UA)
     answers = [join(swarm_http, study.invite_token) for _ in range(6)]
     assert [r.status_code for r in answers] == [201, 201, 403, 403, 403, 403]

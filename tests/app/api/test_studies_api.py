@@ -168,10 +168,10 @@ def test_qc_settings_are_changed_and_evaluators_rejudged(api, session):
     pairs = make_pairs(session, study)
     ev = make_evaluator(session, study)
     for pair, side in zip(pairs, ("left", "right", "tie", "left"), strict=True):
-        vote(session, pair=pair, evaluator=ev, sides=side, time_ms=5000)  # 5 s: fine under the default 4 s
+        vote(session, pair=pair, evaluator=ev, sides=side, time_ms=5000)  # 5 s: fine under the default 3 s
     study_id, ev_id = study.id, ev.id
     session.commit()
-    assert api.get(f"/api/v1/studies/{study_id}/qc").json()["min_seconds_per_vote"] == 4.0
+    assert api.get(f"/api/v1/studies/{study_id}/qc").json()["min_seconds_per_vote"] == 3.0
 
     r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"min_seconds_per_vote": 8, "max_too_fast_share": 0.5})
     assert r.status_code == 200, r.text

@@ -11,12 +11,14 @@ import pytest
 from PIL import Image, ImageSequence
 
 from app.media.degrade import (
+    MIN_MOTION_FOR_TEMPORAL,
     DegradeError,
     applicable_variants,
     decode_gif,
     degrade_gif,
     duplicate_gif,
     motion_energy,
+    visible_motion,
 )
 from tests.factories import gif_bytes
 
@@ -98,11 +100,75 @@ def test_still_clip_only_allows_noise():
     second.putpixel((0, 0), (255, 255, 255))
     first.save(buf, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
     data = buf.getvalue()
-    assert motion_energy(decode_gif(data).frames) < 2.0
+    assert visible_motion(decode_gif(data).frames) < MIN_MOTION_FOR_TEMPORAL
     assert applicable_variants(data) == ("noise",)
     with pytest.raises(DegradeError, match="barely moves"):
         degrade_gif(data, "frozen")
     assert Image.open(io.BytesIO(degrade_gif(data, "noise"))).n_frames == 2
+
+
+def _gif(frames: list[Image.Image], ms: int = 125) -> bytes:
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
+    return buf.getvalue()
+
+
+def _dithered_still_clip(n: int = 16, size: int = 96) -> bytes:
+    """A still gradient, each frame dithered afresh onto a 16-colour palette (a GIF of a clip that does not move:
+    the dither pattern changes wherever sensor-like noise tips a pixel, so raw pixels flicker)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack([x * 255 / size, y * 255 / size, np.full_like(x, 128.0)], -1)
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([v for i in range(16) for v in (i * 17, (i * 7 % 16) * 17, 128)] + [0] * 720)
+    frames = []
+    for _ in range(n):
+        f = np.clip(base + rng.normal(0, 1.5, base.shape), 0, 255).astype(np.uint8)
+        frames.append(Image.fromarray(f, "RGB").quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG))
+    return _gif(frames)
+
+
+def _slowly_drifting_clip(n: int = 32, size: int = 96, px_per_frame: float = 0.15) -> bytes:
+    """A smooth pattern panning 0.15 px a frame: little from one frame to the next, ~5 px over the clip."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    frames = []
+    for t in range(n):
+        xs = x - px_per_frame * t
+        f = np.stack([128 + 100 * np.sin(xs / 6), 128 + 100 * np.cos(y / 9), 128 + 60 * np.sin((xs + y) / 11)], -1)
+        frames.append(Image.fromarray(f.clip(0, 255).astype(np.uint8), "RGB").quantize(64, dither=Image.Dither.NONE))
+    return _gif(frames)
+
+
+def test_motion_gate_ignores_dither_on_a_near_still_clip():
+    # Issue 21: the gate measured raw frame differences, so the dither of a clip that does not move counted as
+    # motion and it got frozen/scrambled checks that an honest, careful rater can fairly call indistinguishable.
+    data = _dithered_still_clip()
+    frames = decode_gif(data).frames
+    assert motion_energy(frames) > 2 * MIN_MOTION_FOR_TEMPORAL  # raw pixels flicker a lot...
+    assert visible_motion(frames) < MIN_MOTION_FOR_TEMPORAL / 2  # ...block averages barely move
+    assert applicable_variants(data) == ("noise",)
+    with pytest.raises(DegradeError, match="barely moves"):
+        degrade_gif(data, "scrambled")
+
+
+def test_motion_gate_lets_a_slow_drift_have_temporal_checks():
+    # The other way round: a slow pan moves less than the old raw gate (2.0) from one frame to the next, so it
+    # got only noise checks, though a frozen copy of it visibly stops.
+    data = _slowly_drifting_clip()
+    frames = decode_gif(data).frames
+    assert motion_energy(frames) < 2.0
+    assert visible_motion(frames) > MIN_MOTION_FOR_TEMPORAL
+    assert applicable_variants(data) == ("frozen", "noise", "scrambled")
+    assert visible_motion(decode_gif(degrade_gif(data, "frozen")).frames) == 0.0
+
+
+@pytest.mark.skipif(not REAL_GIFS.is_dir(), reason="../shared/data/animatediff_gifs is not on this machine")
+def test_motion_gate_on_the_reference_gifs():
+    # The two reference clips that barely move get noise only; a camera pan gets every variant.
+    still = REAL_GIFS / "adiff_v1_filmvelvia_03.gif"
+    pan = REAL_GIFS / "adiff_v2_motionlora_panleft.gif"
+    assert applicable_variants(still.read_bytes()) == ("noise",)
+    assert applicable_variants(pan.read_bytes()) == ("frozen", "noise", "scrambled")
 
 
 def test_bad_input_is_refused_clearly(source):

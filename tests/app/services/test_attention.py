@@ -22,7 +22,6 @@ from app.services.attention import (
     check_votes,
     ensure_attention_pairs,
     grade_check,
-    is_check_due,
     pick_check_pair,
     qc_settings,
     validate_qc,
@@ -134,14 +133,6 @@ def test_pick_prefers_least_shown_and_ignores_normal_pairs(session, study):
                            rng=random.Random(1)) is None
 
 
-def test_is_check_due_rate_and_first_pair():
-    rng = random.Random(42)
-    assert not any(is_check_due(position=1, rate=0.5, rng=rng) for _ in range(200))
-    assert not any(is_check_due(position=p, rate=0.0, rng=rng) for p in range(2, 200))
-    hits = sum(is_check_due(position=p, rate=0.1, rng=rng) for p in range(2, 20002))
-    assert 1800 < hits < 2200  # binomial(20000, 0.1): sd = 42
-
-
 def _pair(kind, variant=""):
     return CheckPair(id=1, kind=kind, clip_a_id=1, variant=variant)
 
@@ -195,7 +186,7 @@ def test_check_votes_reads_what_was_clicked(session, study):
 def test_qc_settings_defaults_and_overrides(session):
     study = make_study(session, pairs_per_session=12, sessions_per_invite=40)
     s = qc_settings(study)
-    assert s.enabled and s.attention_rate == 0.1 and s.min_seconds_per_vote == 4.0 and s.max_failed_checks == 1
+    assert s.enabled and s.attention_rate == 0.1 and s.min_seconds_per_vote == 3.0 and s.max_failed_checks == 1
     assert (s.max_pairs_per_session, s.sessions_per_invite, s.join_rate_limit_per_minute) == (12, 40, 30)
     study.qc = {"attention_rate": 0.2, "min_vote_seconds": 2, "enabled": False, "bogus": 1,
                 "straightline_share": "nonsense"}

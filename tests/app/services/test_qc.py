@@ -18,6 +18,7 @@ from app.services.qc import (
     too_fast_reason,
 )
 from tests.app.services.qc_votes import vote
+from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
 
 
@@ -60,12 +61,10 @@ def test_failed_checks_rule():
 
 
 def test_too_fast_rule():
-    assert too_fast_reason([], [], min_seconds=4, max_share=0.2) is None
-    assert too_fast_reason([9000] * 9 + [1000], [False] * 10, min_seconds=4, max_share=0.2) is None  # 10 %
-    reason = too_fast_reason([9000] * 7 + [1000] * 3, [False] * 10, min_seconds=4, max_share=0.2)
+    assert too_fast_reason([], min_seconds=4, max_share=0.2) is None
+    assert too_fast_reason([9000] * 9 + [1000], min_seconds=4, max_share=0.2) is None  # 10 %
+    reason = too_fast_reason([9000] * 7 + [1000] * 3, min_seconds=4, max_share=0.2)
     assert reason.startswith("3 of 10 votes were submitted in under 4 s")
-    # the vote service's own too_fast mark counts even when the threshold has since changed
-    assert too_fast_reason([9000] * 2, [True, True], min_seconds=1, max_share=0.2)
 
 
 def test_straightline_rule():
@@ -107,11 +106,30 @@ def test_too_fast_flag(session, study):
     ev = make_evaluator(session, study)
     _varied_votes(session, ev, _pairs(session, study, "normal")[:5], time_ms=1500)
     [reason] = evaluate_evaluator(session, evaluator_id=ev.id)
-    assert reason.startswith("5 of 5 votes were submitted in under 4 s")
+    assert reason.startswith("5 of 5 votes were submitted in under 3 s")
     # a study that allows quick answers
     study.qc = {"min_seconds_per_vote": 1}
     session.flush()
     assert evaluate_evaluator(session, evaluator_id=ev.id) == []
+
+
+def test_lowering_the_threshold_unflags_votes_marked_too_fast_when_cast(session, study):
+    """The sticky too-fast bug: votes cast at 2.5 s under the default 3 s carry the vote service's too_fast mark;
+    once the study allows 2 s, the same stored durations are judged again and nobody stays flagged ("8 of 8
+    votes were submitted in under 2 s" was the message on the old code)."""
+    ev = make_evaluator(session, study)
+    for i, pair in enumerate(_pairs(session, study, "normal")[:8]):
+        vote(session, pair=pair, evaluator=ev, a_left=i % 2 == 0, time_ms=2500, too_fast=True,
+             sides={k: ("left", "right", "tie")[(i + j) % 3] for j, k in enumerate(
+                 ["text_relevance", "appearance_distortion", "appearance_aesthetics", "motion_naturalness",
+                  "motion_amplitude", "overall_quality"])})
+    [reason] = refresh_flags(session, evaluator_id=ev.id)
+    assert reason.startswith("8 of 8 votes were submitted in under 3 s")
+    study.qc = {"min_seconds_per_vote": 2}
+    session.flush()
+    assert refresh_study_flags(session, study_id=study.id) == 0
+    stored = session.get(Evaluator, ev.id)
+    assert not stored.flagged and stored.flag_reasons == []
 
 
 def test_straightlining_flag_ignores_checks(session, study):
@@ -151,3 +169,47 @@ def test_refreshing_an_evaluator_that_does_not_exist_says_so(session, study):
         refresh_flags(session, evaluator_id=987654)
     with pytest.raises(ValueError, match="evaluator 987654 does not exist"):
         refresh_flags(session, evaluator_id=987654, settings=QCSettings())
+
+
+def _model_votes(session, ev, pairs, choose, seed):
+    """One vote per pair; ``choose(rng, fast_left)`` gives the side for every criterion."""
+    rng = random.Random(seed)
+    for pair in pairs:
+        a_left = rng.random() < 0.5
+        vote(session, pair=pair, evaluator=ev, a_left=a_left, sides=choose(rng, a_left))
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_reliability_rule_flags_a_rater_who_passes_checks_but_answers_at_random(session, study):
+    """A careless rater who happens to get the checks right is still judged by all their answers: against the
+    other raters' consensus on the same pairs, a random clicker agrees far less than an honest rater does."""
+    normal = _pairs(session, study, "normal")
+    keys = ["text_relevance", "appearance_distortion", "appearance_aesthetics", "motion_naturalness",
+            "motion_amplitude", "overall_quality"]
+
+    def honest(rng, a_left):  # clip A's model is clearly better: chosen 9 times in 10
+        better = "left" if a_left else "right"
+        worse = "right" if a_left else "left"
+        return {k: better if rng.random() < 0.9 else rng.choice([worse, "tie"]) for k in keys}
+
+    raters = [make_evaluator(session, study) for _ in range(12)]
+    for i, ev in enumerate(raters):
+        _model_votes(session, ev, normal, honest, seed=i)
+    careless = make_evaluator(session, study)
+    _model_votes(session, careless, normal, lambda rng, _a: {k: rng.choice(["left", "right", "tie"]) for k in keys},
+                 seed=99)
+    for i, pair in enumerate(_pairs(session, study, CHECK_SAME)[:1] + _pairs(session, study, CHECK_DEGRADED)[1:2]):
+        _honest_check(session, careless, pair, a_left=i % 2 == 0)
+    assert evaluate_evaluator(session, evaluator_id=careless.id) == []  # the per-session rules see nothing
+
+    assert refresh_study_flags(session, study_id=study.id) == 1
+    stored = session.get(Evaluator, careless.id)
+    [reason] = stored.flag_reasons
+    assert reason.startswith("answers agree with the other raters far less than an honest rater's would")
+    assert "over 12 votes" in reason and "random clicker 33%" in reason
+    assert not any(session.get(Evaluator, ev.id).flagged for ev in raters)
+    # kept by the per-vote refresh, dropped when the study switches the rule off
+    assert refresh_flags(session, evaluator_id=careless.id) == [reason]
+    study.qc = {"reliability_alpha": 0}
+    session.flush()
+    assert refresh_study_flags(session, study_id=study.id) == 0
