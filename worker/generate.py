@@ -26,9 +26,45 @@ class GpuOutOfMemory(RuntimeError):
     """CUDA ran out of memory; the message says what to change."""
 
 
+@dataclass(frozen=True)
+class ClipShape:
+    width: int
+    height: int
+    frames: int
+    fps: float
+
+
+def encode_clip_file(frames: list, spec: RunSpec) -> tuple[bytes, ClipShape, int | None]:
+    """The clip in the study's format: a GIF as ever (worker/gif.py), or MP4/WebM written by the one video
+    encoder every clip of the study goes through (app/media/video.py), from the pipeline's full-colour frames.
+    Returns the bytes, their shape and rate, and the GIF lossy level (None for video)."""
+    if spec.clip_format == "gif":
+        gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+        return gif, ClipShape(info.width, info.height, info.frames, info.fps), lossy
+    import numpy as np
+
+    from app.media import video
+
+    arrays = [np.asarray(f.convert("RGB")) for f in frames]
+    data = video.encode(arrays, spec.fps, spec.clip_format)
+    h, w = arrays[0].shape[:2]
+    return data, ClipShape(w, h, len(arrays), round(spec.fps, 2)), None
+
+
+def _format_record(spec: RunSpec, data: bytes, shape: ClipShape, lossy: int | None) -> dict[str, Any]:
+    """What the clips manifest shows of the encoding: GIF's lossy level, or codec, bitrate and encoder version."""
+    if spec.clip_format == "gif":
+        return {"gif_lossy_level": lossy}
+    from app.media import video
+
+    seconds = shape.frames / shape.fps
+    return {"encoding": {**video.encoder_description(spec.clip_format),
+                         "bitrate_kbps": round(len(data) * 8 / seconds / 1000, 1)}}
+
+
 @dataclass
 class ClipResult:
-    gif: bytes
+    gif: bytes  # the clip file in the study's format (GIF, MP4 or WebM), whatever the field's historic name
     width: int
     height: int
     frames: int
@@ -138,7 +174,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
                             "scheduler_config": _json_safe(dict(scheduler.config)),
                             "timesteps": [int(t) for t in scheduler.timesteps.tolist()]}
     t_encode = time.perf_counter()
-    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    gif, info, lossy = encode_clip_file(frames, spec)
     t_end = time.perf_counter()
     generation = {
         "run": spec.describe(),
@@ -149,7 +185,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         "versions": library_versions(),
         "pipeline_loaded_for_this_clip": loaded_now,
         "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
-        "gif_lossy_level": lossy,
+        **_format_record(spec, gif, info, lossy),
     }
     return ClipResult(
         # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
@@ -202,12 +238,13 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
+    gif, info, lossy = encode_clip_file(frames, spec)
     t2 = time.perf_counter()
     return ClipResult(
         gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
         denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
         unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
-        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(), "gif_lossy_level": lossy,
+        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(),
+                    **_format_record(spec, gif, info, lossy),
                     "note": "procedural demo renderer: no model, render time is recorded as denoise time"},
     )

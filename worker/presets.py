@@ -31,7 +31,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "negative_prompt": "",
     "base_model": "emilianJR/epiCRealism",
     "dtype": "float16",
+    # What raters are served: "gif" (256 colours per frame), or "mp4" (H.264) / "webm" (VP9) at one high fixed
+    # quality for every model (app/media/video.py). Every clip of the study, imported or generated, is stored so.
+    "clip_format": "gif",
 }
+CLIP_FORMATS = ("gif", "mp4", "webm")
 
 
 class GenerationConfigError(ValueError):
@@ -79,6 +83,7 @@ class RunSpec:
     fps: float
     negative_prompt: str
     dtype: str
+    clip_format: str = "gif"  # the study's file format: one encoder and its settings for every model
 
     @property
     def uses_cfg(self) -> bool:
@@ -208,6 +213,11 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
         errors.append("base_model must name a Hugging Face repo or a local folder")
     if not isinstance(merged["negative_prompt"], str):
         errors.append("negative_prompt must be text")
+    if merged["clip_format"] not in CLIP_FORMATS:
+        errors.append(f"clip_format must be one of {', '.join(CLIP_FORMATS)}, not {_shown(merged['clip_format'])}")
+    elif merged["clip_format"] != "gif" and all(isinstance(merged[k], int) and merged[k] % 2 == 0
+                                                  for k in ("width", "height")) is False:
+        errors.append("width and height must be even for MP4/WebM clips (4:2:0 chroma)")
     unknown = sorted(set(merged) - set(DEFAULT_SETTINGS))
     if unknown:
         errors.append(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_SETTINGS)}")
@@ -276,4 +286,5 @@ def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | Non
         fps=float(resolved_settings["fps"]),
         negative_prompt=resolved_settings["negative_prompt"],
         dtype=resolved_settings["dtype"],
+        clip_format=resolved_settings.get("clip_format", "gif"),
     )

@@ -85,7 +85,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     try:
         with heartbeating(clip_id, worker, ws.heartbeat_seconds):
             result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device(ws))
-            stored = store_bytes(result.gif, suffix=".gif")
+            stored = store_bytes(result.gif, suffix="." + spec.clip_format)
     except TRANSIENT as exc:
         if retries < max_retries:
             with session_scope() as session:

@@ -466,3 +466,52 @@ def pad_samples(data: bytes, fmt: str, targets: Sequence[int]) -> bytes:
         return payload + b"\0" * extra
 
     return _remux(data, fmt, grow)
+
+
+# --- attention-check copies ---------------------------------------------------------------------------------
+
+
+def duplicate_video(data: bytes, fmt: str) -> bytes:
+    """The "same clip twice" copy: the stored clip decoded and encoded again with the same settings.
+
+    Not the same bytes (identical responses would name the check without a look), and not pixel-identical
+    either (a second lossy generation), but at the study's quality the difference is below what a rater can
+    see: tests/app/media/test_video.py measures it. Layout and settings are the clip's exactly.
+    """
+    decoded = decode(data)
+    return encode(decoded.frames, decoded.fps, fmt)
+
+
+def degrade_video(data: bytes, fmt: str, variant: str, rng: object) -> bytes:
+    """A degraded copy (``app.media.degrade``'s variants) encoded with the same settings as every clip."""
+    import random
+
+    from app.media.degrade import (
+        MIN_MOTION_FOR_TEMPORAL,
+        DecodedGif,
+        DegradeError,
+        _noisy,
+        degrade_frames,
+        motion_energy,
+    )
+
+    assert isinstance(rng, random.Random)
+    decoded = decode(data)
+    frames = list(decoded.frames)
+    if variant in ("frozen", "scrambled") and motion_energy(frames) < MIN_MOTION_FOR_TEMPORAL:
+        raise DegradeError(f"the clip barely moves, so a {variant} copy would not look worse; use 'noise'")
+    if variant == "noise":
+        # Noise in 8-pixel cells: per-pixel noise costs a video encoder several times a clip's bytes, and the
+        # clips of a prompt are served at the longest one's frame sizes, so a fine-noise copy would make its
+        # whole group slow to load; cells still look plainly noisy at any size a clip is shown.
+        out = _noisy(frames, np.random.default_rng(rng.getrandbits(64)), cell=8)
+    else:
+        out = degrade_frames(DecodedGif(frames, [round(1000 / decoded.fps)] * len(frames)), variant, rng)
+    return encode(out, decoded.fps, fmt)
+
+
+def video_variants(data: bytes) -> tuple[str, ...]:
+    """The degraded variants that are visibly worse than this video (temporal ones need motion)."""
+    from app.media.degrade import MIN_MOTION_FOR_TEMPORAL, VARIANTS, motion_energy
+
+    return VARIANTS if motion_energy(list(decode(data).frames)) >= MIN_MOTION_FOR_TEMPORAL else ("noise",)
