@@ -404,6 +404,7 @@ def _remux(data: bytes, fmt: str, transform: Callable[[int, bytes], bytes]) -> b
                 continue
             new = av.Packet(transform(number, bytes(packet)))
             new.pts, new.dts, new.time_base = packet.pts, packet.dts, packet.time_base
+            new.duration = packet.duration
             new.is_keyframe = packet.is_keyframe
             new.stream = ost
             dst.mux(new)

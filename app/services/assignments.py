@@ -256,6 +256,11 @@ class PairView:
     play_ms: int
     # The evaluator's previous pair was given back to the pool (left unanswered too long); this is a new one.
     replaced: bool = False
+    # gif | mp4 | webm: one format per study, so the same for both sides (app/media/video.py); and the frame
+    # rate the player steps by (both sides share it: the import and the worker check it).
+    clip_format: str = "gif"
+    fps: float = 8.0
+    frames: int = 0
 
 
 # The rating flow's statements are built once, with bind parameters, on the tables rather than the ORM
@@ -339,7 +344,14 @@ _VIEW_COLUMNS = (
     _LEFT.c.media_token.label("left_media_token"), _RIGHT.c.media_token.label("right_media_token"),
     _LEFT.c.width.label("lw"), _LEFT.c.height.label("lh"), _RIGHT.c.width.label("rw"), _RIGHT.c.height.label("rh"),
     _LEFT.c.frames.label("lf"), _LEFT.c.fps.label("lfps"), _RIGHT.c.frames.label("rf"), _RIGHT.c.fps.label("rfps"),
+    _LEFT.c.storage_name.label("lsn"),
 )
+
+
+def clip_format_of(storage_name: str | None) -> str:
+    """gif, mp4 or webm from a stored file's name (random hex + the format's suffix)."""
+    suffix = (storage_name or "").rsplit(".", 1)[-1].lower()
+    return suffix if suffix in ("mp4", "webm") else "gif"
 
 
 def duration_ms(frames: int | None, fps: float | None) -> int:
@@ -377,6 +389,8 @@ def pair_view(session: Session, *, evaluator_id: int | None = None, token: str |
         width=row.lw or row.rw or 256, height=row.lh or row.rh or 256,
         # One number for both sides (the longer clip), so it cannot tell which clip is which.
         play_ms=max(duration_ms(row.lf, row.lfps), duration_ms(row.rf, row.rfps)),
+        clip_format=clip_format_of(row.lsn), fps=float(row.lfps or row.rfps or 8.0),
+        frames=max(row.lf or 0, row.rf or 0),
     )
 
 
