@@ -25,7 +25,7 @@ from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, 
 from app.media.canonical import canonicalize, same_video
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
-from app.media.video import FORMATS, VideoError, check_video_budget, sniff
+from app.media.video import FORMATS, VideoError, check_video_budget, encoder_description, sniff
 from app.media.video import canonicalize as canonicalize_video
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
 from app.services.attention import schedule_attention_checks
@@ -430,6 +430,9 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             clip.width, clip.height = p.info.width, p.info.height
             clip.frames = p.info.frames
             clip.fps = p.info.fps
+            fmt = sniff(p.data)
+            if fmt in FORMATS:  # the clips manifest shows the encoder and settings every clip went through
+                clip.generation = {**(clip.generation or {}), "encoding": encoder_description(fmt)}
         session.flush()
         result.pairs_created = ensure_pairs(session, study_id=study_id)
         _drop_stale_copies(session, result, [p.existing.id for p in planned

@@ -126,7 +126,21 @@ MANIFEST_COLUMNS = (
     "status", "sha256", "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
     "wall_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "peak_memory_bytes", "device", "dtype",
     "attempts", "error", "created_at", "started_at", "finished_at", "generation",
+    # what raters were served: gif | mp4 | webm, the codec, the mean bitrate and the encoder with its version
+    "format", "codec", "bitrate_kbps", "encoder",
 )
+
+
+def _encoding_columns(clip: Clip) -> dict[str, Any]:
+    name = clip.storage_name or ""
+    fmt = name.rsplit(".", 1)[-1] if name.endswith((".mp4", ".webm")) else ("gif" if name else None)
+    enc = (clip.generation or {}).get("encoding") or {}
+    seconds = clip.frames / clip.fps if clip.frames and clip.fps else None
+    bitrate = round(clip.size_bytes * 8 / seconds / 1000, 1) if clip.size_bytes and seconds else None
+    encoder = (f"{enc['encoder']} ({enc.get('settings', '')}; libavcodec {enc.get('libavcodec', '?')}, "
+               f"PyAV {enc.get('pyav', '?')})") if enc.get("encoder") else ("BlindPair canonical GIF writer"
+                                                                        if fmt == "gif" else None)
+    return {"format": fmt, "codec": enc.get("codec") or fmt, "bitrate_kbps": bitrate, "encoder": encoder}
 
 
 def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
@@ -141,7 +155,7 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
     for clip, model, prompt, theme, detail, text in rows:
         rec = {c: getattr(clip, c, None) for c in MANIFEST_COLUMNS}
         rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
-                   generation=clip.generation or {})
+                   generation=clip.generation or {}, **_encoding_columns(clip))
         for col in ("created_at", "started_at", "finished_at"):
             when = rec[col]
             rec[col] = when.isoformat() if when is not None else None

@@ -33,7 +33,8 @@ def test_decode_is_faithful_at_the_fixed_quality(fmt):
 
 def _mp4_with_size(data: bytes, w: int, h: int) -> bytes:
     """The MP4 with its sample entry claiming another size (what a decompression bomb would do)."""
-    pos = data.index(b"avc1", data.index(b"stsd")) + 4 + 24  # sample entry: 6 reserved + 2 index + 16 predefined/reserved
+    # the sample entry: 6 reserved + 2 index + 16 predefined/reserved bytes, then width and height
+    pos = data.index(b"avc1", data.index(b"stsd")) + 4 + 24
     return data[:pos] + struct.pack(">HH", w, h) + data[pos + 4:]
 
 
