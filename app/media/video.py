@@ -47,16 +47,21 @@ MIME = {"gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm"}
 
 # One set of settings per format, for every model of every study: high fixed quality (constant rate factor,
 # not a bitrate, so a model's content cannot starve or flood the rate control), no B-frames (decode order =
-# display order: frame stepping in the browser lands on the frame asked for), one keyframe per second for
-# quick seeks, one thread (x264 and libvpx output depends on the thread count; one gives the same bytes on
-# every machine).
+# display order: frame stepping in the browser lands on the frame asked for), a keyframe every KEYINT frames
+# and never elsewhere (an encoder's own scene-cut keyframes follow the content: the MP4 sync-sample table and
+# the WebM cues would grow by one entry per cut, a size and layout that differs by model; a scrambled
+# attention-check copy was 4 bytes longer than its clip), one thread (x264 and libvpx output depends on the
+# thread count; one gives the same bytes on every machine).
+KEYINT = 8
 ENCODERS: dict[str, dict[str, object]] = {
     "mp4": {"codec": "libx264", "pix_fmt": "yuv420p",
-            "options": {"crf": "16", "preset": "medium", "bf": "0", "threads": "1", "profile": "high"},
+            "options": {"crf": "16", "preset": "medium", "bf": "0", "threads": "1", "profile": "high",
+                        "x264-params": f"keyint={KEYINT}:min-keyint={KEYINT}:scenecut=0:open-gop=0"},
             "muxer": {"movflags": "+faststart"}},
     "webm": {"codec": "libvpx-vp9", "pix_fmt": "yuv420p",
              "options": {"crf": "20", "b": "0", "threads": "1", "row-mt": "0", "deadline": "good",
-                         "cpu-used": "2", "lag-in-frames": "0", "auto-alt-ref": "0"},
+                         "cpu-used": "2", "lag-in-frames": "0", "auto-alt-ref": "0", "g": str(KEYINT),
+                         "keyint_min": str(KEYINT)},
              "muxer": {}},
 }
 H264_FILLER_MIN = 6  # 4-byte length, NAL header 0x0C, rbsp trailing bits 0x80
