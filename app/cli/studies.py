@@ -59,6 +59,10 @@ def study_create(
         "", "--owner", help="The email of the researcher who owns the study. Without it only admins see the study "
         "until it is shared (blindpair study share)."
     ),
+    clip_format: str = typer.Option(
+        "gif", "--clip-format", help="What raters see: gif, mp4 (H.264) or webm (VP9); videos get the frame-locked "
+        "player. Every clip, imported or generated, is stored in this format."
+    ),
 ) -> None:
     """Create a draft study and print its id and invite link."""
     require_migrated()
@@ -79,7 +83,7 @@ def study_create(
             study = study_service.create_study(
                 session, name=name, models=[parse_model(m) for m in model], prompts=specs,
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, description=description,
-                redirect_url=redirect_url, created_by_id=owner_id,
+                redirect_url=redirect_url, created_by_id=owner_id, settings={"clip_format": clip_format},
             )
             study_id, invite = study.id, study_service.invite_url(study)
             models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)

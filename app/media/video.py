@@ -301,7 +301,7 @@ def decode(data: bytes, settings: Settings | None = None) -> DecodedVideo:
     frames: list[np.ndarray] = []
     try:
         # max_pixels: FFmpeg's own guard, for a stream whose codec headers claim more than the container's
-        with av.open(io.BytesIO(data), options={"max_pixels": str(s.gif_max_side ** 2)}) as container:
+        with av.open(io.BytesIO(data), "r", options={"max_pixels": str(s.gif_max_side ** 2)}) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             for frame in container.decode(stream):
@@ -344,6 +344,7 @@ def encode(frames: Sequence[np.ndarray], fps: float, fmt: str) -> bytes:
     cfg = ENCODERS[fmt]
     with _written(fmt) as (path, options), av.open(path, "w", format=fmt, container_options=options) as out:
         stream = out.add_stream(str(cfg["codec"]), rate=_rate(fps), options=dict(cfg["options"]))  # type: ignore[call-overload]
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = w, h, str(cfg["pix_fmt"])
         stream.codec_context.flags |= av.codec.context.Flags.bitexact
         for number, frame in enumerate(frames, start=1):
@@ -391,7 +392,7 @@ def encoder_description(fmt: str) -> dict[str, str]:
 def _packets(data: bytes) -> list[bytes]:
     import av
 
-    with av.open(io.BytesIO(data)) as src:
+    with av.open(io.BytesIO(data), "r") as src:
         return [bytes(p) for p in src.demux(src.streams.video[0]) if p.size]
 
 
@@ -399,7 +400,7 @@ def _remux(data: bytes, fmt: str, transform: Callable[[int, bytes], bytes]) -> b
     """The same stream in a fresh bitexact container, each packet's payload passed through ``transform``."""
     import av
 
-    with _written(fmt) as (path, options), av.open(io.BytesIO(data)) as src, \
+    with _written(fmt) as (path, options), av.open(io.BytesIO(data), "r") as src, \
             av.open(path, "w", format=fmt, container_options=options) as dst:
         ins = src.streams.video[0]
         ost = dst.add_stream_from_template(ins)

@@ -39,7 +39,7 @@ def _read_video_frames(data: bytes) -> np.ndarray:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), "r") as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except (av.error.FFmpegError, IndexError) as exc:
         raise FramesError(f"not a readable video: {exc}") from exc

@@ -318,9 +318,9 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
                 continue  # not an animated GIF: not usable for a check
             least = min(variant_use[v] for v in options)
             variant = rng.choice([v for v in options if variant_use[v] == least])
-            copy = (degrade_video(data, fmt, variant, rng) if fmt in VIDEO_FORMATS
-                    else degrade_gif(data, variant, rng=rng))
-            degraded = _store_copy(source, copy, variant)
+            copy_data = (degrade_video(data, fmt, variant, rng) if fmt in VIDEO_FORMATS
+                         else degrade_gif(data, variant, rng=rng))
+            degraded = _store_copy(source, copy_data, variant)
             session.add(degraded)
             variant_use[variant] += 1
         if duplicate is None:
