@@ -202,6 +202,7 @@
     function pause() {
       setPlaying(false);
       both.forEach(function (v) { v.pause(); });
+      status.textContent = 'Paused. Step with the frame buttons or the scrub bar; both videos move together.';
       // Line the follower up on the master's frame, so a paused pair always shows one moment.
       return toFrame(frameAt(left.currentTime));
     }
