@@ -83,10 +83,14 @@ class PairResponse(BaseModel):
 
 class VoteRequest(BaseModel):
     assignment_token: str = Field(min_length=1, max_length=64)
-    choices: dict[Annotated[str, Field(max_length=60)], Literal["left", "right", "tie"]] = Field(
-        max_length=50, description="criterion key -> left | right | tie; every criterion of the study is required"
+    choices: dict[Annotated[str, Field(max_length=60)], Literal["left", "right", "tie", "both_bad"]] = Field(
+        max_length=50, description="criterion key -> left | right | tie (| both_bad where the study offers it); "
+        "every criterion of the study is required"
     )
     client_time_ms: int | None = Field(None, ge=0, le=24 * 3600 * 1000)
+    comment: str | None = Field(None, max_length=1000, description="where the study asks for one")
+    reason_tags: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        None, max_length=12, description="tags from the study's list, where it offers them")
 
 
 VoteStatus = Literal["recorded", "already_recorded"]
@@ -194,7 +198,8 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
         state = _evaluator(session, token)
         try:
             result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
-                                 choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
+                                 choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state,
+                                 comment=body.comment, reason_tags=body.reason_tags)
         except EvaluationError as exc:
             return _refused(exc)
     return VoteResponse(status=_vote_status(result.status), completed=result.completed)

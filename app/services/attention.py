@@ -488,7 +488,8 @@ def grade_check(pair: Pair | CheckPair, choices_by_criterion_key: dict[str, str]
         pair = CheckPair.of(pair)
     choices = dict(choices_by_criterion_key)
     if pair.kind == CHECK_SAME:
-        not_tie = [k for k, side in choices.items() if side != "tie"]
+        # "Both are bad" (where a study offers it) prefers neither side either: an honest answer here too.
+        not_tie = [k for k, side in choices.items() if side not in ("tie", "both_bad")]
         if not not_tie:
             return []
         return [f"attention check (the same clip twice): did not answer 'indistinguishable' for "

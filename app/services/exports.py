@@ -68,6 +68,46 @@ def raw_votes_frame(session: Session, *, study: Study) -> pd.DataFrame:
     return out[list(RAW_VOTE_COLUMNS)].reset_index(drop=True)
 
 
+ANSWER_COLUMNS = ("vote_id", "evaluator", "prompt", "model_a", "model_b", "left_model", "both_bad_criteria",
+                  "reason_tags", "comment", "submitted_at")
+
+
+def answers_frame(session: Session, *, study: Study) -> pd.DataFrame:
+    """The optional answers (app/services/answers.py), one row per vote of a normal pair that has any: the
+    criteria answered "both are bad" (a tie in the votes export and the statistics), the reason tags, the
+    comment. Evaluators appear under the votes export's pseudonyms."""
+    from app.models import Criterion, Vote, VoteChoice
+
+    keys = dict(session.execute(select(Criterion.id, Criterion.key).where(Criterion.study_id == study.id)).all())
+    bad: dict[int, list[str]] = {}
+    for vote_id, criterion_id in session.execute(
+            select(VoteChoice.vote_id, VoteChoice.criterion_id).join(Vote, Vote.id == VoteChoice.vote_id)
+            .where(Vote.study_id == study.id, VoteChoice.side == "both_bad").order_by(VoteChoice.id)):
+        bad.setdefault(vote_id, []).append(keys.get(criterion_id, str(criterion_id)))
+    frame = get_cache().frame(session, study_id=study.id)
+    votes = frame.drop_duplicates("vote_id").set_index("vote_id")
+    # JSON columns store Python None as JSON null, not SQL NULL: filtered here rather than in SQL.
+    extras = {vid: (comment, tags) for vid, comment, tags in session.execute(
+        select(Vote.id, Vote.comment, Vote.reason_tags).where(Vote.study_id == study.id)) if comment or tags}
+    records = []
+    for vote_id in sorted(set(bad) | set(extras)):
+        if vote_id not in votes.index:
+            continue  # an attention check's vote: not part of the study's answers
+        row, extra = votes.loc[vote_id], extras.get(vote_id)
+        records.append({"vote_id": vote_id, "evaluator": row["evaluator"], "prompt": row["prompt"],
+                        "model_a": row["model_a"], "model_b": row["model_b"], "left_model": row["left_model"],
+                        "both_bad_criteria": ";".join(bad.get(vote_id, [])),
+                        "reason_tags": ";".join(extra[1] or []) if extra else "",
+                        "comment": (extra[0] or "") if extra else "",
+                        "submitted_at": row["submitted_at"].isoformat()})
+    return pd.DataFrame.from_records(records, columns=list(ANSWER_COLUMNS))
+
+
+def answers_csv(session: Session, *, study: Study) -> Download:
+    return Download(f"{study.slug}-answers-{_stamp()}.csv", "text/csv; charset=utf-8",
+                    to_safe_csv(answers_frame(session, study=study)))
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%MZ")
 
