@@ -130,3 +130,52 @@ def test_webm_pair_plays_and_steps_together(session, live_server, page):
     page.wait_for_timeout(300)
     assert page.evaluate(SHOWN) == [min(start[0] + 1, FRAMES - 1)] * 2
     assert page.errors == []
+
+
+@pytest.fixture
+def phone(browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    yield page
+    context.close()
+
+
+IN_VIEW = """() => {
+  const box = (id) => document.getElementById(id).getBoundingClientRect();
+  const l = box('clip-left'), r = box('clip-right');
+  const inside = (b) => b.left >= 0 && b.right <= window.innerWidth && b.top >= 0 && b.bottom <= window.innerHeight;
+  return {both: inside(l) && inside(r), sideBySide: Math.abs(l.top - r.top) < 2 && l.right <= r.left,
+          width: l.width, scrollWidth: document.documentElement.scrollWidth, inner: window.innerWidth};
+}"""
+
+
+def test_on_a_phone_both_clips_stay_in_view_side_by_side_while_the_form_scrolls(session, live_server, phone):
+    _open_pair(phone, live_server, session)
+    first = phone.evaluate(IN_VIEW)
+    assert first["both"] and first["sideBySide"], first
+    assert first["width"] >= 150  # half the width each, not thumbnails
+    assert first["scrollWidth"] <= first["inner"], first  # nothing pushes the page sideways
+    phone.locator("#submit-vote").scroll_into_view_if_needed()
+    assert phone.locator("#submit-vote").is_visible()
+    scrolled = phone.evaluate(IN_VIEW)
+    assert scrolled["both"] and scrolled["sideBySide"], scrolled  # the player stayed pinned
+    assert phone.evaluate("window.scrollY") > 300
+    # Zoom: both clips magnified around the same point, chosen by a tap on either.
+    phone.get_by_role("button", name="Zoom 2×").click()
+    box = phone.locator("#clip-right >> xpath=..").bounding_box()  # the clip's frame (the video is scaled)
+    phone.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.75)
+    origins = phone.evaluate("[...document.querySelectorAll('video.clip')].map(v => v.style.transformOrigin)")
+    assert origins == ["25% 75%", "25% 75%"]
+    transforms = phone.evaluate("[...document.querySelectorAll('video.clip')].map(v => getComputedStyle(v).transform)")
+    assert transforms[0] == transforms[1] != "none"
+    assert phone.errors == []
+
+
+def test_on_a_desktop_the_player_stays_in_view_while_the_form_scrolls(session, live_server, page):
+    _open_pair(page, live_server, session)
+    assert page.evaluate(IN_VIEW)["both"]
+    page.locator("#submit-vote").scroll_into_view_if_needed()
+    assert page.evaluate("window.scrollY") > 0
+    assert page.evaluate(IN_VIEW)["both"]
