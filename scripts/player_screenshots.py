@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,9 @@ def _prepare(data_dir: Path) -> str:
 
 
 def _serve() -> tuple[subprocess.Popen, str]:
-    port = 8791
+    with socket.socket() as probe:  # a free port: another server may hold any fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port),
                              "--log-level", "warning"], cwd=ROOT, env=dict(os.environ))
     base = f"http://127.0.0.1:{port}"
