@@ -67,6 +67,9 @@ class PairOut(BaseModel):
     left_media_url: str
     right_media_url: str
     play_ms: int = Field(description="How long the longer clip takes to play once, in milliseconds.")
+    media_type: str = Field("image/gif", description="image/gif, video/mp4 or video/webm: the study's clip format, "
+                            "the same for both sides")
+    fps: float = Field(8.0, description="Frame rate both clips play at (for stepping frame by frame)")
     criteria: list[CriterionOut]
     notice: str | None = Field(None, description="Set when the previous pair was given back to the pool "
                                "(left unanswered too long) and this is a new one.")
@@ -162,6 +165,7 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
         assignment_token=view.token, position=number, total=max(state.quota, number),
         prompt=view.prompt, left_media_url=f"/m/{view.left_media_token}",
         right_media_url=f"/m/{view.right_media_token}", play_ms=view.play_ms,
+        media_type={"mp4": "video/mp4", "webm": "video/webm"}.get(view.clip_format, "image/gif"), fps=view.fps,
         criteria=[CriterionOut(key=c.key, label=c.label, description=c.description)
                   for c in study_criteria(session, state.study_id)],
         notice=("Your previous pair stayed unanswered too long and was given to another participant; this is a "

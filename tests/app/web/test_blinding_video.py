@@ -114,3 +114,12 @@ def test_ranges_serve_the_same_bytes_in_parts(client, session, video_study):
     assert tail.status_code == 206 and tail.content == whole[-5:]
     bad = client.get(f"/m/{clip.media_token}", headers={"Range": f"bytes={len(whole) + 5}-"})
     assert bad.status_code == 416
+
+
+def test_the_json_api_says_the_format_and_rate_the_same_for_both_sides(client, video_study):
+    fmt, study, _secrets, _tokens = video_study
+    joined = client.post("/api/v1/evaluate/join", json={"invite_token": study.invite_token})
+    headers = {"X-Evaluator-Token": joined.json()["evaluator_token"]}
+    pair = client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]
+    assert pair["media_type"] == video.MIME[fmt] and pair["fps"] == 8
+    assert client.get(pair["left_media_url"]).headers["content-type"] == video.MIME[fmt]
