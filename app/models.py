@@ -213,6 +213,15 @@ class Clip(Base):
     device: Mapped[str | None] = mapped_column(String(200))
     dtype: Mapped[str | None] = mapped_column(String(20))
     generation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # versions, scheduler config…
+    # GIF compression, one level per pair (worker/pair_encoding.py). master_name: the uncompressed master the
+    # served file is derived from (never served); fit_level: the mildest gifsicle lossy level at which this clip
+    # alone fits the page budget; lossy_level: the level of the served file, the same for every clip of its
+    # prompt and seed (0: no lossy step; NULL: not compressed by BlindPair, e.g. imported); psnr_db: the served
+    # file against the master (NULL where they are equal).
+    master_name: Mapped[str | None] = mapped_column(String(100))
+    fit_level: Mapped[int | None] = mapped_column(Integer)
+    lossy_level: Mapped[int | None] = mapped_column(Integer)
+    psnr_db: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime)

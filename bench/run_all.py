@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import REPO_ROOT, describe_machine, machine
 
-BENCHMARKS = ("analysis", "gif_encoding", "generation", "vote_path", "gpu_generation", "metrics")
+BENCHMARKS = ("analysis", "gif_encoding", "generation", "vote_path", "gpu_generation", "metrics", "pair_compression")
 
 
 def _cuda() -> bool:

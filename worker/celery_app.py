@@ -200,6 +200,11 @@ def sweep_once() -> list[int]:
                         len(orphans), ws.orphan_seconds, orphans)
             send_generate(orphans)
             ids = ids + orphans
+    from worker.pair_encoding import encode_waiting
+
+    served = encode_waiting()  # groups whose last worker died after recording its clip, before serving them
+    if served:
+        log.warning("served %d clip(s) a worker left waiting for their pair's encoding: %s", len(served), served)
     return ids
 
 

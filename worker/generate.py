@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from worker.gif import encode_clip_gif
+from app.media.gif import inspect_gif
+from worker.gif import encode_master, fit_level
 from worker.pipelines import PipelineCache, free_device_memory, process_cache
 from worker.presets import RunSpec
 
@@ -26,45 +27,9 @@ class GpuOutOfMemory(RuntimeError):
     """CUDA ran out of memory; the message says what to change."""
 
 
-@dataclass(frozen=True)
-class ClipShape:
-    width: int
-    height: int
-    frames: int
-    fps: float
-
-
-def encode_clip_file(frames: list, spec: RunSpec) -> tuple[bytes, ClipShape, int | None]:
-    """The clip in the study's format: a GIF as ever (worker/gif.py), or MP4/WebM written by the one video
-    encoder every clip of the study goes through (app/media/video.py), from the pipeline's full-colour frames.
-    Returns the bytes, their shape and rate, and the GIF lossy level (None for video)."""
-    if spec.clip_format == "gif":
-        gif, info, lossy = encode_clip_gif(frames, fps=spec.fps)
-        return gif, ClipShape(info.width, info.height, info.frames, info.fps), lossy
-    import numpy as np
-
-    from app.media import video
-
-    arrays = [np.asarray(f.convert("RGB")) for f in frames]
-    data = video.encode(arrays, spec.fps, spec.clip_format)
-    h, w = arrays[0].shape[:2]
-    return data, ClipShape(w, h, len(arrays), round(spec.fps, 2)), None
-
-
-def _format_record(spec: RunSpec, data: bytes, shape: ClipShape, lossy: int | None) -> dict[str, Any]:
-    """What the clips manifest shows of the encoding: GIF's lossy level, or codec, bitrate and encoder version."""
-    if spec.clip_format == "gif":
-        return {"gif_lossy_level": lossy}
-    from app.media import video
-
-    seconds = shape.frames / shape.fps
-    return {"encoding": {**video.encoder_description(spec.clip_format),
-                         "bitrate_kbps": round(len(data) * 8 / seconds / 1000, 1)}}
-
-
 @dataclass
 class ClipResult:
-    gif: bytes  # the clip file in the study's format (GIF, MP4 or WebM), whatever the field's historic name
+    gif: bytes  # the clip file: a GIF master, or the MP4/WebM of a video study (whatever the field's historic name)
     width: int
     height: int
     frames: int
@@ -153,20 +118,83 @@ def generate_clip(spec: RunSpec, *, prompt: str, seed: int, device: str = "cpu",
         raise
 
 
-def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
-    import torch
+def reset_peak_memory(device: str) -> None:
+    """Start this clip's peak-memory count from what is allocated now (the resident pipelines' weights)."""
+    if device.startswith("cuda"):
+        import torch
 
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+def peak_memory(device: str) -> int | None:
+    """The most memory allocated since the last ``reset_peak_memory`` (None on the CPU: not measured)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    return None
+
+
+def _encode(frames: list, *, fps: float) -> tuple[bytes, int, dict[str, Any]]:
+    """The clip's uncompressed master, the mildest lossy level that fits it alone, and its timing record.
+
+    The master is what the worker stores; the served copy is made from it at the pair's level
+    (worker/pair_encoding.py). GIF delays are whole centiseconds: 8 fps asks for 125 ms and the file holds
+    12 cs, so it plays at 8.33 fps; the clip records the rate the file plays (``inspect_gif``), and the rate
+    asked for beside it.
+    """
+    master = encode_master(frames, fps=fps)
+    level = fit_level(master)
+    info = inspect_gif(master)
+    timing = {"fps_requested": fps, "frame_delay_ms": info.durations_ms[0] if info.durations_ms else None,
+              "fps_played": info.fps, "fit_level": level}
+    return master, level, timing
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    width: int
+    height: int
+    frames: int
+    fps: float
+
+
+def encode_clip_file(frames: list, spec: RunSpec) -> tuple[bytes, ClipShape, dict[str, Any]]:
+    """The clip in the study's format and its record: for GIF the uncompressed master as above (the served copy
+    is made at the pair's level); for MP4/WebM the one file every model's clip gets, written by the one video
+    encoder at the study's fixed quality from the pipeline's full-colour frames (app/media/video.py) and
+    served as it is, with codec, encoder version, settings and bitrate recorded for the clips manifest."""
+    if spec.clip_format == "gif":
+        master, _level, timing = _encode(frames, fps=spec.fps)
+        info = inspect_gif(master)
+        return master, ClipShape(info.width, info.height, info.frames, info.fps), timing
+    import numpy as np
+
+    from app.media import video
+
+    arrays = [np.asarray(f.convert("RGB")) for f in frames]
+    data = video.encode(arrays, spec.fps, spec.clip_format)
+    h, w = arrays[0].shape[:2]
+    shape = ClipShape(w, h, len(arrays), round(spec.fps, 2))
+    encoding = {**video.encoder_description(spec.clip_format),
+                "bitrate_kbps": round(len(data) * 8 / (shape.frames / shape.fps) / 1000, 1)}
+    return data, shape, {"fps_requested": spec.fps, "fps_played": shape.fps, "encoding": encoding}
+
+
+def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
     with DEVICE_LOCK:
         # Timed from here: waiting for another clip's turn on the device is not this clip's cost.
         t_start = time.perf_counter()
         entry, loaded_now = cache.get(spec, device=device)
         pipe = entry.pipe
+        # How many pipelines sit in memory beside this one: the peak below includes their weights, so peaks
+        # compare like with like only between clips measured with the same number resident.
+        resident = len(cache)
         t0 = time.perf_counter()
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        frames, t_denoised, t_decoded, unet_calls = _denoise_and_decode(pipe, spec, prompt=prompt, seed=seed,
-                                                                        device=device)
-        peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
+        reset_peak_memory(device)  # per clip: the peak is this clip's, not the process's
+        frames, t_denoised, t_decoded, t_converted, unet_calls = _denoise_and_decode(
+            pipe, spec, prompt=prompt, seed=seed, device=device)
+        peak = peak_memory(device)
         cfg_multiplier = 2 if pipe.do_classifier_free_guidance else 1
         # Read under the lock: the next clip may set another preset's scheduler on this shared pipeline.
         scheduler = pipe.scheduler
@@ -174,7 +202,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
                             "scheduler_config": _json_safe(dict(scheduler.config)),
                             "timesteps": [int(t) for t in scheduler.timesteps.tolist()]}
     t_encode = time.perf_counter()
-    gif, info, lossy = encode_clip_file(frames, spec)
+    master, info, timing = encode_clip_file(frames, spec)
     t_end = time.perf_counter()
     generation = {
         "run": spec.describe(),
@@ -185,11 +213,18 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
         "versions": library_versions(),
         "pipeline_loaded_for_this_clip": loaded_now,
         "load_seconds": round(entry.load_seconds, 4) if loaded_now else 0.0,
-        **_format_record(spec, gif, info, lossy),
+        # The first clip after a load pays one-off costs (CUDA kernels chosen and compiled, caches filled): it is
+        # reported, and left out of the per-model medians (app/services/generation.py cost_summary).
+        "warmup": loaded_now,
+        "pipelines_resident": resident,
+        # The CPU side of decoding (tensor to PIL images), kept apart from decode_seconds (the VAE on the device).
+        "postprocess_seconds": round(t_converted - t_decoded, 6),
+        **_negative_prompt_record(spec),
+        **timing,
     }
     return ClipResult(
         # Shape and rate as the file plays them (fps: whole-centisecond delays), as import-gifs records them.
-        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
+        gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps,
         # Wall time of the clip itself; a one-off pipeline load is kept apart in generation["load_seconds"].
         wall_seconds=t_end - t0 if loaded_now else t_end - t_start,
         denoise_seconds=t_denoised - t0, decode_seconds=t_decoded - t_denoised, encode_seconds=t_end - t_encode,
@@ -198,8 +233,16 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
     )
 
 
+def _negative_prompt_record(spec: RunSpec) -> dict[str, Any]:
+    """The negative prompt and whether the model used it: diffusers feeds it only to classifier-free guidance,
+    which runs only at guidance above 1, so Lightning (guidance 1.0) ignores it."""
+    return {"negative_prompt": spec.negative_prompt,
+            "negative_prompt_used": bool(spec.negative_prompt) and spec.uses_cfg}
+
+
 def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: str):
-    """The device part of a clip: PIL frames, the times denoising and decoding ended, and the UNet calls."""
+    """The device part of a clip: PIL frames, the times denoising, VAE decoding and the conversion to PIL images
+    ended, and the UNet calls."""
     import torch
 
     # Count real UNet forward passes; with CFG each pass carries the conditional and unconditional halves.
@@ -223,12 +266,13 @@ def _denoise_and_decode(pipe, spec: RunSpec, *, prompt: str, seed: int, device: 
             _sync(device)
             t_denoised = time.perf_counter()
             video = pipe.decode_latents(latents)
-            frames = pipe.video_processor.postprocess_video(video=video, output_type="pil")[0]
             _sync(device)
-        t_decoded = time.perf_counter()
+            t_decoded = time.perf_counter()  # the VAE on the device, without the conversion to images
+            frames = pipe.video_processor.postprocess_video(video=video, output_type="pil")[0]
+        t_converted = time.perf_counter()
     finally:
         hook.remove()
-    return frames, t_denoised, t_decoded, calls["n"]
+    return frames, t_denoised, t_decoded, t_converted, calls["n"]
 
 
 def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
@@ -238,13 +282,13 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    gif, info, lossy = encode_clip_file(frames, spec)
+    master, info, timing = encode_clip_file(frames, spec)
     t2 = time.perf_counter()
     return ClipResult(
-        gif=gif, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
+        gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,
         denoise_seconds=t1 - t0, decode_seconds=0.0, encode_seconds=t2 - t1, steps=None, guidance_scale=None,
         unet_evals=0, peak_memory_bytes=None, device=device_name("cpu"), dtype=None,
-        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(),
-                    **_format_record(spec, gif, info, lossy),
+        generation={"run": spec.describe(), "seed": seed, "versions": library_versions(), **timing,
+                    "negative_prompt": spec.negative_prompt, "negative_prompt_used": False,
                     "note": "procedural demo renderer: no model, render time is recorded as denoise time"},
     )

@@ -59,31 +59,70 @@ def encode_gif(frames: list[Image.Image], *, fps: float) -> bytes:
 def encode_gif_with_level(frames: list[Image.Image], *, fps: float) -> tuple[bytes, int | None]:
     """``encode_gif`` and the gifsicle ``--lossy`` level it used (``None``: Pillow's output, no lossy step).
 
-    The level is recorded with each generated clip (``generation["gif_lossy_level"]``, in the clips
-    manifest): a heavy clip may get a stronger level than its rival on the same prompt, and a study should
-    be able to check that compression did not differ between models.
+    One clip alone, at the mildest level that fits it. The worker no longer serves this: it keeps the master
+    (``encode_master``) and compresses it per pair (worker/pair_encoding.py), so that both clips of a pair get
+    one level; this stays for tools that encode a single clip (bench/, the demo).
     """
     if not frames:
         raise ValueError("a GIF needs at least one frame")
-    with ThreadPoolExecutor(max_workers=_cores(len(frames))) as pool:
-        parts = _pillow_parts(frames, fps=fps, pool=pool)
-        data = canonical.join(parts)
-        gifsicle = shutil.which("gifsicle")
-        if gifsicle is None:
-            # The demo needs nothing but Python; the Docker images and CI install gifsicle.
-            log.warning("gifsicle is not installed (apt-get install gifsicle): GIFs are written without lossy "
-                        "compression, and 512x512 clips will be too large for the pair page")
-            return data, None
+    master = encode_master(frames, fps=fps)
+    level = fit_level(master)
+    return (compress(master, level), level) if level else (master, None)
 
-        def lossy_part(part: bytes, level: int) -> bytes:
-            return canonical.canonicalize(_gifsicle(gifsicle, part, level), shuffle=False)
 
-        def at_level(level: int) -> bytes:
-            return canonical.join(list(pool.map(lambda part: lossy_part(part, level), parts)))
+def encode_master(frames: list[Image.Image], *, fps: float) -> bytes:
+    """The uncompressed master of a clip: Pillow's median-cut palette per frame, canonical layout, no lossy step.
 
-        level, out = _mildest_fit_level(at_level)
-    # Flat, mostly static content (the demo renderer's) is already smaller as Pillow wrote it.
-    return (out, level) if len(out) < len(data) else (data, None)
+    Stored (never served) with every generated clip: the served copy is derived from it once the clip's pair
+    is complete, at the pair's level, and its PSNR is measured against it.
+    """
+    if not frames:
+        raise ValueError("a GIF needs at least one frame")
+    return _pillow_gif(frames, fps=fps)
+
+
+def fit_level(master: bytes) -> int:
+    """The mildest of ``LOSSY_LEVELS`` at which ``master`` fits ``SIZE_BUDGET_BYTES`` (the strongest if none does).
+
+    0 means no lossy step: gifsicle is missing, or lossy LZW makes this content no smaller than the master
+    (flat, mostly static content such as the demo renderer's).
+    """
+    if _gifsicle_binary() is None:
+        return 0
+    level, out = _mildest_fit_level(lambda lv: compress(master, lv))
+    return level if len(out) < len(master) else 0
+
+
+def compress(master: bytes, level: int) -> bytes:
+    """``master`` through gifsicle ``--lossy=level``, one part per core, back in the canonical layout (sorted
+    colour tables; ``served_copy`` shuffles them). Level 0 is the master itself."""
+    if level == 0:
+        return master
+    gifsicle = _gifsicle_binary()
+    if gifsicle is None:
+        raise GifEncoderError(f"gifsicle is needed for lossy level {level} (apt-get install gifsicle)")
+    n_frames = len(canonical.frame_data_lengths(master))  # also checks the master's layout
+    w, h = (int.from_bytes(master[i:i + 2], "little") for i in (6, 8))
+    n_parts = max(1, min(_cores(n_frames), (w * h * n_frames) // MIN_PART_PIXELS))
+    parts = canonical.split(master, n_parts)
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        return canonical.join(list(pool.map(
+            lambda part: canonical.canonicalize(_gifsicle(gifsicle, part, level), shuffle=False), parts)))
+
+
+def served_copy(master: bytes, level: int) -> bytes:
+    """What evaluators get: ``master`` at ``level``, written again with keyed colour orders like every stored
+    clip (app/media/canonical.py), so neither the level nor gifsicle's stream reaches an evaluator."""
+    return canonical.canonicalize(compress(master, level))
+
+
+def _gifsicle_binary() -> str | None:
+    binary = shutil.which("gifsicle")
+    if binary is None:
+        # The demo needs nothing but Python; the Docker images and CI install gifsicle.
+        log.warning("gifsicle is not installed (apt-get install gifsicle): GIFs are written without lossy "
+                    "compression, and 512x512 clips will be too large for the pair page")
+    return binary
 
 
 # A part is worth a thread and a gifsicle process from about one 512x512 frame up; tiny clips stay whole.

@@ -20,7 +20,10 @@ DTYPES = ("float16", "bfloat16", "float32")
 # 100,000 seeds were once accepted in one request.
 MAX_SEEDS = 100
 # Per-model overrides may change only how a model samples; everything else is standardised across the study.
-OVERRIDE_KEYS = ("steps", "guidance")
+OVERRIDE_KEYS = ("steps", "guidance", "off_card")
+# Steps or guidance other than the preset's leave its model card (a distilled model is trained for its steps and
+# for no CFG): refused unless the model is marked {"off_card": true}, then shown as an off-card variant.
+OFF_CARD_FLAG = "off_card"
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "seeds": [0],
@@ -83,6 +86,7 @@ class RunSpec:
     fps: float
     negative_prompt: str
     dtype: str
+    off_card: tuple[str, ...] = ()  # the settings that differ from the preset's card, e.g. ("steps 25, card 4",)
     clip_format: str = "gif"  # the study's file format: one encoder and its settings for every model
 
     @property
@@ -106,6 +110,8 @@ class RunSpec:
         else:
             out.update(style=p.style)
         out.update(frames=self.frames, width=self.width, height=self.height, fps=self.fps)
+        if self.off_card:
+            out["off_card"] = list(self.off_card)
         return out
 
 
@@ -244,8 +250,28 @@ def validate_overrides(model_name: str, overrides: dict[str, Any] | None) -> dic
     if "guidance" in overrides and isinstance(overrides["guidance"], int) and not isinstance(
             overrides["guidance"], bool):
         overrides["guidance"] = float(overrides["guidance"])
+    if not isinstance(overrides.get(OFF_CARD_FLAG, False), bool):
+        raise GenerationConfigError(f"model {model_name!r}: off_card must be true or false, not "
+                                    f"{_shown(overrides[OFF_CARD_FLAG])}")
     _check_sampling(f"model {model_name!r}", overrides.get("steps", 1), overrides.get("guidance", 1.0))
     return overrides
+
+
+def off_card_problem(model_name: str, preset: Preset, overrides: dict[str, Any]) -> str | None:
+    """Why these overrides are refused: they leave the preset's card and the model is not marked off-card."""
+    leaves = off_card(preset, overrides)
+    if not leaves or overrides.get(OFF_CARD_FLAG):
+        return None
+    return (f"model {model_name!r}: {', '.join(leaves)} leaves the card of preset {preset.name!r}, so its clips "
+            f"would not show the model as published; run the card's settings, or mark the model as an off-card "
+            f"variant (overrides {{\"off_card\": true}}), which the study page and the report then show")
+
+
+def off_card(preset: Preset, overrides: dict[str, Any]) -> tuple[str, ...]:
+    """The overrides that leave ``preset``'s card, in words (empty: the model runs as its card says)."""
+    card = {"steps": preset.steps, "guidance": preset.guidance}
+    return tuple(f"{key} {overrides[key]} (card: {card[key]})" for key in card
+                 if key in overrides and overrides[key] != card[key])
 
 
 def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | None,
@@ -272,6 +298,10 @@ def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | Non
         resolved_settings = validate_settings(settings)
     except GenerationConfigError as exc:
         errors += exc.errors
+    leaves = off_card(p, checked) if p is not None else ()
+    problem = off_card_problem(model_name, p, checked) if p is not None else None
+    if problem:
+        errors.append(problem)
     if errors or p is None:
         raise GenerationConfigError(errors)
     base = resolved_settings["base_model"]
@@ -286,5 +316,6 @@ def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | Non
         fps=float(resolved_settings["fps"]),
         negative_prompt=resolved_settings["negative_prompt"],
         dtype=resolved_settings["dtype"],
+        off_card=leaves,
         clip_format=resolved_settings.get("clip_format", "gif"),
     )

@@ -249,6 +249,19 @@ def join(parts: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+def split(data: bytes, n_parts: int) -> list[bytes]:
+    """The canonical file ``data`` as up to ``n_parts`` canonical files of consecutive frames (``join`` undoes it).
+
+    The worker keeps each clip's uncompressed master and compresses it again per pair (worker/pair_encoding.py),
+    one part per core as when it was first encoded.
+    """
+    header, frames = _parse(data)
+    n = max(1, min(n_parts, len(frames)))
+    bounds = [round(i * len(frames) / n) for i in range(n + 1)]
+    return [header + b"".join(f.head + _sub_blocks(f.stream) for f in frames[lo:hi]) + b"\x3b"
+            for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+
+
 def equal_targets(lengths: Sequence[Sequence[int]]) -> tuple[int, ...]:
     """Per frame, the longest stream among clips shown side by side: the length every one of them is served at.
 

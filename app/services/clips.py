@@ -424,6 +424,9 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             clip.origin = "imported"
             clip.status = "done"
             clip.error = None
+            if clip.master_name:  # a generated clip's master and level no longer describe this file
+                result.obsolete_files.append(clip.master_name)
+            clip.master_name = clip.fit_level = clip.lossy_level = clip.psnr_db = None
             clip.storage_name = stored.storage_name
             clip.sha256 = stored.sha256
             clip.size_bytes = stored.size_bytes

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Clip, Prompt, Study, StudyModel
+from app.services.attention import DUPLICATE_VARIANT
 from app.services.metric_results import metric_results
 from app.services.metrics import metrics_table
 from app.services.results_cache import get_cache, get_results
@@ -160,12 +161,18 @@ def _chunks(frame: pd.DataFrame, fmt: str) -> Iterator[bytes]:
 
 
 _MANIFEST_INTS = ("clip_id", "seed", "source_clip_id", "size_bytes", "width", "height", "frames", "steps",
-                  "unet_evals", "peak_memory_bytes", "attempts")
+                  "unet_evals", "peak_memory_bytes", "attempts", "lossy_level", "fit_level")
 MANIFEST_COLUMNS = (
     "clip_id", "model", "prompt", "theme", "detail", "prompt_text", "seed", "origin", "variant", "source_clip_id",
     "status", "sha256", "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
     "wall_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "peak_memory_bytes", "device", "dtype",
-    "attempts", "error", "created_at", "started_at", "finished_at", "generation",
+    "attempts", "error", "created_at", "started_at", "finished_at",
+    # GIF compression (app/services/pair_encoding.py): the level the served file has (one per prompt and seed;
+    # 0 = no lossy step), its PSNR against the uncompressed master, the level the clip alone would have needed.
+    # An attention-check copy is made from its source's served file and so carries its level.
+    "lossy_level", "psnr_db", "fit_level",
+    # The study's negative prompt, and whether this clip's model used it (only CFG, guidance > 1, reads it).
+    "negative_prompt", "negative_prompt_used", "generation",
     # what raters were served: gif | mp4 | webm, the codec, the mean bitrate and the encoder with its version
     "format", "codec", "bitrate_kbps", "encoder",
 )
@@ -191,9 +198,18 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
         .join(StudyModel, StudyModel.id == Clip.model_id).join(Prompt, Prompt.id == Clip.prompt_id)
         .where(Clip.study_id == study.id).order_by(Prompt.external_id, StudyModel.position, Clip.seed, Clip.variant)
     ).all()
+    served = {clip.id: (clip.lossy_level, clip.psnr_db) for clip, *_ in rows}
     records = []
     for clip, model, prompt, theme, detail, text in rows:
         rec = {c: getattr(clip, c, None) for c in MANIFEST_COLUMNS}
+        gen = clip.generation or {}
+        if clip.source_clip_id is not None and clip.lossy_level is None:
+            level, psnr = served.get(clip.source_clip_id, (None, None))
+            # A duplicate has its source's pixels; a degraded copy only its level.
+            rec.update(lossy_level=level, psnr_db=psnr if clip.variant == DUPLICATE_VARIANT else None)
+        elif clip.lossy_level is None and clip.origin == "generated" and "gif_lossy_level" in gen:
+            rec["lossy_level"] = gen["gif_lossy_level"] or 0  # recorded before the column; null meant no lossy step
+        rec.update(negative_prompt=gen.get("negative_prompt"), negative_prompt_used=gen.get("negative_prompt_used"))
         rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
                    generation=clip.generation or {}, **_encoding_columns(clip))
         for col in ("created_at", "started_at", "finished_at"):

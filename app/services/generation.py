@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session, joinedload
 
 from app.models import Batch, Clip, Prompt, Study, StudyModel
 from app.services import task_queue
-from worker.presets import MAX_SEEDS, GenerationConfigError, RunSpec, resolve_run, validate_settings
+from worker.presets import (
+    MAX_SEEDS,
+    OFF_CARD_FLAG,
+    GenerationConfigError,
+    RunSpec,
+    get_preset,
+    off_card,
+    resolve_run,
+    validate_settings,
+)
 
 STATES = ("queued", "running", "done", "failed")
 Sender = Callable[[list[int]], None]
@@ -96,9 +105,21 @@ def _study(session: Session, study_id: int) -> Study:
     return study
 
 
+def negative_prompt_problems(settings: dict[str, Any] | None) -> list[str]:
+    """The study's negative prompt checked like a prompt: SD-1.5's text encoder keeps 77 CLIP tokens and cuts
+    the rest silently. (Models without CFG, guidance 1.0, ignore it: each clip records whether it was used.)"""
+    from app.services.prompts import character_problem, token_problem
+
+    text = (settings or {}).get("negative_prompt")
+    if not isinstance(text, str) or not text:
+        return []
+    problem = character_problem(text) or token_problem(text)
+    return [f"negative_prompt {problem}"] if problem else []
+
+
 def run_specs(study: Study) -> dict[int, RunSpec]:
     """Exactly what each model of the study runs with; GenerationError lists every bad preset/override/setting."""
-    errors: list[str] = []
+    errors: list[str] = negative_prompt_problems(study.settings)
     specs: dict[int, RunSpec] = {}
     for model in study.models:
         try:
@@ -111,6 +132,23 @@ def run_specs(study: Study) -> dict[int, RunSpec]:
     return specs
 
 
+def off_card_models(study: Study) -> list[dict[str, Any]]:
+    """The study's models marked as off-card variants, each with the settings that leave its preset's card
+    (for the study page and the report: a reader must see that a model did not run as published)."""
+    out: list[dict[str, Any]] = []
+    for model in study.models:
+        overrides = model.overrides or {}
+        if not model.preset or not overrides.get(OFF_CARD_FLAG):
+            continue
+        try:
+            leaves = off_card(get_preset(model.preset), overrides)
+        except GenerationConfigError:
+            continue  # an unknown preset is reported by run_specs
+        if leaves:
+            out.append({"model": model.name, "preset": model.preset, "leaves": list(leaves)})
+    return out
+
+
 def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
     """For study creation: raise GenerationError if any (name, preset, overrides) or the settings are bad.
 
@@ -121,6 +159,7 @@ def validate_models(*, settings: dict[str, Any] | None, models: Iterable[tuple[s
         validate_settings(settings)
     except GenerationConfigError as exc:
         errors += exc.errors
+    errors += negative_prompt_problems(settings)
     for name, preset, overrides in models:
         if not preset:
             continue
@@ -356,11 +395,25 @@ def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str
     ))
 
 
-def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any) -> bool:
-    """Record a finished clip if this worker still holds it; False means another worker took over."""
+def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any,
+                  master: Any = None) -> bool:
+    """Record a finished clip if this worker still holds it; False means another worker took over.
+
+    ``master``: the clip's uncompressed master (the worker's path). The clip is then recorded without a served
+    file; ``app.services.pair_encoding`` derives it at its group's lossy level once every model's clip of the
+    prompt and seed is done, and only then is it paired. Without ``master``, ``stored`` is served as it is.
+    """
+    generation = result.generation or {}
+    if master is not None:
+        served: dict[str, Any] = {"storage_name": None, "sha256": None, "size_bytes": None,
+                                  "master_name": master.storage_name, "fit_level": generation.get("fit_level", 0),
+                                  "lossy_level": None, "psnr_db": None}
+    else:
+        level = generation.get("gif_lossy_level", -1)  # -1: not recorded
+        served = {"storage_name": stored.storage_name, "sha256": stored.sha256, "size_bytes": stored.size_bytes,
+                  "lossy_level": (level or 0) if level != -1 else None}
     values = {
-        "status": "done", "storage_name": stored.storage_name, "sha256": stored.sha256,
-        "size_bytes": stored.size_bytes, "width": result.width, "height": result.height, "frames": result.frames,
+        "status": "done", **served, "width": result.width, "height": result.height, "frames": result.frames,
         "fps": result.fps, "error": None, "wall_seconds": result.wall_seconds,
         "denoise_seconds": result.denoise_seconds, "decode_seconds": result.decode_seconds,
         "encode_seconds": result.encode_seconds, "steps": result.steps, "guidance_scale": result.guidance_scale,
@@ -577,7 +630,12 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
         rows[clip.model_id].append(clip)
     out: list[dict[str, Any]] = []
     for m in study.models:
-        clips = rows[m.id]
+        # The first clip after a pipeline load pays one-off costs (kernels chosen, caches filled): reported,
+        # but left out of the medians unless it is all there is.
+        warmups = [c for c in rows[m.id] if (c.generation or {}).get("warmup")]
+        clips = [c for c in rows[m.id] if not (c.generation or {}).get("warmup")] or rows[m.id]
+        resident = [int(c.generation["pipelines_resident"]) for c in clips
+                    if (c.generation or {}).get("pipelines_resident") is not None]
         walls = [c.wall_seconds for c in clips if c.wall_seconds is not None]
         on_device = [t for c in clips if (t := model_seconds(c.denoise_seconds, c.decode_seconds)) is not None]
         evals = [c.unet_evals for c in clips if c.unet_evals is not None]
@@ -586,6 +644,9 @@ def cost_summary(session: Session, *, study_id: int, batch_id: int | None = None
         gen = (last.generation or {}) if last else {}
         out.append({
             "model_id": m.id, "name": m.name, "preset": m.preset, "clips": len(clips),
+            "warmup_clips": len(warmups), "warmup_only": bool(warmups) and len(warmups) == len(rows[m.id]),
+            # Peak memory includes every pipeline resident beside this one (worker/generate.py).
+            "pipelines_resident": max(resident) if resident else None,
             "median_seconds": statistics.median(walls) if walls else None,
             "p90_seconds": _percentile(walls, 0.9),
             "median_denoise_seconds": _median_of_recorded([c.denoise_seconds for c in clips]),

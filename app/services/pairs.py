@@ -33,7 +33,9 @@ def ensure_pairs(session: Session, *, study_id: int, prompt_id: int | None = Non
     order = {m.id: i for i, m in enumerate(models)}
 
     query = select(Clip.id, Clip.prompt_id, Clip.seed, Clip.model_id).where(
-        Clip.study_id == study_id, Clip.status == "done", Clip.variant == ""
+        Clip.study_id == study_id, Clip.status == "done", Clip.variant == "",
+        # A generated clip is served (and paired) once its group shares one lossy level (pair_encoding.py).
+        Clip.storage_name.is_not(None),
     )
     if prompt_id is not None:
         query = query.where(Clip.prompt_id == prompt_id)

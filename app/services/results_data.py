@@ -213,25 +213,32 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
     """
     models = session.execute(select(StudyModel.id, StudyModel.name).where(StudyModel.study_id == study_id)
                              .order_by(StudyModel.position)).all()
+    warmup = Clip.generation["warmup"].as_boolean()
     clips = session.execute(
         select(Clip.model_id, Clip.wall_seconds, Clip.denoise_seconds, Clip.decode_seconds, Clip.unet_evals,
-               Clip.steps, Clip.peak_memory_bytes)
+               Clip.steps, Clip.peak_memory_bytes, warmup)
         .where(Clip.study_id == study_id, Clip.status == "done", Clip.variant == "")
     ).all()
     frame = pd.DataFrame(clips, columns=["model_id", "wall_seconds", "denoise_seconds", "decode_seconds",
-                                         "unet_evals", "steps", "peak_memory_bytes"])
+                                         "unet_evals", "steps", "peak_memory_bytes", "warmup"])
+    frame["warmup"] = frame["warmup"].fillna(False).astype(bool)
     # generation.model_seconds, column-wise: the model's time on the device, GIF encoding left out.
     frame["model_seconds"] = frame["denoise_seconds"] + frame["decode_seconds"].fillna(0.0)
     out = []
     for model_id, name in models:
-        mine = frame[frame["model_id"] == model_id]
+        everything = frame[frame["model_id"] == model_id]
+        # The first clip after a pipeline load (worker/generate.py "warmup") is left out of the medians, unless
+        # it is all there is.
+        steady = everything[~everything["warmup"]]
+        mine = steady if len(steady) else everything
         timed = mine["wall_seconds"].dropna()
 
         def median(col: str, mine: pd.DataFrame = mine) -> float | None:
             vals = mine[col].dropna()
             return float(vals.median()) if len(vals) else None
 
-        out.append({"model": name, "clips": int(len(mine)), "timed_clips": int(len(timed)),
+        out.append({"model": name, "clips": int(len(everything)), "timed_clips": int(len(timed)),
+                    "warmup_clips": int(everything["warmup"].sum()),
                     "median_wall_seconds": median("wall_seconds"), "median_model_seconds": median("model_seconds"),
                     "median_denoise_seconds": median("denoise_seconds"),
                     "median_unet_evals": median("unet_evals"), "median_steps": median("steps"),
@@ -239,48 +246,110 @@ def model_costs(session: Session, *, study_id: int) -> list[dict]:
     return out
 
 
-# A model whose clips needed a stronger lossy GIF level this much more often than another's gets a warning.
-COMPRESSION_GAP = 0.2
+# The compression warning fires when, over the pairs of two models, one model's clip was served at the harsher
+# lossy level in this many more pairs (as a share of the pairs) than the other's...
+LEVEL_LEAN_SHARE = 0.1
+# ... or when, level for level, one model's clips lost this much more PSNR to compression on average. A
+# heuristic: the same level costs 0.6-10.3 dB depending on content (BENCHMARKS.md), and around 1 dB lossy-LZW
+# streaks start to show in busy texture.
+PSNR_GAP_DB = 1.0
+PAIR_ROWS_SHOWN = 50
+
+
+def _clip_levels(session: Session, study_id: int) -> dict[int, tuple[int, int | None, float | None]]:
+    """Per real clip: (model id, lossy level, PSNR). Level 0 = stored without a lossy step; None = not
+    compressed by BlindPair (imported). Clips generated before levels had their own column read the level
+    from ``generation.gif_lossy_level``, where null also meant "no lossy step"."""
+    # The one JSON field, extracted by the database: this runs on every dashboard view, and the whole
+    # generation record (scheduler config, timesteps, versions) is kilobytes per clip.
+    legacy = Clip.generation["gif_lossy_level"].as_integer()
+    out: dict[int, tuple[int, int | None, float | None]] = {}
+    for clip_id, model_id, origin, level, psnr, old in session.execute(
+        select(Clip.id, Clip.model_id, Clip.origin, Clip.lossy_level, Clip.psnr_db, legacy)
+        .where(Clip.study_id == study_id, Clip.status == "done", Clip.variant == "")
+    ):
+        if level is None and origin == "generated":
+            level = int(old) if old is not None else 0
+        out[clip_id] = (model_id, level, psnr)
+    return out
 
 
 def compression_by_model(session: Session, *, study_id: int) -> dict[str, Any]:
-    """Per model, the gifsicle lossy levels its generated clips were written at (``generation.gif_lossy_level``).
+    """GIF compression per model, per prompt pair and per pair of models, and a warning where it could explain
+    a preference.
 
-    Each clip gets the mildest level that fits the page's size budget (worker/gif.py), so a model whose clips
-    are busier gets compressed harder, and raters could be judging the compression rather than the model.
-    Returns per model the clips with a recorded level, the median level and the share compressed harder than
-    the study's mildest level, and a warning when those shares differ by ``COMPRESSION_GAP`` or more.
+    Generated clips of one prompt and seed share one lossy level (app/services/pair_encoding.py), so what can
+    still differ is the PSNR each clip kept, and the levels of clips made before that rule or imported. Per
+    pair of models: the pairs where each side was served at the harsher level, and the mean PSNR difference;
+    the warning names the model at a disadvantage when the levels lean one way in ``LEVEL_LEAN_SHARE`` of the
+    pairs or more (a clip stored without lossy compression counts as level 0), or when its clips lost
+    ``PSNR_GAP_DB`` more on average.
     """
     models = session.execute(select(StudyModel.id, StudyModel.name).where(StudyModel.study_id == study_id)
                              .order_by(StudyModel.position)).all()
-    levels: dict[int, list[int]] = {model_id: [] for model_id, _ in models}
-    # The one JSON field, extracted by the database: this runs on every dashboard view, and the whole
-    # generation record (scheduler config, timesteps, versions) is kilobytes per clip.
-    level_of = Clip.generation["gif_lossy_level"].as_integer()
-    for model_id, level in session.execute(
-        select(Clip.model_id, level_of).where(Clip.study_id == study_id, Clip.status == "done",
-                                              Clip.variant == "", Clip.origin == "generated",
-                                              level_of.is_not(None))
-    ):
-        levels[model_id].append(int(level))
-    found = [lv for values in levels.values() for lv in values]
-    mildest = min(found) if found else None
+    name_of = dict(models)
+    clips = _clip_levels(session, study_id)
     rows: list[dict[str, Any]] = []
-    share_of: dict[str, float] = {}
     for model_id, name in models:
-        mine = levels[model_id]
-        share = sum(lv > mildest for lv in mine) / len(mine) if mine and mildest is not None else None
-        rows.append({"model": name, "clips": len(mine),
-                     "median_level": float(np.median(mine)) if mine else None, "stronger_share": share})
-        if share is not None:
-            share_of[name] = share
-    warning = None
-    if len(share_of) >= 2:
-        hi = next(r for r in rows if r["model"] == max(share_of, key=share_of.__getitem__))
-        lo = next(r for r in rows if r["model"] == min(share_of, key=share_of.__getitem__))
-        if hi["stronger_share"] - lo["stronger_share"] >= COMPRESSION_GAP:
-            warning = (f"{hi['model']}'s clips were compressed harder than {lo['model']}'s: "
-                       f"{hi['stronger_share']:.0%} against {lo['stronger_share']:.0%} needed a stronger lossy "
-                       f"level than the mildest ({mildest}) to fit the page. Raters may be judging GIF "
-                       f"artefacts as well as the models; compare the levels per prompt in the clips manifest.")
-    return {"models": rows, "mildest": mildest, "warning": warning}
+        mine = [(lv, ps) for m, lv, ps in clips.values() if m == model_id]
+        levels = [lv for lv, _ in mine if lv is not None]
+        psnrs = [ps for lv, ps in mine if lv and ps is not None]
+        rows.append({"model": name, "clips": len(mine), "recorded": len(levels),
+                     "without_lossy": sum(lv == 0 for lv in levels),
+                     "median_level": float(np.median(levels)) if levels else None,
+                     "median_psnr": float(np.median(psnrs)) if psnrs else None})
+    clip_a, clip_b = aliased(Clip), aliased(Clip)
+    pairs = session.execute(
+        select(Pair.clip_a_id, Pair.clip_b_id, Prompt.external_id, clip_a.seed)
+        .join(Prompt, Prompt.id == Pair.prompt_id).join(clip_a, clip_a.id == Pair.clip_a_id)
+        .join(clip_b, clip_b.id == Pair.clip_b_id)
+        .where(Pair.study_id == study_id, Pair.kind == "normal").order_by(Prompt.external_id, clip_a.seed)
+    ).all()
+    pair_rows: list[dict[str, Any]] = []
+    by_models: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for a_id, b_id, prompt, seed in pairs:
+        if a_id not in clips or b_id not in clips:
+            continue
+        (ma, la, pa), (mb, lb, pb) = clips[a_id], clips[b_id]
+        row = {"prompt": prompt, "seed": seed, "model_a": name_of.get(ma), "model_b": name_of.get(mb),
+               "level_a": la, "level_b": lb, "psnr_a": pa, "psnr_b": pb,
+               "psnr_gap": (pa - pb) if la and lb and pa is not None and pb is not None else None}
+        pair_rows.append(row)
+        by_models.setdefault((ma, mb), []).append(row)
+    comparisons: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for (ma, mb), group in by_models.items():
+        known = [r for r in group if r["level_a"] is not None and r["level_b"] is not None]
+        gaps = [r["psnr_gap"] for r in group if r["psnr_gap"] is not None]
+        cmp = {"model_a": name_of.get(ma), "model_b": name_of.get(mb), "pairs": len(group), "known": len(known),
+               "a_harsher": sum(r["level_a"] > r["level_b"] for r in known),
+               "b_harsher": sum(r["level_b"] > r["level_a"] for r in known),
+               "mean_psnr_gap": float(np.mean(gaps)) if gaps else None, "psnr_pairs": len(gaps)}
+        comparisons.append(cmp)
+        warning = _compression_warning(cmp)
+        if warning:
+            warnings.append(warning)
+    shown = sorted(pair_rows, key=lambda r: (-abs((r["level_a"] or 0) - (r["level_b"] or 0)),
+                                             -abs(r["psnr_gap"] or 0.0)))[:PAIR_ROWS_SHOWN]
+    return {"models": rows, "pairs": shown, "n_pairs": len(pair_rows), "comparisons": comparisons,
+            "any": any(r["recorded"] for r in rows), "warning": " ".join(warnings) or None,
+            "warnings": warnings}
+
+
+def _compression_warning(cmp: dict[str, Any]) -> str | None:
+    """The warning for one pair of models (``compression_by_model``), or None."""
+    a, b, n = cmp["model_a"], cmp["model_b"], cmp["known"]
+    if n and abs(cmp["a_harsher"] - cmp["b_harsher"]) / n >= LEVEL_LEAN_SHARE:
+        worse, better = (a, b) if cmp["a_harsher"] > cmp["b_harsher"] else (b, a)
+        hi, lo = max(cmp["a_harsher"], cmp["b_harsher"]), min(cmp["a_harsher"], cmp["b_harsher"])
+        return (f"{worse}'s clip was served at a harsher GIF lossy level than {better}'s in {hi} of {n} pairs "
+                f"(the reverse in {lo}; a clip stored without lossy compression counts as level 0). A preference "
+                f"for {better} could be the compression rather than the model: re-encode the clips one level per "
+                f"pair (clips generated now are) or compare the results on the pairs with equal levels.")
+    gap = cmp["mean_psnr_gap"]
+    if gap is not None and abs(gap) >= PSNR_GAP_DB:
+        worse, better = (a, b) if gap < 0 else (b, a)
+        return (f"At the same lossy level, {worse}'s clips kept {abs(gap):.1f} dB less PSNR than {better}'s on "
+                f"average over {cmp['psnr_pairs']} pairs: compression artefacts show more on its content, and a "
+                f"preference for {better} could partly be that. Compare the pairs below.")
+    return None

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import charts
 from app.models import Study
+from app.services.generation import off_card_models
 from app.services.metric_results import metrics_view
 from app.services.results_cache import CachedResults, get_results
 from app.services.results_data import compression_by_model, criterion_labels, evaluator_rows, model_costs
@@ -292,6 +293,7 @@ def build_view(session: Session, *, study: Study, cached: CachedResults) -> dict
         "ratings": ratings, "winrate": winrate,
         "ratings_by_criterion": _ratings_by_criterion(res, labels), "ratings_note": ratings_note, "costs": costs,
         "compression": compression_by_model(session, study_id=study.id),
+        "off_card": off_card_models(study),
         "sensitivity": cluster_sensitivity(session, study_id=study.id, cached=cached, labels=labels),
         "metrics": metrics_view(session, study=study, cached=cached),  # automatic clip metrics (_metrics.html)
         "per_day": per_vote["per_day"], "evaluators": evaluators, "flagged": flagged, "evaluator_summary": summary,

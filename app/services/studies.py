@@ -35,6 +35,7 @@ from worker.presets import (
     DEFAULT_SETTINGS,
     GenerationConfigError,
     get_preset,
+    off_card_problem,
     validate_overrides,
     validate_settings,
 )
@@ -101,6 +102,9 @@ def _sentence(message: str) -> str:
 
 def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[str, Any]:
     """The study's settings with defaults filled in, checked by the worker's own rules (one source of truth)."""
+    from app.services.generation import negative_prompt_problems
+
+    errors.extend(_sentence(f"Generation settings: {e}") for e in negative_prompt_problems(given))
     try:
         return validate_settings(given)
     except GenerationConfigError as exc:
@@ -109,20 +113,26 @@ def _validate_settings(given: dict[str, Any] | None, errors: list[str]) -> dict[
 
 
 def _validate_model_generation(m: ModelSpec, errors: list[str]) -> dict[str, Any]:
-    """A known preset (or none: a model whose clips are only imported) and overrides the worker accepts."""
+    """A known preset (or none: a model whose clips are only imported) and overrides the worker accepts; an
+    override that leaves the preset's card only on a model marked as an off-card variant."""
+    preset = None
     if (m.preset or "").strip():
         try:
-            get_preset(m.preset.strip())
+            preset = get_preset(m.preset.strip())
         except GenerationConfigError as exc:
             errors.append(f"Model '{m.name}': " + _sentence(str(exc)))
     if not isinstance(m.overrides, dict):
         errors.append(f"Model '{m.name}': overrides must be a mapping such as {{'steps': 4}}.")
         return {}
     try:
-        return validate_overrides(m.name, m.overrides)
+        checked = validate_overrides(m.name, m.overrides)
     except GenerationConfigError as exc:
         errors.extend(_sentence(e) for e in exc.errors)
         return dict(m.overrides)
+    problem = off_card_problem(m.name, preset, checked) if preset is not None else None
+    if problem:
+        errors.append(_sentence(problem[0].upper() + problem[1:]))
+    return checked
 
 
 def _check_storable(errors: list[str], *, name: str, description: str, models: Sequence[ModelSpec],

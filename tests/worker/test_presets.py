@@ -26,9 +26,10 @@ def test_defaults_are_the_standard_study_settings():
 
 
 def test_overrides_change_steps_and_guidance_only():
-    spec = resolve_run(model_name="m", preset="animatediff", overrides={"steps": 30, "guidance": 6},
+    spec = resolve_run(model_name="m", preset="animatediff", overrides={"steps": 30, "guidance": 6, "off_card": True},
                        settings={"base_model": "/models/toonyou"})
     assert (spec.steps, spec.guidance, spec.base_model) == (30, 6.0, "/models/toonyou")
+    assert spec.describe()["off_card"] == ["steps 30 (card: 25)", "guidance 6.0 (card: 7.5)"]
     assert spec.describe()["scheduler_config"]["timestep_spacing"] == "linspace"
 
 
@@ -45,11 +46,21 @@ def test_overrides_change_steps_and_guidance_only():
     ("animatediff", {}, {"dtype": "int8"}, "dtype must be one of"),
     ("animatediff", {}, {"resolution": 5}, "unknown setting(s) resolution"),
     ("", {}, {}, "has no preset"),
+    # Leaving a preset's card needs the model marked as an off-card variant (issue 21).
+    ("animatediff-lightning-4step", {"steps": 25}, {}, "steps 25 (card: 4) leaves the card of preset"),
+    ("animatediff-lightning-4step", {"guidance": 7.5}, {}, "guidance 7.5 (card: 1.0) leaves the card"),
+    ("animatediff-lightning-4step", {"steps": 25, "off_card": "yes"}, {}, "off_card must be true or false"),
 ])
 def test_bad_input_is_refused_with_a_sentence(preset, overrides, settings, needle):
     with pytest.raises(GenerationConfigError) as err:
         resolve_run(model_name="m", preset=preset, overrides=overrides, settings=settings)
     assert needle in str(err.value)
+
+
+def test_the_cards_own_settings_are_not_off_card():
+    spec = resolve_run(model_name="m", preset="animatediff-lightning-4step", overrides={"steps": 4, "guidance": 1},
+                       settings={})
+    assert "off_card" not in spec.describe() and spec.off_card == ()
 
 
 def test_every_problem_is_listed_at_once():

@@ -94,6 +94,25 @@ def test_clips_manifest_has_settings_and_cost_but_no_media_handles(session, stud
     assert clip.media_token not in text and clip.storage_name not in text
 
 
+def test_clips_manifest_carries_each_clips_lossy_level_and_psnr_copies_included(session, study):
+    """Issue 21: the level the served file has and its PSNR against the master; an attention-check copy is made
+    from its source's served file, so it carries that level (and a duplicate its PSNR too)."""
+    source = session.query(Clip).filter_by(study_id=study.id, variant="").first()
+    source.origin, source.lossy_level, source.psnr_db, source.fit_level = "generated", 30, 37.25, 10
+    source.generation = {"negative_prompt": "blurry", "negative_prompt_used": False}
+    copies = [Clip(study_id=study.id, model_id=source.model_id, prompt_id=source.prompt_id, seed=source.seed,
+                   origin="degraded", source_clip_id=source.id, variant=v, status="done")
+              for v in ("duplicate", "frozen")]
+    session.add_all(copies)
+    session.flush()
+    csv = pd.read_csv(io.BytesIO(_body(exports.clips_manifest(session, study=study, fmt="csv"))))
+    rows = {int(r["clip_id"]): r for _, r in csv.iterrows()}
+    assert (rows[source.id]["lossy_level"], rows[source.id]["psnr_db"], rows[source.id]["fit_level"]) == (30, 37.25, 10)
+    assert (rows[copies[0].id]["lossy_level"], rows[copies[0].id]["psnr_db"]) == (30, 37.25)
+    assert rows[copies[1].id]["lossy_level"] == 30 and pd.isna(rows[copies[1].id]["psnr_db"])
+    assert rows[source.id]["negative_prompt"] == "blurry" and not rows[source.id]["negative_prompt_used"]
+
+
 def test_clips_manifest_writes_whole_numbers_as_whole_numbers(session, study):
     """A column with a missing value (steps of an imported clip) came out as 4.0 beside empty cells."""
     clip = session.query(Clip).filter_by(study_id=study.id).first()

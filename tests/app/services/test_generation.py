@@ -185,7 +185,9 @@ def test_costs_of_clips_recorded_without_every_timing_part(session, client):
 
 
 def test_validate_models_for_study_creation():
-    svc.validate_models(settings=None, models=[("a", "animatediff", {"steps": 30}), ("b", "", {})])
+    svc.validate_models(settings=None, models=[("a", "animatediff", {"steps": 30, "off_card": True}), ("b", "", {})])
+    with pytest.raises(svc.GenerationError, match="leaves the card"):
+        svc.validate_models(settings=None, models=[("a", "animatediff", {"steps": 30}), ("b", "", {})])
     with pytest.raises(svc.GenerationError) as err:
         svc.validate_models(settings={"height": 7}, models=[("a", "nope", {}), ("b", "animatediff", {"x": 1})])
     assert len(err.value.errors) == 3

@@ -160,31 +160,60 @@ def test_votes_through_the_evaluator_services_land_in_the_frame_in_model_space(s
         assert (rows["left_model"] == left_model).all()
 
 
+def _set_levels(session, study, level_of):
+    """Give every real clip a served level and PSNR: ``level_of(clip, i)`` -> (level, psnr)."""
+    clips = session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")
+                            .order_by(Clip.id)).all()
+    for i, clip in enumerate(clips):
+        clip.origin = "generated"
+        clip.lossy_level, clip.psnr_db = level_of(clip, i)
+    session.commit()
+
+
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
-def test_compression_by_model_warns_when_one_models_clips_were_squeezed_harder(session):
+def test_compression_warns_when_one_model_is_always_at_10_and_the_other_at_30(session):
+    """The audit's case, silent before: no clip at the study's mildest level was compared, only shares."""
     from app.services.results_data import compression_by_model
 
     study = voted_study(session, n_prompts=4, n_evaluators=2)
-    clips = session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")).all()
-    first = study.models[0].id
-    for i, clip in enumerate(clips):
-        clip.origin = "generated"
-        # The first model's clips: 5, 5, 20, 40; the second's all at the mildest level, 5.
-        level = (5, 5, 20, 40)[i % 4] if clip.model_id == first else 5
-        clip.generation = {**(clip.generation or {}), "gif_lossy_level": level}
-    session.commit()
+    a, b = study.models[0], study.models[1]
+    _set_levels(session, study, lambda c, i: (10, 41.0) if c.model_id == a.id else (30, 36.0))
     out = compression_by_model(session, study_id=study.id)
     rows = {r["model"]: r for r in out["models"]}
-    a, b = study.models[0].name, study.models[1].name
-    assert out["mildest"] == 5
-    assert (rows[a]["clips"], rows[a]["median_level"], rows[a]["stronger_share"]) == (4, 12.5, 0.5)
-    assert (rows[b]["clips"], rows[b]["median_level"], rows[b]["stronger_share"]) == (4, 5.0, 0.0)
-    assert out["warning"].startswith(f"{a}'s clips were compressed harder than {b}'s: 50% against 0%")
+    assert (rows[a.name]["median_level"], rows[b.name]["median_level"]) == (10.0, 30.0)
+    cmp = out["comparisons"][0]
+    assert (cmp["pairs"], cmp["a_harsher"], cmp["b_harsher"]) == (4, 0, 4)
+    assert out["warning"].startswith(f"{b.name}'s clip was served at a harsher GIF lossy level than {a.name}'s in "
+                                     "4 of 4 pairs")
+    assert {(p["level_a"], p["level_b"]) for p in out["pairs"]} == {(10, 30)}
 
-    for model in study.models:  # half of each model's clips at 5, half at 20: the same share, no warning
-        mine = [c for c in clips if c.model_id == model.id]
-        for i, clip in enumerate(mine):
-            clip.generation = {**clip.generation, "gif_lossy_level": 5 if i % 2 else 20}
+    # Clips stored without lossy compression count as level 0 against a rival's 5: still a lean.
+    _set_levels(session, study, lambda c, i: (0, None) if c.model_id == a.id else (5, 44.0))
+    out = compression_by_model(session, study_id=study.id)
+    assert {r["model"]: r["without_lossy"] for r in out["models"]} == {a.name: 4, b.name: 0}
+    assert out["warning"] and f"{b.name}'s clip was served at a harsher" in out["warning"]
+
+    # One level per pair (what the worker does now) and PSNR within a dB: nothing to warn about.
+    _set_levels(session, study, lambda c, i: (20, 38.0 + (i % 2) * 0.5))
+    out = compression_by_model(session, study_id=study.id)
+    assert out["warning"] is None and out["comparisons"][0]["a_harsher"] == out["comparisons"][0]["b_harsher"] == 0
+
+    # The same level, but one model's content loses far more to it: warned on PSNR.
+    _set_levels(session, study, lambda c, i: (20, 41.0) if c.model_id == a.id else (20, 36.5))
+    out = compression_by_model(session, study_id=study.id)
+    assert out["warning"].startswith(f"At the same lossy level, {b.name}'s clips kept 4.5 dB less PSNR")
+
+
+def test_compression_reads_levels_recorded_before_the_column(session):
+    """Clips generated before levels had a column: generation.gif_lossy_level, where null meant no lossy step."""
+    from app.services.results_data import compression_by_model
+
+    study = voted_study(session, n_prompts=4, n_evaluators=2)
+    first = study.models[0].id
+    for clip in session.scalars(select(Clip).where(Clip.study_id == study.id, Clip.variant == "")):
+        clip.origin = "generated"
+        clip.generation = {**(clip.generation or {}), "gif_lossy_level": None if clip.model_id == first else 10}
     session.commit()
     out = compression_by_model(session, study_id=study.id)
-    assert [r["stronger_share"] for r in out["models"]] == [0.5, 0.5] and out["warning"] is None
+    assert [r["without_lossy"] for r in out["models"]] == [4, 0]
+    assert out["warning"] is not None

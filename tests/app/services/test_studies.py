@@ -113,7 +113,11 @@ def test_bad_input_is_refused_and_nothing_is_written(session, kwargs, message):
 # that queue_batch would refuse; app.services.generation.validate_models is the generation side's own check.
 GENERATION_CASES = [
     ([("a", "demo-smooth", {}), ("b", "demo-jittery", {})], {}, True),
-    ([("a", "animatediff-lightning-4step", {"steps": 2}), ("b", "", {})], {"width": 256, "height": 256}, True),
+    ([("a", "animatediff-lightning-4step", {"steps": 2, "off_card": True}), ("b", "", {})],
+     {"width": 256, "height": 256}, True),
+    # Steps other than the preset's card, not marked as an off-card variant (issue 21).
+    ([("a", "animatediff-lightning-4step", {"steps": 25}), ("b", "animatediff", {})], {}, False),
+    ([("a", "animatediff-lightning-4step", {"guidance": 7.5}), ("b", "animatediff", {})], {}, False),
     ([("a", "no-such-preset", {}), ("b", "animatediff", {})], {}, False),
     ([("a", "animatediff", {"steps": -1}), ("b", "animatediff", {})], {}, False),
     ([("a", "animatediff", {"guidance": 80}), ("b", "animatediff", {})], {}, False),
