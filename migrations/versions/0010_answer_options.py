@@ -4,7 +4,7 @@ studies.answer_options holds the study's choice (null: none of them, as before);
 votes.reason_tags hold what an evaluator gave with a vote (null when the study asks for neither).
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 00:10:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0005'
+down_revision = '0006'  # re-chained after merging main (0006_clip_compression)
 branch_labels = None
 depends_on = None
 
