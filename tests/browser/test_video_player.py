@@ -179,3 +179,33 @@ def test_on_a_desktop_the_player_stays_in_view_while_the_form_scrolls(session, l
     page.locator("#submit-vote").scroll_into_view_if_needed()
     assert page.evaluate("window.scrollY") > 0
     assert page.evaluate(IN_VIEW)["both"]
+
+
+def test_gif_pairs_can_be_paused_and_reduced_motion_starts_them_frozen(session, live_server, browser):
+    from tests.factories import make_pairs
+
+    study = make_study(session, models=("zz-model-alpha", "zz-model-beta"), n_prompts=2, pairs_per_session=2)
+    make_pairs(session, study)
+    invite = study.invite_token
+    session.commit()
+    for reduced in (False, True):
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      reduced_motion="reduce" if reduced else "no-preference")
+        page = context.new_page()
+        page.goto(f"{live_server}/join/{invite}")
+        page.get_by_label("I have read the above and agree to take part.").check()
+        page.get_by_role("button", name="Start").click()
+        frozen = page.locator("canvas.clip")
+        if not reduced:
+            expect(page.locator("#submit-vote")).to_be_enabled(timeout=15_000)
+            page.get_by_role("button", name="Pause", exact=True).click()
+        expect(frozen).to_have_count(2)  # each GIF covered by a still copy of the frame it showed
+        assert page.locator("img.clip").evaluate_all("imgs => imgs.every(i => i.hidden)")
+        expect(page.locator("#pause-gif")).to_have_attribute("aria-pressed", "true")
+        if reduced:
+            page.wait_for_timeout(1500)
+            expect(page.locator("#submit-vote")).to_be_disabled()  # not played yet
+        page.get_by_role("button", name="Play both", exact=True).click()
+        expect(frozen).to_have_count(0)
+        expect(page.locator("#submit-vote")).to_be_enabled(timeout=15_000)
+        context.close()
