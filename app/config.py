@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     gif_max_side: int = 2048
     gif_max_frames: int = 1000
     gif_max_pixels: int = 32 * 1024 * 1024  # e.g. 128 frames of 512x512, or 32 of 1024x1024
+    # MP4/WebM clips: the GIF limits above apply to them too, plus a duration read from the container headers
+    video_max_seconds: float = 60.0
     # SQLite: how long a write waits for the write lock before its request answers 503 with Retry-After
     # (reads and media never wait: they read a WAL snapshot). Also the busy timeout of every connection.
     db_lock_timeout_seconds: float = 10.0

@@ -99,6 +99,8 @@ class Study(Base):
     redirect_url: Mapped[str] = mapped_column(String(500), default="")
     # Quality-control settings (attention-check rate, minimum seconds per vote, ...).
     qc: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Optional answers (app/services/answers.py): a "both are bad" choice, reason tags, a comment per pair.
+    answer_options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The owner: they, the collaborators (StudyCollaborator) and admins see the study; nobody else does.
     # A study made without an owner (the CLI without --owner) is seen by admins only, until shared.
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -328,6 +330,9 @@ class Vote(Base):
     time_spent_ms: Mapped[int] = mapped_column(Integer)  # server-side: submitted_at - shown_at
     client_time_ms: Mapped[int | None] = mapped_column(Integer)  # what the page measured, if sent
     too_fast: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the evaluator gave beside the answers, where the study asks for it (Study.answer_options).
+    comment: Mapped[str | None] = mapped_column(Text)
+    reason_tags: Mapped[list[str] | None] = mapped_column(JSON)
 
     choices: Mapped[list[VoteChoice]] = relationship(back_populates="vote", cascade="all, delete-orphan")
 
@@ -350,7 +355,7 @@ class VoteChoice(Base):
 
     __table_args__ = (
         UniqueConstraint("vote_id", "criterion_id"),
-        CheckConstraint("side IN ('left', 'right', 'tie')", name="side"),
+        CheckConstraint("side IN ('left', 'right', 'tie', 'both_bad')", name="side"),
         CheckConstraint("outcome IN ('a', 'b', 'tie')", name="outcome"),
     )
 

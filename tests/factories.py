@@ -95,3 +95,52 @@ def make_evaluator(session: Session, study: Study, **kw) -> Evaluator:
 
 # For tests of generation or import that count clips and pairs: no attention-check copies are made.
 NO_CHECKS = {"enabled": False}
+
+
+def video_frames(frames: int = 16, size: tuple[int, int] = (64, 64), colour=(200, 40, 40)) -> list:
+    """Frames whose number can be read back from the pixels: the top-left 16x16 patch has grey level 8 + 15 k
+    in frame k (so a browser test can tell which frame is on screen); a square of ``colour`` moves below it."""
+    import numpy as np
+
+    w, h = size
+    out = []
+    for k in range(frames):
+        f = np.full((h, w, 3), 30, np.uint8)
+        f[:16, :16] = 8 + 15 * (k % 16)
+        x = 16 + (k * (w - 24) // max(frames, 1)) % (w - 24)
+        f[h // 2:h // 2 + 8, x:x + 8] = colour
+        out.append(f)
+    return out
+
+
+def video_bytes(fmt: str = "mp4", frames: int = 16, size: tuple[int, int] = (64, 64), fps: float = 8,
+                colour=(200, 40, 40)) -> bytes:
+    from app.media import video
+
+    return video.encode(video_frames(frames, size, colour), fps, fmt)
+
+
+def make_video_pairs(session: Session, study: Study, *, fmt: str = "mp4", frames: int = 16, fps: float = 8,
+                     size: tuple[int, int] = (64, 64)) -> list[Pair]:
+    """Like ``make_pairs`` with MP4/WebM clips of ``frames`` numbered frames (``video_frames``); the study's
+    clip_format is set to ``fmt``."""
+    study.settings = {**(study.settings or {}), "clip_format": fmt, "frames": frames, "fps": fps}
+    colours = [(200, 40, 40), (40, 160, 220), (90, 200, 60), (220, 200, 40)]
+    pairs = []
+    prompts = session.query(Prompt).filter_by(study_id=study.id).order_by(Prompt.id).all()
+    for prompt in prompts:
+        clips = []
+        for i, m in enumerate(study.models):
+            stored = store_bytes(video_bytes(fmt, frames, size, fps, colours[i % 4]), suffix="." + fmt)
+            clip = Clip(study_id=study.id, model_id=m.id, prompt_id=prompt.id, seed=0, origin="imported",
+                        status="done", storage_name=stored.storage_name, sha256=stored.sha256,
+                        size_bytes=stored.size_bytes, width=size[0], height=size[1], frames=frames, fps=fps)
+            session.add(clip)
+            clips.append(clip)
+        session.flush()
+        for a, b in itertools.combinations(clips, 2):
+            pair = Pair(study_id=study.id, prompt_id=prompt.id, clip_a_id=a.id, clip_b_id=b.id)
+            session.add(pair)
+            pairs.append(pair)
+    session.flush()
+    return pairs

@@ -29,7 +29,7 @@ class GpuOutOfMemory(RuntimeError):
 
 @dataclass
 class ClipResult:
-    gif: bytes
+    gif: bytes  # the clip file: a GIF master, or the MP4/WebM of a video study (whatever the field's historic name)
     width: int
     height: int
     frames: int
@@ -152,6 +152,36 @@ def _encode(frames: list, *, fps: float) -> tuple[bytes, int, dict[str, Any]]:
     return master, level, timing
 
 
+@dataclass(frozen=True)
+class ClipShape:
+    width: int
+    height: int
+    frames: int
+    fps: float
+
+
+def encode_clip_file(frames: list, spec: RunSpec) -> tuple[bytes, ClipShape, dict[str, Any]]:
+    """The clip in the study's format and its record: for GIF the uncompressed master as above (the served copy
+    is made at the pair's level); for MP4/WebM the one file every model's clip gets, written by the one video
+    encoder at the study's fixed quality from the pipeline's full-colour frames (app/media/video.py) and
+    served as it is, with codec, encoder version, settings and bitrate recorded for the clips manifest."""
+    if spec.clip_format == "gif":
+        master, _level, timing = _encode(frames, fps=spec.fps)
+        info = inspect_gif(master)
+        return master, ClipShape(info.width, info.height, info.frames, info.fps), timing
+    import numpy as np
+
+    from app.media import video
+
+    arrays = [np.asarray(f.convert("RGB")) for f in frames]
+    data = video.encode(arrays, spec.fps, spec.clip_format)
+    h, w = arrays[0].shape[:2]
+    shape = ClipShape(w, h, len(arrays), round(spec.fps, 2))
+    encoding = {**video.encoder_description(spec.clip_format),
+                "bitrate_kbps": round(len(data) * 8 / (shape.frames / shape.fps) / 1000, 1)}
+    return data, shape, {"fps_requested": spec.fps, "fps_played": shape.fps, "encoding": encoding}
+
+
 def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str, cache: PipelineCache) -> ClipResult:
     with DEVICE_LOCK:
         # Timed from here: waiting for another clip's turn on the device is not this clip's cost.
@@ -173,8 +203,7 @@ def _generate_animatediff(spec: RunSpec, *, prompt: str, seed: int, device: str,
                             "scheduler_config": _json_safe(dict(scheduler.config)),
                             "timesteps": [int(t) for t in scheduler.timesteps.tolist()]}
     t_encode = time.perf_counter()
-    master, _level, timing = _encode(frames, fps=spec.fps)
-    info = inspect_gif(master)
+    master, info, timing = encode_clip_file(frames, spec)
     t_end = time.perf_counter()
     generation = {
         "run": spec.describe(),
@@ -267,8 +296,7 @@ def _generate_diffusers(spec: RunSpec, *, prompt: str, seed: int, device: str, c
                             "scheduler_config": _json_safe(dict(scheduler.config)),
                             "timesteps": [float(t) for t in scheduler.timesteps.tolist()]}
     t_encode = time.perf_counter()
-    master, _level, timing = _encode(frames, fps=spec.fps)
-    info = inspect_gif(master)
+    master, info, timing = encode_clip_file(frames, spec)  # the study's format, at the family's native fps
     t_end = time.perf_counter()
     plan = entry.memory_plan
     generation = {
@@ -371,8 +399,7 @@ def _generate_demo(spec: RunSpec, *, prompt: str, seed: int) -> ClipResult:
     frames = render_clip(prompt, style=spec.preset.style, seed=seed, frames=spec.frames, width=spec.width,
                          height=spec.height)
     t1 = time.perf_counter()
-    master, _level, timing = _encode(frames, fps=spec.fps)
-    info = inspect_gif(master)
+    master, info, timing = encode_clip_file(frames, spec)
     t2 = time.perf_counter()
     return ClipResult(
         gif=master, width=info.width, height=info.height, frames=info.frames, fps=info.fps, wall_seconds=t2 - t0,

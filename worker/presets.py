@@ -51,9 +51,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "negative_prompt": "",
     "base_model": "emilianJR/epiCRealism",
     "dtype": "float16",
+    # What raters are served: "gif" (256 colours per frame), or "mp4" (H.264) / "webm" (VP9) at one high fixed
+    # quality for every model (app/media/video.py). Every clip of the study, imported or generated, is stored so.
+    "clip_format": "gif",
 }
 # The settings a family's native values replace when a study's teacher is of that family.
 NATIVE_KEYS = ("frames", "width", "height", "fps", "dtype")
+CLIP_FORMATS = ("gif", "mp4", "webm")
 
 
 class GenerationConfigError(ValueError):
@@ -218,6 +222,7 @@ class RunSpec:
     dtype: str
     off_card: tuple[str, ...] = ()  # the settings that differ from the preset's card, e.g. ("steps 25, card 4",)
     guidance_2: float | None = None
+    clip_format: str = "gif"  # the study's file format: one encoder and its settings for every model
 
     @property
     def uses_cfg(self) -> bool:
@@ -579,6 +584,11 @@ def validate_settings(settings: dict[str, Any] | None, *, presets: list[str] | N
         errors.append("base_model must name a Hugging Face repo or a local folder")
     if not isinstance(merged["negative_prompt"], str):
         errors.append("negative_prompt must be text")
+    if merged["clip_format"] not in CLIP_FORMATS:
+        errors.append(f"clip_format must be one of {', '.join(CLIP_FORMATS)}, not {_shown(merged['clip_format'])}")
+    elif merged["clip_format"] != "gif" and all(isinstance(merged[k], int) and merged[k] % 2 == 0
+                                                  for k in ("width", "height")) is False:
+        errors.append("width and height must be even for MP4/WebM clips (4:2:0 chroma)")
     unknown = sorted(set(merged) - set(DEFAULT_SETTINGS))
     if unknown:
         errors.append(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_SETTINGS)}")
@@ -686,6 +696,7 @@ def resolve_run(*, model_name: str, preset: str, overrides: dict[str, Any] | Non
         dtype=resolved_settings["dtype"],
         off_card=leaves,
         guidance_2=None if guidance_2 is None else float(guidance_2),
+        clip_format=resolved_settings.get("clip_format", "gif"),
     )
 
 

@@ -88,8 +88,13 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     try:
         with heartbeating(clip_id, worker, ws.heartbeat_seconds):
             result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device(ws))
-            # The uncompressed master: the served copy is made from it at the pair's level (pair_encoding).
-            master = store_bytes(result.gif, suffix=".gif")
+            if spec.clip_format == "gif":
+                # The uncompressed master: the served copy is made from it at the pair's level (pair_encoding).
+                master, stored = store_bytes(result.gif, suffix=".gif"), None
+            else:
+                # MP4/WebM: written once at the study's fixed quality for every model (app/media/video.py), served
+                # as it is; the media route equalises the sizes of a prompt's clips when it serves them.
+                master, stored = None, store_bytes(result.gif, suffix="." + spec.clip_format)
     except TRANSIENT as exc:
         if retries < max_retries:
             with session_scope() as session:
@@ -104,16 +109,18 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
         return _fail(clip_id, worker, f"generation failed: {_describe(exc)}")
 
     with session_scope() as session:
-        recorded = svc.complete_clip(session, clip_id=clip_id, worker=worker, result=result, stored=None,
+        recorded = svc.complete_clip(session, clip_id=clip_id, worker=worker, result=result, stored=stored,
                                      master=master)
     if not recorded:
         # Our lease ran out and another worker took the clip: drop our copy, theirs is the clip.
-        media_path(master.storage_name).unlink(missing_ok=True)
+        ours = master if master is not None else stored
+        if ours is not None:
+            media_path(ours.storage_name).unlink(missing_ok=True)
         log.warning("clip %s was taken over by another worker; discarded this copy", clip_id)
         return "superseded"
     try:
         # The last clip of its prompt and seed serves the whole group at one lossy level, then pairs it.
-        served = encode_group(clip_id)
+        served = encode_group(clip_id) if master is not None else [clip_id]
     except Exception:
         # The clip is recorded and its master kept: the sweeper serves the group later (encode_waiting).
         log.exception("serving the group of clip %s failed; the sweeper will try again", clip_id)

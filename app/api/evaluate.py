@@ -67,6 +67,9 @@ class PairOut(BaseModel):
     left_media_url: str
     right_media_url: str
     play_ms: int = Field(description="How long the longer clip takes to play once, in milliseconds.")
+    media_type: str = Field("image/gif", description="image/gif, video/mp4 or video/webm: the study's clip format, "
+                            "the same for both sides")
+    fps: float = Field(8.0, description="Frame rate both clips play at (for stepping frame by frame)")
     criteria: list[CriterionOut]
     notice: str | None = Field(None, description="Set when the previous pair was given back to the pool "
                                "(left unanswered too long) and this is a new one.")
@@ -83,10 +86,14 @@ class PairResponse(BaseModel):
 
 class VoteRequest(BaseModel):
     assignment_token: str = Field(min_length=1, max_length=64)
-    choices: dict[Annotated[str, Field(max_length=60)], Literal["left", "right", "tie"]] = Field(
-        max_length=50, description="criterion key -> left | right | tie; every criterion of the study is required"
+    choices: dict[Annotated[str, Field(max_length=60)], Literal["left", "right", "tie", "both_bad"]] = Field(
+        max_length=50, description="criterion key -> left | right | tie (| both_bad where the study offers it); "
+        "every criterion of the study is required"
     )
     client_time_ms: int | None = Field(None, ge=0, le=24 * 3600 * 1000)
+    comment: str | None = Field(None, max_length=1000, description="where the study asks for one")
+    reason_tags: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        None, max_length=12, description="tags from the study's list, where it offers them")
 
 
 VoteStatus = Literal["recorded", "already_recorded"]
@@ -158,6 +165,7 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
         assignment_token=view.token, position=number, total=max(state.quota, number),
         prompt=view.prompt, left_media_url=f"/m/{view.left_media_token}",
         right_media_url=f"/m/{view.right_media_token}", play_ms=view.play_ms,
+        media_type={"mp4": "video/mp4", "webm": "video/webm"}.get(view.clip_format, "image/gif"), fps=view.fps,
         criteria=[CriterionOut(key=c.key, label=c.label, description=c.description)
                   for c in study_criteria(session, state.study_id)],
         notice=("Your previous pair stayed unanswered too long and was given to another participant; this is a "
@@ -194,7 +202,8 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
         state = _evaluator(session, token)
         try:
             result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
-                                 choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state)
+                                 choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state,
+                                 comment=body.comment, reason_tags=body.reason_tags)
         except EvaluationError as exc:
             return _refused(exc)
     return VoteResponse(status=_vote_status(result.status), completed=result.completed)

@@ -54,16 +54,20 @@ def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = Fa
     return result
 
 
+@app.command("import-clips")
 @app.command("import-gifs")
 def import_gifs(
-    folder: Path = typer.Argument(..., help="Folder with one sub-folder per model holding <prompt id>.gif files."),
+    folder: Path = typer.Argument(..., help="Folder with one sub-folder per model holding <prompt id>.gif, .mp4 or "
+                                            ".webm files."),
     study: str = typer.Option(..., "--study", help="Study id or slug."),
     seed: int = typer.Option(0, "--seed", help="Seed the clips were rendered with (pairs match clips by seed)."),
     replace: bool = typer.Option(False, "--replace", help="Replace clips whose file changed (never once voted on)."),
     metrics: bool = typer.Option(True, "--metrics/--no-metrics", help="Compute the clips' automatic metrics after "
                                                                       "the import (weight-free; `blindpair metrics`)."),
 ) -> None:
-    """Check every GIF (decodable, animated, same frames/size/fps for all models), then store them all or none."""
+    """Check every clip (decodable, animated, same frames/size/fps for all models), then store them all or none.
+
+    Clips are stored in the study's format (setting clip_format: gif, mp4 or webm), re-encoded by one encoder."""
     from app.db import session_scope
 
     with session_scope() as session:

@@ -60,6 +60,15 @@ def study_create(
         "", "--owner", help="The email of the researcher who owns the study. Without it only admins see the study "
         "until it is shared (blindpair study share)."
     ),
+    both_bad: bool = typer.Option(False, "--both-bad", help="Offer a fourth answer, 'Both are bad' (a tie in "
+                                  "the statistics, told apart in the answers export)."),
+    reason_tag: list[str] = typer.Option([], "--reason-tag", help="A reason evaluators may tick per pair "
+                                         "(repeat the option; never required)."),
+    comment: str = typer.Option("off", "--comment", help="A short comment per pair: off, optional or required."),
+    clip_format: str = typer.Option(
+        "gif", "--clip-format", help="What raters see: gif, mp4 (H.264) or webm (VP9); videos get the frame-locked "
+        "player. Every clip, imported or generated, is stored in this format."
+    ),
 ) -> None:
     """Create a draft study and print its id and invite link."""
     require_migrated()
@@ -80,7 +89,8 @@ def study_create(
             study = study_service.create_study(
                 session, name=name, models=[parse_model(m) for m in model], prompts=specs,
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, description=description,
-                redirect_url=redirect_url, created_by_id=owner_id,
+                redirect_url=redirect_url, created_by_id=owner_id, settings={"clip_format": clip_format},
+                answers={"both_bad": both_bad, "reason_tags": reason_tag, "comment": comment},
             )
             study_id, invite = study.id, study_service.invite_url(study)
             models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)

@@ -13,7 +13,7 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Integer, ScalarSelect, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import CursorResult
@@ -256,6 +256,13 @@ class PairView:
     play_ms: int
     # The evaluator's previous pair was given back to the pool (left unanswered too long); this is a new one.
     replaced: bool = False
+    # gif | mp4 | webm: one format per study, so the same for both sides (app/media/video.py); and the frame
+    # rate the player steps by (both sides share it: the import and the worker check it).
+    clip_format: str = "gif"
+    fps: float = 8.0
+    frames: int = 0
+    # The study's optional answers as stored (app/services/answers.py): "both are bad", reason tags, a comment.
+    answer_options: dict[str, Any] | None = None
 
 
 # The rating flow's statements are built once, with bind parameters, on the tables rather than the ORM
@@ -339,7 +346,14 @@ _VIEW_COLUMNS = (
     _LEFT.c.media_token.label("left_media_token"), _RIGHT.c.media_token.label("right_media_token"),
     _LEFT.c.width.label("lw"), _LEFT.c.height.label("lh"), _RIGHT.c.width.label("rw"), _RIGHT.c.height.label("rh"),
     _LEFT.c.frames.label("lf"), _LEFT.c.fps.label("lfps"), _RIGHT.c.frames.label("rf"), _RIGHT.c.fps.label("rfps"),
+    _LEFT.c.storage_name.label("lsn"), _st.c.answer_options,
 )
+
+
+def clip_format_of(storage_name: str | None) -> str:
+    """gif, mp4 or webm from a stored file's name (random hex + the format's suffix)."""
+    suffix = (storage_name or "").rsplit(".", 1)[-1].lower()
+    return suffix if suffix in ("mp4", "webm") else "gif"
 
 
 def duration_ms(frames: int | None, fps: float | None) -> int:
@@ -353,6 +367,7 @@ _VIEW = (
     select(*_VIEW_COLUMNS)
     .join(_pr, _pr.c.id == _as.c.pair_id)
     .join(_pm, _pm.c.id == _pr.c.prompt_id)
+    .join(_st, _st.c.id == _pr.c.study_id)
     .join(_LEFT, _LEFT.c.id == _as.c.left_clip_id)
     .join(_RIGHT, _RIGHT.c.id == _as.c.right_clip_id)
 )
@@ -377,6 +392,8 @@ def pair_view(session: Session, *, evaluator_id: int | None = None, token: str |
         width=row.lw or row.rw or 256, height=row.lh or row.rh or 256,
         # One number for both sides (the longer clip), so it cannot tell which clip is which.
         play_ms=max(duration_ms(row.lf, row.lfps), duration_ms(row.rf, row.rfps)),
+        clip_format=clip_format_of(row.lsn), fps=float(row.lfps or row.rfps or 8.0),
+        frames=max(row.lf or 0, row.rf or 0), answer_options=row.answer_options,
     )
 
 

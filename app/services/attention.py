@@ -39,6 +39,8 @@ from app.db import after_commit, session_scope, snapshot_session_scope
 from app.media.budget import check_gif_budget
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
 from app.media.storage import media_path, store_bytes
+from app.media.video import FORMATS as VIDEO_FORMATS
+from app.media.video import check_video_budget, degrade_video, duplicate_video, sniff, video_variants
 from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
 
 CHECK_SAME = "check_same"
@@ -245,7 +247,7 @@ def _target_sources(study: Study, settings: QCSettings) -> int:
 
 
 def _store_copy(source: Clip, data: bytes, variant: str) -> Clip:
-    stored = store_bytes(data)
+    stored = store_bytes(data, suffix="." + (sniff(data) or "gif"))
     return Clip(
         study_id=source.study_id, model_id=source.model_id, prompt_id=source.prompt_id, seed=source.seed,
         origin=DEGRADED_ORIGIN, source_clip_id=source.id, variant=variant, status="done",
@@ -323,26 +325,35 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
         try:
             data = media_path(source.storage_name).read_bytes()
             # Copies decode every frame: a clip over the pixel budget (one imported before the budget existed)
-            # is skipped, never decoded (GifBudgetError is a ValueError).
-            check_gif_budget(data)
+            # is skipped, never decoded (GifBudgetError, VideoBudgetError are ValueErrors).
+            fmt = sniff(data) or "gif"
+            if fmt in VIDEO_FORMATS:
+                check_video_budget(data)
+            else:
+                check_gif_budget(data)
         except (OSError, ValueError):
             continue  # a missing file is reported by the media checks, not here; pick another clip
         duplicate = have.get(DUPLICATE_VARIANT)
         try:
             # Both copies come from the canonical writer, as every stored clip does (app/media/canonical.py):
             # the same layout and colour tables as the clips they sit beside, so their bytes name no check.
-            duplicate_data = duplicate_gif(data) if duplicate is None else b""
+            if duplicate is not None:
+                duplicate_data = b""
+            else:  # a video copy is encoded with the same settings as every clip (app/media/video.py)
+                duplicate_data = duplicate_video(data, fmt) if fmt in VIDEO_FORMATS else duplicate_gif(data)
         except ValueError:
             continue  # a clip stored before the canonical writer that it cannot copy exactly: pick another
         degraded = next((c for v, c in have.items() if v != DUPLICATE_VARIANT), None)
         if degraded is None:
             try:
-                options = applicable_variants(data)
+                options = video_variants(data) if fmt in VIDEO_FORMATS else applicable_variants(data)
             except ValueError:
                 continue  # not an animated GIF: not usable for a check
             least = min(variant_use[v] for v in options)
             variant = rng.choice([v for v in options if variant_use[v] == least])
-            degraded = _store_copy(source, degrade_gif(data, variant, rng=rng), variant)
+            copy_data = (degrade_video(data, fmt, variant, rng) if fmt in VIDEO_FORMATS
+                         else degrade_gif(data, variant, rng=rng))
+            degraded = _store_copy(source, copy_data, variant)
             session.add(degraded)
             variant_use[variant] += 1
         if duplicate is None:
@@ -638,7 +649,8 @@ def grade_check(pair: Pair | CheckPair, choices_by_criterion_key: dict[str, str]
         pair = CheckPair.of(pair)
     choices = dict(choices_by_criterion_key)
     if pair.kind == CHECK_SAME:
-        not_tie = [k for k, side in choices.items() if side != "tie"]
+        # "Both are bad" (where a study offers it) prefers neither side either: an honest answer here too.
+        not_tie = [k for k, side in choices.items() if side not in ("tie", "both_bad")]
         if not not_tie:
             return []
         return [f"attention check (the same clip twice): did not answer 'indistinguishable' for "

@@ -1,8 +1,11 @@
-"""Importing GIF folders (one sub-folder per model, ``<prompt id>.gif``): check everything, then store it all.
+"""Importing clip folders (one sub-folder per model, ``<prompt id>.gif|.mp4|.webm``): check everything, then
+store it all.
 
 The whole batch is validated before anything is written, so a bad file leaves the study exactly as it was.
-Stored GIFs are written again by the canonical writer (``app.media.canonical``: pixels and delays, nothing
-else of the file) and saved under opaque random names.
+Every clip is stored in the study's format (setting ``clip_format``): GIFs are written again by the canonical
+writer (``app.media.canonical``: pixels and delays, nothing else of the file); for an MP4/WebM study every file
+(GIF, MP4 or WebM) is decoded and encoded again with the study-wide settings (``app.media.video``). Files
+are saved under opaque random names.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, 
 from app.media.canonical import canonicalize, same_video
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
 from app.media.storage import media_path, store_bytes
+from app.media.video import FORMATS, VideoError, check_video_budget, encoder_description, sniff
+from app.media.video import canonicalize as canonicalize_video
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
 from app.services.attention import schedule_attention_checks
 from app.services.pairs import ensure_pairs
@@ -74,6 +79,37 @@ class ClipImportError(ValueError):
         super().__init__(f"import refused, nothing was changed: {head}")
 
 
+CLIP_SUFFIXES = (".gif", ".mp4", ".webm")
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """Shape and rate of a stored clip, GIF or video."""
+
+    width: int
+    height: int
+    frames: int
+    fps: float
+    shown_durations_ms: tuple[int, ...] = ()
+
+    @property
+    def animated(self) -> bool:
+        return self.frames > 1
+
+    @property
+    def mixed_durations(self) -> bool:
+        return len(set(self.shown_durations_ms)) > 1
+
+    @classmethod
+    def of_gif(cls, info: GifInfo) -> ClipInfo:
+        return cls(info.width, info.height, info.frames, info.fps, info.shown_durations_ms)
+
+
+def study_format(study: Study) -> str:
+    """The format every clip of ``study`` is stored and served in (studies made before the setting: GIF)."""
+    return str((study.settings or {}).get("clip_format") or "gif")
+
+
 @dataclass
 class _Planned:
     model: StudyModel
@@ -81,7 +117,7 @@ class _Planned:
     rel: str
     data: bytes  # sanitized
     sha256: str
-    info: GifInfo
+    info: ClipInfo
     existing: Clip | None
     action: str  # new | replace | unchanged
 
@@ -99,7 +135,7 @@ class ImportResult:
     per_model: dict[str, int] = field(default_factory=dict)
 
 
-def _signature(info: GifInfo) -> Signature:
+def _signature(info: ClipInfo) -> Signature:
     return Signature(info.frames, info.width, info.height, info.fps)
 
 
@@ -129,8 +165,8 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            errors.append(f"{entry.name}: GIFs go in one sub-folder per model (e.g. {folder.name}/<model>/<prompt "
-                          "id>.gif), not at the top level")
+            errors.append(f"{entry.name}: clips go in one sub-folder per model (e.g. {folder.name}/<model>/<prompt "
+                          "id>.gif or .mp4 or .webm), not at the top level")
             continue
         if entry.name not in models:
             hint = [m for m in models if m.lower() == entry.name.lower()]
@@ -141,8 +177,8 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
         for path in sorted(entry.iterdir()):
             if path.name.startswith("."):
                 continue
-            if path.is_dir() or path.suffix.lower() != ".gif":
-                errors.append(f"{entry.name}/{path.name}: not a .gif file")
+            if path.is_dir() or path.suffix.lower() not in CLIP_SUFFIXES:
+                errors.append(f"{entry.name}/{path.name}: not a clip (.gif, .mp4 or .webm)")
                 continue
             if not path.resolve().is_relative_to(folder.resolve()):
                 errors.append(f"{entry.name}/{path.name}: a link to a file outside {folder}; copy the GIF in instead")
@@ -151,23 +187,46 @@ def _collect_files(folder: Path, models: dict[str, StudyModel], errors: list[str
     return files
 
 
+def _read_clip(raw: bytes, rel: str, fmt: str) -> tuple[bytes, ClipInfo]:
+    """``raw`` checked from its headers, decoded and written again in the study's format ``fmt``."""
+    kind = sniff(raw)
+    suffix = Path(rel).suffix.lower().lstrip(".")
+    if kind is None:
+        raise VideoError("not a GIF, MP4 or WebM file (its first bytes are none of them)")
+    if kind != suffix:
+        raise VideoError(f"named .{suffix} but it is a {kind.upper()} file; rename it")
+    if fmt == "gif":
+        if kind != "gif":
+            raise VideoError(f"the study's clips are GIFs (setting clip_format gif), this is {kind.upper()}; "
+                             "make the study with clip_format mp4 or webm to compare videos, or export GIFs")
+        # Headers within the pixel budget before anything decodes them (app/media/budget.py), then written
+        # again by the one canonical writer: the stored bytes hold pixels and delays only (app/media/canonical.py).
+        check_gif_budget(raw)
+        data = canonicalize(sanitize_gif(raw))
+        return data, ClipInfo.of_gif(inspect_gif(data))
+    if kind == "gif":
+        check_gif_budget(raw)
+    else:
+        check_video_budget(raw)
+    data, decoded = canonicalize_video(raw, fmt)
+    w, h = decoded.size
+    return data, ClipInfo(w, h, len(decoded.frames), round(decoded.fps, 2))
+
+
 def _plan_file(session: Session, path: Path, rel: str, model: StudyModel, prompt: Prompt, clip: Clip | None, *,
-               seed: int, replace: bool, limit: int, errors: list[str], warnings: list[str]) -> _Planned | None:
-    """One file checked (size, GIF, animation) and what importing it would do; None (with an error) if refused."""
+               seed: int, replace: bool, limit: int, errors: list[str], warnings: list[str],
+               fmt: str = "gif") -> _Planned | None:
+    """One file checked (size, format, animation) and what importing it would do; None (with an error) if refused."""
     try:
         # A regular file of bounded size (a FIFO would block forever), whose headers fit the pixel budget
-        # before anything decodes it (a few bytes can claim gigabytes of pixels): app/media/budget.py.
+        # before anything decodes it (a few bytes can claim gigabytes of pixels): app/media/budget.py, video.py.
         raw = read_untrusted_file(path, max_bytes=limit)
-        check_gif_budget(raw)
-        # Written again by the one canonical writer every stored clip goes through: the stored bytes hold
-        # the pixels and delays and nothing else of the file (app/media/canonical.py).
-        data = canonicalize(sanitize_gif(raw))
-        info = inspect_gif(data)
-    except (GifError, GifBudgetError, UnsafeFileError) as exc:
+        data, info = _read_clip(raw, rel, fmt)
+    except (GifError, GifBudgetError, UnsafeFileError, VideoError) as exc:
         errors.append(f"{rel}: {exc}")
         return None
     if not info.animated:
-        errors.append(f"{rel}: a still image (1 frame); clips must be animated GIFs")
+        errors.append(f"{rel}: a still image (1 frame); clips must be animated")
         return None
     if info.mixed_durations:
         warnings.append(f"{rel}: frame delays differ ({sorted(set(info.shown_durations_ms))} ms); "
@@ -198,7 +257,12 @@ def _same_video(clip: Clip, data: bytes) -> bool:
     if not clip.storage_name:
         return False
     try:
-        return same_video(media_path(clip.storage_name).read_bytes(), data)
+        stored = media_path(clip.storage_name).read_bytes()
+        if sniff(data) in FORMATS:  # the video encoder is deterministic: the same frames give the same bytes
+            return stored == data
+        if sniff(stored) != "gif":
+            return False
+        return same_video(stored, data)
     except (OSError, ValueError):
         return False
 
@@ -248,8 +312,8 @@ def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int 
     warnings: list[str] = []
     files = _collect_files(folder, models, errors)
     if not files and not errors:
-        errors.append(f"{folder} holds no GIFs; expected {folder.name}/<model>/<prompt id>.gif with models "
-                      f"{', '.join(repr(m) for m in models)}")
+        errors.append(f"{folder} holds no clips; expected {folder.name}/<model>/<prompt id>.gif (or .mp4, .webm) "
+                      f"with models {', '.join(repr(m) for m in models)}")
 
     planned: list[_Planned] = []
     seen: dict[tuple[str, str], str] = {}
@@ -267,7 +331,7 @@ def plan_gif_import(session: Session, *, study_id: int, folder: Path, seed: int 
             continue
         model = models[model_name]
         item = _plan_file(session, path, rel, model, prompt, existing.get((model.id, prompt.id)), seed=seed,
-                          replace=replace, limit=limit, errors=errors, warnings=warnings)
+                          replace=replace, limit=limit, errors=errors, warnings=warnings, fmt=study_format(study))
         if item is not None:
             planned.append(item)
 
@@ -346,7 +410,7 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             if p.action == "unchanged":
                 result.unchanged += 1
                 continue
-            stored = store_bytes(p.data, suffix=".gif")
+            stored = store_bytes(p.data, suffix="." + (sniff(p.data) or "gif"))
             written.append(stored.storage_name)
             clip = p.existing
             if clip is None:
@@ -369,6 +433,9 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
             clip.width, clip.height = p.info.width, p.info.height
             clip.frames = p.info.frames
             clip.fps = p.info.fps
+            fmt = sniff(p.data)
+            if fmt in FORMATS:  # the clips manifest shows the encoder and settings every clip went through
+                clip.generation = {**(clip.generation or {}), "encoding": encoder_description(fmt)}
         session.flush()
         result.pairs_created = ensure_pairs(session, study_id=study_id)
         _drop_stale_copies(session, result, [p.existing.id for p in planned

@@ -71,6 +71,46 @@ def raw_votes_frame(session: Session, *, study: Study) -> pd.DataFrame:
     return out[list(RAW_VOTE_COLUMNS)].reset_index(drop=True)
 
 
+ANSWER_COLUMNS = ("vote_id", "evaluator", "prompt", "model_a", "model_b", "left_model", "both_bad_criteria",
+                  "reason_tags", "comment", "submitted_at")
+
+
+def answers_frame(session: Session, *, study: Study) -> pd.DataFrame:
+    """The optional answers (app/services/answers.py), one row per vote of a normal pair that has any: the
+    criteria answered "both are bad" (a tie in the votes export and the statistics), the reason tags, the
+    comment. Evaluators appear under the votes export's pseudonyms."""
+    from app.models import Criterion, Vote, VoteChoice
+
+    keys = dict(session.execute(select(Criterion.id, Criterion.key).where(Criterion.study_id == study.id)).all())
+    bad: dict[int, list[str]] = {}
+    for vote_id, criterion_id in session.execute(
+            select(VoteChoice.vote_id, VoteChoice.criterion_id).join(Vote, Vote.id == VoteChoice.vote_id)
+            .where(Vote.study_id == study.id, VoteChoice.side == "both_bad").order_by(VoteChoice.id)):
+        bad.setdefault(vote_id, []).append(keys.get(criterion_id, str(criterion_id)))
+    frame = get_cache().frame(session, study_id=study.id)
+    votes = frame.drop_duplicates("vote_id").set_index("vote_id")
+    # JSON columns store Python None as JSON null, not SQL NULL: filtered here rather than in SQL.
+    extras = {vid: (comment, tags) for vid, comment, tags in session.execute(
+        select(Vote.id, Vote.comment, Vote.reason_tags).where(Vote.study_id == study.id)) if comment or tags}
+    records = []
+    for vote_id in sorted(set(bad) | set(extras)):
+        if vote_id not in votes.index:
+            continue  # an attention check's vote: not part of the study's answers
+        row, extra = votes.loc[vote_id], extras.get(vote_id)
+        records.append({"vote_id": vote_id, "evaluator": row["evaluator"], "prompt": row["prompt"],
+                        "model_a": row["model_a"], "model_b": row["model_b"], "left_model": row["left_model"],
+                        "both_bad_criteria": ";".join(bad.get(vote_id, [])),
+                        "reason_tags": ";".join(extra[1] or []) if extra else "",
+                        "comment": (extra[0] or "") if extra else "",
+                        "submitted_at": row["submitted_at"].isoformat()})
+    return pd.DataFrame.from_records(records, columns=list(ANSWER_COLUMNS))
+
+
+def answers_csv(session: Session, *, study: Study) -> Download:
+    return Download(f"{study.slug}-answers-{_stamp()}.csv", "text/csv; charset=utf-8",
+                    to_safe_csv(answers_frame(session, study=study)))
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%MZ")
 
@@ -135,7 +175,21 @@ MANIFEST_COLUMNS = (
     "lossy_level", "psnr_db", "fit_level",
     # The study's negative prompt, and whether this clip's model used it (only CFG, guidance > 1, reads it).
     "negative_prompt", "negative_prompt_used", "generation",
+    # what raters were served: gif | mp4 | webm, the codec, the mean bitrate and the encoder with its version
+    "format", "codec", "bitrate_kbps", "encoder",
 )
+
+
+def _encoding_columns(clip: Clip) -> dict[str, Any]:
+    name = clip.storage_name or ""
+    fmt = name.rsplit(".", 1)[-1] if name.endswith((".mp4", ".webm")) else ("gif" if name else None)
+    enc = (clip.generation or {}).get("encoding") or {}
+    seconds = clip.frames / clip.fps if clip.frames and clip.fps else None
+    bitrate = round(clip.size_bytes * 8 / seconds / 1000, 1) if clip.size_bytes and seconds else None
+    encoder = (f"{enc['encoder']} ({enc.get('settings', '')}; libavcodec {enc.get('libavcodec', '?')}, "
+               f"PyAV {enc.get('pyav', '?')})") if enc.get("encoder") else ("BlindPair canonical GIF writer"
+                                                                        if fmt == "gif" else None)
+    return {"format": fmt, "codec": enc.get("codec") or fmt, "bitrate_kbps": bitrate, "encoder": encoder}
 
 
 def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
@@ -159,7 +213,7 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
             rec["lossy_level"] = gen["gif_lossy_level"] or 0  # recorded before the column; null meant no lossy step
         rec.update(negative_prompt=gen.get("negative_prompt"), negative_prompt_used=gen.get("negative_prompt_used"))
         rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
-                   generation=clip.generation or {})
+                   generation=clip.generation or {}, **_encoding_columns(clip))
         for col in ("created_at", "started_at", "finished_at"):
             when = rec[col]
             rec[col] = when.isoformat() if when is not None else None

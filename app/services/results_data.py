@@ -127,6 +127,9 @@ def load_vote_frame(session: Session, *, study_id: int, after_vote_id: int = 0) 
         return empty_vote_frame()
     choices = _columns(session, _choices_query(study_id, after_vote_id=after_vote_id),
                        ["vote_id", "criterion_id", "side", "outcome"])
+    # "Both are bad" enters the statistics as a tie, decided once in app/services/answers.py; the answers
+    # export keeps it apart.
+    choices["side"] = choices["side"].replace({"both_bad": "tie"})
     criteria = session.execute(select(Criterion.id, Criterion.key, Criterion.position)
                                .where(Criterion.study_id == study_id)).all()
     model_names = dict(session.execute(select(StudyModel.id, StudyModel.name)

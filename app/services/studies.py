@@ -28,6 +28,7 @@ from app.models import (
     User,
     Vote,
 )
+from app.services.answers import AnswerOptionsError, validate_answer_options
 from app.services.attention import QCSettingsError, qc_settings, schedule_attention_checks, validate_qc
 from app.services.plans import freeze_draft
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
@@ -244,6 +245,7 @@ def create_study(
     redirect_url: str = "",
     created_by_id: int | None = None,
     slug: str | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> Study:
     """Validate everything first, then create the study with its models, criteria and prompts (status draft).
 
@@ -262,6 +264,11 @@ def create_study(
     _positive_int(pairs_per_session, "Pairs per session", errors)
     merged_settings = _validate_settings(settings, errors, [(m.preset or "").strip() for m in models if m.preset])
     redirect_url = _check_redirect_url(redirect_url, errors)
+    options = None
+    try:  # optional answers: "both are bad", reason tags, a comment (app/services/answers.py)
+        options = validate_answer_options(answers).as_json() if answers else None
+    except AnswerOptionsError as exc:
+        errors.extend(_sentence(f"Answer options: {e}") for e in exc.errors)
     if slug is not None:
         _check_slug(session, slug, errors)
     _check_storable(errors, name=name, description=description, models=models, settings=settings, criteria=crit)
@@ -277,7 +284,7 @@ def create_study(
             study = _insert_study(
                 session, name=name, description=description, models=models, criteria=crit, prompts=prompts,
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, settings=merged_settings,
-                redirect_url=redirect_url, created_by_id=created_by_id, slug=slug,
+                redirect_url=redirect_url, created_by_id=created_by_id, slug=slug, answer_options=options,
             )
     except PromptError as exc:
         raise StudyError(exc.errors) from exc

@@ -17,7 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
-from app.models import Assignment, Clip, Pair, Vote, VoteChoice, utcnow
+from app.models import Assignment, Clip, Pair, Study, Vote, VoteChoice, utcnow
+from app.services.answers import BOTH_BAD, InvalidExtras, answer_options, clean_extras
 from app.services.assignments import (
     RELEASED,
     EvaluationError,
@@ -111,11 +112,13 @@ class LabelledCriterion(Protocol):
     def label(self) -> str: ...
 
 
-def validate_choices(criteria: Sequence[LabelledCriterion], choices: dict[str, str]) -> dict[str, str]:
-    """Every criterion answered with left/right/tie, and nothing else; raises ``InvalidChoices`` otherwise."""
+def validate_choices(criteria: Sequence[LabelledCriterion], choices: dict[str, str],
+                     sides: Sequence[str] = SIDES) -> dict[str, str]:
+    """Every criterion answered with left/right/tie (or ``sides``: "both_bad" where the study offers it), and
+    nothing else; raises ``InvalidChoices`` otherwise."""
     by_key = {c.key: c for c in criteria}
     missing = [c.label for c in criteria if not choices.get(c.key)]
-    invalid = [by_key[k].label for k, v in choices.items() if k in by_key and v and v not in SIDES]
+    invalid = [by_key[k].label for k, v in choices.items() if k in by_key and v and v not in sides]
     unknown = sorted(k for k in choices if k not in by_key)
     if unknown:
         raise InvalidChoices(f"Unknown criteria: {', '.join(unknown)}. Expected: {', '.join(by_key)}.")
@@ -130,7 +133,7 @@ def validate_choices(criteria: Sequence[LabelledCriterion], choices: dict[str, s
 
 
 def _outcome(side: str, *, a_left: bool) -> str:
-    if side == "tie":
+    if side in ("tie", BOTH_BAD):  # "both are bad" prefers neither model: a tie (app/services/answers.py)
         return "tie"
     return "a" if (side == "left") == a_left else "b"
 
@@ -143,6 +146,8 @@ def submit_vote(
     choices: dict[str, str],
     client_time_ms: int | None = None,
     state: EvaluatorState | None = None,
+    comment: str | None = None,
+    reason_tags: Sequence[str] | None = None,
 ) -> SubmitResult:
     """Record this evaluator's answer to one assignment (see the module docstring for the guarantees).
 
@@ -171,7 +176,13 @@ def submit_vote(
             f"This pair stayed unanswered for more than {minutes} minutes, so it was given to another "
             "participant and your answer was not stored. Continue with a new pair.")
     criteria = study_criteria(session, state.study_id)
-    clean = validate_choices(criteria, {str(k): (v or "") for k, v in (choices or {}).items()})
+    options = answer_options(session.scalar(select(Study.answer_options).where(Study.id == state.study_id)))
+    clean = validate_choices(criteria, {str(k): (v or "") for k, v in (choices or {}).items()},
+                             (*SIDES, BOTH_BAD) if options.both_bad else SIDES)
+    try:
+        comment, tags = clean_extras(options, comment=comment, reason_tags=reason_tags)
+    except InvalidExtras as exc:
+        raise InvalidChoices(str(exc)) from exc
 
     now = utcnow()
     spent = max(0, int((now - as_utc(found.shown_at)).total_seconds() * 1000))
@@ -184,6 +195,7 @@ def submit_vote(
         "assignment_id": found.id, "study_id": state.study_id, "evaluator_id": evaluator_id,
         "pair_id": found.pair_id, "shown_at": found.shown_at, "submitted_at": now, "time_spent_ms": spent,
         "client_time_ms": client_time_ms, "too_fast": is_too_fast(spent, state.qc),
+        "comment": comment, "reason_tags": tags,
     }).scalar_one_or_none()
     if vote_id is None:
         return SubmitResult("already_recorded", found.id, completed=state.completed_at is not None)

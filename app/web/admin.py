@@ -117,7 +117,7 @@ def _int_field(value: str, label: str, errors: list[str]) -> int | None:
 def _settings(raw: dict[str, str], errors: list[str]) -> dict[str, Any]:
     """Form text -> typed generation settings; the service then checks ranges (multiples of 8, ...)."""
     out: dict[str, Any] = {"negative_prompt": raw["negative_prompt"], "base_model": raw["base_model"].strip(),
-                           "dtype": raw["dtype"]}
+                           "dtype": raw["dtype"], "clip_format": raw.get("clip_format", "gif")}
     try:
         out["seeds"] = [int(x) for x in raw["seeds"].replace(",", " ").split()]
     except ValueError:
@@ -197,10 +197,12 @@ def create_study_submit(
     negative_prompt: Annotated[str, Form()] = "",
     base_model: Annotated[str, Form()] = DEFAULT_SETTINGS["base_model"],
     dtype: Annotated[str, Form()] = DEFAULT_SETTINGS["dtype"],
+    clip_format: Annotated[str, Form()] = DEFAULT_SETTINGS["clip_format"],
 ) -> Response:
     verify_csrf(request, csrf_token)
     raw_settings = {"seeds": seeds, "frames": frames, "width": width, "height": height, "fps": fps,
-                    "negative_prompt": negative_prompt, "base_model": base_model, "dtype": dtype}
+                    "negative_prompt": negative_prompt, "base_model": base_model, "dtype": dtype,
+                    "clip_format": clip_format}
     n = max(len(model_name), len(model_description), len(model_preset))
 
     def pick(values: list[str], i: int) -> str:

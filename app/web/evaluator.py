@@ -8,7 +8,7 @@ signed ``bp_eval`` cookie, whose payload is only the evaluator's random public i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -29,6 +29,7 @@ from app.deps import (
 from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession, RatingSlot
+from app.services.answers import answer_options
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
     PLATFORM_SESSION_ID_MAX,
@@ -171,9 +172,10 @@ def consent(
 
 def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, quota: int, number: int,
                      chosen: dict[str, str] | None = None, error: str = "", missing: list[str] | None = None,
-                     status: int = 200) -> Response:
+                     status: int = 200, extras: dict[str, Any] | None = None) -> Response:
     """The pair page. ``criteria``: the study's, in page order (each with key, label and description);
     ``number``: the pair's number shown to the evaluator (answered pairs + 1)."""
+    options = answer_options(view.answer_options)
     context = {
         "assignment_token": view.token,
         "prompt": view.prompt,
@@ -182,8 +184,14 @@ def render_pair_page(request: Request, view: PairView, *, criteria: Sequence, qu
         "width": view.width,
         "height": view.height,
         "play_ms": view.play_ms,
+        "clip_format": view.clip_format,
+        "media_type": {"mp4": "video/mp4", "webm": "video/webm"}.get(view.clip_format, "image/gif"),
+        "fps": view.fps,
+        "frames": view.frames,
         "criteria": criteria,
-        "sides": SIDE_LABELS,
+        "sides": SIDE_LABELS + ((("both_bad", "Both are bad"),) if options.both_bad else ()),
+        "options": options,
+        "extras": extras or {"comment": "", "tags": []},
         "chosen": chosen or {},
         "missing": set(missing or []),
         "error": error,
@@ -225,6 +233,12 @@ async def read_form(request: Request) -> FormData:
     return await request.form()
 
 
+def parse_extras(form: FormData) -> tuple[str | None, list[str]]:
+    """The optional comment and reason tags of the pair form (where the study offers them)."""
+    comment = str(form.get("comment", "") or "")[:5000]
+    return (comment or None), [str(v)[:100] for k, v in form.multi_items() if k == "reason_tag"][:50]
+
+
 def parse_vote_form(form: FormData) -> tuple[str, dict[str, str], int | None]:
     """The pair form's assignment token, its answers (``c_<criterion key>`` fields) and the time on page."""
     choices = {k[2:]: str(v) for k, v in form.multi_items() if k.startswith("c_")}
@@ -242,13 +256,14 @@ def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot:
     except HTTPException as exc:
         return _message(request, "Please reload", exc.detail, 403, action="/e/pair")
     token, choices, client_ms = parse_vote_form(form)
+    comment, tags = parse_extras(form)
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
         if state is None:
             return _no_session(request)
         try:
             submit_vote(session, assignment_token=token, evaluator_id=state.id, choices=choices,
-                        client_time_ms=client_ms, state=state)
+                        client_time_ms=client_ms, state=state, comment=comment, reason_tags=tags)
         except InvalidChoices as exc:
             # submit_vote found this assignment (in this transaction) before it checked the answers.
             view = pair_view(session, token=token)
@@ -257,7 +272,8 @@ def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot:
                                                            "current pair."))
             return render_pair_page(request, view, criteria=study_criteria(session, state.study_id),
                                     quota=state.quota, number=state.done + 1, chosen=choices, error=exc.message,
-                                    missing=exc.missing + exc.invalid, status=422)
+                                    missing=exc.missing + exc.invalid, status=422,
+                                    extras={"comment": comment or "", "tags": tags})
         except EvaluationError as exc:
             return _refusal(request, exc)
     # Recorded or already recorded: either way the evaluator moves on (Post/Redirect/Get).

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.media import canonical
+from app.media import canonical, video
 from app.media.storage import media_path
 from app.models import Clip
 from app.security import DbSession
@@ -150,6 +150,69 @@ def _served(session: Session, clip: Clip) -> tuple[bytes, str]:
     return body, f'"{etag}"'
 
 
+def media_format(storage_name: str) -> str:
+    """gif, mp4 or webm, from the stored file's suffix (stored names are random hex + the format's suffix)."""
+    suffix = storage_name.rsplit(".", 1)[-1].lower()
+    return suffix if suffix in video.FORMATS else "gif"
+
+
+@lru_cache(maxsize=4096)
+def _sample_sizes(storage_name: str) -> tuple[int, ...]:
+    return video.sample_sizes(media_path(storage_name).read_bytes())
+
+
+@lru_cache(maxsize=64)
+def _video_body(storage_name: str, fmt: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
+    body = video.pad_samples(media_path(storage_name).read_bytes(), fmt, targets)
+    return body, hashlib.sha256(body).digest()
+
+
+def _served_video(session: Session, clip: Clip, fmt: str) -> tuple[bytes, str]:
+    """An MP4/WebM clip with every frame grown, inside the codec stream, to the longest that frame is among the
+    clips of its prompt and seed (app/media/video.py, ``pad_samples``): one size and one layout for the group,
+    built for the whole group at once like the GIFs above."""
+    assert clip.storage_name is not None
+    siblings = session.scalars(select(Clip.storage_name).where(
+        Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
+        Clip.status == "done", Clip.storage_name.is_not(None)).order_by(Clip.id)).all()
+    sizes: dict[str, tuple[int, ...]] = {clip.storage_name: _sample_sizes(clip.storage_name)}
+    for name in siblings:
+        if name is None or name in sizes or media_format(name) != fmt:
+            continue
+        try:
+            sizes[name] = _sample_sizes(name)
+        except (OSError, ValueError):
+            continue  # a sibling's broken file is its own problem
+    targets = video.padded_targets(fmt, list(sizes.values()))
+    for name, own in sizes.items():
+        try:
+            _video_body(name, fmt, targets[: len(own)])
+        except (OSError, ValueError):
+            continue
+    body, digest = _video_body(clip.storage_name, fmt, targets[: len(sizes[clip.storage_name])])
+    key = get_settings().secret_key.encode()
+    etag = hmac.new(key, b"etag:" + clip.media_token.encode() + b":" + digest, hashlib.sha256).hexdigest()[:32]
+    return body, f'"{etag}"'
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one range ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` asks for, clipped to the body; None otherwise.
+
+    Browsers fetch <video> in ranges and seek with them; several ranges in one header are answered whole."""
+    if not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if not first:
+            n = int(last)
+            return (max(0, size - n), size - 1) if n > 0 else None
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    return (start, end) if 0 <= start <= end else None
+
+
 def _not_found() -> Response:
     return PlainTextResponse("Not found", status_code=404)
 
@@ -159,8 +222,9 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
     clip = session.scalar(select(Clip).where(Clip.media_token == media_token, Clip.status == "done"))
     if clip is None or not clip.storage_name:
         return _not_found()
+    fmt = media_format(clip.storage_name)
     try:
-        body, etag = _served(session, clip)
+        body, etag = _served(session, clip) if fmt == "gif" else _served_video(session, clip, fmt)
     except (OSError, ValueError) as exc:
         # Logged with the clip id for the operator; the evaluator only sees 404 (no hint about the clip).
         log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
@@ -169,7 +233,16 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
         "Cache-Control": f"private, max-age={CACHE_SECONDS}",
         "ETag": etag,
         "X-Content-Type-Options": "nosniff",
+        "Accept-Ranges": "bytes",
     }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(content=body, media_type="image/gif", headers=headers)
+    wanted = request.headers.get("range")
+    if wanted is not None:
+        span = _byte_range(wanted, len(body))
+        if span is None:
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{len(body)}"})
+        start, end = span
+        return Response(content=body[start:end + 1], status_code=206, media_type=video.MIME[fmt],
+                        headers={**headers, "Content-Range": f"bytes {start}-{end}/{len(body)}"})
+    return Response(content=body, media_type=video.MIME[fmt], headers=headers)

@@ -60,6 +60,12 @@ def export_votes(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSe
     return _export(exports.raw_votes, session=session, study=study, fmt=fmt)
 
 
+@router.get("/studies/{study_id}/export/answers.csv")
+def export_answers(_admin: AdminUser, study: StudyForUser, session: DbSession):
+    """Optional answers: "both are bad" criteria, reason tags and comments per vote (app/services/answers.py)."""
+    return _export(exports.answers_csv, session=session, study=study)
+
+
 @router.get("/studies/{study_id}/export/clips.{fmt}")
 def export_clips(_admin: AdminUser, study: StudyForUser, fmt: str, session: DbSession):
     return _export(exports.clips_manifest, session=session, study=study, fmt=fmt)

@@ -44,6 +44,8 @@ def _keyboard_pair(page, keys: list[str], answers: dict[str, str]) -> None:
     page.locator("body").focus()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "replay"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "pause-gif"
     for key in keys:
         page.keyboard.press("Tab")  # into the next radio group (its first radio when none is chosen)
         assert page.evaluate("document.activeElement.name") == f"c_{key}"

@@ -152,8 +152,9 @@ def test_every_bad_file_is_reported_and_nothing_changes(session, tmp_path):
         import_gif_folder(session, study_id=study.id, folder=folder)
     text = "\n".join(exc.value.errors)
     for expected in ("fast/p000.gif:", "fast/p001.gif: a still image", "slow/nope.gif: no prompt with id 'nope'",
-                     "slow/notes.txt: not a .gif", "Fast/: no model of that name", "did you mean 'fast'",
-                     "stray.gif: GIFs go in one sub-folder per model"):
+                     "slow/notes.txt: not a clip (.gif, .mp4 or .webm)", "Fast/: no model of that name",
+                     "did you mean 'fast'",
+                     "stray.gif: clips go in one sub-folder per model"):
         assert expected in text, expected
     assert _counts(session) == (0, 0, 0)
 

@@ -190,6 +190,16 @@ def test_admin_adds_users(client, session):
     assert sorted(session.scalars(select(User.email))) == ["boss@lab.org", "new@lab.org"]
 
 
+def test_the_clip_format_is_chosen_on_the_form(client, session, user):
+    r = new_study_post(client, {"clip_format": "avi"})
+    assert r.status_code == 400
+    assert any("clip_format must be one of gif, mp4, webm" in e for e in errors_shown(r.text))
+    r = new_study_post(client, {"clip_format": "mp4"})
+    assert r.status_code == 303, errors_shown(r.text)
+    assert session.scalars(select(Study.settings)).one()["clip_format"] == "mp4"
+    session.rollback()
+
+
 def test_generation_settings_from_the_form(client, session, user):
     r = new_study_post(client, {"seeds": "0, 1, 7", "width": "256", "height": "500", "frames": "x"})
     assert r.status_code == 400
@@ -204,4 +214,5 @@ def test_generation_settings_from_the_form(client, session, user):
     settings = session.scalars(select(Study.settings)).one()
     session.rollback()
     assert settings == {"seeds": [0, 1, 7], "frames": 16, "width": 256, "height": 384, "fps": 8,
-                        "negative_prompt": "", "base_model": "emilianJR/epiCRealism", "dtype": "bfloat16"}
+                        "negative_prompt": "", "base_model": "emilianJR/epiCRealism", "dtype": "bfloat16",
+                        "clip_format": "gif"}

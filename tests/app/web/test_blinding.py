@@ -116,6 +116,13 @@ def _hidden(r, name):
 
 def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
     study, secrets, tokens = secret_study
+    leaks = walk_and_find_leaks(client, study, secrets, tokens)
+    assert leaks == [], f"model-identifying strings reached the evaluator: {leaks[:10]}"
+
+
+def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> list:
+    """Every page, form, API answer and clip an evaluator can reach; the secrets found in any of them.
+    ``check_body(url, body)``: a further check of every response body (e.g. a video's container metadata)."""
     go = Recorder(client)
     media_urls: set[str] = set()
 
@@ -131,7 +138,7 @@ def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
         if page.status_code == 303:
             break
         soup = BeautifulSoup(page.text, "html.parser")
-        media_urls |= {img["src"] for img in soup.select("img.clip")}
+        media_urls |= {img["src"] for img in soup.select("img.clip, video.clip source")}
         data = {"csrf_token": _hidden(page, "csrf_token"), "assignment": _hidden(page, "assignment")}
         if first:  # the "missing answers" re-render is a page too
             go("POST", "/e/vote", data={**data, f"c_{keys[0]}": "left"})
@@ -176,11 +183,13 @@ def test_nothing_an_evaluator_can_reach_names_a_model(client, secret_study):
             assert not {"comment", "xmp"} & set(im.info), f"GIF metadata served from {url}"
             # The only application block left is the looping one browsers need.
             assert im.info.get("extension", (b"NETSCAPE2.0",))[0].startswith(b"NETSCAPE2.0")
+        if check_body is not None:
+            check_body(url, body)
     # The browser keeps the cookies too: decode what the client ended up holding.
     for name, value in client.cookies.items():
         for text in _decode_cookie_payloads(value):
             leaks += [("cookie", name, "cookie", s) for s in secrets if s.lower() in text.lower()]
-    assert leaks == [], f"model-identifying strings reached the evaluator: {leaks[:10]}"
+    return leaks
 
 
 def test_the_check_detects_a_leak(secret_study):
