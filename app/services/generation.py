@@ -359,7 +359,7 @@ def release_for_retry(session: Session, *, clip_id: int, worker: str, error: str
 def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, stored: Any) -> bool:
     """Record a finished clip if this worker still holds it; False means another worker took over."""
     values = {
-        "status": "done", "storage_name": stored.storage_name, "sha256": stored.sha256,
+        "status": "done", "storage_name": stored.storage_name, "storage": stored.store, "sha256": stored.sha256,
         "size_bytes": stored.size_bytes, "width": result.width, "height": result.height, "frames": result.frames,
         "fps": result.fps, "error": None, "wall_seconds": result.wall_seconds,
         "denoise_seconds": result.denoise_seconds, "decode_seconds": result.decode_seconds,
