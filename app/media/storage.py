@@ -210,9 +210,15 @@ class S3Backend:
                         request_checksum_calculation="when_required",
                         response_checksum_validation="when_required",
                         s3={"addressing_style": "path" if self.endpoint else "auto"})
-        session = boto3.session.Session()
-        self.client: Any = session.client("s3", endpoint_url=self.endpoint, region_name=settings.s3_region or None,
-                                          config=config)
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            session = boto3.session.Session()
+            self.client: Any = session.client("s3", endpoint_url=self.endpoint,
+                                              region_name=settings.s3_region or None, config=config)
+        except ProfileNotFound as exc:
+            raise StorageConfigError(f"AWS_PROFILE names a profile that is not in the AWS config ({exc}); set it "
+                                     "to one that is, or unset it") from exc
 
     def key(self, name: str) -> str:
         if not name or "/" in name or "\\" in name or name.startswith("."):
@@ -348,6 +354,12 @@ def backend(store: str | None = None) -> Backend:
                 _s3_cache[ident] = S3Backend(settings)
             return _s3_cache[ident]
     raise ValueError(f"unknown store {store!r}; expected one of {', '.join(STORES)}")
+
+
+def reset_backends() -> None:
+    """Forget the S3 clients made so far (after credentials change in the environment: tests, a reload)."""
+    with _lock:
+        _s3_cache.clear()
 
 
 def new_name(suffix: str = ".gif") -> str:

@@ -189,10 +189,10 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None | Literal[Fals
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
-        return None
     if first >= size:
         return False
+    if first < 0 or last < first:
+        return None
     return first, min(last, size - 1)
 
 
