@@ -120,7 +120,7 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
             # Upload first, record after (complete_clip below): a clip row never names an object that is not
             # whole in the store, and an upload cut off midway leaves at most an orphan for the sweeper.
             stored = upload_clip(result.gif)
-    except StorageError as exc:
+    except (StorageUnavailable, StorageConfigError) as exc:
         # The store stayed down (or refused us) for the whole upload wait: the clip goes back to the queue, its
         # retry budget untouched (an outage is not the clip's fault), and is made again once the store answers.
         with session_scope() as session:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.media import canonical
-from app.media.storage import StorageConfigError, StorageUnavailable, read_bytes
+from app.media.storage import ObjectMissing, StorageError, StorageUnavailable, read_bytes
 from app.models import Clip
 from app.security import DbSession
 
@@ -206,7 +206,10 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
     except StorageUnavailable as exc:
         log.warning("media for clip %s: %s", clip.id, exc)
         return _store_down()
-    except StorageConfigError as exc:
+    except StorageError as exc:
+        if isinstance(exc, ObjectMissing):  # the store answered: this clip's object is gone (404 below)
+            log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
+            return _not_found()
         # The operator's to fix (credentials, bucket); the evaluator gets the same 503 as for an outage.
         log.error("media for clip %s cannot be read: %s", clip.id, exc)
         return _store_down()

@@ -360,3 +360,12 @@ def test_the_manifest_records_key_and_hash(seaweed, s3_env, session, monkeypatch
         assert row.storage_key.startswith(s3_env["BLINDPAIR_S3_PREFIX"])
         key = row.storage_key[len(s3_env["BLINDPAIR_S3_PREFIX"]):]
         assert row.storage == "s3" and hashlib.sha256(objects[key]).hexdigest() == row.sha256
+
+
+def test_a_clip_whose_object_is_gone_is_not_found_not_a_store_outage(seaweed, s3_env, session, client):
+    study = make_study(session, qc=NO_CHECKS)
+    clip = make_pairs(session, study)[0].clip_a
+    session.commit()
+    seaweed.client().delete_object(Bucket=s3_env["BLINDPAIR_S3_BUCKET"],
+                                   Key=s3_env["BLINDPAIR_S3_PREFIX"] + clip.storage_name)
+    assert client.get(f"/m/{clip.media_token}").status_code == 404
