@@ -1,6 +1,7 @@
 """Several "machines" sharing only the database, the broker and a bucket: real ``blindpair worker`` processes,
 each with a media folder of its own that nobody else reads, a real web server, and a real SeaweedFS that is
-killed mid-batch. Slow (worker processes): marked ``slow`` as well as ``s3``."""
+killed mid-batch. Slow (worker processes): marked ``slow`` as well as ``s3``. The same setup rated in Chromium:
+tests/browser/test_storage_browser.py."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.models import Clip, Pair, Vote
+from app.models import Clip, Pair
 from app.services import generation as gen
 from app.services import storage as svc
-from tests.browser.conftest import _playwright, browser, page  # noqa: F401 - Chromium's fixtures
 from tests.factories import NO_CHECKS, make_study
 from tests.support.seaweed_fixtures import _reset
 from tests.worker.test_celery_worker import Worker, migrated_session, statuses  # noqa: F401 - a fixture
@@ -22,7 +22,7 @@ WORKER_ENV = {"BLINDPAIR_WORKER_PRELOAD": "0", "BLINDPAIR_STORAGE_UPLOAD_WAIT_SE
               "BLINDPAIR_STORAGE_TIMEOUT_SECONDS": "2", "BLINDPAIR_WORKER_RETRY_BACKOFF_SECONDS": "1"}
 
 
-def _demo_study(session, n_prompts: int, **settings):
+def demo_study(session, n_prompts: int, **settings):
     study = make_study(session, models=("model-0", "model-1"), n_prompts=n_prompts, qc=NO_CHECKS,
                        pairs_per_session=3, votes_per_pair=1)
     for model, preset in zip(study.models, DEMO, strict=True):
@@ -32,13 +32,13 @@ def _demo_study(session, n_prompts: int, **settings):
     return study
 
 
-def _workers(tmp_path, names):
+def start_workers(tmp_path, names):
     folders = {name: tmp_path / f"media-{name}" for name in names}
     return [Worker(tmp_path, name, {**WORKER_ENV, "BLINDPAIR_MEDIA_DIR": str(folder)})
             for name, folder in folders.items()], folders
 
 
-def _wait(predicate, workers, seconds: float, what: str) -> None:
+def wait(predicate, workers, seconds: float, what: str) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if predicate():
@@ -50,11 +50,11 @@ def _wait(predicate, workers, seconds: float, what: str) -> None:
     pytest.fail(f"{what} did not happen within {seconds} s; worker logs:\n" + "\n".join(w.tail() for w in workers))
 
 
-def _all_done(session, study_id):
+def all_done(session, study_id):
     return lambda: set(statuses(session, study_id).values()) == {"done"}
 
 
-def _no_local_gifs(folders) -> bool:
+def no_local_gifs(folders) -> bool:
     return not any(f.exists() and any(f.glob("*.gif")) for f in folders.values())
 
 
@@ -63,12 +63,12 @@ def test_a_store_killed_mid_batch_loses_nothing_and_the_site_recovers(migrated_s
                                                                      tmp_path, client):
     session = migrated_session
     server, _env = own_seaweed
-    study = _demo_study(session, n_prompts=10, frames=16, width=96, height=96)
+    study = demo_study(session, n_prompts=10, frames=16, width=96, height=96)
     gen.queue_batch(session, study_id=study.id)
     session.commit()
-    workers, folders = _workers(tmp_path, ["a"])
+    workers, folders = start_workers(tmp_path, ["a"])
     try:
-        _wait(lambda: "done" in statuses(session, study.id).values(), workers, 120, "a first clip")
+        wait(lambda: "done" in statuses(session, study.id).values(), workers, 120, "a first clip")
         server.stop()  # SIGKILL, mid-batch: uploads in flight fail
         killed_at = statuses(session, study.id)
         token = session.scalars(select(Clip.media_token).where(Clip.study_id == study.id,
@@ -82,7 +82,7 @@ def test_a_store_killed_mid_batch_loses_nothing_and_the_site_recovers(migrated_s
         # Nothing recorded while the store was down: no clip points at an object that is not whole in it.
         assert [c for c, s in while_down.items() if s == "done"] == [c for c, s in killed_at.items() if s == "done"]
         server.start()
-        _wait(_all_done(session, study.id), workers, 240, "every clip done after the store came back")
+        wait(all_done(session, study.id), workers, 240, "every clip done after the store came back")
     finally:
         for w in workers:
             w.stop()
@@ -95,52 +95,4 @@ def test_a_store_killed_mid_batch_loses_nothing_and_the_site_recovers(migrated_s
     assert session.query(Pair).filter_by(study_id=study.id).count() == 10
     session.rollback()
     assert client.get(f"/m/{token}").status_code == 200
-    assert _no_local_gifs(folders)
-
-
-@pytest.mark.slow
-@pytest.mark.browser
-def test_two_workers_and_a_web_server_share_only_a_bucket(migrated_session, s3_env, tmp_path, page,  # noqa: F811
-                                                          monkeypatch):
-    from playwright.sync_api import expect
-
-    from tests.browser.conftest import start_server, stop_server
-
-    session = migrated_session
-    study = _demo_study(session, n_prompts=3)
-    invite, keys = study.invite_token, [c.key for c in study.criteria]
-    gen.queue_batch(session, study_id=study.id)
-    session.commit()
-    workers, folders = _workers(tmp_path, ["gpu-a", "gpu-b"])
-    try:
-        _wait(_all_done(session, study.id), workers, 240, "the demo batch")
-    finally:
-        for w in workers:
-            w.stop()
-    clips = session.scalars(select(Clip).where(Clip.study_id == study.id)).all()
-    assert {c.storage for c in clips} == {"s3"} and _no_local_gifs(folders)
-    session.rollback()
-
-    # The web server has a media folder of its own, empty: it can only read the bucket.
-    monkeypatch.setenv("BLINDPAIR_MEDIA_DIR", str(tmp_path / "media-web"))
-    proc, base = start_server(tmp_path / "web.log")
-    try:
-        page.goto(f"{base}/join/{invite}?PROLIFIC_PID=s3-rater")
-        page.get_by_label("I have read the above and agree to take part.").check()
-        page.get_by_role("button", name="Start").click()
-        for n in range(1, 4):
-            expect(page.get_by_text(f"Pair {n} of 3")).to_be_visible()
-            for side in ("left", "right"):  # both clips decoded by the browser, from the bucket via the server
-                expect(page.locator(f"#clip-{side}")).to_have_js_property("complete", True)
-                assert page.locator(f"#clip-{side}").evaluate("img => img.naturalWidth") > 0
-            expect(page.locator("#submit-vote")).to_be_enabled(timeout=15_000)
-            for key in keys:
-                page.locator(f"#q-{key}").get_by_label("Left is better").check()
-            page.locator("#submit-vote").click()
-        expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
-        assert page.errors == [] and [b for b in page.bad_responses if b[1] != "/favicon.ico"] == []
-    finally:
-        stop_server(proc)
-    assert session.query(Vote).count() == 3
-    assert not (tmp_path / "media-web").exists() or not any((tmp_path / "media-web").glob("*.gif"))
-    assert svc.check_storage(session, study_id=study.id).ok
+    assert no_local_gifs(folders)
