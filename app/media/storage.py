@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -32,6 +33,10 @@ from app.config import Settings, get_settings
 LOCAL = "local"
 S3 = "s3"
 STORES = (LOCAL, S3)
+# The names this module makes (``new_name``) and the temp files of LocalBackend.put. Listing and the orphan
+# sweep only ever see these: a media folder or bucket prefix that also holds other files keeps them.
+OUR_NAME = re.compile(r"[0-9a-f]{32}\.[A-Za-z0-9]{1,8}")
+OUR_TEMP = re.compile(r"\.tmp-[A-Za-z0-9_]{1,32}")
 
 
 class StorageError(Exception):
@@ -138,9 +143,10 @@ class LocalBackend:
         return media_path(name).is_file()
 
     def list(self) -> Iterator[StoredObject]:
-        """Every file, temp files of interrupted writes included (the orphan sweep removes old ones)."""
+        """Every file of ours, temp files of interrupted writes included (the orphan sweep removes old ones)."""
         for entry in os.scandir(media_root()):
-            if entry.is_file():
+            if (OUR_NAME.fullmatch(entry.name) or OUR_TEMP.fullmatch(entry.name)) and entry.is_file(
+                    follow_symlinks=False):
                 st = entry.stat()
                 yield StoredObject(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
@@ -312,7 +318,7 @@ class S3Backend:
                 return
             for item in page.get("Contents", []):
                 name = item["Key"][len(self.prefix):]
-                if name and "/" not in name:  # a "folder" under the prefix is not ours
+                if OUR_NAME.fullmatch(name):  # a "folder" or another program's object under the prefix is not ours
                     yield StoredObject(name, int(item["Size"]), item["LastModified"])
 
     def probe(self) -> None:

@@ -92,8 +92,9 @@ def test_the_sweeper_removes_old_stored_files_no_clip_names_and_keeps_the_rest(s
     named = {p.name for p in media_root().iterdir()}
     orphan, young = store_bytes(b"GIF89a orphan").storage_name, store_bytes(b"GIF89a young").storage_name
     (media_root() / ".tmp-interrupted").write_bytes(b"GIF89a half")
+    (media_root() / "notes.txt").write_text("not ours: an operator's file in the media folder")
     two_hours_ago = time.time() - 7200
-    for name in [*named, orphan, ".tmp-interrupted"]:
+    for name in [*named, orphan, ".tmp-interrupted", "notes.txt"]:
         os.utime(media_root() / name, (two_hours_ago, two_hours_ago))
     assert sorted(celery_app.sweep_storage(force=True)) == sorted([orphan, ".tmp-interrupted"])
-    assert {p.name for p in media_root().iterdir()} == named | {young}
+    assert {p.name for p in media_root().iterdir()} == named | {young, "notes.txt"}
