@@ -124,6 +124,20 @@ class Settings(BaseSettings):
     # Longer than the longest retry backoff (worker_retry_backoff_seconds x 2^(max_retries - 1) x 1.5).
     worker_orphan_seconds: float = 600.0
     worker_exit_when_idle: bool = False  # stop once no clip is queued or running (the demo, rented GPUs)
+    # Where clips are stored (app/media/storage.py, docs/storage.md): "local" (media_dir) or "s3", an
+    # S3-compatible bucket (AWS S3, GCS interoperability, R2, MinIO, SeaweedFS). Credentials come from the
+    # standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role), never from here.
+    storage: str = "local"
+    s3_endpoint_url: str = ""  # empty: AWS S3 itself
+    s3_bucket: str = ""
+    s3_prefix: str = ""  # e.g. "blindpair/": every key starts with it
+    s3_region: str = ""  # empty: the AWS chain's region, or us-east-1
+    # Stored objects no clip names (an upload whose clip was never recorded) are removed after this long.
+    storage_orphan_seconds: float = 24 * 3600.0
+    # How long a worker keeps retrying the upload of a finished clip (with backoff) before it gives the clip
+    # back to the queue; an S3 request gives up after storage_timeout_seconds.
+    storage_upload_wait_seconds: float = 120.0
+    storage_timeout_seconds: float = 10.0
     max_upload_bytes: int = 50 * 1024 * 1024
     # Every request body is refused (413) beyond this size, before it is parsed; the routes that take a file
     # or a study's prompt list allow max_upload_bytes plus 1 MiB for the form around it (app/middleware.py).
@@ -156,6 +170,20 @@ class Settings(BaseSettings):
         if value not in {"development", "test", "production"}:
             raise ValueError("BLINDPAIR_ENVIRONMENT must be development, test or production")
         return value
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value not in {"local", "s3"}:
+            raise ValueError("BLINDPAIR_STORAGE must be local or s3")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("BLINDPAIR_STORAGE is s3 but BLINDPAIR_S3_BUCKET is empty: name the bucket (and "
+                             "BLINDPAIR_S3_ENDPOINT_URL unless it is AWS S3), or set BLINDPAIR_STORAGE=local")
+        return self
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -193,6 +193,8 @@ class Clip(Base):
     # The only handle an evaluator ever sees; the stored file has an unrelated random name.
     media_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_token)
     storage_name: Mapped[str | None] = mapped_column(String(100))
+    # Which store holds the file (app/media/storage.py): "local" or "s3"; set by whoever stored it.
+    storage: Mapped[str] = mapped_column(String(8), default="local", server_default="local")
     sha256: Mapped[str | None] = mapped_column(String(64))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)

@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights in tests
 
 from app import config, db  # noqa: E402
 from app.db import Base  # noqa: E402
+from tests.support.seaweed_fixtures import own_seaweed, s3_env, seaweed  # noqa: E402, F401 - the S3 server's fixtures
 from tests.support.servers import postgres_server, postgres_unavailable_reason  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))

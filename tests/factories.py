@@ -65,7 +65,7 @@ def make_study(session: Session, *, models: tuple[str, ...] = ("lightning", "ani
 def make_clip(session: Session, *, model: StudyModel, prompt: Prompt, seed: int = 0, **gif_kw) -> Clip:
     stored = store_bytes(gif_bytes(**gif_kw))
     clip = Clip(study_id=model.study_id, model_id=model.id, prompt_id=prompt.id, seed=seed, origin="imported",
-                status="done", storage_name=stored.storage_name, sha256=stored.sha256,
+                status="done", storage_name=stored.storage_name, storage=stored.store, sha256=stored.sha256,
                 size_bytes=stored.size_bytes, width=32, height=32, frames=gif_kw.get("frames", 4),
                 fps=gif_kw.get("fps", 8))
     session.add(clip)

@@ -206,7 +206,31 @@ def sweep_once() -> list[int]:
     served = encode_waiting()  # groups whose last worker died after recording its clip, before serving them
     if served:
         log.warning("served %d clip(s) a worker left waiting for their pair's encoding: %s", len(served), served)
+    sweep_storage()
     return ids
+
+
+_last_storage_sweep = 0.0
+
+
+def sweep_storage(force: bool = False) -> list[str]:
+    """Remove stored objects no clip names, older than ``storage_orphan_seconds``, from the configured store.
+    Listing a bucket costs a request per thousand objects, so at most once per tenth of that age per process."""
+    global _last_storage_sweep
+    from app.db import session_scope
+    from app.media.storage import StorageError
+    from app.services.storage import sweep_orphans
+
+    age = get_settings().storage_orphan_seconds
+    if not force and time.monotonic() - _last_storage_sweep < age / 10:
+        return []
+    _last_storage_sweep = time.monotonic()
+    try:
+        with session_scope() as session:
+            return sweep_orphans(session, older_than_seconds=age)
+    except StorageError as exc:
+        log.warning("sweeping orphaned clip objects skipped: %s", exc)
+        return []
 
 
 def _sweep_forever(stop: threading.Event) -> None:

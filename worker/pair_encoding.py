@@ -14,7 +14,7 @@ import time
 
 from app.db import session_scope
 from app.media.compression import psnr_db
-from app.media.storage import media_path, store_bytes
+from app.media.storage import StorageError, delete_media, read_bytes, store_bytes
 from app.services import pair_encoding as svc
 from worker.gif import served_copy
 
@@ -28,18 +28,19 @@ def encode_group(clip_id: int) -> list[int]:
         plan = svc.plan_group(session, clip_id=clip_id)
     if plan is None:
         return []
-    written: list[str] = []
+    written: list[tuple[str, str]] = []
     encoded: list[svc.Encoded] = []
     try:
         for member in plan.to_encode:
             t0 = time.perf_counter()
-            master = media_path(member.master_name).read_bytes()
+            # The master's store holds the served copy too (a clip lives in one store: app/media/storage.py).
+            master = read_bytes(member.master_name, member.store)
             data = served_copy(master, plan.level)
             quality = psnr_db(master, data)
-            stored = store_bytes(data, suffix=".gif")
-            written.append(stored.storage_name)
+            stored = store_bytes(data, suffix=".gif", store=member.store)
+            written.append((stored.storage_name, stored.store))
             encoded.append(svc.Encoded(member.clip_id, member.master_name, stored.storage_name, stored.sha256,
-                                       stored.size_bytes, quality, time.perf_counter() - t0))
+                                       stored.size_bytes, quality, time.perf_counter() - t0, stored.store))
         with session_scope() as session:
             recorded = svc.record_group(session, plan=plan, encoded=encoded)
     except BaseException:
@@ -67,9 +68,9 @@ def encode_waiting(limit: int = 100) -> list[int]:
     return done
 
 
-def _remove(names: list[str]) -> None:
-    for name in names:
+def _remove(files: list[tuple[str, str]]) -> None:
+    for name, store in files:
         try:
-            media_path(name).unlink(missing_ok=True)
-        except (OSError, ValueError):
-            log.warning("could not remove the unused media file %s", name)
+            delete_media(name, store)
+        except (OSError, ValueError, StorageError):
+            log.warning("could not remove the unused media file %s (%s); the orphan sweep will", name, store)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
+import time
 from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
+from app.config import get_settings
 from app.db import session_scope
-from app.media.storage import media_path, store_bytes
+from app.media.storage import (
+    StorageConfigError,
+    StorageError,
+    StorageUnavailable,
+    StoredFile,
+    delete_media,
+    store_bytes,
+)
 from app.services import generation as svc
 from worker.celery_app import METRICS_TASK_NAME, TASK_NAME, _device_reported, app, report_device, worker_identity
 from worker.config import worker_settings
@@ -56,6 +66,29 @@ def heartbeating(clip_id: int, worker: str, every: float):
         thread.join(timeout=5)
 
 
+def upload_clip(data: bytes, *, suffix: str = ".gif", wait_seconds: float | None = None,
+                sleep=time.sleep) -> StoredFile:
+    """Store a finished clip, retrying with jittered exponential backoff (0.5 s doubling to 15 s) while the store
+    does not answer or refuses us, for up to ``storage_upload_wait_seconds``; then the last error is raised.
+
+    The clip's bytes are kept in memory meanwhile, so a short outage costs no second generation. Wrong
+    credentials or a missing bucket are retried too: an operator fixing them should not cost the queued work,
+    and the log says, once per try, what to fix.
+    """
+    settings = get_settings()
+    deadline = time.monotonic() + (settings.storage_upload_wait_seconds if wait_seconds is None else wait_seconds)
+    delay = 0.5
+    while True:
+        try:
+            return store_bytes(data, suffix=suffix)
+        except (StorageUnavailable, StorageConfigError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("storing a clip failed (%s); trying again in %.1f s", exc, delay)
+            sleep(delay * random.uniform(0.75, 1.25))
+            delay = min(delay * 2, 15.0)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -88,13 +121,22 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     try:
         with heartbeating(clip_id, worker, ws.heartbeat_seconds):
             result = generate_clip(spec, prompt=prompt, seed=seed, device=worker_device(ws))
+            # Upload first, record after (complete_clip below): a clip row never names an object that is not
+            # whole in the store, and an upload cut off midway leaves at most an orphan for the sweeper.
             if spec.clip_format == "gif":
                 # The uncompressed master: the served copy is made from it at the pair's level (pair_encoding).
-                master, stored = store_bytes(result.gif, suffix=".gif"), None
+                master, stored = upload_clip(result.gif, suffix=".gif"), None
             else:
                 # MP4/WebM: written once at the study's fixed quality for every model (app/media/video.py), served
                 # as it is; the media route equalises the sizes of a prompt's clips when it serves them.
-                master, stored = None, store_bytes(result.gif, suffix="." + spec.clip_format)
+                master, stored = None, upload_clip(result.gif, suffix="." + spec.clip_format)
+    except (StorageUnavailable, StorageConfigError) as exc:
+        # The store stayed down (or refused us) for the whole upload wait: the clip goes back to the queue, its
+        # retry budget untouched (an outage is not the clip's fault), and is made again once the store answers.
+        with session_scope() as session:
+            svc.release_for_retry(session, clip_id=clip_id, worker=worker,
+                                  error=f"waiting for the clip store: {_describe(exc)}")
+        raise StoreWait(exc) from exc
     except TRANSIENT as exc:
         if retries < max_retries:
             with session_scope() as session:
@@ -114,8 +156,11 @@ def run_clip(clip_id: int, *, retries: int = 0, max_retries: int | None = None, 
     if not recorded:
         # Our lease ran out and another worker took the clip: drop our copy, theirs is the clip.
         ours = master if master is not None else stored
-        if ours is not None:
-            media_path(ours.storage_name).unlink(missing_ok=True)
+        assert ours is not None  # one of the two was uploaded above
+        try:
+            delete_media(ours.storage_name, ours.store)
+        except (OSError, ValueError, StorageError):
+            log.warning("clip %s: the discarded copy stays in the store for the orphan sweep", clip_id)
         log.warning("clip %s was taken over by another worker; discarded this copy", clip_id)
         return "superseded"
     try:
@@ -170,11 +215,24 @@ class RetryLater(Exception):
         self.cause = cause
 
 
+class StoreWait(RetryLater):
+    """The clip store did not take the clip: retried for as long as it takes, never failed for it."""
+
+
+STORE_WAIT_MAX_COUNTDOWN = 300.0
+
+
 @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_clip_task(self, clip_id: int) -> str:
     ws = worker_settings()
     try:
         return run_clip(clip_id, retries=self.request.retries, max_retries=ws.max_retries, ws=ws)
+    except StoreWait as exc:
+        # No limit on these: the clip is queued in the database and its message comes back after the countdown.
+        # (Each one still counts in request.retries, so a later transient error has fewer tries left.)
+        countdown = min(ws.retry_backoff_seconds * (2 ** min(self.request.retries, 10)),
+                        STORE_WAIT_MAX_COUNTDOWN) * random.uniform(0.5, 1.5)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=sys.maxsize) from exc
     except RetryLater as exc:
         # Exponential backoff with jitter, as Celery's retry_backoff does.
         countdown = ws.retry_backoff_seconds * (2 ** self.request.retries) * random.uniform(0.5, 1.5)

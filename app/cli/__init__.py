@@ -1,6 +1,19 @@
 """``blindpair`` command line (Typer)."""
 
-from app.cli import analyze, db, demo, media, metrics, presets, prompts, serve, studies, users, worker  # noqa: F401
+from app.cli import (  # noqa: F401
+    analyze,
+    db,
+    demo,
+    media,
+    metrics,
+    presets,
+    prompts,
+    serve,
+    storage,
+    studies,
+    users,
+    worker,
+)
 from app.cli.base import app
 
 

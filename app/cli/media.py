@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from app.cli.base import app, counted_progress
 from app.cli.prompts import find_study
+from app.media.storage import StorageError
 from app.services.clips import ClipImportError, ImportResult, remove_media, run_gif_import
 
 console = Console()
@@ -50,6 +52,10 @@ def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = Fa
             bar.stop()
             print_refusal(exc)
             raise typer.Exit(1) from exc
+        except StorageError as exc:
+            bar.stop()
+            err_console.print(f"[red]Import stopped, no clip was added or changed: {exc}[/red]", highlight=False)
+            raise typer.Exit(1) from exc
     remove_media(result.obsolete_files)  # only now that the new rows are committed
     return result
 
@@ -57,8 +63,9 @@ def run_import(study_id: int, folder: Path, *, seed: int = 0, replace: bool = Fa
 @app.command("import-clips")
 @app.command("import-gifs")
 def import_gifs(
-    folder: Path = typer.Argument(..., help="Folder with one sub-folder per model holding <prompt id>.gif, .mp4 or "
-                                            ".webm files."),
+    folder: str = typer.Argument(..., help="Folder with one sub-folder per model holding <prompt id>.gif, .mp4 or "
+                                           ".webm files, or a bucket prefix s3://<bucket>/<prefix> laid out the "
+                                           "same way."),
     study: str = typer.Option(..., "--study", help="Study id or slug."),
     seed: int = typer.Option(0, "--seed", help="Seed the clips were rendered with (pairs match clips by seed)."),
     replace: bool = typer.Option(False, "--replace", help="Replace clips whose file changed (never once voted on)."),
@@ -73,7 +80,10 @@ def import_gifs(
     with session_scope() as session:
         target = find_study(session, study)
         study_id, name = target.id, target.name
-    result = run_import(study_id, folder, seed=seed, replace=replace)
+    if folder.startswith("s3://"):
+        result = _import_from_bucket(study_id, folder, seed=seed, replace=replace)
+    else:
+        result = run_import(study_id, Path(folder), seed=seed, replace=replace)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     table = Table(title=f"Imported into {name!r}" + (f" ({result.signature.describe()})" if result.signature else ""))
@@ -88,3 +98,19 @@ def import_gifs(
         from app.cli.metrics import compute_with_progress, report
 
         report(compute_with_progress(study_id))
+
+
+def _import_from_bucket(study_id: int, url: str, *, seed: int, replace: bool) -> ImportResult:
+    """The objects under the prefix are copied into a temporary folder and imported from there, so a bucket
+    gets exactly the folder import's checks (sizes, pixel budget, formats, all or nothing)."""
+    from app.config import get_settings
+    from app.services.storage import download_prefix
+
+    with tempfile.TemporaryDirectory(prefix="blindpair-import-") as tmp:
+        try:
+            n = download_prefix(url, Path(tmp), max_bytes=get_settings().max_upload_bytes)
+        except (StorageError, ValueError) as exc:
+            err_console.print(f"[red]Import refused, nothing was changed: {exc}[/red]", highlight=False)
+            raise typer.Exit(1) from exc
+        console.print(f"{n} object(s) read from {url}", highlight=False)
+        return run_import(study_id, Path(tmp), seed=seed, replace=replace)

@@ -38,7 +38,7 @@ from app.config import get_settings
 from app.db import after_commit, session_scope, snapshot_session_scope
 from app.media.budget import check_gif_budget
 from app.media.degrade import applicable_variants, degrade_gif, duplicate_gif
-from app.media.storage import media_path, store_bytes
+from app.media.storage import StorageError, delete_media, read_bytes, store_bytes
 from app.media.video import FORMATS as VIDEO_FORMATS
 from app.media.video import check_video_budget, degrade_video, duplicate_video, sniff, video_variants
 from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
@@ -251,7 +251,7 @@ def _store_copy(source: Clip, data: bytes, variant: str) -> Clip:
     return Clip(
         study_id=source.study_id, model_id=source.model_id, prompt_id=source.prompt_id, seed=source.seed,
         origin=DEGRADED_ORIGIN, source_clip_id=source.id, variant=variant, status="done",
-        storage_name=stored.storage_name, sha256=stored.sha256, size_bytes=stored.size_bytes,
+        storage_name=stored.storage_name, storage=stored.store, sha256=stored.sha256, size_bytes=stored.size_bytes,
         width=source.width, height=source.height, frames=source.frames, fps=source.fps,
     )
 
@@ -323,7 +323,7 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
         if source.storage_name is None:  # excluded by the query
             continue
         try:
-            data = media_path(source.storage_name).read_bytes()
+            data = read_bytes(source.storage_name, source.storage)
             # Copies decode every frame: a clip over the pixel budget (one imported before the budget existed)
             # is skipped, never decoded (GifBudgetError, VideoBudgetError are ValueErrors).
             fmt = sniff(data) or "gif"
@@ -331,7 +331,7 @@ def ensure_attention_pairs(session: Session, *, study_id: int, rng: random.Rando
                 check_video_budget(data)
             else:
                 check_gif_budget(data)
-        except (OSError, ValueError):
+        except (OSError, ValueError, StorageError):
             continue  # a missing file is reported by the media checks, not here; pick another clip
         duplicate = have.get(DUPLICATE_VARIANT)
         try:
@@ -403,7 +403,7 @@ def make_attention_checks(*, study_id: int, rng: random.Random | None = None, n_
         ensure_attention_pairs(reader, study_id=study_id, rng=rng, n_sources=n_sources)
         made = [obj for obj in reader.new if isinstance(obj, Clip) and obj.origin == DEGRADED_ORIGIN]
         reader.expunge_all()
-    unused = [c.storage_name for c in made if c.storage_name]
+    unused = [(c.storage_name, c.storage) for c in made if c.storage_name]
     try:
         with session_scope() as session:
             have = {(c.source_clip_id, c.variant == DUPLICATE_VARIANT) for c in session.scalars(
@@ -415,19 +415,19 @@ def make_attention_checks(*, study_id: int, rng: random.Random | None = None, n_
                 if copy.source_clip_id in sources and kind not in have:
                     session.add(copy)
                     have.add(kind)
-                    if copy.storage_name in unused:
-                        unused.remove(copy.storage_name)
+                    if copy.storage_name and (copy.storage_name, copy.storage) in unused:
+                        unused.remove((copy.storage_name, copy.storage))
             session.flush()
             created = ensure_attention_pairs(session, study_id=study_id, rng=rng, n_sources=n_sources)
     except BaseException:
-        unused = [c.storage_name for c in made if c.storage_name]
+        unused = [(c.storage_name, c.storage) for c in made if c.storage_name]
         raise
     finally:
-        for name in unused:
+        for name, store in unused:
             try:
-                media_path(name).unlink(missing_ok=True)
-            except (OSError, ValueError):
-                continue
+                delete_media(name, store)
+            except (OSError, ValueError, StorageError):
+                continue  # left for the orphan sweep (app/services/storage.py)
     return created
 
 

@@ -24,7 +24,7 @@ from app.db import session_scope, snapshot_session_scope
 from app.media.budget import GifBudgetError, UnsafeFileError, check_gif_budget, read_untrusted_file
 from app.media.canonical import canonicalize, same_video
 from app.media.gif import GifError, GifInfo, inspect_gif, sanitize_gif
-from app.media.storage import media_path, store_bytes
+from app.media.storage import StorageError, delete_media, read_bytes, store_bytes
 from app.media.video import FORMATS, VideoError, check_video_budget, encoder_description, sniff
 from app.media.video import canonicalize as canonicalize_video
 from app.models import Assignment, Clip, Pair, Prompt, Study, StudyModel, Vote
@@ -129,8 +129,8 @@ class ImportResult:
     unchanged: int = 0
     pairs_created: int = 0
     warnings: list[str] = field(default_factory=list)
-    # Files of replaced clips; delete them (``remove_media``) once the transaction has committed.
-    obsolete_files: list[str] = field(default_factory=list)
+    # Files of replaced clips, (name, store); delete them (``remove_media``) once the transaction has committed.
+    obsolete_files: list[tuple[str, str]] = field(default_factory=list)
     signature: Signature | None = None
     per_model: dict[str, int] = field(default_factory=dict)
 
@@ -257,13 +257,13 @@ def _same_video(clip: Clip, data: bytes) -> bool:
     if not clip.storage_name:
         return False
     try:
-        stored = media_path(clip.storage_name).read_bytes()
+        stored = read_bytes(clip.storage_name, clip.storage)
         if sniff(data) in FORMATS:  # the video encoder is deterministic: the same frames give the same bytes
             return stored == data
         if sniff(stored) != "gif":
             return False
         return same_video(stored, data)
-    except (OSError, ValueError):
+    except (OSError, ValueError, StorageError):
         return False
 
 
@@ -401,7 +401,7 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
     else:
         _recheck(session, plan[0], study_id=study_id, seed=seed)
     planned, result = plan
-    written: list[str] = []
+    written: list[tuple[str, str]] = []
     try:
         for done, p in enumerate(planned, start=1):
             if progress:
@@ -411,7 +411,7 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
                 result.unchanged += 1
                 continue
             stored = store_bytes(p.data, suffix="." + (sniff(p.data) or "gif"))
-            written.append(stored.storage_name)
+            written.append((stored.storage_name, stored.store))
             clip = p.existing
             if clip is None:
                 clip = Clip(study_id=study_id, model_id=p.model.id, prompt_id=p.prompt.id, seed=seed, variant="")
@@ -419,15 +419,16 @@ def import_gif_folder(session: Session, *, study_id: int, folder: Path, seed: in
                 result.created += 1
             else:
                 if clip.storage_name:
-                    result.obsolete_files.append(clip.storage_name)
+                    result.obsolete_files.append((clip.storage_name, clip.storage))
                 result.replaced += 1
             clip.origin = "imported"
             clip.status = "done"
             clip.error = None
             if clip.master_name:  # a generated clip's master and level no longer describe this file
-                result.obsolete_files.append(clip.master_name)
+                result.obsolete_files.append((clip.master_name, clip.storage))
             clip.master_name = clip.fit_level = clip.lossy_level = clip.psnr_db = None
             clip.storage_name = stored.storage_name
+            clip.storage = stored.store
             clip.sha256 = stored.sha256
             clip.size_bytes = stored.size_bytes
             clip.width, clip.height = p.info.width, p.info.height
@@ -458,21 +459,23 @@ def _drop_stale_copies(session: Session, result: ImportResult, replaced_ids: lis
     """
     if not replaced_ids:
         return
-    stale = session.execute(select(Clip.id, Clip.storage_name).where(Clip.source_clip_id.in_(replaced_ids))).all()
+    stale = session.execute(select(Clip.id, Clip.storage_name, Clip.storage)
+                            .where(Clip.source_clip_id.in_(replaced_ids))).all()
     if not stale:
         return
-    ids = [clip_id for clip_id, _ in stale]
+    ids = [clip_id for clip_id, _, _ in stale]
     pair_ids = select(Pair.id).where(Pair.clip_b_id.in_(ids)).scalar_subquery()
     session.execute(delete(Assignment).where(Assignment.pair_id.in_(pair_ids)))
     session.execute(delete(Pair).where(Pair.clip_b_id.in_(ids)))
     session.execute(delete(Clip).where(Clip.id.in_(ids)))
-    result.obsolete_files.extend(name for _, name in stale if name)
+    result.obsolete_files.extend((name, store) for _, name, store in stale if name)
 
 
-def remove_media(storage_names: list[str]) -> None:
-    """Delete stored files (after a rollback, or replaced files after a commit); missing files are fine."""
-    for name in storage_names:
+def remove_media(stored: list[tuple[str, str]]) -> None:
+    """Delete stored files (after a rollback, or replaced files after a commit); missing files are fine, and a
+    store that cannot be reached leaves them to the orphan sweep (``app.services.storage.sweep_orphans``)."""
+    for name, store in stored:
         try:
-            media_path(name).unlink(missing_ok=True)
-        except ValueError:
+            delete_media(name, store)
+        except (OSError, ValueError, StorageError):
             continue

@@ -23,6 +23,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.media.storage import object_key
 from app.models import Clip, Prompt, Study, StudyModel
 from app.services.attention import DUPLICATE_VARIANT
 from app.services.metric_results import metric_results
@@ -166,7 +167,8 @@ _MANIFEST_INTS = ("clip_id", "seed", "source_clip_id", "size_bytes", "width", "h
                   "unet_evals", "peak_memory_bytes", "attempts", "lossy_level", "fit_level")
 MANIFEST_COLUMNS = (
     "clip_id", "model", "prompt", "theme", "detail", "prompt_text", "seed", "origin", "variant", "source_clip_id",
-    "status", "sha256", "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
+    "status", "storage", "storage_key", "sha256",
+    "size_bytes", "width", "height", "frames", "fps", "steps", "guidance_scale", "unet_evals",
     "wall_seconds", "denoise_seconds", "decode_seconds", "encode_seconds", "peak_memory_bytes", "device", "dtype",
     "attempts", "error", "created_at", "started_at", "finished_at",
     # GIF compression (app/services/pair_encoding.py): the level the served file has (one per prompt and seed;
@@ -193,8 +195,10 @@ def _encoding_columns(clip: Clip) -> dict[str, Any]:
 
 
 def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
-    """Every clip with its generation settings and cost. Media tokens and file names are left out on purpose:
-    the manifest is shareable with a paper and those would be handles into the live, blinded study."""
+    """Every clip with its generation settings and cost, and where its object is (store, key, sha256: what
+    ``blindpair storage check`` verifies). Media tokens are left out on purpose: the manifest is shareable with
+    a paper and a token is the handle evaluators fetch clips by. The object key is not one: it is random, only
+    the store's credentials reach it, and no route serves by it (tests/security/test_storage_blinding.py)."""
     rows = session.execute(
         select(Clip, StudyModel.name, Prompt.external_id, Prompt.theme, Prompt.detail, Prompt.text)
         .join(StudyModel, StudyModel.id == Clip.model_id).join(Prompt, Prompt.id == Clip.prompt_id)
@@ -213,7 +217,7 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
             rec["lossy_level"] = gen["gif_lossy_level"] or 0  # recorded before the column; null meant no lossy step
         rec.update(negative_prompt=gen.get("negative_prompt"), negative_prompt_used=gen.get("negative_prompt_used"))
         rec.update(clip_id=clip.id, model=model, prompt=prompt, theme=theme, detail=detail, prompt_text=text,
-                   generation=clip.generation or {}, **_encoding_columns(clip))
+                   generation=clip.generation or {}, storage_key=_storage_key(clip), **_encoding_columns(clip))
         for col in ("created_at", "started_at", "finished_at"):
             when = rec[col]
             rec[col] = when.isoformat() if when is not None else None
@@ -221,6 +225,10 @@ def clips_manifest_frame(session: Session, *, study: Study) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
     # Whole numbers stay whole where some clips lack them (a missing value made pandas write 3.0 for clip 3).
     return frame.astype(dict.fromkeys(_MANIFEST_INTS, "Int64"))
+
+
+def _storage_key(clip: Clip) -> str | None:
+    return object_key(clip.storage_name, clip.storage) if clip.storage_name else None
 
 
 def clips_manifest(session: Session, *, study: Study, fmt: str) -> Download:

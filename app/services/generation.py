@@ -417,7 +417,8 @@ def complete_clip(session: Session, *, clip_id: int, worker: str, result: Any, s
         served = {"storage_name": stored.storage_name, "sha256": stored.sha256, "size_bytes": stored.size_bytes,
                   "lossy_level": (level or 0) if level != -1 else None}
     values = {
-        "status": "done", **served, "width": result.width, "height": result.height, "frames": result.frames,
+        "status": "done", **served, "storage": (master if master is not None else stored).store,
+        "width": result.width, "height": result.height, "frames": result.frames,
         "fps": result.fps, "error": None, "wall_seconds": result.wall_seconds,
         "denoise_seconds": result.denoise_seconds, "decode_seconds": result.decode_seconds,
         "encode_seconds": result.encode_seconds, "steps": result.steps, "guidance_scale": result.guidance_scale,

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
-from app.media.storage import media_path
+from app.media.storage import read_bytes
 from app.metrics import (
     CLIP_SCORE,
     METRICS,
@@ -56,6 +56,7 @@ class ClipTarget:
     storage_name: str
     sha256: str | None
     prompt: str
+    storage: str = "local"
 
 
 @dataclass
@@ -69,7 +70,7 @@ class ComputeSummary:
 
 def _real_clips(study_id: int) -> Any:
     """Done clips that raters see (attention-check copies are not generations)."""
-    return (select(Clip.id, Clip.storage_name, Clip.sha256, Prompt.text)
+    return (select(Clip.id, Clip.storage_name, Clip.sha256, Prompt.text, Clip.storage)
             .join(Prompt, Prompt.id == Clip.prompt_id)
             .where(Clip.study_id == study_id, Clip.status == "done", Clip.variant == "",
                    Clip.storage_name.is_not(None))
@@ -80,17 +81,18 @@ def targets(session: Session, *, study_id: int, clip_ids: Iterable[int] | None =
     query = _real_clips(study_id)
     if clip_ids is not None:
         query = query.where(Clip.id.in_(list(clip_ids)))
-    return [ClipTarget(cid, name, sha, text) for cid, name, sha, text in session.execute(query)]
+    return [ClipTarget(cid, name, sha, text, store) for cid, name, sha, text, store in session.execute(query)]
 
 
 def clip_target(session: Session, *, clip_id: int) -> ClipTarget | None:
     row = session.execute(
-        select(Clip.id, Clip.storage_name, Clip.sha256, Prompt.text).join(Prompt, Prompt.id == Clip.prompt_id)
+        select(Clip.id, Clip.storage_name, Clip.sha256, Prompt.text, Clip.storage)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
         .where(Clip.id == clip_id, Clip.status == "done", Clip.storage_name.is_not(None))
     ).first()
     if row is None or row[1] is None:
         return None
-    return ClipTarget(row[0], row[1], row[2], row[3])
+    return ClipTarget(row[0], row[1], row[2], row[3], row[4])
 
 
 def _is_current(name: str, version: str) -> bool:
@@ -141,7 +143,7 @@ def store(session: Session, *, clip_id: int, sha256: str | None, values: Mapping
 
 def measure(target: ClipTarget, *, names: set[str] | None = None, extra: Extra | None = None) -> Measurement:
     """Read the clip's stored file and compute its metrics (no database: call it outside a transaction)."""
-    frames = read_gif_frames(media_path(target.storage_name))
+    frames = read_gif_frames(read_bytes(target.storage_name, target.storage))
     measured = compute_weight_free(frames, names=names)
     if extra is not None:
         more = extra(frames, target.prompt)

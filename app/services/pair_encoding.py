@@ -37,6 +37,7 @@ class Member:
     fit_level: int
     served_level: int | None  # the level its served file has now (None: not served yet)
     storage_name: str | None
+    store: str = "local"  # where the master is, and where the served copy goes (app/media/storage.py)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,14 @@ class Encoded:
     size_bytes: int
     psnr_db: float | None
     encode_seconds: float
+    store: str = "local"
 
 
 @dataclass
 class Recorded:
     updated: list[int] = field(default_factory=list)
-    unused_files: list[str] = field(default_factory=list)  # files written for nothing, or replaced: delete them
+    # files written for nothing, or replaced: delete them (name, store)
+    unused_files: list[tuple[str, str]] = field(default_factory=list)
     pairs_created: int = 0
 
 
@@ -91,7 +94,8 @@ def plan_group(session: Session, *, clip_id: int) -> GroupPlan | None:
     mastered = [c for c in rows if c.master_name is not None]
     level = group_level([c.fit_level for c in mastered])
     to_encode = tuple(
-        Member(c.id, c.master_name, c.fit_level or 0, c.lossy_level if c.storage_name else None, c.storage_name)
+        Member(c.id, c.master_name, c.fit_level or 0, c.lossy_level if c.storage_name else None, c.storage_name,
+               c.storage)
         for c in mastered if c.master_name is not None and (c.storage_name is None or c.lossy_level != level))
     return GroupPlan(clip.study_id, clip.prompt_id, clip.seed, level, to_encode)
 
@@ -105,7 +109,7 @@ def record_group(session: Session, *, plan: GroupPlan, encoded: Sequence[Encoded
     """
     out = Recorded()
     for item in encoded:
-        old = session.execute(select(Clip.storage_name).where(Clip.id == item.clip_id)).scalar_one_or_none()
+        old_row = session.execute(select(Clip.storage_name, Clip.storage).where(Clip.id == item.clip_id)).first()
         result = session.execute(
             update(Clip).where(Clip.id == item.clip_id, Clip.master_name == item.master_name,
                                Clip.status == "done",
@@ -120,10 +124,10 @@ def record_group(session: Session, *, plan: GroupPlan, encoded: Sequence[Encoded
             raise TypeError("expected a CursorResult from UPDATE")
         if result.rowcount:
             out.updated.append(item.clip_id)
-            if old:
-                out.unused_files.append(old)
+            if old_row is not None and old_row.storage_name:
+                out.unused_files.append((old_row.storage_name, old_row.storage))
         else:
-            out.unused_files.append(item.storage_name)
+            out.unused_files.append((item.storage_name, item.store))
     from app.services.attention import schedule_attention_checks
     from app.services.pairs import ensure_pairs
 

@@ -18,6 +18,7 @@ from app.deps import MAX_ID, StudyForUser
 from app.models import Prompt, Study, User
 from app.passwords import ROLES, verify_password
 from app.security import AdminUser, CurrentUser, DbSession, client_key, login, login_throttle
+from app.services import storage as storage_service
 from app.services import studies as study_service
 from app.services.studies import DEFAULT_SETTINGS, ModelSpec, SharingNotAllowed, StudyError
 from app.services.users import (
@@ -266,6 +267,7 @@ def study_page(request: Request, study: StudyForUser, session: DbSession, user: 
         progress=study_service.study_progress(session, study_id=study.id),
         invite_url=study_service.invite_url(study), prompt_themes=themes, sharing=_sharing(session, study, user),
         panels=_render_panels(request, session, study, user),
+        storage=storage_service.storage_status(session, study_id=study.id),
     )
 
 

@@ -13,6 +13,12 @@ are then the same for every clip of a pair, with no padding block anyone could s
 
 The work is done once per group and cached: the first request for any clip of a prompt builds the served
 bytes of all of them, so a clip and its rival cost the same to serve, whichever is asked first.
+
+Where the clips are stored (a local folder or an S3 bucket, ``app.media.storage``) changes nothing here: the
+web server reads the object and streams the served bytes itself, so no bucket name, object key, presigned URL
+or provider header (``x-amz-*``, the store's ETag or Last-Modified) reaches the evaluator. A store that does
+not answer gives 503 with Retry-After, never a 404 an evaluator's page would read as "no such clip". Byte
+ranges (``Range: bytes=a-b``) are answered from the served bytes, the same for either store.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import hmac
 import logging
 from functools import lru_cache
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -29,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.media import canonical, video
-from app.media.storage import media_path
+from app.media.storage import ObjectMissing, StorageError, StorageUnavailable, read_bytes
 from app.models import Clip
 from app.security import DbSession
 
@@ -37,6 +44,8 @@ router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 3600
+# How long a browser should wait before asking again while the clip store does not answer.
+STORE_RETRY_AFTER_SECONDS = 5
 # Application extensions browsers need for looping; everything else (XMP, ICC, encoder tags) is dropped.
 KEPT_APPLICATIONS = {b"NETSCAPE2.0", b"ANIMEXTS1.0"}
 
@@ -99,13 +108,13 @@ def strip_gif_metadata(data: bytes) -> bytes:
 
 
 @lru_cache(maxsize=4096)
-def _frame_lengths(storage_name: str) -> tuple[int, ...]:
+def _frame_lengths(storage_name: str, store: str) -> tuple[int, ...]:
     """Each frame's LZW stream length in the stored clip; stored files never change under a name."""
-    return canonical.frame_data_lengths(_canonical_bytes(storage_name))
+    return canonical.frame_data_lengths(_canonical_bytes(storage_name, store))
 
 
-def _canonical_bytes(storage_name: str) -> bytes:
-    data = media_path(storage_name).read_bytes()
+def _canonical_bytes(storage_name: str, store: str) -> bytes:
+    data = read_bytes(storage_name, store)
     if canonical.is_canonical(data):
         return data
     # A file stored before every clip went through the canonical writer: written again on the fly (the keyed
@@ -114,9 +123,9 @@ def _canonical_bytes(storage_name: str) -> bytes:
 
 
 @lru_cache(maxsize=64)
-def _body(storage_name: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
+def _body(storage_name: str, store: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
     """The clip grown to ``targets`` and the sha256 of the result."""
-    body = canonical.pad_frames(_canonical_bytes(storage_name), targets)
+    body = canonical.pad_frames(_canonical_bytes(storage_name, store), targets)
     return body, hashlib.sha256(body).digest()
 
 
@@ -127,24 +136,28 @@ def _served(session: Session, clip: Clip) -> tuple[bytes, str]:
     and Content-Length (or loading time) would then tell the sides apart.
     """
     assert clip.storage_name is not None  # checked by the route
-    siblings = session.scalars(select(Clip.storage_name).where(
+    siblings = session.execute(select(Clip.storage_name, Clip.storage).where(
         Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
         Clip.status == "done", Clip.storage_name.is_not(None)).order_by(Clip.id)).all()
-    lengths: dict[str, tuple[int, ...]] = {clip.storage_name: _frame_lengths(clip.storage_name)}
-    for name in siblings:
-        if name is None or name in lengths:
+    own_key = (clip.storage_name, clip.storage)
+    lengths: dict[tuple[str, str], tuple[int, ...]] = {own_key: _frame_lengths(*own_key)}
+    for name, store in siblings:
+        if name is None or (name, store) in lengths:
             continue
         try:
-            lengths[name] = _frame_lengths(name)
+            lengths[name, store] = _frame_lengths(name, store)
         except (OSError, ValueError):
-            continue  # a sibling's broken file is its own problem; it must not take this clip down
+            # A sibling's broken or missing file is its own problem; it must not take this clip down. A store
+            # that does not answer (StorageUnavailable) is not caught: served without a sibling's lengths, this
+            # clip could differ in size from its rival, so the request answers 503 instead.
+            continue
     targets = canonical.equal_targets(list(lengths.values()))
-    for name, own in lengths.items():  # the whole group at once: no clip costs more than its rival
+    for group_key, own in lengths.items():  # the whole group at once: no clip costs more than its rival
         try:
-            _body(name, targets[: len(own)])
+            _body(*group_key, targets[: len(own)])
         except (OSError, ValueError):
             continue
-    body, digest = _body(clip.storage_name, targets[: len(lengths[clip.storage_name])])
+    body, digest = _body(*own_key, targets[: len(lengths[own_key])])
     key = get_settings().secret_key.encode()
     etag = hmac.new(key, b"etag:" + clip.media_token.encode() + b":" + digest, hashlib.sha256).hexdigest()[:32]
     return body, f'"{etag}"'
@@ -157,13 +170,13 @@ def media_format(storage_name: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _sample_sizes(storage_name: str) -> tuple[int, ...]:
-    return video.sample_sizes(media_path(storage_name).read_bytes())
+def _sample_sizes(storage_name: str, store: str) -> tuple[int, ...]:
+    return video.sample_sizes(read_bytes(storage_name, store))
 
 
 @lru_cache(maxsize=64)
-def _video_body(storage_name: str, fmt: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
-    body = video.pad_samples(media_path(storage_name).read_bytes(), fmt, targets)
+def _video_body(storage_name: str, store: str, fmt: str, targets: tuple[int, ...]) -> tuple[bytes, bytes]:
+    body = video.pad_samples(read_bytes(storage_name, store), fmt, targets)
     return body, hashlib.sha256(body).digest()
 
 
@@ -172,49 +185,61 @@ def _served_video(session: Session, clip: Clip, fmt: str) -> tuple[bytes, str]:
     clips of its prompt and seed (app/media/video.py, ``pad_samples``): one size and one layout for the group,
     built for the whole group at once like the GIFs above."""
     assert clip.storage_name is not None
-    siblings = session.scalars(select(Clip.storage_name).where(
+    siblings = session.execute(select(Clip.storage_name, Clip.storage).where(
         Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
         Clip.status == "done", Clip.storage_name.is_not(None)).order_by(Clip.id)).all()
-    sizes: dict[str, tuple[int, ...]] = {clip.storage_name: _sample_sizes(clip.storage_name)}
-    for name in siblings:
-        if name is None or name in sizes or media_format(name) != fmt:
+    own_key = (clip.storage_name, clip.storage)
+    sizes: dict[tuple[str, str], tuple[int, ...]] = {own_key: _sample_sizes(*own_key)}
+    for name, store in siblings:
+        if name is None or (name, store) in sizes or media_format(name) != fmt:
             continue
         try:
-            sizes[name] = _sample_sizes(name)
+            sizes[name, store] = _sample_sizes(name, store)
         except (OSError, ValueError):
-            continue  # a sibling's broken file is its own problem
+            continue  # a sibling's broken file is its own problem (a store that does not answer: 503, as above)
     targets = video.padded_targets(fmt, list(sizes.values()))
-    for name, own in sizes.items():
+    for group_key, own in sizes.items():
         try:
-            _video_body(name, fmt, targets[: len(own)])
+            _video_body(*group_key, fmt, targets[: len(own)])
         except (OSError, ValueError):
             continue
-    body, digest = _video_body(clip.storage_name, fmt, targets[: len(sizes[clip.storage_name])])
+    body, digest = _video_body(*own_key, fmt, targets[: len(sizes[own_key])])
     key = get_settings().secret_key.encode()
     etag = hmac.new(key, b"etag:" + clip.media_token.encode() + b":" + digest, hashlib.sha256).hexdigest()[:32]
     return body, f'"{etag}"'
 
 
-def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """The one range ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` asks for, clipped to the body; None otherwise.
-
-    Browsers fetch <video> in ranges and seek with them; several ranges in one header are answered whole."""
-    if not header.startswith("bytes=") or "," in header:
-        return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if not first:
-            n = int(last)
-            return (max(0, size - n), size - 1) if n > 0 else None
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
-    except ValueError:
-        return None
-    return (start, end) if 0 <= start <= end else None
-
-
 def _not_found() -> Response:
     return PlainTextResponse("Not found", status_code=404)
+
+
+def _store_down() -> Response:
+    return PlainTextResponse("The clip store is not answering; this page will try again shortly.", status_code=503,
+                             headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS), "Cache-Control": "no-store"})
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None | Literal[False]:
+    """``(first, last)`` of a single ``bytes=`` range (RFC 9110 section 14.1.2), None to send the whole body (no
+    or an unparseable header, or several ranges: allowed by section 14.2), False when it cannot be satisfied."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first_s:  # suffix range: the last N bytes
+            n = int(last_s)
+            return (max(0, size - n), size - 1) if n > 0 and size else False
+        first = int(first_s)
+        last = int(last_s) if last_s else size - 1
+    except ValueError:
+        return None
+    if first >= size:
+        return False
+    if first < 0 or last < first:
+        return None
+    return first, min(last, size - 1)
 
 
 @router.get("/m/{media_token}")
@@ -225,6 +250,16 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
     fmt = media_format(clip.storage_name)
     try:
         body, etag = _served(session, clip) if fmt == "gif" else _served_video(session, clip, fmt)
+    except StorageUnavailable as exc:
+        log.warning("media for clip %s: %s", clip.id, exc)
+        return _store_down()
+    except StorageError as exc:
+        if isinstance(exc, ObjectMissing):  # the store answered: this clip's object is gone (404 below)
+            log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
+            return _not_found()
+        # The operator's to fix (credentials, bucket); the evaluator gets the same 503 as for an outage.
+        log.error("media for clip %s cannot be read: %s", clip.id, exc)
+        return _store_down()
     except (OSError, ValueError) as exc:
         # Logged with the clip id for the operator; the evaluator only sees 404 (no hint about the clip).
         log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
@@ -238,11 +273,13 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     wanted = request.headers.get("range")
-    if wanted is not None:
+    mime = video.MIME.get(fmt, "image/gif")
+    if wanted and request.headers.get("if-range", etag) == etag:
         span = _byte_range(wanted, len(body))
-        if span is None:
+        if span is False:
             return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{len(body)}"})
-        start, end = span
-        return Response(content=body[start:end + 1], status_code=206, media_type=video.MIME[fmt],
-                        headers={**headers, "Content-Range": f"bytes {start}-{end}/{len(body)}"})
-    return Response(content=body, media_type=video.MIME[fmt], headers=headers)
+        if span is not None:
+            first, last = span
+            return Response(content=body[first:last + 1], status_code=206, media_type=mime,
+                            headers={**headers, "Content-Range": f"bytes {first}-{last}/{len(body)}"})
+    return Response(content=body, media_type=mime, headers=headers)

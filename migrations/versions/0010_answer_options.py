@@ -4,7 +4,7 @@ studies.answer_options holds the study's choice (null: none of them, as before);
 votes.reason_tags hold what an evaluator gave with a vote (null when the study asks for neither).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 00:10:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -80,7 +80,13 @@ def test_worker_refuses_a_bad_device(demo_study_id):
 def test_compose_has_the_services_a_gpu_deployment_needs():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker"}
+    assert set(services) == {"postgres", "redis", "seaweedfs", "web", "worker"}
+    # The S3 store is opt-in (profile "s3"); web and worker read the same storage settings, aimed at it.
+    assert services["seaweedfs"]["profiles"] == ["s3"] and "-s3" in services["seaweedfs"]["command"]
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert env["BLINDPAIR_STORAGE"] == "${BLINDPAIR_STORAGE:-local}"
+        assert "http://seaweedfs:8333" in env["BLINDPAIR_S3_ENDPOINT_URL"]
     assert all("healthcheck" in s for s in services.values())
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]

@@ -72,3 +72,29 @@ def test_a_lost_message_is_sent_again_once_the_queue_is_empty(session, tiny_mode
     age(session, lost + more, 120)
     assert celery_app.sweep_once() == []
     assert celery_app.queued_messages() == len(lost)
+
+
+def test_the_sweeper_removes_old_stored_files_no_clip_names_and_keeps_the_rest(session, monkeypatch):
+    """Orphans (a worker killed between upload and record, an interrupted write's temp file) go once they are
+    older than BLINDPAIR_STORAGE_ORPHAN_SECONDS; a clip's file never does, however old."""
+    import os
+    import time
+
+    from app.media.storage import media_root, store_bytes
+    from tests.factories import NO_CHECKS, make_pairs, make_study
+
+    monkeypatch.setenv("BLINDPAIR_STORAGE_ORPHAN_SECONDS", "3600")
+    from app import config
+
+    config.get_settings.cache_clear()
+    make_pairs(session, make_study(session, qc=NO_CHECKS))
+    session.commit()
+    named = {p.name for p in media_root().iterdir()}
+    orphan, young = store_bytes(b"GIF89a orphan").storage_name, store_bytes(b"GIF89a young").storage_name
+    (media_root() / ".tmp-interrupted").write_bytes(b"GIF89a half")
+    (media_root() / "notes.txt").write_text("not ours: an operator's file in the media folder")
+    two_hours_ago = time.time() - 7200
+    for name in [*named, orphan, ".tmp-interrupted", "notes.txt"]:
+        os.utime(media_root() / name, (two_hours_ago, two_hours_ago))
+    assert sorted(celery_app.sweep_storage(force=True)) == sorted([orphan, ".tmp-interrupted"])
+    assert {p.name for p in media_root().iterdir()} == named | {young, "notes.txt"}

@@ -147,7 +147,7 @@ def test_a_dead_workers_clip_is_taken_back_and_its_late_result_discarded(session
     late = SimpleNamespace(width=1, height=1, frames=1, fps=1.0, wall_seconds=9.0, denoise_seconds=9.0,
                            decode_seconds=0.0, encode_seconds=0.0, steps=1, guidance_scale=1.0, unet_evals=1,
                            peak_memory_bytes=None, device="cpu", dtype="float32", generation={})
-    stored = SimpleNamespace(storage_name="late.gif", sha256="0" * 64, size_bytes=1)
+    stored = SimpleNamespace(storage_name="late.gif", sha256="0" * 64, size_bytes=1, store="local")
     assert not svc.complete_clip(session, clip_id=clip_id, worker="a:1", result=late, stored=stored)
     session.commit()
     session.expire_all()

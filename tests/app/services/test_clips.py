@@ -77,7 +77,7 @@ def test_reimport_is_idempotent_and_replace_needs_flag(session, tmp_path):
     session.commit()
     remove_media(res.obsolete_files)
     assert (res.replaced, res.unchanged) == (1, 1)
-    assert res.obsolete_files == [old] and not media_path(old).exists()
+    assert res.obsolete_files == [(old, "local")] and not media_path(old).exists()
     assert _counts(session)[:2] == before[:2]
 
 

@@ -80,7 +80,7 @@ def test_unknown_format_is_refused(session, study):
         exports.raw_votes(session, study=study, fmt="xlsx")
 
 
-def test_clips_manifest_has_settings_and_cost_but_no_media_handles(session, study):
+def test_clips_manifest_has_settings_cost_and_object_keys_but_no_media_handles(session, study):
     clip = session.query(Clip).filter_by(study_id=study.id).first()
     clip.wall_seconds, clip.steps, clip.generation = 3.5, 4, {"scheduler": "EulerDiscrete"}
     session.flush()
@@ -91,7 +91,10 @@ def test_clips_manifest_has_settings_and_cost_but_no_media_handles(session, stud
     doc = json.loads(_body(exports.clips_manifest(session, study=study, fmt="json")))
     assert doc["settings"] == study.settings and len(doc["clips"]) == len(csv)
     text = _body(exports.clips_manifest(session, study=study, fmt="json")).decode()
-    assert clip.media_token not in text and clip.storage_name not in text
+    assert clip.media_token not in text
+    # Where each object is, for `blindpair storage check` and a migration: its store, key and hash.
+    record = next(c for c in doc["clips"] if c["clip_id"] == clip.id)
+    assert (record["storage"], record["storage_key"], record["sha256"]) == ("local", clip.storage_name, clip.sha256)
 
 
 def test_clips_manifest_carries_each_clips_lossy_level_and_psnr_copies_included(session, study):

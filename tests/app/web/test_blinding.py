@@ -58,8 +58,9 @@ def secret_study(session):
             data = _gif_with_metadata(m.name, colour)
             stored = store_bytes(data)
             clip = Clip(id=next(ids), study_id=study.id, model_id=m.id, prompt_id=prompt.id, status="done",
-                        storage_name=stored.storage_name, sha256=stored.sha256, size_bytes=stored.size_bytes,
-                        width=32, height=32, frames=4, fps=8, origin="generated", device="cuda:zz-h100",
+                        storage_name=stored.storage_name, storage=stored.store, sha256=stored.sha256,
+                        size_bytes=stored.size_bytes, width=32, height=32, frames=4, fps=8, origin="generated",
+                        device="cuda:zz-h100",
                         generation={"model": m.name})
             session.add(clip)
             pair_clips.append(clip)
