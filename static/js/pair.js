@@ -53,6 +53,13 @@
         img.addEventListener('error', function () { reject(img); }, { once: true });
       });
     }
+    // The first-frame poster under each GIF goes once the GIF itself is there (it must never show through).
+    clips.forEach(function (img) {
+      loaded(img).then(function () {
+        var poster = img.parentNode.querySelector('img.poster');
+        if (poster) { poster.remove(); }
+      }, function () {});
+    });
     // The form unlocks after both GIFs have been on screen, unpaused, for one full play.
     function countPlay() {
       window.clearTimeout(playTimer);
@@ -330,6 +337,7 @@
       window.requestAnimationFrame(tick);
       if (reduceMotion) {  // WCAG 2.2.2 and the user's setting: nothing moves until asked
         setPlaying(false);
+        seekBoth(0);  // a seek ends the poster: the paused pair shows the browser's own first frame
         status.textContent = 'Paused because your device asks for reduced motion. Press “Play both” to start; '
           + 'the answers unlock once both have played through.';
         return undefined;
