@@ -61,7 +61,7 @@ def av_error() -> type[Exception]:
         import av
     except ImportError:  # pragma: no cover - av is a dependency; without it only GIFs have posters
         return OSError
-    return av.error.FFmpegError  # type: ignore[no-any-return]
+    return av.error.FFmpegError
 
 
 def png(rgb: np.ndarray, *, palette: bool) -> bytes:
