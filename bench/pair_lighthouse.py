@@ -110,6 +110,10 @@ def measure(tree: Path, *, data_dir: Path, lighthouse: str, runs: int, port: int
                     print(f"{tree}: run {i} failed, skipped", flush=True)
                     continue
                 data = json.loads(report.read_text())
+                if data.get("runtimeError") or data["categories"]["performance"]["score"] is None:
+                    print(f"{tree}: run {i}: Lighthouse failed ({data.get('runtimeError', {}).get('code')}), "
+                          "skipped", flush=True)
+                    continue
                 audits = data["audits"]
                 row = {"score": round(data["categories"]["performance"]["score"] * 100),
                        "lcp_ms": audits["largest-contentful-paint"]["numericValue"],
