@@ -118,11 +118,13 @@ def measure(tree: Path, *, data_dir: Path, lighthouse: str, runs: int, port: int
                 row = {"score": round(data["categories"]["performance"]["score"] * 100),
                        "lcp_ms": audits["largest-contentful-paint"]["numericValue"],
                        "fcp_ms": audits["first-contentful-paint"]["numericValue"],
+                       "si_ms": audits["speed-index"]["numericValue"],
                        "bytes": audits["total-byte-weight"]["numericValue"], "clips": clips,
                        "lighthouse": data["lighthouseVersion"], "lcp_element": _lcp_element(audits)}
                 out.append(row)
                 print(f"{tree}: run {i}: performance {row['score']}, LCP {row['lcp_ms']:.0f} ms, "
-                      f"FCP {row['fcp_ms']:.0f} ms, {row['bytes']:.0f} bytes (clips {clips}), LCP element "
+                      f"FCP {row['fcp_ms']:.0f} ms, speed index {row['si_ms']:.0f} ms, "
+                      f"{row['bytes']:.0f} bytes (clips {clips}), LCP element "
                       f"{row['lcp_element']}", flush=True)
     finally:
         proc.terminate()
