@@ -337,7 +337,6 @@
       window.requestAnimationFrame(tick);
       if (reduceMotion) {  // WCAG 2.2.2 and the user's setting: nothing moves until asked
         setPlaying(false);
-        seekBoth(0);  // a seek ends the poster: the paused pair shows the browser's own first frame
         status.textContent = 'Paused because your device asks for reduced motion. Press “Play both” to start; '
           + 'the answers unlock once both have played through.';
         return undefined;

@@ -127,6 +127,7 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
     ``check_body(url, body)``: a further check of every response body (e.g. a video's container metadata)."""
     go = Recorder(client)
     media_urls: set[str] = set()
+    gif_pages = 0
 
     go("GET", "/join/not-a-real-invite")
     page = go("GET", f"/join/{study.invite_token}?PROLIFIC_PID=pp-123")
@@ -143,6 +144,7 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
         media_urls |= {img["src"] for img in soup.select("img.clip, video.clip source")}
         # The first-frame posters: the GIF's still under it, the video's poster, the preloads in the head.
         media_urls |= {img["src"] for img in soup.select("img.poster")}
+        gif_pages += bool(soup.select("img.clip"))
         media_urls |= {v["poster"] for v in soup.select("video.clip[poster]")}
         media_urls |= {link["href"] for link in soup.select("link[rel=preload]") if link["href"].startswith("/m/")}
         data = {"csrf_token": _hidden(page, "csrf_token"), "assignment": _hidden(page, "assignment")}
@@ -171,7 +173,7 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
            json={"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(keys, "tie")})
 
     assert len(media_urls) >= 4
-    assert any(url.endswith("/poster") for url in media_urls)
+    assert any(url.endswith("/poster") for url in media_urls) or not gif_pages  # GIF pairs show posters
     for token in tokens:  # every clip an evaluator could be shown, attention-check copies included
         assert go("GET", f"/m/{token}").status_code == 200
         assert go("GET", f"/m/{token}/poster").status_code == 200
@@ -221,7 +223,6 @@ def test_every_poster_of_a_prompt_is_its_clips_first_frame_at_one_length(client,
 
     study, _secrets, _tokens = secret_study
     by_prompt: dict[int, list] = {}
-    natural: dict[int, set[int]] = {}
     for clip in session.query(Clip).filter_by(study_id=study.id):
         r = client.get(f"/m/{clip.media_token}/poster")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
@@ -231,15 +232,15 @@ def test_every_poster_of_a_prompt_is_its_clips_first_frame_at_one_length(client,
         assert still.shape == shown.shape and (still == shown).all()  # native size, not one level off
         # Nothing but the pixels: the served poster is what anyone holding the first frame would write.
         assert r.content == poster.pad_png(poster.png(shown, palette=True), len(r.content))
-        natural.setdefault(clip.prompt_id, set()).add(len(poster.png(shown, palette=True)))
         by_prompt.setdefault(clip.prompt_id, []).append(
             (len(r.content), _png_chunks(r.content), sorted(k for k in r.headers if k != "etag")))
         again = client.get(f"/m/{clip.media_token}/poster", headers={"If-None-Match": r.headers["etag"]})
         assert again.status_code == 304 and not again.content
-    assert any(len(n) > 1 for n in natural.values())  # the first frames do compress differently ...
+    # (That plain posters of two models differ in length, and a script tells them apart by it, is shown in
+    # tests/security/test_byte_side_channels.py::test_an_attackers_classifier_over_the_served_posters_is_at_chance.)
     assert any(len(served) > 2 for served in by_prompt.values())  # a prompt with its check copies
     for served in by_prompt.values():
-        assert all(s == served[0] for s in served)  # ... and are served alike
+        assert all(s == served[0] for s in served)  # one length, one layout, the same headers
     assert client.get("/m/not-a-token/poster").status_code == 404
 
 
