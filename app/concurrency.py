@@ -17,12 +17,17 @@ load (uvicorn answers 503 beyond it instead of stalling).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 THREAD_TOKENS = 1000
 SUGGESTED_LIMIT_CONCURRENCY = 500
@@ -40,3 +45,105 @@ def install_thread_headroom(app: FastAPI, tokens: int = THREAD_TOKENS) -> None:
             yield state
 
     app.router.lifespan_context = lifespan
+
+
+# ------------------------------------------------------------------------------------------ rating slots
+#
+# The rating routes (a vote, a pair page, a join) hold their own database session in a worker thread. Left
+# unbounded, a few hundred of them at once ran in as many threads: the one holding SQLite's write lock then got a
+# small share of the GIL, and throughput fell from 120 votes/s at 16 evaluators to 13 at 256 (BENCHMARKS.md).
+# So at most RATING_REQUESTS_IN_FLIGHT run at once and the rest wait in the event loop, holding no thread.
+#
+# Which waiter goes next matters as much as how many run. With one first-come-first-served queue, a launch
+# burst (hundreds of participants joining within seconds) put every vote behind the joins and page loads that
+# arrived before it: a rater's answer waited seconds to be stored. Here a waiter is ordered by its arrival time
+# plus a handicap by kind: a vote (an answer that must not be lost) goes before a page that arrived up to
+# PAGE_HANDICAP_S earlier, and a page before a join that arrived up to JOIN_HANDICAP_S - PAGE_HANDICAP_S
+# earlier. Work that finishes a rater's action is served before work that starts new work, and nothing starves:
+# a join that has waited JOIN_HANDICAP_S goes before any vote that arrives after that.
+# (FastAPI's ``Depends(max_concurrency=...)`` is a plain FIFO semaphore; it has no order by kind.)
+
+RATING_REQUESTS_IN_FLIGHT = 8
+VOTE, PAGE, JOIN = 0, 1, 2
+PAGE_HANDICAP_S = 5.0
+JOIN_HANDICAP_S = 10.0
+_HANDICAP = {VOTE: 0.0, PAGE: PAGE_HANDICAP_S, JOIN: JOIN_HANDICAP_S}
+
+
+class PriorityGate:
+    """At most ``capacity`` holders; waiters are woken in the order of arrival time + the handicap of their kind.
+
+    One gate per event loop (the app may be served by several loops in tests); not thread-safe, like asyncio.
+    """
+
+    def __init__(self, capacity: int, handicap: dict[int, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self.handicap = dict(_HANDICAP if handicap is None else handicap)
+        self.clock = clock
+        self.busy = 0
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
+
+    @asynccontextmanager
+    async def slot(self, kind: int) -> AsyncIterator[None]:
+        await self.acquire(kind)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self, kind: int) -> None:
+        # Below capacity there is never a live waiter: release() hands a freed slot to one before counting it free.
+        if self.busy < self.capacity:
+            self.busy += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (self.clock() + self.handicap[kind], next(self._tiebreak), future))
+        try:
+            await future  # release() hands its slot over by completing this future: busy is already counted
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was handed over just as the client went away: pass it on
+            else:
+                future.cancel()  # still queued: release() skips cancelled futures
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _key, _n, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.busy -= 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _k, _n, f in self._waiters if not f.done())
+
+
+_gates: WeakKeyDictionary[asyncio.AbstractEventLoop, PriorityGate] = WeakKeyDictionary()
+
+
+def rating_gate() -> PriorityGate:
+    """The running event loop's gate for the rating routes."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = PriorityGate(RATING_REQUESTS_IN_FLIGHT)
+    return gate
+
+
+def _slot_of(kind: int) -> Callable[[], AsyncIterator[None]]:
+    # Async, so waiting for the slot costs no thread hop; scope="function" releases it before the response is
+    # sent, after the route (and its commit) has finished.
+    async def slot() -> AsyncIterator[None]:
+        async with rating_gate().slot(kind):
+            yield
+    slot.__name__ = f"rating_slot_{('vote', 'page', 'join')[kind]}"
+    return slot
+
+
+VoteSlot = Annotated[None, Depends(_slot_of(VOTE), scope="function")]
+PageSlot = Annotated[None, Depends(_slot_of(PAGE), scope="function")]
+JoinSlot = Annotated[None, Depends(_slot_of(JOIN), scope="function")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -41,18 +41,6 @@ def _request_db(request: Request) -> Iterator[Session]:
 # https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/#early-exit-and-scope
 DB_SESSIONS_IN_FLIGHT = 32
 DbSession = Annotated[Session, Depends(_request_db, scope="function", max_concurrency=DB_SESSIONS_IN_FLIGHT)]
-
-
-async def _rating_slot() -> AsyncIterator[None]:
-    yield
-
-
-# The rating routes (/e/pair, /e/vote, the evaluator API) hold their own session in the route's thread. Left
-# unbounded, a few hundred of them at once ran in as many threads: the one holding the write lock then got a
-# small share of the GIL, and throughput fell from 120 votes/s at 16 evaluators to 13 at 256 (BENCHMARKS.md).
-# Requests beyond this many wait in the event loop, holding no thread. Async, so the slot costs no thread hop.
-RATING_REQUESTS_IN_FLIGHT = 8
-RatingSlot = Annotated[None, Depends(_rating_slot, scope="function", max_concurrency=RATING_REQUESTS_IN_FLIGHT)]
 
 
 class LoginRequired(Exception):

@@ -5,7 +5,7 @@ through FastAPI. This app answers the same two requests a vote makes (the evalua
 browser's pair page and form post) through the same stack as the real server (``app.main.create_bare_app``:
 uvicorn, FastAPI, the session and security-header middleware, the thread headroom), with the real request and
 response models, the real credential check (the signed ``X-Evaluator-Token`` or ``bp_eval`` cookie), the real
-``RatingSlot`` dependency and, for the browser, the real pair template, CSRF check and form parsing; but the
+rating-slot dependencies and, for the browser, the real pair template, CSRF check and form parsing; but the
 pair is a constant and the vote is validated and dropped (``create_app``). Whatever rate it reaches bounds
 what any database work behind those routes could reach.
 
@@ -43,13 +43,13 @@ from app.api.evaluate import (
     VoteRequest,
     VoteResponse,
 )
+from app.concurrency import PageSlot, VoteSlot
 from app.criteria import DEFAULT_CRITERIA
 from app.csrf import verify_csrf
 from app.db import make_engine
 from app.deps import evaluator_token, public_id_from_token
 from app.main import create_bare_app
 from app.models import Evaluator
-from app.security import RatingSlot
 from app.services.assignments import PairView
 from app.web.evaluator import COOKIE_NAME, parse_vote_form, read_form, render_pair_page
 from bench.floor_app import floor_table, metadata
@@ -95,7 +95,7 @@ def _build(store: Callable) -> FastAPI:
                             pairs_in_session=QUOTA)
 
     @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-    def pair(token: EvaluatorToken, _slot: RatingSlot):
+    def pair(token: EvaluatorToken, _slot: PageSlot):
         store(_pages, _check(token), "shown")
         view = _view()
         return PairResponse(status="pair", done=0, total=QUOTA, pair=PairOut(
@@ -104,7 +104,7 @@ def _build(store: Callable) -> FastAPI:
             play_ms=view.play_ms, criteria=CRITERIA))
 
     @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-    def votes(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
+    def votes(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot):
         public_id = _check(token)
         if set(body.choices) != KEYS:  # the real route refuses an answer that misses a criterion, too
             raise HTTPException(422, "every criterion needs an answer")
@@ -112,7 +112,7 @@ def _build(store: Callable) -> FastAPI:
         return VoteResponse(status="recorded", completed=False)
 
     @app.get("/e/pair")
-    def pair_page(request: Request, _slot: RatingSlot) -> Response:
+    def pair_page(request: Request, _slot: PageSlot) -> Response:
         store(_pages, _check(request.cookies.get(COOKIE_NAME)), "shown")
         view = _view()
         response = render_pair_page(request, view, criteria=CRITERIA, quota=QUOTA, number=view.position)
@@ -120,7 +120,7 @@ def _build(store: Callable) -> FastAPI:
         return response
 
     @app.post("/e/vote")
-    def vote_form(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: RatingSlot) -> Response:
+    def vote_form(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: VoteSlot) -> Response:
         verify_csrf(request, str(form.get("csrf_token", "")))
         _token, choices, _client_ms = parse_vote_form(form)
         public_id = _check(request.cookies.get(COOKIE_NAME))

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 from app.api.studies import Responses
+from app.concurrency import JoinSlot, PageSlot, VoteSlot
 from app.db import session_scope
 from app.deps import completion_redirect, evaluator_token, join_rate_limit, state_from_token
 from app.ratelimit import check_rate, client_ip
-from app.security import DbSession, RatingSlot
+from app.security import DbSession
 from app.services.assignments import (
     EvaluationError,
     EvaluatorState,
@@ -102,6 +103,8 @@ VoteStatus = Literal["recorded", "already_recorded"]
 class VoteResponse(BaseModel):
     status: VoteStatus
     completed: bool
+    next: PairResponse | None = Field(None, description="With ?next=true: what GET /pair would now answer (the "
+                                      "next pair, already reserved, or done), so a client needs one request per vote.")
 
 
 def _vote_status(status: str) -> VoteStatus:
@@ -144,7 +147,7 @@ def _refused(exc: EvaluationError) -> JSONResponse:
 
 
 @router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
-def api_join(body: JoinRequest, request: Request, session: DbSession):
+def api_join(body: JoinRequest, request: Request, _slot: JoinSlot, session: DbSession):
     try:
         study = study_for_invite(session, invite_token=body.invite_token)
         check_rate("join", client_ip(request), join_rate_limit(study))
@@ -179,24 +182,28 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
 # from BEGIN to COMMIT, a request waiting for SQLite's write lock can never hold the thread its holder needs.
 
 
+def _current_pair(session, state: EvaluatorState) -> PairResponse | JSONResponse:
+    try:
+        view = next_assignment(session, evaluator_id=state.id, state=state)
+    except EvaluationError as exc:
+        return _refused(exc)
+    if view is None:
+        return PairResponse(status="done", done=state.done, total=state.quota,
+                            completion_code=state.completion_code,
+                            redirect_url=completion_redirect(state.redirect_url, state.completion_code) or None)
+    return PairResponse(status="pair", done=state.done, total=state.quota, pair=_pair_out(session, view, state))
+
+
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(token: EvaluatorToken, _slot: RatingSlot):
+def api_pair(token: EvaluatorToken, _slot: PageSlot):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
     with session_scope() as session:
-        state = _evaluator(session, token)
-        try:
-            view = next_assignment(session, evaluator_id=state.id, state=state)
-        except EvaluationError as exc:
-            return _refused(exc)
-        if view is None:
-            return PairResponse(status="done", done=state.done, total=state.quota,
-                                completion_code=state.completion_code,
-                                redirect_url=completion_redirect(state.redirect_url, state.completion_code) or None)
-        return PairResponse(status="pair", done=state.done, total=state.quota, pair=_pair_out(session, view, state))
+        return _current_pair(session, _evaluator(session, token))
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
+def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot,
+             next: Annotated[bool, Query(description="Also answer with the next pair (see ``next``)")] = False):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
     with session_scope() as session:
         state = _evaluator(session, token)
@@ -206,4 +213,14 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: RatingSlot):
                                  comment=body.comment, reason_tags=body.reason_tags)
         except EvaluationError as exc:
             return _refused(exc)
-    return VoteResponse(status=_vote_status(result.status), completed=result.completed)
+        following = None
+        if next:
+            # In the vote's transaction: the vote and the next reservation commit together, so a crash leaves
+            # either both or neither, and the state is read again after the vote (its counts, its completion).
+            fresh = evaluator_state(session, evaluator_id=state.id)
+            if fresh is None:
+                raise RuntimeError(f"evaluator {state.id} vanished while voting")
+            following = _current_pair(session, fresh)
+            if isinstance(following, JSONResponse):  # e.g. the study closed right after this vote: still stored
+                following = None
+    return VoteResponse(status=_vote_status(result.status), completed=result.completed, next=following)

@@ -228,6 +228,7 @@ class EvaluatorState:
     done: int  # assignments answered
     open: int = 0  # assignments on screen, not yet answered (at most one)
     ip_hash: str | None = None  # the keyed hash of the address it joined from
+    answer_options: dict[str, Any] | None = None  # the study's optional answers as stored (app/services/answers.py)
 
     @property
     def quota(self) -> int:
@@ -286,7 +287,7 @@ def _count(*where: ColumnElement[bool]) -> ScalarSelect[int]:
 _STATE = (
     select(_ev.c.id, _ev.c.study_id, _ev.c.completed_at, _ev.c.completion_code,
            _ev.c.flagged, _ev.c.flag_reasons, _ev.c.ip_hash, _st.c.status, _st.c.redirect_url, _st.c.qc,
-           _st.c.pairs_per_session, _st.c.sessions_per_invite,
+           _st.c.pairs_per_session, _st.c.sessions_per_invite, _st.c.answer_options,
            select(func.count(_pr.c.id)).where(_pr.c.study_id == _st.c.id, _pr.c.kind == "normal")
            .scalar_subquery().label("n_pairs"),
            _count(_as.c.evaluator_id == _ev.c.id).label("had"),
@@ -336,6 +337,7 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
         qc=qc_settings_for(row.qc, pairs_per_session=row.pairs_per_session,
                            sessions_per_invite=row.sessions_per_invite),
         n_pairs=row.n_pairs or 0, had=row.had or 0, done=row.done or 0, open=row.open or 0, ip_hash=row.ip_hash,
+        answer_options=row.answer_options,
     )
 
 

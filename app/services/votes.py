@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
-from app.models import Assignment, Clip, Pair, Study, Vote, VoteChoice, utcnow
+from app.models import Assignment, Clip, Pair, Vote, VoteChoice, utcnow
 from app.services.answers import BOTH_BAD, InvalidExtras, answer_options, clean_extras
 from app.services.assignments import (
     RELEASED,
@@ -176,7 +176,7 @@ def submit_vote(
             f"This pair stayed unanswered for more than {minutes} minutes, so it was given to another "
             "participant and your answer was not stored. Continue with a new pair.")
     criteria = study_criteria(session, state.study_id)
-    options = answer_options(session.scalar(select(Study.answer_options).where(Study.id == state.study_id)))
+    options = answer_options(state.answer_options)
     clean = validate_choices(criteria, {str(k): (v or "") for k, v in (choices or {}).items()},
                              (*SIDES, BOTH_BAD) if options.both_bad else SIDES)
     try:

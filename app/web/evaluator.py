@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from app.concurrency import JoinSlot, PageSlot, VoteSlot
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
 from app.db import session_scope
@@ -28,7 +29,7 @@ from app.deps import (
 )
 from app.models import Evaluator, Study
 from app.ratelimit import check_rate, client_ip
-from app.security import DbSession, RatingSlot
+from app.security import DbSession
 from app.services.answers import answer_options
 from app.services.assignments import (
     EXTERNAL_ID_MAX,
@@ -116,7 +117,7 @@ def _instructions(request: Request, study: Study, *, external_id: str, platform_
 
 
 @router.get("/join/{invite_token}", response_class=HTMLResponse)
-def invite(invite_token: str, request: Request, session: DbSession) -> Response:
+def invite(invite_token: str, request: Request, _slot: JoinSlot, session: DbSession) -> Response:
     try:
         study = study_for_invite(session, invite_token=invite_token)
     except EvaluationError as exc:
@@ -138,6 +139,7 @@ def invite(invite_token: str, request: Request, session: DbSession) -> Response:
 def consent(
     invite_token: str,
     request: Request,
+    _slot: JoinSlot,
     session: DbSession,
     csrf_token: Annotated[str, Form()] = "",
     consent: Annotated[str, Form()] = "",
@@ -212,7 +214,7 @@ def _current(request: Request, session: Session) -> Evaluator | None:
 
 
 @router.get("/e/pair", response_class=HTMLResponse)
-def pair_page(request: Request, _slot: RatingSlot) -> Response:
+def pair_page(request: Request, _slot: PageSlot) -> Response:
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
         if state is None:
@@ -248,7 +250,7 @@ def parse_vote_form(form: FormData) -> tuple[str, dict[str, str], int | None]:
 
 
 @router.post("/e/vote", response_class=HTMLResponse)
-def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: RatingSlot) -> Response:
+def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: VoteSlot) -> Response:
     # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
     # handler here stalled every other request behind one vote waiting for SQLite's write lock).
     try:

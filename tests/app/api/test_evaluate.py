@@ -107,3 +107,41 @@ def test_a_vote_is_committed_before_the_response_says_recorded(engine, study, mo
         vote = {"assignment_token": pair["assignment_token"], "choices": {c.key: "tie" for c in study.criteria}}
         assert client.post("/api/v1/evaluate/votes", json=vote, headers=headers).json()["status"] == "recorded"
     assert "commit" in events and events.index("commit") < events.index("response"), events
+
+
+def test_one_request_per_vote_with_next(client, study):
+    """``POST /votes?next=true`` answers with what ``GET /pair`` would: a client needs one request per vote, and
+    the pair it is handed is the one reserved for it (a GET afterwards returns the same assignment)."""
+    headers = _join(client, study)
+    body = client.get("/api/v1/evaluate/pair", headers=headers).json()
+    seen = []
+    for i in range(2):
+        pair = body["pair"]
+        seen.append(pair["assignment_token"])
+        vote = {"assignment_token": pair["assignment_token"], "choices": {c.key: "right" for c in study.criteria}}
+        answer = client.post("/api/v1/evaluate/votes?next=true", json=vote, headers=headers).json()
+        assert answer["status"] == "recorded"
+        body = answer["next"]
+        assert body["done"] == i + 1
+        if body["status"] == "pair":
+            again = client.get("/api/v1/evaluate/pair", headers=headers).json()
+            assert again["pair"]["assignment_token"] == body["pair"]["assignment_token"] not in seen
+    assert body["status"] == "done" and body["completion_code"] and answer["completed"] is True
+    # A replay of the last vote stores nothing and still says where the session stands.
+    replay = client.post("/api/v1/evaluate/votes?next=true", json=vote, headers=headers).json()
+    assert replay["status"] == "already_recorded" and replay["next"]["status"] == "done"
+    # Without the flag the answer is as before.
+    assert client.post("/api/v1/evaluate/votes", json=vote, headers=headers).json()["next"] is None
+    assert _count(Vote) == 2 and _count(VoteChoice) == 12
+
+
+def test_next_refused_when_the_vote_is_refused(client, study):
+    headers = _join(client, study)
+    pair = client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]
+    partial = {"assignment_token": pair["assignment_token"], "choices": {"text_relevance": "left"}}
+    r = client.post("/api/v1/evaluate/votes?next=true", json=partial, headers=headers)
+    assert r.status_code == 422 and "next" not in r.json()
+    # Nothing was reserved either: the current pair is still the one shown.
+    assert client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]["assignment_token"] == \
+        pair["assignment_token"]
+    assert _count(Vote) == 0
