@@ -43,6 +43,7 @@ class Stats:
     latencies: list[float] = field(default_factory=list)  # whole vote: page fetch + post (app) or the post (floor)
     page_latencies: list[float] = field(default_factory=list)
     post_latencies: list[float] = field(default_factory=list)
+    join_latencies: list[float] = field(default_factory=list)
     accepted: int = 0
     errors: Counter = field(default_factory=Counter)
     joins: int = 0
@@ -51,6 +52,7 @@ class Stats:
 class Evaluator:
     def __init__(self, cookies: dict[str, str]) -> None:
         self.cookies = cookies
+        self.pending: dict | None = None  # api1 flow: the next pair the last vote's answer carried
 
     def header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
@@ -126,6 +128,36 @@ async def api_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: 
     return "voted"
 
 
+async def api1_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+    """One vote through the evaluator API in one request: ``POST /votes?next=true`` answers with the next pair.
+
+    Only an evaluator's first pair needs ``GET /pair`` (counted as the page fetch, as in the api flow)."""
+    headers = {"X-Evaluator-Token": ev.cookies["bp_eval"]}
+    t0 = time.perf_counter()
+    body = ev.pending
+    if body is None:
+        page = await client.get("/api/v1/evaluate/pair", headers=headers)
+        if page.status_code != 200:
+            raise VoteError(f"GET /api/v1/evaluate/pair {page.status_code}")
+        body = page.json()
+        stats.page_latencies.append(time.perf_counter() - t0)
+    ev.pending = None
+    if body["status"] == "done":
+        return "finished"
+    pair = body["pair"]
+    payload = {"assignment_token": pair["assignment_token"], "client_time_ms": rng.randint(5000, 30000),
+               "choices": {c["key"]: rng.choice(SIDES) for c in pair["criteria"]}}
+    t2 = time.perf_counter()
+    post = await client.post("/api/v1/evaluate/votes?next=true", json=payload, headers=headers)
+    t3 = time.perf_counter()
+    answer = post.json() if post.status_code == 200 else {}
+    if answer.get("status") != "recorded":
+        raise VoteError(f"POST /api/v1/evaluate/votes?next=true {post.status_code}")
+    ev.pending = answer.get("next")
+    stats.post_latencies.append(t3 - t2)
+    return "voted"
+
+
 async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     t0 = time.perf_counter()
     r = await client.post("/vote", headers={"x-evaluator": ev.cookies["id"]})
@@ -136,7 +168,7 @@ async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng
 
 
 async def _new_evaluator(kind: str, client, invite, stats, n: int) -> Evaluator:
-    if kind == "floor":
+    if kind in FLOOR_KINDS:
         return Evaluator({"id": f"ev{n}"})
     return await join(client, invite, stats)
 
@@ -152,6 +184,26 @@ async def _join_until(kind: str, client, invite, stats: Stats, n: int, until: fl
     return None
 
 
+_TLS = None
+
+
+def own_client(cfg: dict) -> httpx.AsyncClient:
+    """One evaluator's own connection, as each participant's browser has its own.
+
+    With one pool shared by hundreds of evaluators, httpx scans the pool on every request: at 512 evaluators
+    the load generator burnt a full core and the server sat 40% idle, so the "collapse" measured was the
+    client's. One client per evaluator keeps that cost constant. The TLS context (unused on loopback HTTP, but
+    built by every client) is made once: building one per client cost 27 ms of CPU each.
+    """
+    global _TLS
+    if _TLS is None:
+        import ssl
+
+        _TLS = ssl.create_default_context()
+    return httpx.AsyncClient(base_url=cfg["base_url"], limits=httpx.Limits(max_connections=1,
+                             max_keepalive_connections=1), timeout=30.0, follow_redirects=False, verify=_TLS)
+
+
 async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
     kind, invite = cfg["kind"], cfg.get("invite", "")
     vote = VOTERS[(kind, cfg.get("flow", "api"))]
@@ -161,6 +213,10 @@ async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> flo
     counter = iter(range(10**9))
 
     async def evaluator_loop(i: int) -> None:
+        async with own_client(cfg) as client:
+            await evaluator_votes(i, client)
+
+    async def evaluator_votes(i: int, client: httpx.AsyncClient) -> None:
         rng = random.Random(i)
         ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
         while ev is not None and time.perf_counter() < window_end:
@@ -182,6 +238,50 @@ async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> flo
             stats.accepted += 1
 
     await asyncio.gather(*(evaluator_loop(i) for i in range(cfg["concurrency"])))
+    return cfg["duration"]
+
+
+async def burst(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+    """A launch: ``concurrency`` evaluators arrive spread evenly over ``join_seconds`` (a crowd platform sending a
+    study's participants at once), each joins, then votes as fast as the server answers until the end.
+
+    Throughput and latencies count what finishes in the window after the last arrival (``duration`` seconds), so
+    the joins' backlog is inside it; join latencies are all kept (``join_latencies``)."""
+    kind, invite, n = cfg["kind"], cfg.get("invite", ""), cfg["concurrency"]
+    vote = VOTERS[(kind, cfg.get("flow", "api"))]
+    spread = float(cfg.get("join_seconds", 3.0))
+    start = time.perf_counter()
+    window_start = start + spread
+    window_end = window_start + cfg["duration"]
+    counter = iter(range(10**9))
+
+    async def arrive(i: int) -> None:
+        await asyncio.sleep(spread * i / n)
+        async with own_client(cfg) as client:
+            await evaluator_votes(i, client)
+
+    async def evaluator_votes(i: int, client: httpx.AsyncClient) -> None:
+        rng = random.Random(i)
+        t = time.perf_counter()
+        ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
+        stats.join_latencies.append(time.perf_counter() - t)
+        while ev is not None and time.perf_counter() < window_end:
+            t0 = time.perf_counter()
+            try:
+                outcome = await vote(client, ev, stats, rng)
+            except (VoteError, httpx.HTTPError) as exc:
+                stats.errors[str(exc)[:80] or type(exc).__name__] += 1
+                await asyncio.sleep(0.05)
+                continue
+            t1 = time.perf_counter()
+            if outcome == "finished":
+                ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
+                continue
+            if window_start <= t1 <= window_end:
+                stats.latencies.append(t1 - t0)
+            stats.accepted += 1
+
+    await asyncio.gather(*(arrive(i) for i in range(n)))
     return cfg["duration"]
 
 
@@ -244,7 +344,10 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
 
 # "http" and "minimal" are bench/http_floor_app.py (the app's HTTP layer without a database, or storing one row
 # per request), driven like the app.
-VOTERS = {("floor", "api"): floor_vote, ("floor", "html"): floor_vote,
+# "floor" is bench/floor_app.py (bare Starlette), "fastapi" bench/fastapi_floor_app.py: one request per vote.
+FLOOR_KINDS = ("floor", "fastapi")
+VOTERS = {**{(kind, flow): floor_vote for kind in FLOOR_KINDS for flow in ("api", "api1", "html")},
+          ("app", "api1"): api1_vote,
           **{(kind, flow): voter for kind in ("app", "http", "minimal")
              for flow, voter in (("api", api_vote), ("html", app_vote))}}
 
@@ -263,12 +366,13 @@ async def main_async(cfg: dict) -> dict:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0,
                                  follow_redirects=False) as client:
-        run = closed_loop if cfg["mode"] == "closed" else open_loop
+        run = {"closed": closed_loop, "open": open_loop, "burst": burst}[cfg["mode"]]
         seconds = await run(cfg, client, stats)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "latencies": stats.latencies, "page_latencies": stats.page_latencies,
-        "post_latencies": stats.post_latencies, "accepted": stats.accepted, "errors": dict(stats.errors),
+        "post_latencies": stats.post_latencies, "join_latencies": stats.join_latencies,
+        "accepted": stats.accepted, "errors": dict(stats.errors),
         "joins": stats.joins, "seconds": seconds,
         "loadgen_cpu_seconds": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
     }

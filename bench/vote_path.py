@@ -180,6 +180,9 @@ def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str | Non
         "page_p50_ms": _ms(percentile(result["page_latencies"], 50)),
         "post_p50_ms": _ms(percentile(result["post_latencies"], 50)),
         "post_p99_ms": _ms(percentile(result["post_latencies"], 99)),
+        "join_p50_ms": _ms(percentile(result.get("join_latencies") or [], 50)),
+        "join_p99_ms": _ms(percentile(result.get("join_latencies") or [], 99)),
+        "page_p99_ms": _ms(percentile(result["page_latencies"], 99)),
         "accepted": result["accepted"], "stored": stored, "errors": result["errors"],
         "server_cpu_ms_per_vote": ((cpu1 - cpu0) * 1000 / result["accepted"]
                                    if cpu0 is not None and cpu1 is not None and result["accepted"] else None),
