@@ -120,7 +120,7 @@ def write(report: Report, results: dict[str, Any], args) -> None:
             report.table(f"{backend}: launch burst, evaluators arriving within {args.join_seconds:g} s, then "
                          f"{args.burst_duration:g} s measured from the last arrival",
                          ["evaluators", "votes/s", "of the best closed level", "join p50 ms", "join p99 ms",
-                          "first pair GET p50 ms", "first pair GET p99 ms", "vote POST p50 ms", "vote POST p99 ms",
+                          "first pair GET p50 ms", "first pair GET p99 ms", "vote POST p50 ms", "vote POST p99 ms", "CPU ms/vote",
                           "stored/accepted", "errors"], burst_rows)
         for rate, m in res["open"].items():
             report.table(f"{backend}: open loop, {rate:g} votes/s for {args.open_duration:g} s "

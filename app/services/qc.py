@@ -35,6 +35,7 @@ from app.services.attention import (
     grade_check,
     qc_settings,
 )
+from app.services.rejudging import REJUDGING
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
@@ -276,22 +277,35 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     """After a vote: re-judge the study's clusters every few votes of a session that shares its address with
     another (a swarm need never complete a session) and when it completes, and every few completed sessions of
     the study (the honest sessions it is compared with change too). It reads every vote of the study, so not
-    on every vote; between checks ``refresh_flags`` keeps what the last one found."""
+    on every vote, and in a large study no more often than ``app.services.rejudging`` allows (a trigger that
+    comes too soon is owed to the study's next vote); between checks ``refresh_flags`` keeps what the last one
+    found."""
     qc = state.qc
-    if not qc.enabled or not qc.cluster_check_alpha or not (completed or done % CLUSTER_CHECK_EVERY == 0):
+    if not qc.enabled or not qc.cluster_check_alpha:
         return
+    key = (_db_key(session), state.study_id, "clusters")
+    triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
+    REJUDGING.run_if_allowed(key, triggered=triggered,
+                             job=lambda: refresh_cluster_flags(session, study_id=state.study_id, settings=qc))
+
+
+def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
     shared = 0
     if state.ip_hash:
         shared = session.scalar(select(func.count(Evaluator.id)).where(
             Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)) or 0
-    if shared < 2:
-        if not completed:
-            return
-        finished = session.scalar(select(func.count(Evaluator.id)).where(
-            Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
-        if finished % CLUSTER_CHECK_COMPLETIONS:
-            return
-    refresh_cluster_flags(session, study_id=state.study_id, settings=qc)
+    if shared >= 2:
+        return True
+    if not completed:
+        return False
+    finished = session.scalar(select(func.count(Evaluator.id)).where(
+        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+    return finished % CLUSTER_CHECK_COMPLETIONS == 0
+
+
+def _db_key(session: Session) -> str:
+    """Which database a study id belongs to (tests and the CLI may hold several engines in one process)."""
+    return str(session.get_bind().url)
 
 
 # ------------------------------------------------------------------------------------ rater reliability
@@ -380,14 +394,19 @@ def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSe
 def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
     """After a vote that completes a session: re-judge the whole study's reliability every
     CLUSTER_CHECK_COMPLETIONS completed sessions (it reads every answer of the study, and each session is
-    judged against all the others, so not per session); between, a completed session waits for the next."""
+    judged against all the others, so not per session; in a large study no more often than
+    ``app.services.rejudging`` allows, a trigger that comes too soon being owed to the study's next vote);
+    between, a completed session waits for the next."""
     qc = state.qc
-    if not completed or not qc.enabled or not qc.reliability_alpha:
+    if not qc.enabled or not qc.reliability_alpha:
         return
-    finished = session.scalar(select(func.count(Evaluator.id)).where(
-        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
-    if finished % CLUSTER_CHECK_COMPLETIONS == 0:
-        refresh_reliability_flags(session, study_id=state.study_id, settings=qc)
+    triggered = False
+    if completed:
+        finished = session.scalar(select(func.count(Evaluator.id)).where(
+            Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+        triggered = finished % CLUSTER_CHECK_COMPLETIONS == 0
+    REJUDGING.run_if_allowed((_db_key(session), state.study_id, "reliability"), triggered=triggered,
+                             job=lambda: refresh_reliability_flags(session, study_id=state.study_id, settings=qc))
 
 
 def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],

@@ -1,0 +1,68 @@
+"""How often the study-wide QC re-judgings (address clusters, rater reliability) may run inside a vote.
+
+Both read every answer of the study, so their cost grows with it: at 6,000 votes one reliability re-judging took
+0.5 s of CPU and one cluster re-judging a few ms per session sharing an address, and a vote path that ran them
+at their triggers (every 3 votes of a session sharing its address, every 10 completed sessions) spent more on
+them than on the votes as a study grew (issue 16; bench/launch.py). Worse, each ran inside a vote's write
+transaction, holding every other rater's vote.
+
+So a re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
+than ``SPACING * t`` later (at most 1/SPACING of one core per study and process). A trigger that falls inside
+that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind of vote that
+is. Cheap re-judgings (under ``CHEAP_S``, any small study) are never held back, so a small study's flags are
+exactly as before; a large, busy study's flags are at most ``SPACING * t`` behind its votes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+CHEAP_S = 0.01
+SPACING = 20.0
+
+
+@dataclass
+class Rejudging:
+    """Per (database, study, check): when it last ran and what it cost, and which are owed. Thread-safe."""
+
+    clock: Callable[[], float] = time.monotonic
+    cheap_s: float = CHEAP_S
+    spacing: float = SPACING
+    _last: dict[tuple, tuple[float, float]] = field(default_factory=dict)  # key -> (started, seconds it took)
+    _owed: set[tuple] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run_if_allowed(self, key: tuple, *, triggered: bool, job: Callable[[], object]) -> bool:
+        """Run ``job`` now if it was ``triggered`` (or is owed) and its wait is over; else owe it if triggered.
+
+        Returns whether it ran."""
+        now = self.clock()
+        with self._lock:
+            owed = key in self._owed
+            if not (triggered or owed):
+                return False
+            last = self._last.get(key)
+            if last is not None and last[1] >= self.cheap_s and now - last[0] < self.spacing * last[1]:
+                self._owed.add(key)
+                return False
+            self._owed.discard(key)
+        started = self.clock()
+        try:
+            job()
+        except BaseException:
+            with self._lock:
+                self._owed.add(key)  # the vote's transaction rolls back with it: still owed
+            raise
+        with self._lock:
+            self._last[key] = (started, self.clock() - started)
+        return True
+
+    def owed(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._owed
+
+
+REJUDGING = Rejudging()

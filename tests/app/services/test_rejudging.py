@@ -1,0 +1,96 @@
+"""Study-wide QC re-judgings inside votes: cheap ones always run; an expensive one is spaced out, and a trigger
+that comes too soon is owed to the next vote rather than dropped."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.services import qc
+from app.services.assignments import evaluator_state
+from app.services.rejudging import Rejudging
+from tests.factories import make_evaluator, make_pairs, make_study
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _job(clock: Clock, ran: list[float], seconds: float):
+    def job() -> None:
+        ran.append(clock.now)
+        clock.now += seconds  # the re-judging itself takes this long
+    return job
+
+
+def test_cheap_rejudgings_run_at_every_trigger():
+    clock, ran = Clock(), []
+    r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
+    for _ in range(5):
+        assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.002))
+    assert len(ran) == 5
+    assert not r.run_if_allowed(("db", 1, "clusters"), triggered=False, job=_job(clock, ran, 0.002))
+
+
+def test_an_expensive_rejudging_is_spaced_and_an_early_trigger_is_owed_not_lost():
+    clock, ran = Clock(), []
+    r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
+    key = ("db", 1, "reliability")
+    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))  # took 0.5 s: next no sooner than 10 s
+    clock.now += 3
+    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))
+    assert r.owed(key)
+    clock.now += 3  # a vote that triggers nothing, still inside the wait: nothing runs, still owed
+    assert not r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5)) and r.owed(key)
+    clock.now += 5  # the wait is over: the next vote of the study, whatever its kind, pays what was owed
+    assert r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5))
+    assert not r.owed(key) and len(ran) == 2
+    # Other studies and other checks are not held back by this one.
+    assert r.run_if_allowed(("db", 2, "reliability"), triggered=True, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.5))
+
+
+def test_a_failed_rejudging_stays_owed():
+    clock = Clock()
+    r = Rejudging(clock=clock)
+    key = ("db", 1, "clusters")
+
+    def boom() -> None:
+        raise RuntimeError("database went away")
+
+    with pytest.raises(RuntimeError):
+        r.run_if_allowed(key, triggered=True, job=boom)
+    assert r.owed(key)
+
+
+def test_the_vote_path_owes_an_expensive_study_rejudging_to_the_next_vote(monkeypatch, session):
+    """Through qc.refresh_reliability_after_vote, as the vote path calls it: a completing session inside the
+    wait does not re-judge; the study's next vote after the wait does."""
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    ev = make_evaluator(session, study)
+    session.commit()
+    clock, runs = Clock(), []
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.01, spacing=20))
+
+    def fake_refresh(_session, *, study_id, settings=None):
+        runs.append(clock.now)
+        clock.now += 1.0  # as slow as a study of tens of thousands of answers
+        return 0
+
+    monkeypatch.setattr(qc, "refresh_reliability_flags", fake_refresh)
+    monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)  # every completed session triggers
+    state = evaluator_state(session, evaluator_id=ev.id)
+    state = replace(state, qc=replace(state.qc, enabled=True, reliability_alpha=0.01))
+    qc.refresh_reliability_after_vote(session, state=state, completed=True)
+    clock.now += 5
+    qc.refresh_reliability_after_vote(session, state=state, completed=True)  # inside the 20 s wait: owed
+    assert len(runs) == 1
+    clock.now += 20
+    qc.refresh_reliability_after_vote(session, state=state, completed=False)  # any vote pays the debt
+    assert len(runs) == 2
