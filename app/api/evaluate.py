@@ -213,14 +213,14 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot,
                                  comment=body.comment, reason_tags=body.reason_tags)
         except EvaluationError as exc:
             return _refused(exc)
-        following = None
+        following: PairResponse | None = None
         if next:
             # In the vote's transaction: the vote and the next reservation commit together, so a crash leaves
             # either both or neither, and the state is read again after the vote (its counts, its completion).
             fresh = evaluator_state(session, evaluator_id=state.id)
             if fresh is None:
                 raise RuntimeError(f"evaluator {state.id} vanished while voting")
-            following = _current_pair(session, fresh)
-            if isinstance(following, JSONResponse):  # e.g. the study closed right after this vote: still stored
-                following = None
+            current = _current_pair(session, fresh)
+            # A refusal (e.g. the study closed right after this vote, which is stored) leaves it to GET /pair.
+            following = current if isinstance(current, PairResponse) else None
     return VoteResponse(status=_vote_status(result.status), completed=result.completed, next=following)

@@ -305,7 +305,8 @@ def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool)
 
 def _db_key(session: Session) -> str:
     """Which database a study id belongs to (tests and the CLI may hold several engines in one process)."""
-    return str(session.get_bind().url)
+    bind = session.get_bind()
+    return str(bind.engine.url)
 
 
 # ------------------------------------------------------------------------------------ rater reliability
