@@ -6,6 +6,7 @@ Authentication is the ``evaluator_token`` returned by join, sent back in the ``X
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -17,6 +18,7 @@ from app.api.studies import Responses
 from app.concurrency import JoinSlot, PageSlot, VoteSlot
 from app.db import session_scope
 from app.deps import completion_redirect, evaluator_token, join_rate_limit, state_from_token
+from app.models import utcnow
 from app.ratelimit import check_rate, client_ip
 from app.security import DbSession
 from app.services.assignments import (
@@ -216,10 +218,11 @@ def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot,
         following: PairResponse | None = None
         if next:
             # In the vote's transaction: the vote and the next reservation commit together, so a crash leaves
-            # either both or neither, and the state is read again after the vote (its counts, its completion).
-            fresh = evaluator_state(session, evaluator_id=state.id)
-            if fresh is None:
-                raise RuntimeError(f"evaluator {state.id} vanished while voting")
+            # either both or neither. The state after the vote is the one read under the evaluator's lock plus
+            # what this vote changed (one answered, none open, maybe completed): no second read.
+            fresh = state if result.status != "recorded" else replace(
+                state, done=state.done + 1, open=max(0, state.open - 1),
+                completed_at=state.completed_at or (utcnow() if result.completed else None))
             current = _current_pair(session, fresh)
             # A refusal (e.g. the study closed right after this vote, which is stored) leaves it to GET /pair.
             following = current if isinstance(current, PairResponse) else None
