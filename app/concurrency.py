@@ -63,7 +63,7 @@ def install_thread_headroom(app: FastAPI, tokens: int = THREAD_TOKENS) -> None:
 # a join that has waited JOIN_HANDICAP_S goes before any vote that arrives after that.
 # (FastAPI's ``Depends(max_concurrency=...)`` is a plain FIFO semaphore; it has no order by kind.)
 
-RATING_REQUESTS_IN_FLIGHT = 8
+RATING_REQUESTS_IN_FLIGHT = 4
 VOTE, PAGE, JOIN = 0, 1, 2
 PAGE_HANDICAP_S = 5.0
 JOIN_HANDICAP_S = 10.0

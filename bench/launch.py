@@ -39,13 +39,13 @@ FLOW = "api1"
 
 def _burst(base: str, proc, invite: str, n: int, args) -> dict[str, Any]:
     cfg = {"mode": "burst", "concurrency": n, "duration": args.burst_duration, "join_seconds": args.join_seconds,
-           "invite": invite, "flow": FLOW, "warmup": args.join_seconds}
+           "invite": invite, "flow": args.burst_flow, "warmup": args.join_seconds}
     m = measure(base, proc, kind="app", cfg=cfg, table="votes")
     return m
 
 
 def run_backend(backend: str, args, tmp: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"closed": {}, "burst": {}, "open": {}}
+    out: dict[str, Any] = {"closed": {}, "reference": {}, "burst": {}, "open": {}}
     with database(backend, tmp) as url:
         env = configure(url, tmp / f"data-{backend}")
         t0 = time.perf_counter()
@@ -63,6 +63,11 @@ def run_backend(backend: str, args, tmp: Path) -> dict[str, Any]:
                     print(f"  {backend} {kind} closed c={c}: {_line(m)}", flush=True)
                 if kind != "app":
                     continue
+                # The bursts' reference: the best closed-loop level in the bursts' own flow.
+                for c in args.burst_reference:
+                    cfg = {**closed, "concurrency": c, "flow": args.burst_flow}
+                    m = out["reference"][c] = measure(base, proc, kind="app", cfg=cfg, table="votes")
+                    print(f"  {backend} app closed c={c} ({args.burst_flow} flow): {_line(m)}", flush=True)
                 for n in args.burst:
                     m = out["burst"][n] = _burst(base, proc, invite, n, args)
                     print(f"  {backend} app burst n={n}: {_line(m)}", flush=True)
@@ -100,7 +105,12 @@ def write(report: Report, results: dict[str, Any], args) -> None:
                       "Starlette floor req/s", "BlindPair p50 ms", "BlindPair p99 ms", "FastAPI floor p99 ms",
                       "BlindPair CPU ms/vote", "FastAPI floor CPU ms/req", "Starlette floor CPU ms/req",
                       "stored/accepted", "errors"], rows)
-        best = max((res["closed"][("app", c)]["votes_per_s"] or 0 for c in args.concurrency), default=0)
+        best = max((m["votes_per_s"] or 0 for m in res["reference"].values()), default=0)
+        if res["reference"]:
+            report.table(f"{backend}: the bursts' reference, closed loop in the {args.burst_flow} flow",
+                         ["evaluators", "votes/s", "p99 ms", "vote POST p99 ms", "CPU ms/vote", "stored/accepted"],
+                         [[c, m["votes_per_s"], m["p99_ms"], m["post_p99_ms"], m["server_cpu_ms_per_vote"],
+                           f"{m['stored']}/{m['accepted']}"] for c, m in res["reference"].items()])
         burst_rows = []
         for n, m in res["burst"].items():
             share = m["votes_per_s"] / best if best else None
@@ -120,7 +130,8 @@ def write(report: Report, results: dict[str, Any], args) -> None:
             report.table(f"{backend}: launch burst, evaluators arriving within {args.join_seconds:g} s, then "
                          f"{args.burst_duration:g} s measured from the last arrival",
                          ["evaluators", "votes/s", "of the best closed level", "join p50 ms", "join p99 ms",
-                          "first pair GET p50 ms", "first pair GET p99 ms", "vote POST p50 ms", "vote POST p99 ms", "CPU ms/vote",
+                          "pair GET p50 ms", "pair GET p99 ms", "vote POST p50 ms", "vote POST p99 ms",
+                          "CPU ms/vote",
                           "stored/accepted", "errors"], burst_rows)
         for rate, m in res["open"].items():
             report.table(f"{backend}: open loop, {rate:g} votes/s for {args.open_duration:g} s "
@@ -134,11 +145,12 @@ def write(report: Report, results: dict[str, Any], args) -> None:
                        f"{m['votes_per_s']:.0f}/s achieved, p99 {m['p99_ms'] or 0:.0f} ms, {_errors(m)} errors")
             if m["errors"]:
                 report.notes.append(f"{backend} open-loop errors: {m['errors']}")
-        agree = all(counts_agree(m) for m in [*res["closed"].values(), *res["burst"].values(), *res["open"].values()])
+        agree = all(counts_agree(m) for part in ("closed", "reference", "burst", "open") for m in res[part].values())
         report.bar(f"{backend}: stored = accepted in every run", agree, "agree" if agree else "MISMATCH")
         report.notes.append(f"{backend}: {res['check_note']}; seeding took {res['seed_seconds']:.1f} s.")
     report.data = {b: {"closed": {f"{k}-{c}": _slim(v) for (k, c), v in r["closed"].items()},
                        "burst": {str(n): _slim(v) for n, v in r["burst"].items()},
+                       "reference": {str(n): _slim(v) for n, v in r["reference"].items()},
                        "open": {str(k): _slim(v) for k, v in r["open"].items()}} for b, r in results.items()}
 
 
@@ -176,6 +188,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=6.0, help="seconds measured per closed-loop level")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--burst", nargs="*", type=int, default=[256, 512], help="launch bursts: evaluators arriving")
+    p.add_argument("--burst-flow", choices=["api", "api1"], default="api",
+                   help="the bursts' flow: api (the browser's: fetch the pair, then post the vote; the default) or "
+                        "api1 (one request per vote)")
+    p.add_argument("--burst-reference", nargs="*", type=int, default=[16, 64],
+                   help="closed-loop levels in the bursts' flow, the best of which is the bursts' 70%% reference")
     p.add_argument("--join-seconds", type=float, default=3.0, help="the burst's arrivals are spread over this")
     p.add_argument("--burst-duration", type=float, default=20.0, help="seconds measured after the last arrival")
     p.add_argument("--rate", type=float, default=200.0, help="open loop: votes started per second (0 = off)")
@@ -189,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
 
 def tiny_args(argv: list[str] | None = None):
     return parser().parse_args(["--tiny", "--concurrency", "1", "4", "--duration", "1", "--warmup", "0.3",
-                                "--burst", "8", "--join-seconds", "0.5", "--burst-duration", "1", "--rate", "10",
+                                "--burst", "8", "--burst-reference", "4", "--join-seconds", "0.5",
+                                "--burst-duration", "1", "--rate", "10",
                                 "--open-duration", "2", "--pool", "5", "--prompts", "6", "--pairs-per-session", "3",
                                 *(argv or [])])
 
