@@ -367,11 +367,13 @@ def _write(report: Report, results: dict[str, Any], args, check_note: str) -> No
             report.bar(f"open loop {args.rate:g}/s: BlindPair keeps the rate, p99 ≤ Potato's, no errors", passed,
                        measured)
         else:
-            passed = p99_ok and clean and (ratio is None and bp["votes_per_s"] > 0 or ratio is not None and ratio >= 2)
+            # No Potato vote inside the window: a ratio to zero decides nothing (at 256 evaluators joining and
+            # queueing fill the window for both tools), so the level is reported, not judged.
+            passed = (p99_ok and clean and ratio >= 2) if ratio is not None else None
             measured = (f"{ratio:.2f}x ({bp['votes_per_s']:.1f} vs {pt['votes_per_s']:.1f}/s); p99 "
                         f"{bp['p99_ms'] or 0:.0f} vs {pt['p99_ms'] or 0:.0f} ms{cpu_text}" if ratio is not None else
-                        f"no Potato vote finished inside the {args.duration:g} s window; BlindPair "
-                        f"{bp['votes_per_s']:.1f}/s{cpu_text}")
+                        f"not decided: no Potato vote finished inside the {args.duration:g} s window "
+                        f"(BlindPair {bp['votes_per_s']:.1f}/s){cpu_text}")
             report.bar(f"{level.replace('closed-', '')} evaluators: BlindPair ≥ 2x Potato's votes/s at ≤ its p99",
                        passed, measured)
         verdicts.append(passed)
