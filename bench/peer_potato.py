@@ -161,6 +161,8 @@ def potato_server(config: Path, log_path: Path, *, threads: int, venv: Path = PE
     """Potato under gunicorn on a free loopback port, as its deploy image runs it; yields (base URL, master)."""
     port = free_port()
     log = open(log_path, "ab")  # noqa: SIM115 - closed below
+    # gunicorn's keep-alive is set to uvicorn's default (5 s; gunicorn's own is 2 s), so neither server closes idle
+    # connections sooner than the other. PYTHONPATH is emptied: the peer must not import this repository's code.
     proc = subprocess.Popen(
         [str(venv / "bin" / "gunicorn"), "--workers", "1", "--threads", str(threads), "--worker-class", "gthread",
          "--bind", f"127.0.0.1:{port}", "--backlog", "4096", "--timeout", "120", "--keep-alive", "5",
