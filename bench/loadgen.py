@@ -8,7 +8,8 @@ assignment and CSRF tokens and the criteria from the HTML, post the form to ``PO
 token is the same signed credential the browser keeps in the ``bp_eval`` cookie). An evaluator whose session
 is done is replaced by a new one. The floor client posts one request per vote to bench/floor_app.py; the
 ``http`` and ``minimal`` kinds drive bench/http_floor_app.py (the app's HTTP layer, storing nothing or one row
-per request) with either flow, like the app.
+per request) with either flow, like the app. The ``potato`` kind is the peer tool of bench/peer_potato.py, driven
+the way its annotation page's JavaScript drives it (see ``potato_vote``).
 
 Modes: ``closed`` (``concurrency`` evaluators, each voting again as soon as its last vote returned) and
 ``open`` (votes start at a fixed ``rate`` per second whatever the server does; latency is measured from the
@@ -35,6 +36,15 @@ CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ASSIGNMENT_RE = re.compile(r'name="assignment" value="([^"]+)"')
 CRITERION_RE = re.compile(r'name="c_([A-Za-z0-9_\-]+)"')
 SIDES = ("left", "right", "tie")
+# Potato (bench/peer_potato.py): the annotate page's hidden instance id and its pairwise multi_dimension inputs,
+# ``name="<schema>:::<dimension>"``. Potato renders its pages through BeautifulSoup, which may reorder an input's
+# attributes, so the id is found by element and the value read from it.
+POTATO_INPUT_RE = re.compile(r"<input\b[^>]*>")
+POTATO_ID_RE = re.compile(r'\bid="instance_id"')
+POTATO_VALUE_RE = re.compile(r'\bvalue="([^"]*)"')
+POTATO_DIMENSION_RE = re.compile(r'\bname="([^":]+):::([^"]+)"')
+POTATO_DONE_RE = re.compile(r"<title>[^<]*- Complete\s*</title>")
+POTATO_SIDES = ("A", "B", "tie")
 DRAIN_SECONDS = 30.0
 
 
@@ -158,6 +168,75 @@ async def api1_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng:
     return "voted"
 
 
+def parse_potato_page(html: str) -> tuple[str | None, list[tuple[str, str]], bool]:
+    """(instance id or None, the (schema, dimension) pairs to answer, whether this is the task's done page)."""
+    instance_id = None
+    dimensions: list[tuple[str, str]] = []
+    for tag in POTATO_INPUT_RE.findall(html):
+        if instance_id is None and POTATO_ID_RE.search(tag):
+            value = POTATO_VALUE_RE.search(tag)
+            instance_id = value.group(1) if value else None
+        dim = POTATO_DIMENSION_RE.search(tag)
+        if dim and dim.groups() not in dimensions:
+            dimensions.append((dim.group(1), dim.group(2)))
+    return instance_id, dimensions, bool(POTATO_DONE_RE.search(html))
+
+
+async def potato_join(client: httpx.AsyncClient, worker_prefix: str, n: int, stats: Stats) -> Evaluator:
+    """Potato's crowd login (``login.type: url_direct``): the platform sends the worker to
+    ``/?PROLIFIC_PID=<id>``, Potato registers them, sets its session cookie and redirects home."""
+    # An explicit (empty) Cookie header: otherwise httpx sends its shared jar, which holds the session cookie of
+    # whichever evaluator logged in last, and Potato would see that annotator already signed in.
+    r = await client.get("/", params={"PROLIFIC_PID": f"{worker_prefix}{n}"}, headers={"Cookie": ""})
+    if r.status_code != 302:
+        raise VoteError(f"potato join {r.status_code}: {r.text[:200]}")
+    ev = Evaluator({})
+    ev.remember(r)
+    if "session" not in ev.cookies:
+        raise VoteError("potato join set no session cookie")
+    stats.joins += 1
+    return ev
+
+
+async def potato_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+    """One item as Potato's annotation.js does it (potato-annotation 2.12.1): the annotate page (a full server
+    render, ``loadNavigatedPage``), then on Next ``saveAnnotations`` (POST /updateinstance with every label as
+    ``schema:label``) and ``navigateToNext`` (POST /annotate ``next_instance`` with ``X-Potato-Navigation``,
+    which answers JSON, or a redirect home after the user's last item)."""
+    t0 = time.perf_counter()
+    page = await client.get("/annotate", headers=ev.header())
+    t1 = time.perf_counter()
+    ev.remember(page)
+    if page.status_code != 200:
+        raise VoteError(f"GET /annotate {page.status_code}")
+    instance_id, dimensions, done = parse_potato_page(page.text)
+    if instance_id is None:
+        if done:
+            return "finished"
+        raise VoteError("potato page without instance_id")
+    if not dimensions:
+        raise VoteError("potato page without pairwise dimensions")
+    save = {"instance_id": instance_id,
+            "annotations": {f"{schema}:{dim}": rng.choice(POTATO_SIDES) for schema, dim in dimensions},
+            "span_annotations": [], "client_timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "response_time_seconds": rng.randint(5000, 30000) / 1000}
+    headers = {**ev.header(), "Content-Type": "application/json"}
+    t2 = time.perf_counter()
+    saved = await client.post("/updateinstance", content=json.dumps(save), headers=headers)
+    ev.remember(saved)
+    if saved.status_code != 200 or saved.json().get("status") != "success":
+        raise VoteError(f"POST /updateinstance {saved.status_code}")
+    nav = await client.post("/annotate", content=json.dumps({"action": "next_instance", "instance_id": instance_id}),
+                            headers={**ev.header(), "Content-Type": "application/json", "X-Potato-Navigation": "1"})
+    t3 = time.perf_counter()
+    ev.remember(nav)
+    if not (nav.status_code == 302 or (nav.status_code == 200 and nav.json().get("status") == "ok")):
+        raise VoteError(f"POST /annotate next_instance {nav.status_code}")
+    stats.page_latencies.append(t1 - t0)
+    stats.post_latencies.append(t3 - t2)
+    return "voted"
+
+
 async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     t0 = time.perf_counter()
     r = await client.post("/vote", headers={"x-evaluator": ev.cookies["id"]})
@@ -170,6 +249,8 @@ async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng
 async def _new_evaluator(kind: str, client, invite, stats, n: int) -> Evaluator:
     if kind in FLOOR_KINDS:
         return Evaluator({"id": f"ev{n}"})
+    if kind == "potato":  # Potato has no invite: the "invite" is this run's worker-id prefix
+        return await potato_join(client, invite, n, stats)
     return await join(client, invite, stats)
 
 
@@ -347,7 +428,7 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
 # "floor" is bench/floor_app.py (bare Starlette), "fastapi" bench/fastapi_floor_app.py: one request per vote.
 FLOOR_KINDS = ("floor", "fastapi")
 VOTERS = {**{(kind, flow): floor_vote for kind in FLOOR_KINDS for flow in ("api", "api1", "html")},
-          ("app", "api1"): api1_vote,
+          ("app", "api1"): api1_vote, ("potato", "html"): potato_vote,
           **{(kind, flow): voter for kind in ("app", "http", "minimal")
              for flow, voter in (("api", api_vote), ("html", app_vote))}}
 
