@@ -1,0 +1,51 @@
+"""bench/launch.py (issue 16) and bench/http_costs.py run at their tiny sizes and measure what they say.
+
+No timing is asserted: what is checked is that every server stored exactly what it accepted in every mode
+(closed loop, burst, open loop), that the burst really joined its evaluators, and that each HTTP piece was timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from app import config, db
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    config.get_settings.cache_clear()
+    db.reset_engine_cache()
+
+
+def test_launch_runs_every_mode_and_stores_what_it_accepted(tmp_path):
+    from bench import launch
+
+    report = launch.main(["--tiny", "--backends", "sqlite", "--results-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "launch.json").read_text())["data"]["sqlite"]
+    assert set(data["closed"]) == {f"{kind}-{c}" for kind in ("app", "fastapi", "floor") for c in (1, 4)}
+    runs = [*data["closed"].values(), *data["reference"].values(), *data["burst"].values(), *data["open"].values()]
+    for run in runs:
+        assert run["accepted"] > 0 and run["stored"] == run["accepted"]
+        assert run["server_cpu_ms_per_vote"] > 0
+    burst = data["burst"]["8"]
+    assert burst["joins"] >= 8 and burst["join_p99_ms"] is not None  # every arriving evaluator joined
+    assert ("sqlite: stored = accepted in every run", True, "agree") in report.bars
+    assert (tmp_path / "launch.md").read_text().startswith("## ")
+
+
+def test_http_costs_prices_every_piece(tmp_path):
+    from bench import http_costs
+
+    http_costs.main(["--tiny", "--results-dir", str(tmp_path)])
+    costs = json.loads((tmp_path / "http_costs.json").read_text())["data"]
+    assert {key for key, _label in http_costs.LABELS} <= set(costs)
+    assert all(costs[k] > 0 for k in costs if k != "middleware_us")
+    assert Path(tmp_path / "http_costs.md").read_text().count("|") > 20
