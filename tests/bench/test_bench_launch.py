@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from app import config, db
+from tests.support.servers import postgres_unavailable_reason
 
 
 @pytest.fixture(autouse=True)
@@ -25,11 +26,11 @@ def _restore_environment():
     db.reset_engine_cache()
 
 
-def test_launch_runs_every_mode_and_stores_what_it_accepted(tmp_path):
+def _check_launch(tmp_path: Path, backend: str) -> None:
     from bench import launch
 
-    report = launch.main(["--tiny", "--backends", "sqlite", "--results-dir", str(tmp_path)])
-    data = json.loads((tmp_path / "launch.json").read_text())["data"]["sqlite"]
+    report = launch.main(["--tiny", "--backends", backend, "--results-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "launch.json").read_text())["data"][backend]
     assert set(data["closed"]) == {f"{kind}-{c}" for kind in ("app", "fastapi", "floor") for c in (1, 4)}
     runs = [*data["closed"].values(), *data["reference"].values(), *data["burst"].values(), *data["open"].values()]
     for run in runs:
@@ -37,8 +38,23 @@ def test_launch_runs_every_mode_and_stores_what_it_accepted(tmp_path):
         assert run["server_cpu_ms_per_vote"] > 0
     burst = data["burst"]["8"]
     assert burst["joins"] >= 8 and burst["join_p99_ms"] is not None  # every arriving evaluator joined
-    assert ("sqlite: stored = accepted in every run", True, "agree") in report.bars
+    assert (f"{backend}: stored = accepted in every run", True, "agree") in report.bars
     assert (tmp_path / "launch.md").read_text().startswith("## ")
+
+
+def test_launch_runs_every_mode_and_stores_what_it_accepted(tmp_path):
+    _check_launch(tmp_path, "sqlite")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_launch_runs_on_postgres(tmp_path):
+    reason = postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
+        pytest.skip(reason)
+    _check_launch(tmp_path, "postgres")
 
 
 def test_http_costs_prices_every_piece(tmp_path):
