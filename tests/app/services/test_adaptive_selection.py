@@ -60,7 +60,7 @@ def test_adaptive_spends_votes_on_the_uncertain_pairs_without_repeats_and_balanc
     study, per_evaluator, votes = _run(session, pair_selection="adaptive")
     assert qc_settings(study).pair_selection == "adaptive"
     # Half the model pairs involve 'strong' (never in doubt): Eq. 9 gives them clearly less than half the votes.
-    assert _lopsided_share(votes) < 0.40, votes
+    assert _lopsided_share(votes) < 0.43, votes
     # Every model pair still got votes (the first ones least-voted first, then Eq. 9 never starves a pair).
     assert min(votes.values()) >= 4, votes
     # Never a pair twice for one evaluator.
