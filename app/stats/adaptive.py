@@ -26,6 +26,7 @@ Where this differs from the paper, and why:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,10 @@ import numpy as np
 MIN_VOTES_PER_PAIR = 4
 
 
-def vote_variance(wins: float, losses: float, ties: float) -> float:
-    """One vote's variance for a pair's win rate (wins / decided), shrunk by one half; see the module text."""
+def vote_variance(wins: Any, losses: Any, ties: Any) -> Any:
+    """One vote's variance for a pair's win rate (wins / decided), shrunk by one half; see the module text.
+
+    Numbers or numpy arrays (elementwise)."""
     decided = wins + losses
     n = decided + ties
     p = (wins + 0.5) / (decided + 1.0)
@@ -45,6 +48,14 @@ def vote_variance(wins: float, losses: float, ties: float) -> float:
 def pair_variance(tallies: Sequence[tuple[float, float, float]]) -> float:
     """``Sigma_a`` of one model pair: the sum over criteria of ``vote_variance(wins, losses, ties)``."""
     return float(sum(vote_variance(*t) for t in tallies))
+
+
+def eq9_gain(counts: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """Elementwise ``sqrt(Sigma / n) - sqrt(Sigma / (n + 1))`` for n > 0 (any shape; the bench draws for many
+    simulated studies at once with it)."""
+    n = np.asarray(counts, dtype=float)
+    sigma = np.asarray(variances, dtype=float)
+    return np.asarray(np.sqrt(sigma / n) - np.sqrt(sigma / (n + 1.0)))
 
 
 def sampling_weights(counts: Sequence[float] | np.ndarray, variances: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -63,7 +74,7 @@ def sampling_weights(counts: Sequence[float] | np.ndarray, variances: Sequence[f
     empty = n == 0
     if empty.any():
         return empty / empty.sum()
-    gain = np.sqrt(sigma / n) - np.sqrt(sigma / (n + 1.0))
+    gain = eq9_gain(n, sigma)
     total = gain.sum()
     if total <= 0:  # every variance 0 (cannot happen with the shrunk variance): nothing to prefer
         return np.full(len(n), 1.0 / len(n))
