@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 
+import pytest
 from sqlalchemy import select
 
 from app.models import Assignment, Clip, Pair
 from app.services.assignments import join, next_assignment
 from app.services.attention import qc_settings
 from app.services.votes import submit_vote
+from tests.conftest import BACKENDS
 from tests.factories import make_pairs, make_study
 
 # Model 0 beats everyone (a lopsided pair: little to learn); 1, 2 and 3 are evenly matched (coin flips).
@@ -56,6 +58,7 @@ def test_the_default_is_least_voted_and_spreads_votes_evenly(session):
     assert abs(_lopsided_share(votes) - 0.5) < 0.05
 
 
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_adaptive_spends_votes_on_the_uncertain_pairs_without_repeats_and_balanced(session):
     study, per_evaluator, votes = _run(session, pair_selection="adaptive")
     assert qc_settings(study).pair_selection == "adaptive"
