@@ -63,6 +63,8 @@ SCENARIOS = (
     Scenario("5 models, one far ahead", (0.0, 0.2, 0.4, 0.6, 2.5)),
     Scenario("6 models, spread", (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)),
     Scenario("6 models, all close (worst case)", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)),
+    # Closer to the paper's replay (dozens of models, many lopsided pairs); beyond the 3-6 models of a study.
+    Scenario("12 models, wide (Arena-like)", tuple(round(5 * i / 11, 4) for i in range(12))),
 )
 QUICK = SCENARIOS[:1] + SCENARIOS[2:3]
 
