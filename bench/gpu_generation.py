@@ -134,7 +134,7 @@ class Bench:
         unet, vae, text, tokenizer, scheduler, adapters = self.parts
         settings = {"frames": self.frames, "width": self.size, "height": self.size, "fps": 8, "dtype": self.dtype_name,
                     "negative_prompt": "bad quality", "base_model": "random-weights"}
-        spec = resolve_run(model_name=key, preset=preset, overrides={"steps": steps} if steps else {},
+        spec = resolve_run(model_name=key, preset=preset, overrides={"steps": steps, "off_card": True} if steps else {},
                            settings=settings)
         pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
                                    motion_adapter=adapters[key], scheduler=scheduler).to(self.device)
@@ -272,8 +272,8 @@ def _generator_process(settings: dict[str, Any], barrier, results) -> None:
                              device=device, dtype_name=dtype_name)
     real = itertools.cycle([frames for _, frames in settings["real"]]) if settings["real"] else None
     if real is not None:
-        encode = generate.encode_clip_gif
-        generate.encode_clip_gif = lambda _noise, fps: encode(next(real), fps=fps)
+        encode = generate.encode_clip_file
+        generate.encode_clip_file = lambda _noise, spec: encode(next(real), spec)
     generate.generate_clip(spec, prompt="warm-up", seed=0, device=device, cache=cache)
     clips: list = []
 
@@ -301,7 +301,7 @@ def worker_concurrency(bench: Bench, preset: str, real: list[tuple[str, list]], 
     ctx = multiprocessing.get_context("spawn")  # CUDA is initialised here: forked children could not use it
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
     settings = {"device": bench.device, "dtype": bench.dtype_name, "tiny": bench.args.tiny, "preset": preset,
-                "overrides": {"steps": bench.args.steps} if bench.args.steps else {},
+                "overrides": {"steps": bench.args.steps, "off_card": True} if bench.args.steps else {},
                 "run": {"frames": bench.frames, "width": bench.size, "height": bench.size, "fps": 8,
                         "dtype": bench.dtype_name, "negative_prompt": "bad quality", "base_model": "random-weights"},
                 "real": real[:2], "clips": bench.args.concurrency_clips, "threads": threads}

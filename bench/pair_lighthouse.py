@@ -71,7 +71,21 @@ def _cookie(base: str, data_dir: Path) -> str:
     return cookie
 
 
-def measure(tree: Path, *, data_dir: Path, lighthouse: str, runs: int, port: int) -> list[dict]:
+def _lcp_element(audits: dict) -> str:
+    """The element Lighthouse took as the largest paint (its selector), to see what the number is the time of."""
+    try:
+        for table in audits["largest-contentful-paint-element"]["details"]["items"]:
+            for item in table.get("items", [table]):
+                node = item.get("node")
+                if node:
+                    return str(node.get("selector") or node.get("snippet"))
+    except (KeyError, TypeError):
+        pass
+    return "?"
+
+
+def measure(tree: Path, *, data_dir: Path, lighthouse: str, runs: int, port: int,
+            throttling: str = "simulate") -> list[dict]:
     base = f"http://127.0.0.1:{port}"
     proc = _serve(tree, data_dir, port, data_dir / f"lighthouse-serve-{port}.log")
     out = []
@@ -89,21 +103,29 @@ def measure(tree: Path, *, data_dir: Path, lighthouse: str, runs: int, port: int
                 report = Path(tmp) / f"run-{i}.json"
                 subprocess.run([lighthouse, f"{base}/e/pair", "--only-categories=performance", "--quiet",
                                 f"--extra-headers={headers}", "--output=json", f"--output-path={report}",
+                                f"--throttling-method={throttling}",
                                 "--chrome-flags=--headless=new --no-sandbox --disable-gpu"],
                                env={"CHROME_PATH": "/usr/bin/chromium", **os.environ}, timeout=300)
                 if not report.exists():
                     print(f"{tree}: run {i} failed, skipped", flush=True)
                     continue
                 data = json.loads(report.read_text())
+                if data.get("runtimeError") or data["categories"]["performance"]["score"] is None:
+                    print(f"{tree}: run {i}: Lighthouse failed ({data.get('runtimeError', {}).get('code')}), "
+                          "skipped", flush=True)
+                    continue
                 audits = data["audits"]
                 row = {"score": round(data["categories"]["performance"]["score"] * 100),
                        "lcp_ms": audits["largest-contentful-paint"]["numericValue"],
                        "fcp_ms": audits["first-contentful-paint"]["numericValue"],
+                       "si_ms": audits["speed-index"]["numericValue"],
                        "bytes": audits["total-byte-weight"]["numericValue"], "clips": clips,
-                       "lighthouse": data["lighthouseVersion"]}
+                       "lighthouse": data["lighthouseVersion"], "lcp_element": _lcp_element(audits)}
                 out.append(row)
                 print(f"{tree}: run {i}: performance {row['score']}, LCP {row['lcp_ms']:.0f} ms, "
-                      f"FCP {row['fcp_ms']:.0f} ms, {row['bytes']:.0f} bytes (clips {clips})", flush=True)
+                      f"FCP {row['fcp_ms']:.0f} ms, speed index {row['si_ms']:.0f} ms, "
+                      f"{row['bytes']:.0f} bytes (clips {clips}), LCP element "
+                      f"{row['lcp_element']}", flush=True)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -117,10 +139,13 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, action="append", required=True, help="a source tree; repeat")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--throttling", choices=("simulate", "devtools"), default="simulate",
+                        help="Lighthouse's throttling method: simulate (its default: a model replayed from an "
+                        "unthrottled load) or devtools (the page really loads at the throttled speed)")
     args = parser.parse_args()
     for k, tree in enumerate(args.tree):
         rows = measure(tree.resolve(), data_dir=args.data_dir, lighthouse=args.lighthouse, runs=args.runs,
-                       port=args.port + k)
+                       port=args.port + k, throttling=args.throttling)
         if rows:
             print(f"{tree}: median of {len(rows)}: performance {statistics.median(r['score'] for r in rows):.0f}, "
                   f"LCP {statistics.median(r['lcp_ms'] for r in rows):.0f} ms, "

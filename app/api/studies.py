@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import func, select
 
 from app.deps import MAX_ID, StudyForUser
@@ -89,6 +89,18 @@ class CriterionIn(BaseModel):
     description: str = Field("", max_length=2000)
 
 
+class AnswerOptionsIn(BaseModel):
+    """Optional answers (all off unless set); checked again by the study service (tag count, length, repeats)."""
+
+    model_config = ConfigDict(extra="forbid")
+    both_bad: StrictBool = Field(False, description="Offer 'Both are bad' (a tie in the statistics, "
+                                 "'tie (bothbad)' in clean_battle, kept apart in the answers export).")
+    reason_tags: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list, max_length=12, description="Tags an evaluator may tick per pair.")
+    tags_required: StrictBool = Field(False, description="Require at least one tag (needs reason_tags).")
+    comment: Literal["off", "optional", "required"] = Field("off", description="A short comment per pair.")
+
+
 class StudyCreate(BaseModel):
     name: str = Field(max_length=200)
     description: str = Field("", max_length=5000)
@@ -107,6 +119,7 @@ class StudyCreate(BaseModel):
         "least_voted", description="How the next pair is chosen: least_voted (fewest votes first) or adaptive "
         "(with 3+ models, votes go where they shrink the uncertainty most: Chatbot Arena's Eq. 9). Changeable "
         "later with PATCH /studies/{id}/qc.")
+    answers: AnswerOptionsIn | None = Field(None, description="Optional answers; none unless given.")
 
 
 class ModelOut(BaseModel):
@@ -149,6 +162,7 @@ class StudyOut(BaseModel):
     models: list[ModelOut]
     criteria: list[CriterionOut]
     prompts: int
+    answers: dict[str, Any] = Field(description="The optional answers offered (empty when none).")
     created_at: datetime
 
 
@@ -220,7 +234,7 @@ def _study_out(session, study: Study) -> StudyOut:
         redirect_url=study.redirect_url, invite_url=study_service.invite_url(study), settings=study.settings,
         models=[ModelOut.model_validate(m) for m in study.models],
         criteria=[CriterionOut.model_validate(c) for c in study.criteria], prompts=n_prompts or 0,
-        created_at=study.created_at,
+        answers=study.answer_options or {}, created_at=study.created_at,
     )
 
 
@@ -309,6 +323,7 @@ def api_create_study(body: StudyCreate, session: DbSession, user: CurrentUser) -
             votes_per_pair=body.votes_per_pair, pairs_per_session=body.pairs_per_session,
             redirect_url=body.redirect_url, settings=body.settings, created_by_id=user.id,
             qc={"pair_selection": body.pair_selection} if body.pair_selection != "least_voted" else None,
+            answers=body.answers.model_dump() if body.answers else None,
         )
     except StudyError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc

@@ -80,14 +80,9 @@ def answers_frame(session: Session, *, study: Study) -> pd.DataFrame:
     """The optional answers (app/services/answers.py), one row per vote of a normal pair that has any: the
     criteria answered "both are bad" (a tie in the votes export and the statistics), the reason tags, the
     comment. Evaluators appear under the votes export's pseudonyms."""
-    from app.models import Criterion, Vote, VoteChoice
+    from app.models import Vote
 
-    keys = dict(session.execute(select(Criterion.id, Criterion.key).where(Criterion.study_id == study.id)).all())
-    bad: dict[int, list[str]] = {}
-    for vote_id, criterion_id in session.execute(
-            select(VoteChoice.vote_id, VoteChoice.criterion_id).join(Vote, Vote.id == VoteChoice.vote_id)
-            .where(Vote.study_id == study.id, VoteChoice.side == "both_bad").order_by(VoteChoice.id)):
-        bad.setdefault(vote_id, []).append(keys.get(criterion_id, str(criterion_id)))
+    bad = _both_bad_criteria(session, study=study)
     frame = get_cache().frame(session, study_id=study.id)
     votes = frame.drop_duplicates("vote_id").set_index("vote_id")
     # JSON columns store Python None as JSON null, not SQL NULL: filtered here rather than in SQL.
@@ -105,6 +100,19 @@ def answers_frame(session: Session, *, study: Study) -> pd.DataFrame:
                         "comment": (extra[0] or "") if extra else "",
                         "submitted_at": row["submitted_at"].isoformat()})
     return pd.DataFrame.from_records(records, columns=list(ANSWER_COLUMNS))
+
+
+def _both_bad_criteria(session: Session, *, study: Study) -> dict[int, list[str]]:
+    """{vote id: the criterion keys answered "both are bad"}, in the order they were stored."""
+    from app.models import Criterion, Vote, VoteChoice
+
+    keys = dict(session.execute(select(Criterion.id, Criterion.key).where(Criterion.study_id == study.id)).all())
+    bad: dict[int, list[str]] = {}
+    for vote_id, criterion_id in session.execute(
+            select(VoteChoice.vote_id, VoteChoice.criterion_id).join(Vote, Vote.id == VoteChoice.vote_id)
+            .where(Vote.study_id == study.id, VoteChoice.side == "both_bad").order_by(VoteChoice.id)):
+        bad.setdefault(vote_id, []).append(keys.get(criterion_id, str(criterion_id)))
+    return bad
 
 
 def answers_csv(session: Session, *, study: Study) -> Download:
@@ -330,6 +338,17 @@ def clean_battle(session: Session, *, study: Study, criterion: str, include_flag
     if criterion == "overall":
         frame = overall_votes(frame, keys) if len(frame) else frame.iloc[0:0]
         frame = frame.assign(criterion="overall")
+    # "Both are bad" is a tie in the vote frame (and the statistics); FastChat spells it 'tie (bothbad)', so
+    # the log says it. For ``overall`` a vote is 'tie (bothbad)' when its aggregate is a tie and every
+    # criterion was answered "both are bad" (a mixed vote is an ordinary tie: that is all it says overall).
+    bad = _both_bad_criteria(session, study=study)
+    if bad and len(frame):
+        if criterion == "overall":
+            hit = {vid for vid, crits in bad.items() if set(keys) <= set(crits)}
+        else:
+            hit = {vid for vid, crits in bad.items() if criterion in crits}
+        bothbad = frame["vote_id"].isin(hit) & (frame["winner"] == "tie")
+        frame = frame.assign(winner=frame["winner"].astype(object).where(~bothbad, "tie (bothbad)"))
     records = to_clean_battle(frame, criterion=criterion)
     suffix = "-with-flagged" if include_flagged else ""
     return Download(f"{study.slug}-clean_battle-{criterion}{suffix}.json", "application/json",

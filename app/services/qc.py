@@ -16,7 +16,7 @@ study's QC settings change. Between those, ``refresh_flags`` keeps the cluster r
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -269,21 +269,7 @@ def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettin
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)  # one read of the study's sessions serves both steps
     verdicts = cluster_reasons(session, study_id=study_id, settings=settings, rows=rows)
-    changed: dict[int, list[str]] = {}
-    for row in rows:
-        evaluator_id, stored = row.id, list(row.flag_reasons or [])
-        renewed = [r for r in stored if not is_cluster_reason(r)] + (
-            [verdicts[evaluator_id]] if evaluator_id in verdicts else [])
-        if renewed != stored:
-            changed[evaluator_id] = renewed
-    if changed and session.get_bind().dialect.name != "sqlite":
-        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
-                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
-        changed = {k: v for k, v in changed.items() if k in free}
-    for evaluator_id, reasons in changed.items():
-        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
-        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
-    return len(changed)
+    return _renew_flags(session, rows, verdicts, is_cluster_reason)
 
 
 def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
@@ -388,24 +374,7 @@ def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSe
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)
     verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows)
-    changed: dict[int, list[str]] = {}
-    for row in rows:
-        stored = list(row.flag_reasons or [])
-        renewed = [r for r in stored if not is_reliability_reason(r)] + (
-            [verdicts[row.id]] if row.id in verdicts else [])
-        if renewed != stored:
-            changed[row.id] = renewed
-    if changed and session.get_bind().dialect.name != "sqlite":
-        # As refresh_cluster_flags: a row another request holds (a session voting now) is skipped, not waited
-        # for (two completions re-judging at once would each wait for the other's evaluator); the next
-        # re-judging writes it.
-        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
-                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
-        changed = {k: v for k, v in changed.items() if k in free}
-    for evaluator_id, reasons in changed.items():
-        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
-        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
-    return len(changed)
+    return _renew_flags(session, rows, verdicts, is_reliability_reason)
 
 
 def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
@@ -419,3 +388,26 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
         Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
     if finished % CLUSTER_CHECK_COMPLETIONS == 0:
         refresh_reliability_flags(session, study_id=state.study_id, settings=qc)
+
+
+def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],
+                 is_own: Callable[[str], bool]) -> int:
+    """Replace each evaluator's flag reasons of one kind (``is_own``) with this re-judging's verdicts; write
+    only the rows that change. Returns how many changed.
+
+    On PostgreSQL a row another request holds (a session voting now) is skipped, not waited for (two
+    completions re-judging at once would each wait for the other's evaluator); the next re-judging writes it."""
+    changed: dict[int, list[str]] = {}
+    for row in rows:
+        stored = list(row.flag_reasons or [])
+        renewed = [r for r in stored if not is_own(r)] + ([verdicts[row.id]] if row.id in verdicts else [])
+        if renewed != stored:
+            changed[row.id] = renewed
+    if changed and session.get_bind().dialect.name != "sqlite":
+        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
+                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
+        changed = {k: v for k, v in changed.items() if k in free}
+    for evaluator_id, reasons in changed.items():
+        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
+    return len(changed)

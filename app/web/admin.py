@@ -76,6 +76,9 @@ class StudyForm:
     pairs_per_session: str = "10"
     redirect_url: str = ""
     pair_selection: str = "least_voted"
+    # Optional answers (app/services/answers.py), as typed: both_bad / tags_required "yes" or "", tags comma-separated.
+    answers: dict[str, str] = field(default_factory=lambda: {"both_bad": "", "reason_tags": "", "tags_required": "",
+                                                              "comment": "off"})
     settings: dict[str, str] = field(default_factory=lambda: {
         k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in DEFAULT_SETTINGS.items()})
 
@@ -174,6 +177,16 @@ def _prompt_specs(form: StudyForm, upload: UploadFile | None, errors: list[str])
         return []
 
 
+def _answers(raw: dict[str, str]) -> dict[str, Any] | None:
+    """The form's optional answers for the service (which checks them); None when none is turned on."""
+    answers = {"both_bad": raw["both_bad"] == "yes", "tags_required": raw["tags_required"] == "yes",
+               "reason_tags": [t.strip() for t in raw["reason_tags"].split(",") if t.strip()],
+               "comment": raw["comment"].strip() or "off"}
+    if not (answers["both_bad"] or answers["tags_required"] or answers["reason_tags"] or answers["comment"] != "off"):
+        return None
+    return answers
+
+
 @router.post("/studies/new", response_class=HTMLResponse)
 def create_study_submit(
     request: Request,
@@ -201,6 +214,10 @@ def create_study_submit(
     dtype: Annotated[str, Form()] = DEFAULT_SETTINGS["dtype"],
     clip_format: Annotated[str, Form()] = DEFAULT_SETTINGS["clip_format"],
     pair_selection: Annotated[str, Form()] = "least_voted",
+    both_bad: Annotated[str, Form()] = "",
+    reason_tags: Annotated[str, Form()] = "",
+    tags_required: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "off",
 ) -> Response:
     verify_csrf(request, csrf_token)
     raw_settings = {"seeds": seeds, "frames": frames, "width": width, "height": height, "fps": fps,
@@ -215,7 +232,9 @@ def create_study_submit(
             for i in range(n)]
     form = StudyForm(name=name, description=description, models=rows, prompt_source=prompt_source,
                      themes=themes, votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session,
-                     redirect_url=redirect_url, pair_selection=pair_selection, settings=raw_settings)
+                     redirect_url=redirect_url, pair_selection=pair_selection, settings=raw_settings,
+                     answers={"both_bad": both_bad, "reason_tags": reason_tags, "tags_required": tags_required,
+                              "comment": comment})
     errors: list[str] = []
     settings = _settings(raw_settings, errors)
     vpp = _int_field(votes_per_pair, "Votes per pair", errors)
@@ -227,7 +246,7 @@ def create_study_submit(
         study = study_service.create_study(
             session, name=name, description=description, models=models, prompts=prompts,
             votes_per_pair=vpp if vpp is not None else 1, pairs_per_session=pps if pps is not None else 1,
-            redirect_url=redirect_url, created_by_id=user.id, settings=settings,
+            redirect_url=redirect_url, created_by_id=user.id, settings=settings, answers=_answers(form.answers),
             qc={"pair_selection": pair_selection} if pair_selection != "least_voted" else None,
         )
     except StudyError as exc:

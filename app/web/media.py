@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.media import canonical, video
+from app.media import canonical, poster, video
 from app.media.storage import ObjectMissing, StorageError, StorageUnavailable, read_bytes
 from app.models import Clip
 from app.security import DbSession
@@ -209,6 +209,46 @@ def _served_video(session: Session, clip: Clip, fmt: str) -> tuple[bytes, str]:
     return body, f'"{etag}"'
 
 
+@lru_cache(maxsize=64)
+def _poster_png(storage_name: str, store: str) -> bytes:
+    """The clip's first frame as PNG before growing (app/media/poster.py); stored files never change."""
+    fmt = media_format(storage_name)
+    data = _canonical_bytes(storage_name, store) if fmt == "gif" else read_bytes(storage_name, store)
+    return poster.png(poster.first_frame(data, fmt), palette=fmt == "gif")
+
+
+@lru_cache(maxsize=4096)
+def _poster_length(storage_name: str, store: str) -> int:
+    return len(_poster_png(storage_name, store))
+
+
+def _served_poster(session: Session, clip: Clip) -> tuple[bytes, str]:
+    """The first frame as PNG, grown to the length every poster of its prompt and seed is served at.
+
+    A poster per clip is a second file per clip, so the same side channel as the clips themselves: without
+    this, the PNG of a 4-step model's smoother frame would be shorter than its rival's. Grown inside the
+    deflate stream (no chunk to subtract), one layout for the group."""
+    assert clip.storage_name is not None
+    gif = media_format(clip.storage_name) == "gif"
+    siblings = session.execute(select(Clip.storage_name, Clip.storage).where(
+        Clip.study_id == clip.study_id, Clip.prompt_id == clip.prompt_id, Clip.seed == clip.seed,
+        Clip.status == "done", Clip.storage_name.is_not(None)).order_by(Clip.id)).all()
+    own_key = (clip.storage_name, clip.storage)
+    lengths = {own_key: _poster_length(*own_key)}
+    for name, store in siblings:
+        if name is None or (name, store) in lengths or (media_format(name) == "gif") != gif:
+            continue
+        try:
+            lengths[name, store] = _poster_length(name, store)
+        except (OSError, ValueError):
+            continue  # a sibling's broken file is its own problem (a store that does not answer: 503, as above)
+    body = poster.pad_png(_poster_png(*own_key), poster.equal_target(list(lengths.values())))
+    key = get_settings().secret_key.encode()
+    digest = hashlib.sha256(body).digest()
+    etag = hmac.new(key, b"poster:" + clip.media_token.encode() + b":" + digest, hashlib.sha256).hexdigest()[:32]
+    return body, f'"{etag}"'
+
+
 def _not_found() -> Response:
     return PlainTextResponse("Not found", status_code=404)
 
@@ -242,14 +282,12 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None | Literal[Fals
     return first, min(last, size - 1)
 
 
-@router.get("/m/{media_token}")
-def media(media_token: str, request: Request, session: DbSession) -> Response:
-    clip = session.scalar(select(Clip).where(Clip.media_token == media_token, Clip.status == "done"))
-    if clip is None or not clip.storage_name:
-        return _not_found()
-    fmt = media_format(clip.storage_name)
+def _serve(session: Session, clip: Clip, what: str) -> tuple[bytes, str] | Response:
+    """The served bytes and ETag of a clip (``what`` = gif, mp4, webm) or of its poster, or the error response."""
     try:
-        body, etag = _served(session, clip) if fmt == "gif" else _served_video(session, clip, fmt)
+        if what == "poster":
+            return _served_poster(session, clip)
+        return _served(session, clip) if what == "gif" else _served_video(session, clip, what)
     except StorageUnavailable as exc:
         log.warning("media for clip %s: %s", clip.id, exc)
         return _store_down()
@@ -264,6 +302,35 @@ def media(media_token: str, request: Request, session: DbSession) -> Response:
         # Logged with the clip id for the operator; the evaluator only sees 404 (no hint about the clip).
         log.error("media for clip %s cannot be served (%s); re-import or regenerate it", clip.id, exc)
         return _not_found()
+
+
+@router.get("/m/{media_token}/poster")
+def media_poster(media_token: str, request: Request, session: DbSession) -> Response:
+    """The clip's first frame (a lossless PNG at native size) for the pair page's first paint: the same
+    headers as the clip, one length for every poster of a prompt (``_served_poster``)."""
+    clip = session.scalar(select(Clip).where(Clip.media_token == media_token, Clip.status == "done"))
+    if clip is None or not clip.storage_name:
+        return _not_found()
+    served = _serve(session, clip, "poster")
+    if isinstance(served, Response):
+        return served
+    body, etag = served
+    headers = {"Cache-Control": f"private, max-age={CACHE_SECONDS}", "ETag": etag, "X-Content-Type-Options": "nosniff"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type="image/png", headers=headers)
+
+
+@router.get("/m/{media_token}")
+def media(media_token: str, request: Request, session: DbSession) -> Response:
+    clip = session.scalar(select(Clip).where(Clip.media_token == media_token, Clip.status == "done"))
+    if clip is None or not clip.storage_name:
+        return _not_found()
+    fmt = media_format(clip.storage_name)
+    served = _serve(session, clip, fmt)
+    if isinstance(served, Response):
+        return served
+    body, etag = served
     headers = {
         "Cache-Control": f"private, max-age={CACHE_SECONDS}",
         "ETag": etag,

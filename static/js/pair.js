@@ -53,6 +53,13 @@
         img.addEventListener('error', function () { reject(img); }, { once: true });
       });
     }
+    // The first-frame poster under each GIF goes once the GIF itself is there (it must never show through).
+    clips.forEach(function (img) {
+      loaded(img).then(function () {
+        var poster = img.parentNode.querySelector('img.poster');
+        if (poster) { poster.remove(); }
+      }, function () {});
+    });
     // The form unlocks after both GIFs have been on screen, unpaused, for one full play.
     function countPlay() {
       window.clearTimeout(playTimer);

@@ -173,6 +173,47 @@ def test_an_attackers_classifier_over_the_served_bytes_is_at_chance(client, sess
     assert len({len(a) for a, _ in served_pairs} | {len(b) for _, b in served_pairs}) > 1  # sizes vary by prompt
 
 
+def _poster_features(data: bytes) -> dict[str, float]:
+    """What a script reads from a poster PNG without decoding it: its size and its chunk layout."""
+    features: dict[str, float] = {"size": len(data)}
+    pos, k = 8, 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        features[f"chunk{k}_type"] = float(int.from_bytes(data[pos + 4:pos + 8], "big"))
+        features[f"chunk{k}_length"] = float(length)
+        pos, k = pos + 12 + length, k + 1
+    features["chunks"] = k
+    return features
+
+
+def test_an_attackers_classifier_over_the_served_posters_is_at_chance(client, session, tmp_path):
+    """The first-frame posters are a second file per clip: written plainly, the busy model's PNG is the longer
+    one; served, every poster of a prompt has one size and one layout."""
+    from app.media import poster
+
+    study, raw = _synthetic_study(session, tmp_path)
+    served = {}
+    for clip in session.scalars(select(Clip).where(Clip.study_id == study.id)):
+        r = client.get(f"/m/{clip.media_token}/poster")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        served[clip.id] = r.content
+    served_pairs, raw_pairs, x_left = _pairs(session, study, served, raw, random.Random(11))
+    # Posters as a plain writer would make them from the same first frames, unequalised.
+    plain_pairs = [tuple(poster.png(poster.first_frame(g, "gif"), palette=True) for g in pair) for pair in raw_pairs]
+
+    def vectors(pairs):
+        feats = [(_poster_features(a), _poster_features(b)) for a, b in pairs]
+        keys = sorted({k for fa, fb in feats for k in (*fa, *fb)})
+        return (np.array([[fa.get(k, -1.0) for k in keys] for fa, _ in feats]),
+                np.array([[fb.get(k, -1.0) for k in keys] for _, fb in feats]))
+
+    assert attack(*vectors(plain_pairs), x_left) >= 0.95  # the attack works on plain posters ...
+    left, right = vectors(served_pairs)
+    lo, hi = chance_band(len(served_pairs))
+    assert lo <= attack(left, right, x_left) <= hi  # ... and is a coin flip on the served ones
+    assert [i for i in range(len(left)) if not np.array_equal(left[i], right[i])] == []
+
+
 def test_what_a_parser_reads_is_a_function_of_the_pixels(client, session, tmp_path):
     """Served frame = the frame's palette indices through the one LZW coder, grown by clear codes to the
     prompt's length: nothing in it but the pixels (in a colour order keyed with the secret) and a length

@@ -35,7 +35,8 @@ from tests.factories import make_pairs, make_study, make_user
 PASSWORD = "route-walk-password-123"
 PUBLIC = (
     re.compile(r"^/login$"), re.compile(r"^/logout$"), re.compile(r"^/join/"), re.compile(r"^/e/"),
-    re.compile(r"^/m/"), re.compile(r"^/static(/|$)"), re.compile(r"^/api/v1/(openapi\.json|docs)$"),
+    re.compile(r"^/m/"), re.compile(r"^/static(/|$)"), re.compile(r"^/favicon\.ico$"),
+    re.compile(r"^/api/v1/(openapi\.json|docs)$"),
     re.compile(r"^/docs/oauth2-redirect$"), re.compile(r"^/api/v1/evaluate/"),
     re.compile(r"^/api/v1/(login|logout)$"),
 )

@@ -68,11 +68,17 @@ def test_a_store_killed_mid_batch_loses_nothing_and_the_site_recovers(migrated_s
     session.commit()
     workers, folders = start_workers(tmp_path, ["a"])
     try:
-        wait(lambda: "done" in statuses(session, study.id).values(), workers, 120, "a first clip")
+        def served() -> bool:  # a GIF clip is served once both clips of its prompt are done (per-pair encoding)
+            found = session.scalars(select(Clip.id).where(Clip.study_id == study.id, Clip.status == "done",
+                                                          Clip.storage_name.is_not(None))).first()
+            session.rollback()
+            return found is not None
+
+        wait(served, workers, 120, "a first served clip")
         server.stop()  # SIGKILL, mid-batch: uploads in flight fail
         killed_at = statuses(session, study.id)
-        token = session.scalars(select(Clip.media_token).where(Clip.study_id == study.id,
-                                                               Clip.status == "done")).first()
+        token = session.scalars(select(Clip.media_token).where(Clip.study_id == study.id, Clip.status == "done",
+                                                               Clip.storage_name.is_not(None))).first()
         session.rollback()  # SQLite: no transaction of the test may hold the workers' writes up
         r = client.get(f"/m/{token}")
         assert r.status_code == 503 and int(r.headers["retry-after"]) > 0

@@ -130,7 +130,9 @@ def test_the_worker_uploads_then_records_and_keeps_nothing_locally(seaweed, s3_e
     session.expire_all()
     clips = session.scalars(select(Clip).where(Clip.id.in_(ids))).all()
     objects = _objects(seaweed, s3_env)
-    assert {c.storage for c in clips} == {"s3"} and set(objects) == {c.storage_name for c in clips}
+    # Each clip's served copy and its uncompressed master (the per-pair encoding's source), all in the bucket.
+    named = {c.storage_name for c in clips} | {c.master_name for c in clips if c.master_name}
+    assert {c.storage for c in clips} == {"s3"} and set(objects) == named
     assert all(hashlib.sha256(objects[c.storage_name]).hexdigest() == c.sha256 for c in clips)
     assert _local_files() == []
 
@@ -345,7 +347,7 @@ def test_import_from_a_bucket_prefix(seaweed, s3_env, session):
     # A prefix with nothing under it: refused in words, nothing changed.
     result = runner.invoke(cli_app, ["import-gifs", f"s3://{source}/nothing-here", "--study", slug,
                                      "--no-metrics"])
-    assert result.exit_code == 1 and "holds no GIFs" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "holds no clips" in " ".join(result.output.split())
 
 
 def test_the_manifest_records_key_and_hash(seaweed, s3_env, session, monkeypatch):

@@ -206,3 +206,32 @@ def test_pair_selection_is_set_at_creation_and_changed_over_http(api, session):
     assert api.get(f"/api/v1/studies/{study_id}/qc").json()["pair_selection"] == "adaptive"
     r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": "least_voted"})
     assert r.status_code == 200 and r.json()["pair_selection"] == "least_voted"
+
+
+def test_optional_answers_through_the_api(api, session):
+    answers = {"both_bad": True, "reason_tags": ["blurry", "flicker"], "comment": "optional"}
+    r = api.post("/api/v1/studies", json={**BODY, "answers": answers})
+    assert r.status_code == 201, r.text
+    assert r.json()["answers"] == {**answers, "tags_required": False}
+    stored = session.get(Study, r.json()["id"]).answer_options
+    session.rollback()
+    assert stored == {**answers, "tags_required": False}
+    plain = api.post("/api/v1/studies", json=BODY).json()
+    assert plain["answers"] == {}
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "message"),
+    [
+        ({"tags_required": True}, 400, "tags_required needs reason_tags"),
+        ({"reason_tags": ["a", "a"]}, 400, "must not repeat"),
+        ({"comment": "always"}, 422, "'off', 'optional' or 'required'"),
+        ({"both_bad": "yes"}, 422, "valid boolean"),
+        ({"bothbad": True}, 422, "Extra inputs are not permitted"),
+        ({"reason_tags": ["x" * 41]}, 422, "at most 40 characters"),
+    ],
+)
+def test_bad_optional_answers_are_refused_in_words(api, session, answers, status, message):
+    r = api.post("/api/v1/studies", json={**BODY, "answers": answers})
+    assert r.status_code == status and message in r.text, r.text
+    assert session.scalar(select(Study.id)) is None

@@ -124,3 +124,31 @@ def test_the_pair_page_offers_them_and_keeps_them_on_a_missing_answer(client, se
     assert soup.find("input", attrs={"name": "reason_tag", "value": "flicker"}).has_attr("checked")
     data[f"c_{keys[0]}"] = "both_bad"
     assert client.post("/e/vote", data=data, follow_redirects=False).status_code == 303
+
+
+def test_clean_battle_says_tie_bothbad_where_fastchat_would(session):
+    import json
+
+    from app.stats.clean_battle import read_clean_battle
+
+    study = _study(session, **OPTIONS)
+    keys = [c.key for c in study.criteria]
+    ev = join(session, invite_token=study.invite_token)
+    session.commit()
+    _vote(session, study, ev, "both_bad")  # every criterion both bad
+    _vote(session, study, ev, "tie")  # an ordinary tie
+    a = next_assignment(session, evaluator_id=ev.id)  # both bad on one criterion only, a left win elsewhere
+    submit_vote(session, assignment_token=a.token, evaluator_id=ev.id,
+                choices={k: ("both_bad" if k == keys[0] else "left") for k in keys})
+    session.commit()
+    first = json.loads(exports.clean_battle(session, study=study, criterion=keys[0]).body)
+    assert [r["winner"] for r in first][:2] == ["tie (bothbad)", "tie"]
+    assert first[2]["winner"] == "tie (bothbad)"
+    second = json.loads(exports.clean_battle(session, study=study, criterion=keys[1]).body)
+    assert [r["winner"] for r in second][:2] == ["tie (bothbad)", "tie"]
+    assert second[2]["winner"] in ("model_a", "model_b")
+    overall = json.loads(exports.clean_battle(session, study=study, criterion="overall").body)
+    assert [r["winner"] for r in overall][:2] == ["tie (bothbad)", "tie"]
+    assert overall[2]["winner"] in ("model_a", "model_b")
+    # Read back (ours or FastChat's tooling), it is a tie again.
+    assert list(read_clean_battle(first)["winner"]) == ["tie", "tie", "tie"]

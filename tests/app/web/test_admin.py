@@ -228,3 +228,51 @@ def test_generation_settings_from_the_form(client, session, user):
     assert settings == {"seeds": [0, 1, 7], "frames": 16, "width": 256, "height": 384, "fps": 8,
                         "negative_prompt": "", "base_model": "emilianJR/epiCRealism", "dtype": "bfloat16",
                         "clip_format": "gif"}
+
+
+def test_optional_answers_from_the_form_reach_the_evaluator_and_stay_optional(client, session, user):
+    r = new_study_post(client, {"both_bad": "yes", "reason_tags": "blurry, flicker ,", "comment": "optional"})
+    assert r.status_code == 303, errors_shown(r.text)
+    study = session.scalars(select(Study)).one()
+    assert study.answer_options == {"both_bad": True, "reason_tags": ["blurry", "flicker"], "tags_required": False,
+                                    "comment": "optional"}
+    study.status, study.qc = "open", {"enabled": False}
+    make_pairs(session, study)
+    invite, keys = study.invite_token, [c.key for c in study.criteria]
+    session.commit()
+    client.cookies.clear()  # now as a new evaluator
+    token = csrf_of(client.get(f"/join/{invite}").text)
+    client.post(f"/join/{invite}", data={"csrf_token": token, "consent": "yes"})
+    soup = BeautifulSoup(client.get("/e/pair").text, "html.parser")
+    assert soup.find("input", attrs={"name": f"c_{keys[0]}", "value": "both_bad"}) is not None
+    assert {i["value"] for i in soup.select("input[name=reason_tag]")} == {"blurry", "flicker"}
+    assert soup.find("textarea", attrs={"name": "comment"}).get("required") is None
+    assert all(i.get("required") is None for i in soup.select("input[name=reason_tag]"))
+    # No tag, no comment: recorded all the same.
+    data = {"csrf_token": soup.find("input", attrs={"name": "csrf_token"})["value"],
+            "assignment": soup.find("input", attrs={"name": "assignment"})["value"],
+            **{f"c_{k}": "left" for k in keys}}
+    assert client.post("/e/vote", data=data, follow_redirects=False).status_code == 303
+
+
+def test_a_form_without_optional_answers_offers_none(client, session, user):
+    assert new_study_post(client, {}).status_code == 303
+    assert session.scalars(select(Study)).one().answer_options is None
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"tags_required": "yes"}, "tags_required needs reason_tags"),
+    ({"reason_tags": "blurry, blurry"}, "must not repeat"),
+    ({"comment": "always"}, "comment must be one of"),
+    ({"reason_tags": "x" * 41}, "at most 40 characters"),
+])
+def test_bad_optional_answers_are_refused_in_words_and_kept(client, session, user, data, message):
+    r = new_study_post(client, data)
+    assert r.status_code == 400
+    assert any(message in e for e in errors_shown(r.text)), errors_shown(r.text)
+    assert count(session, Study) == 0
+    form = BeautifulSoup(r.text, "html.parser")
+    if "reason_tags" in data:
+        assert form.find("input", attrs={"name": "reason_tags"})["value"] == data["reason_tags"]
+    if "tags_required" in data:
+        assert form.find("input", attrs={"name": "tags_required"}).has_attr("checked")

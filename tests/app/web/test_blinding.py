@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 
+import numpy as np
 import pytest
 from bs4 import BeautifulSoup
 from itsdangerous import URLSafeTimedSerializer
@@ -126,6 +127,7 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
     ``check_body(url, body)``: a further check of every response body (e.g. a video's container metadata)."""
     go = Recorder(client)
     media_urls: set[str] = set()
+    gif_pages = 0
 
     go("GET", "/join/not-a-real-invite")
     page = go("GET", f"/join/{study.invite_token}?PROLIFIC_PID=pp-123")
@@ -140,6 +142,11 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
             break
         soup = BeautifulSoup(page.text, "html.parser")
         media_urls |= {img["src"] for img in soup.select("img.clip, video.clip source")}
+        # The first-frame posters: the GIF's still under it, the video's poster, the preloads in the head.
+        media_urls |= {img["src"] for img in soup.select("img.poster")}
+        gif_pages += bool(soup.select("img.clip"))
+        media_urls |= {v["poster"] for v in soup.select("video.clip[poster]")}
+        media_urls |= {link["href"] for link in soup.select("link[rel=preload]") if link["href"].startswith("/m/")}
         data = {"csrf_token": _hidden(page, "csrf_token"), "assignment": _hidden(page, "assignment")}
         if first:  # the "missing answers" re-render is a page too
             go("POST", "/e/vote", data={**data, f"c_{keys[0]}": "left"})
@@ -166,8 +173,11 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
            json={"assignment_token": pair["assignment_token"], "choices": dict.fromkeys(keys, "tie")})
 
     assert len(media_urls) >= 4
+    assert any(url.endswith("/poster") for url in media_urls) or not gif_pages  # GIF pairs show posters
     for token in tokens:  # every clip an evaluator could be shown, attention-check copies included
         assert go("GET", f"/m/{token}").status_code == 200
+        assert go("GET", f"/m/{token}/poster").status_code == 200
+    go("GET", "/m/not-a-token/poster")
     leaks = []
     for method, url, body, headers in go.seen:
         lower_secrets = {s.lower() for s in secrets}
@@ -184,6 +194,8 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
             assert not {"comment", "xmp"} & set(im.info), f"GIF metadata served from {url}"
             # The only application block left is the looping one browsers need.
             assert im.info.get("extension", (b"NETSCAPE2.0",))[0].startswith(b"NETSCAPE2.0")
+        if body[:8] == b"\x89PNG\r\n\x1a\n":  # a poster: image chunks only, no text, time or profile
+            assert {kind for kind, _ in _png_chunks(body)} <= {b"IHDR", b"PLTE", b"IDAT", b"IEND"}, url
         if check_body is not None:
             check_body(url, body)
     # The browser keeps the cookies too: decode what the client ended up holding.
@@ -191,6 +203,45 @@ def walk_and_find_leaks(client, study, secrets, tokens, *, check_body=None) -> l
         for text in _decode_cookie_payloads(value):
             leaks += [("cookie", name, "cookie", s) for s in secrets if s.lower() in text.lower()]
     return leaks
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, int]]:
+    """(type, length) of every chunk of a PNG."""
+    out, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        out.append((data[pos + 4:pos + 8], length))
+        pos += 12 + length
+    return out
+
+
+def test_every_poster_of_a_prompt_is_its_clips_first_frame_at_one_length(client, session, secret_study):
+    """The posters (a second file per clip) carry the clips' side channel unless grown like them: one length,
+    one chunk layout, the same headers for every clip of a prompt, check copies included; and each is exactly
+    the first frame the clip itself shows."""
+    from app.media import poster
+
+    study, _secrets, _tokens = secret_study
+    by_prompt: dict[int, list] = {}
+    for clip in session.query(Clip).filter_by(study_id=study.id):
+        r = client.get(f"/m/{clip.media_token}/poster")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.headers["cache-control"] == "private, max-age=3600" and "last-modified" not in r.headers
+        shown = np.asarray(Image.open(io.BytesIO(client.get(f"/m/{clip.media_token}").content)).convert("RGB"))
+        still = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+        assert still.shape == shown.shape and (still == shown).all()  # native size, not one level off
+        # Nothing but the pixels: the served poster is what anyone holding the first frame would write.
+        assert r.content == poster.pad_png(poster.png(shown, palette=True), len(r.content))
+        by_prompt.setdefault(clip.prompt_id, []).append(
+            (len(r.content), _png_chunks(r.content), sorted(k for k in r.headers if k != "etag")))
+        again = client.get(f"/m/{clip.media_token}/poster", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+    # (That plain posters of two models differ in length, and a script tells them apart by it, is shown in
+    # tests/security/test_byte_side_channels.py::test_an_attackers_classifier_over_the_served_posters_is_at_chance.)
+    assert any(len(served) > 2 for served in by_prompt.values())  # a prompt with its check copies
+    for served in by_prompt.values():
+        assert all(s == served[0] for s in served)  # one length, one layout, the same headers
+    assert client.get("/m/not-a-token/poster").status_code == 404
 
 
 def test_the_check_detects_a_leak(secret_study):
