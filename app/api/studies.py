@@ -116,9 +116,10 @@ class StudyCreate(BaseModel):
     redirect_url: str = Field("", max_length=500)
     settings: dict[str, Any] | None = Field(None, description="Overrides of the standard generation settings.")
     pair_selection: str = Field(
-        "least_voted", description="How the next pair is chosen: least_voted (fewest votes first) or adaptive "
-        "(with 3+ models, votes go where they shrink the uncertainty most: Chatbot Arena's Eq. 9). Changeable "
-        "later with PATCH /studies/{id}/qc.")
+        "least_voted", description="How the next pair is chosen: least_voted (fewest votes first), adaptive "
+        "(with 3+ models, votes go where they narrow the widest rating intervals most: sequential optimal design) "
+        "or arena_eq9 (Chatbot Arena's Eq. 9, for the pairwise win rates). Changeable later with "
+        "PATCH /studies/{id}/qc.")
     answers: AnswerOptionsIn | None = Field(None, description="Optional answers; none unless given.")
 
 

@@ -70,8 +70,9 @@ def study_create(
         "player. Every clip, imported or generated, is stored in this format."
     ),
     pair_selection: str = typer.Option(
-        "least_voted", "--pair-selection", help="How the next pair is chosen: least_voted, or adaptive (3+ models: "
-        "votes go where they shrink the uncertainty most, Chatbot Arena's Eq. 9). Later: study qc --set."
+        "least_voted", "--pair-selection", help="How the next pair is chosen: least_voted, adaptive (3+ models: "
+        "votes go where they narrow the widest rating intervals most) or arena_eq9 (Chatbot Arena's Eq. 9, for "
+        "the win rates). Later: study qc --set."
     ),
 ) -> None:
     """Create a draft study and print its id and invite link."""

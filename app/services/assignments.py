@@ -3,8 +3,9 @@
 Allocation rules (issue 2): an evaluator never gets the same pair twice; pairs with the fewest votes (plus
 pairs currently being rated) go first, ties broken at random so the pair order is random per evaluator; the
 left/right side is counterbalanced per pair so each model is on the left as often as on the right (+-1).
-A study with QC setting ``pair_selection = "adaptive"`` (issue 13) draws the model pair by Chatbot Arena's
-Eq. 9 instead (``_pick_adaptive``), then the least-loaded pair of it; the other two rules stay.
+A study with QC setting ``pair_selection = "adaptive"`` (issue 13) chooses the model pair by a sequential optimal
+design for every rating's interval, or with ``"arena_eq9"`` draws it by Chatbot Arena's Eq. 9 (``_pick_adaptive``,
+``app.stats.adaptive``), then the least-loaded pair of it; the other two rules stay.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from app.config import get_settings
 from app.db import expire_cached
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, Vote, VoteChoice, utcnow
 from app.services.attention import QCSettings, due_check_pair, qc_settings, qc_settings_for
-from app.stats.adaptive import MIN_VOTES_PER_PAIR, pair_variance, sampling_weights
+from app.stats.adaptive import (
+    MIN_VOTES_PER_PAIR,
+    counted_models,
+    design_scores,
+    pair_variance,
+    pick_least_score,
+    rating_variances,
+    sampling_weights,
+)
 
 EXTERNAL_ID_MAX = 200
 PLATFORM_SESSION_ID_MAX = 200
@@ -464,11 +473,12 @@ _PICK_IN_MODEL_PAIR = _build_pick(in_model_pair=True)
 
 def _build_model_pair_load() -> Select:
     """Per model pair of the study's normal pairs: its load (assignments given and not given back: votes plus
-    votes on screen, ``Pair.assigned_count``, a cached counter) and how many of its pairs this evaluator has
-    not had. One aggregate over the pairs table, not the votes."""
+    votes on screen, ``Pair.assigned_count``, a cached counter), its votes (``Pair.votes_count``) and how many
+    of its pairs this evaluator has not had. One aggregate over the pairs table, not the votes."""
     seen = select(_as.c.pair_id).where(_as.c.evaluator_id == bindparam("evaluator_id", type_=Integer))
     return (
         select(_MODEL_LO.label("lo"), _MODEL_HI.label("hi"), func.sum(_pr.c.assigned_count).label("load"),
+               func.sum(_pr.c.votes_count).label("votes"),
                func.sum(case((_pr.c.id.not_in(seen), 1), else_=0)).label("unseen"))
         .select_from(_pr.join(_PICK_A, _PICK_A.c.id == _pr.c.clip_a_id)
                      .join(_PICK_B, _PICK_B.c.id == _pr.c.clip_b_id))
@@ -488,13 +498,15 @@ _TALLIES = (
     .group_by(_vc.c.model_a_id, _vc.c.model_b_id, _vc.c.criterion_id, _vc.c.outcome)
 )
 # Seconds the outcome tallies of a study are reused: they scan the study's votes, the rest of the adaptive
-# choice does not; variances move slowly, and the load (which does move) is read fresh on every pick.
+# choice does not; the estimates move slowly, and the load (which does move) is read fresh on every pick.
 TALLY_TTL_S = 15.0
-_tally_cache: dict[int, tuple[float, int, dict[tuple[int, int], float]]] = {}
+# per (lo, hi) model ids: per criterion [wins of lo, wins of hi, ties]
+Tallies = dict[tuple[int, int], dict[int, list[float]]]
+_tally_cache: dict[int, tuple[float, int, Tallies]] = {}
 
 
-def _model_pair_variances(session: Session, study_id: int, load: int) -> dict[tuple[int, int], float]:
-    """Sigma_a per model pair (lo, hi) from the study's votes (``app.stats.adaptive.pair_variance``).
+def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
+    """Wins of each model and ties, per model pair (lo, hi) and criterion, from the study's votes.
 
     Cached per study for ``TALLY_TTL_S`` seconds, and recomputed sooner once the study's ``load`` (assignments
     given) grew by a tenth since: the tallies scan every vote of the study, the rest of the choice does not.
@@ -503,8 +515,7 @@ def _model_pair_variances(session: Session, study_id: int, load: int) -> dict[tu
     cached = _tally_cache.get(study_id)
     if cached is not None and now - cached[0] < TALLY_TTL_S and cached[1] <= load <= cached[1] * 1.1 + 2:
         return cached[2]
-    # per (lo, hi): per criterion [wins of lo, wins of hi, ties]
-    counts: dict[tuple[int, int], dict[int, list[float]]] = {}
+    counts: Tallies = {}
     for row in session.execute(_TALLIES, {"study_id": study_id}):
         lo, hi = sorted((row.model_a_id, row.model_b_id))
         tally = counts.setdefault((lo, hi), {}).setdefault(row.criterion_id, [0.0, 0.0, 0.0])
@@ -513,27 +524,62 @@ def _model_pair_variances(session: Session, study_id: int, load: int) -> dict[tu
         else:
             winner = row.model_a_id if row.outcome == "a" else row.model_b_id
             tally[0 if winner == lo else 1] += row.n
-    variances = {key: pair_variance([(t[0], t[1], t[2]) for t in per.values()]) for key, per in counts.items()}
-    _tally_cache[study_id] = (now, load, variances)
-    return variances
+    _tally_cache[study_id] = (now, load, counts)
+    return counts
 
 
-def _pick_adaptive(session: Session, *, study_id: int, evaluator_id: int, qc: QCSettings) -> int | None:
-    """Draw a model pair by Chatbot Arena's Eq. 9 (``app.stats.adaptive``), then its least-loaded pair that this
-    evaluator has not had; least-voted first (``_pick_pair_id``) while some model pair has too few votes to
-    weigh. Left/right is counterbalanced afterwards by ``_allocate``, as for any pair."""
-    every = session.execute(_MODEL_PAIR_LOAD, {"study_id": study_id, "evaluator_id": evaluator_id}).all()
-    rows = [r for r in every if r.unseen]  # the model pairs this evaluator still has pairs of
-    if len(rows) < 2 or min(int(r.load or 0) for r in rows) < MIN_VOTES_PER_PAIR:
-        return _pick_pair_id(session, study_id=study_id, evaluator_id=evaluator_id, qc=qc)
-    variances = _model_pair_variances(session, study_id, sum(int(r.load or 0) for r in every))
+def _eq9_choice(rows: list[Any], tallies: Tallies) -> Any:
+    """Chatbot Arena's Eq. 9: draw a model pair with probability proportional to the drop in its win rate's
+    standard error one more vote buys (``app.stats.adaptive.sampling_weights``)."""
+    variances = {key: pair_variance([(t[0], t[1], t[2]) for t in per.values()]) for key, per in tallies.items()}
     # A model pair with votes on screen but none counted yet: the largest variance a vote can have (p = 1/2, all
     # decided) times the number of criteria seen elsewhere, rather than no information at all.
     fallback = max(variances.values(), default=0.25)
-    weights = sampling_weights([int(r.load) for r in rows],
-                               [variances.get((r.lo, r.hi), fallback) for r in rows])
+    weights = sampling_weights([int(r.load) for r in rows], [variances.get((r.lo, r.hi), fallback) for r in rows])
     draw = int(np.searchsorted(np.cumsum(weights), _rng.random() * weights.sum(), side="right"))
-    chosen = rows[min(draw, len(rows) - 1)]
+    return rows[min(draw, len(rows) - 1)]
+
+
+def _design_choice(every: list[Any], rows: list[Any], tallies: Tallies) -> Any:
+    """The optimal-design rule (``app.stats.adaptive``, "adaptive"): the model pair where one more vote shrinks
+    the largest rating variances most (Kiefer's phi_p over every model and criterion), among ``rows``, the model
+    pairs this evaluator still has pairs of. ``every``: all model pairs of the study (the information comes from
+    all of them). Votes on screen count at their expected information."""
+    models = sorted({r.lo for r in every} | {r.hi for r in every})
+    index = {m: i for i, m in enumerate(models)}
+    pairs = np.array([(index[r.lo], index[r.hi]) for r in every])
+    criteria = sorted({c for per in tallies.values() for c in per}) or [0]
+    counts = np.zeros((3, len(criteria), len(every)))
+    for k, r in enumerate(every):
+        for j, c in enumerate(criteria):
+            counts[:, j, k] = tallies.get((r.lo, r.hi), {}).get(c, (0.0, 0.0, 0.0))
+    voted = np.array([float(r.votes or 0) for r in every])
+    pending = np.maximum(np.array([float(r.load or 0) for r in every]) - voted, 0.0)
+    include = counted_models(counts[0], counts[1], pairs, len(models))
+    now, after, _ = rating_variances(counts[0], counts[1], counts[2], pairs, len(models),
+                                     pending=np.broadcast_to(pending, counts[0].shape), include=include)
+    scale = np.where(include, now, 0.0).max()  # one scale for every criterion, so their scores add up
+    scores = design_scores(after, scale, include).sum(axis=0)  # (P,): summed over criteria
+    open_pairs = {(r.lo, r.hi) for r in rows}
+    allowed = np.array([(r.lo, r.hi) in open_pairs for r in every])
+    scores = np.where(allowed, scores, np.inf)
+    return every[int(pick_least_score(scores, np.random.default_rng(_rng.getrandbits(64))))]
+
+
+def _pick_adaptive(session: Session, *, study_id: int, evaluator_id: int, qc: QCSettings) -> int | None:
+    """Choose a model pair by the study's adaptive rule (``qc.pair_selection``: "adaptive", the optimal design
+    for every rating's interval, or "arena_eq9"), then its least-loaded pair that this evaluator has not had;
+    least-voted first (``_pick_pair_id``) while some model pair has too few votes to weigh. Left/right is
+    counterbalanced afterwards by ``_allocate``, as for any pair."""
+    every = list(session.execute(_MODEL_PAIR_LOAD, {"study_id": study_id, "evaluator_id": evaluator_id}).all())
+    rows = [r for r in every if r.unseen]  # the model pairs this evaluator still has pairs of
+    if len(rows) < 2 or min(int(r.load or 0) for r in rows) < MIN_VOTES_PER_PAIR:
+        return _pick_pair_id(session, study_id=study_id, evaluator_id=evaluator_id, qc=qc)
+    tallies = _model_pair_tallies(session, study_id, sum(int(r.load or 0) for r in every))
+    if qc.pair_selection == "arena_eq9":
+        chosen = _eq9_choice(rows, tallies)
+    else:
+        chosen = _design_choice(every, rows, tallies)
     pair_id = session.scalar(_PICK_IN_MODEL_PAIR, {
         "study_id": study_id, "evaluator_id": evaluator_id, "since": abandoned_before(qc),
         "lo": chosen.lo, "hi": chosen.hi})
@@ -655,7 +701,7 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         check = due_check_pair(session, evaluator_id=state.id, study_id=state.study_id, quota=state.quota,
                                position=state.had + 1, settings=qc, rng=_rng)
         pair_id = check.id if check is not None else None
-    if pair_id is None and qc.pair_selection == "adaptive":
+    if pair_id is None and qc.pair_selection in ("adaptive", "arena_eq9"):
         pair_id = _pick_adaptive(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)
     elif pair_id is None:
         pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)

@@ -105,8 +105,8 @@ class QCSettings:
     reliability_alpha: float = 0.001
     reliability_min_votes: int = 5
     # How the next pair is chosen (app/services/assignments.py): least-voted first, or with 3+ models
-    # "adaptive", Chatbot Arena's Eq. 9 (app/stats/adaptive.py). Lives here because the rating flow reads
-    # these settings on every pair page already.
+    # "adaptive" (optimal design for every rating's interval) or "arena_eq9" (Chatbot Arena's Eq. 9), both in
+    # app/stats/adaptive.py. Lives here because the rating flow reads these settings on every pair page already.
     pair_selection: str = "least_voted"
 
     # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
@@ -144,7 +144,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "abandon_after_minutes": (0, 7 * 24 * 60),
     "cluster_check_alpha": (0.0, 0.1),
 }
-PAIR_SELECTIONS = ("least_voted", "adaptive")
+PAIR_SELECTIONS = ("least_voted", "adaptive", "arena_eq9")
 # Older spelling used by the vote service before this module existed.
 _ALIASES = {"min_vote_seconds": "min_seconds_per_vote"}
 

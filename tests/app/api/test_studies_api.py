@@ -191,7 +191,8 @@ def test_qc_settings_are_changed_and_evaluators_rejudged(api, session):
 def test_pair_selection_is_set_at_creation_and_changed_over_http(api, session):
     """Issue 13: a study chooses adaptive pair selection when created; a bad value is refused, nothing changed."""
     r = api.post("/api/v1/studies", json={**BODY, "pair_selection": "bandit"})
-    assert r.status_code == 400 and "pair_selection must be one of least_voted, adaptive" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "pair_selection must be one of least_voted, adaptive, arena_eq9" in r.json()["detail"]
     assert api.get("/api/v1/studies").json() == []
 
     default = api.post("/api/v1/studies", json=BODY).json()

@@ -13,7 +13,7 @@ MODELS = ["--model", "a", "--model", "b", "--model", "c", "--theme", "nature"]
 
 def test_adaptive_selection_from_the_cli_and_a_bad_value_makes_nothing(migrated):
     r = runner.invoke(app, ["study", "create", "--name", "Three", *MODELS, "--pair-selection", "thompson"])
-    assert r.exit_code == 1 and "pair_selection must be one of least_voted, adaptive" in r.output
+    assert r.exit_code == 1 and "pair_selection must be one of least_voted, adaptive, arena_eq9" in r.output
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Study)) == 0
     r = runner.invoke(app, ["study", "create", "--name", "Three", *MODELS, "--pair-selection", "adaptive"])
