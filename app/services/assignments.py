@@ -555,7 +555,7 @@ def _design_choice(every: list[Any], rows: list[Any], tallies: Tallies) -> Any:
             counts[:, j, k] = tallies.get((r.lo, r.hi), {}).get(c, (0.0, 0.0, 0.0))
     voted = np.array([float(r.votes or 0) for r in every])
     pending = np.maximum(np.array([float(r.load or 0) for r in every]) - voted, 0.0)
-    include = counted_models(counts[0], counts[1], pairs, len(models))
+    include = counted_models(counts[0], counts[1], counts[2], pairs, len(models))
     now, after, _ = rating_variances(counts[0], counts[1], counts[2], pairs, len(models),
                                      pending=np.broadcast_to(pending, counts[0].shape), include=include)
     scale = np.where(include, now, 0.0).max()  # one scale for every criterion, so their scores add up

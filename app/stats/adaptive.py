@@ -196,13 +196,27 @@ def separated(wins_a: np.ndarray, wins_b: np.ndarray, pairs: np.ndarray, n_model
     return np.asarray((won + lost > 0) & ((won == 0) | (lost == 0)))
 
 
-def counted_models(wins_a: np.ndarray, wins_b: np.ndarray, pairs: np.ndarray, n_models: int) -> np.ndarray:
-    """The models (..., M) whose intervals the design rule narrows: all but the ``separated`` ones (all where
-    every model is). A separated model's Wald variance, held up by the prior alone, is the largest and one more
-    one-sided vote shrinks it a little, forever: counted, it would draw nearly every vote to its pairs. Ratings
-    are then centred over the counted models, so that its variance does not leak into theirs through the mean."""
-    keep = ~separated(wins_a, wins_b, pairs, n_models)
-    return np.asarray(np.where(keep.any(axis=-1, keepdims=True), keep, True))
+def counted_models(wins_a: np.ndarray, wins_b: np.ndarray, ties: np.ndarray, pairs: np.ndarray,
+                   n_models: int) -> np.ndarray:
+    """The models (..., M) whose intervals the design rule narrows: all but the ``separated`` ones that already
+    have at least an even share of the votes (2 votes / M of every vote; all models where that leaves fewer
+    than two).
+
+    Why: a separated model's Wald variance, held up by the prior alone, is the largest, and one more one-sided
+    vote shrinks it a little, forever: counted, a model that beats everyone every time draws nearly every vote
+    to its pairs (measured: 98% with 4 models). Left out as soon as it is separated, a strong model that merely
+    has not lost *yet* never gets the votes that would show its first loss, and its interval never narrows
+    (measured: 45% of studies unmet). With an even share it is treated as least-voted first would treat it.
+    Ratings are then centred over the counted models, so its variance does not leak into theirs via the mean."""
+    votes = np.asarray(wins_a, dtype=float) + np.asarray(wins_b, dtype=float) + np.asarray(ties, dtype=float)
+    per_model = np.zeros(votes.shape[:-1] + (n_models,))
+    for k, (a, b) in enumerate(pairs):
+        per_model[..., a] += votes[..., k]
+        per_model[..., b] += votes[..., k]
+    even_share = 2.0 * votes.sum(axis=-1, keepdims=True) / n_models
+    keep = ~(separated(wins_a, wins_b, pairs, n_models) & (per_model >= even_share))
+    # Ratings centred over one model are all 0: fewer than two counted, count them all.
+    return np.asarray(np.where(keep.sum(axis=-1, keepdims=True) >= 2, keep, True))
 
 
 def design_scores(var_after: np.ndarray, scale: np.ndarray | float, include: np.ndarray | None = None) -> np.ndarray:
@@ -210,12 +224,12 @@ def design_scores(var_after: np.ndarray, scale: np.ndarray | float, include: np.
     models (last axis of ``var_after`` (..., P, M)). ``scale``: the current largest variance, broadcast to (...),
     so the powers stay near 1 (sums over several criteria are then comparable). ``include`` (..., M): the models
     counted (``counted_models``)."""
-    ratio = var_after / np.asarray(scale, dtype=float)[..., None, None]
+    ratio = var_after / np.maximum(np.asarray(scale, dtype=float), 1e-300)[..., None, None]
+    if include is not None:  # before the power: a left-out model's ratio may overflow, and inf * 0 is nan
+        ratio = np.where(np.asarray(include, dtype=bool)[..., None, :], ratio, 0.0)
     powered = ratio * ratio  # ratio ** 16 by squaring: a float power is several times slower (the bench's cost)
     for _ in range(3):
         powered *= powered
-    if include is not None:
-        powered = powered * np.asarray(include, dtype=float)[..., None, :]
     return np.asarray(powered.sum(axis=-1))
 
 

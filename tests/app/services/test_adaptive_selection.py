@@ -91,10 +91,12 @@ def test_arena_eq9_spends_votes_on_the_uncertain_pairs_without_repeats_and_balan
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_adaptive_design_does_not_chase_a_model_that_never_loses(session):
     """'strong' wins every vote: its rating has no finite estimate, so no number of votes narrows its interval.
-    The design rule leaves it out (``counted_models``) and spends the votes on the three even models instead."""
+    Counted, it would draw nearly every vote (98% in bench/adaptive.py's allocation with strength 10); the rule
+    leaves it out once it has an even share (``counted_models``), so its pairs get about half, as least-voted
+    would give them."""
     study, per_evaluator, votes = _run(session, pair_selection="adaptive")
     assert qc_settings(study).pair_selection == "adaptive"
-    assert _lopsided_share(votes) < 0.45, votes
+    assert _lopsided_share(votes) < 0.6, votes
     assert min(votes.values()) >= 4, votes
     _assert_no_repeats_and_counterbalanced(session, study, per_evaluator)
 
@@ -107,7 +109,7 @@ def _expected_pick(order, tallies, pending):
     counts = np.array([[[tallies[k].get(c, [0, 0, 0])[i] for k in keys] for c in crits] for i in range(3)],
                       dtype=float)
     pend = np.broadcast_to(np.array([pending[k] for k in keys], dtype=float), counts[0].shape)
-    include = counted_models(counts[0], counts[1], pairs, len(order))
+    include = counted_models(counts[0], counts[1], counts[2], pairs, len(order))
     now, after, _ = rating_variances(counts[0], counts[1], counts[2], pairs, len(order), pending=pend,
                                      include=include)
     scores = design_scores(after, np.where(include, now, 0).max(), include).sum(axis=0)
@@ -131,12 +133,12 @@ def test_adaptive_serves_the_model_pair_the_design_rule_picks(session, monkeypat
     tallies = {k: {} for k in keys}  # per model pair (in `order`), per criterion id: [wins first, wins second, ties]
     pending = Counter(dict.fromkeys(keys, 0))
     served = []
-    for n in range(12):
+    for n in range(15):
         ev = join(session, invite_token=study.invite_token)
         view = next_assignment(session, evaluator_id=ev.id)
         left, right = model_of[view.left_clip_id], model_of[view.right_clip_id]
         key = tuple(sorted((left, right), key=order.index))
-        if n >= 5:  # 5 x 6 = 30 votes of the warm-up gave every model pair 4 or more
+        if n >= 8:  # 8 x 6 = 48 votes, least-voted first, gave each of the 48 pairs one: 8 per model pair
             assert set(key) in _expected_pick(order, tallies, pending), (n, key)
             served.append(view.pair_id)
             pending[key] += 1  # this one stays on screen: the next pick must count it

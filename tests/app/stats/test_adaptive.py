@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from app.stats.adaptive import (
+    counted_models,
     design_scores,
     pair_variance,
     pick_least_score,
     rating_covariance,
     rating_variances,
     sampling_weights,
+    separated,
     variances_after_one_vote,
     vote_variance,
 )
@@ -143,3 +145,20 @@ def test_fit_and_variances_from_tallies_agree_with_an_independent_fit():
     # Votes on screen count at their expected information: they lower the variances.
     pending_now, _, _ = rating_variances(wins_a, wins_b, ties, PAIRS3, 3, pending=np.array([0.0, 5.0, 0.0]))
     assert pending_now[2] < now[2] and pending_now[0] < now[0]
+
+
+def test_a_model_that_never_loses_is_left_out_only_once_it_has_an_even_share():
+    # (0,1), (0,2), (1,2): model 2 won all its decided votes (never lost): separated.
+    wins_a, wins_b, ties = np.array([3.0, 0.0, 0.0]), np.array([2.0, 4.0, 5.0]), np.array([1.0, 1.0, 0.0])
+    assert separated(wins_a, wins_b, PAIRS3, 3).tolist() == [False, False, True]
+    # Model 2 has 10 of 16 votes' appearances, an even share is 2 * 16 / 3 = 10.67: still counted.
+    assert counted_models(wins_a, wins_b, ties, PAIRS3, 3).tolist() == [True, True, True]
+    # One more one-sided vote on (1, 2): 11 of 17 ... even share 11.33, still counted; two more: 12 >= 12.
+    more = np.array([0.0, 0.0, 2.0])
+    assert counted_models(wins_a, wins_b + more, ties, PAIRS3, 3).tolist() == [True, True, False]
+    # Left out, the others' ratings are centred over the counted two: model 2's uncertainty does not leak in.
+    now, after, _ = rating_variances(wins_a, wins_b + more, ties, PAIRS3, 3, include=np.array([True, True, False]))
+    assert now[0] == pytest.approx(now[1])  # theta_0 - (theta_0 + theta_1) / 2 and its mirror image
+    # Never fewer than two models counted (centred over one, a rating has variance 0).
+    lopsided = np.array([0.0, 0.0, 0.0]), np.array([6.0, 6.0, 6.0]), np.zeros(3)
+    assert counted_models(*lopsided, PAIRS3, 3).all()
