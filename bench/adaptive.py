@@ -5,9 +5,14 @@ time; each policy picks the model pair of the next vote:
 
 - **random**: a model pair uniformly at random (the baseline of the Chatbot Arena paper);
 - **least_voted**: the pair with the fewest votes, ties at random (BlindPair's default, a balanced design);
-- **adaptive**: BlindPair's ``pair_selection = "adaptive"``: least-voted until every pair has
+- **arena_eq9**: BlindPair's ``pair_selection = "arena_eq9"``: least-voted until every pair has
   ``MIN_VOTES_PER_PAIR`` votes, then Chatbot Arena's Eq. 9 with the shrunk per-vote variance of
-  ``app.stats.adaptive`` (the same functions the app calls), recomputed after every vote.
+  ``app.stats.adaptive`` (the same functions the app calls), recomputed after every vote;
+- **adaptive**: BlindPair's ``pair_selection = "adaptive"``: the same warm-up, then the sequential optimal design
+  for every rating's interval (``app.stats.adaptive.rating_variances`` / ``design_scores``, the functions the app
+  calls); the strengths are refitted every ``REFIT_EVERY`` votes (the app reuses its tallies for 15 s), the
+  counts are fresh on every vote. Its information is the same Wald information the rating target below uses,
+  but the target is computed by this file's own fit (``bt_widths``), not by the rule's code.
 
 Stopping targets, each recorded as the first vote count (checked every ``--every`` votes) at which it holds:
 
@@ -23,7 +28,10 @@ strengths, "to estimate the win matrix to a precision of 0.2, random needs 6,800
 4,400 samples; ... to estimate the score to a precision of 0.3, random needs 17,200 samples and adaptive needs
 16,400": adaptive saves 35% of the votes on the win matrix and 5% on the scores, average widths, against random.
 
-Usage: .venv/bin/python -m bench.adaptive [--reps 400] [--quick]
+A study stops at ``Scenario.max_votes`` votes (6,000; 12,000 with 12 models); a target not met by then counts
+as max_votes + 1 and the table says how many replicates that was (its mean is then a lower bound).
+
+Usage: .venv/bin/python -m bench.adaptive [--reps 1000] [--reps-large 300] [--quick]
 Writes bench/results/adaptive.{md,json}.
 """
 
@@ -41,13 +49,24 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from app.stats.adaptive import MIN_VOTES_PER_PAIR, eq9_gain, vote_variance
+from app.stats.adaptive import (
+    MIN_VOTES_PER_PAIR,
+    counted_models,
+    design_scores,
+    eq9_gain,
+    fit_strengths,
+    pick_least_score,
+    rating_variances,
+    vote_variance,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Z = 1.959963984540054
-POLICIES = ("random", "least_voted", "adaptive")
+POLICIES = ("random", "least_voted", "arena_eq9", "adaptive")
 TARGETS = ("win_max", "win_mean", "bt_max", "bt_mean")
 # The published savings of adaptive over random (average widths), for the comparison in the table.
+# The adaptive rule refits the strengths every this many votes (the app: every 15 s or a tenth more votes).
+REFIT_EVERY = 10
 PUBLISHED = {"win_mean": 1 - 4400 / 6800, "bt_mean": 1 - 16400 / 17200}
 
 
@@ -56,6 +75,7 @@ class Scenario:
     name: str
     strengths: tuple[float, ...]  # true BT strengths, natural log-odds
     tie_rate: float = 0.2
+    max_votes: int = 6000  # a study stops here; targets not met by then are counted as unmet
 
 
 SCENARIOS = (
@@ -64,7 +84,7 @@ SCENARIOS = (
     Scenario("6 models, spread", (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)),
     Scenario("6 models, all close (worst case)", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)),
     # Closer to the paper's replay (dozens of models, many lopsided pairs); beyond the 3-6 models of a study.
-    Scenario("12 models, wide (Arena-like)", tuple(round(5 * i / 11, 4) for i in range(12))),
+    Scenario("12 models, wide (Arena-like)", tuple(round(5 * i / 11, 4) for i in range(12)), max_votes=12000),
 )
 QUICK = SCENARIOS[:1] + SCENARIOS[2:3]
 
@@ -106,8 +126,10 @@ def bt_widths(wins_lo: np.ndarray, wins_hi: np.ndarray, pairs: np.ndarray, m: in
 
 
 def choose(policy: str, wins_lo: np.ndarray, wins_hi: np.ndarray, ties: np.ndarray,
-           rng: np.random.Generator) -> np.ndarray:
-    """The model pair (index) of the next vote of each replicate under ``policy``; tallies are (R, P)."""
+           rng: np.random.Generator, study: Study | None = None) -> np.ndarray:
+    """The model pair (index) of the next vote of each replicate under ``policy``; tallies are (R, P).
+
+    ``study`` (for "adaptive"): where the fit of the previous vote is kept as the next one's warm start."""
     reps, n_pairs = wins_lo.shape
     counts = wins_lo + wins_hi + ties
     least = np.argmin(counts + rng.random((reps, n_pairs)) * 0.5, axis=1)  # fewest votes, ties at random
@@ -115,10 +137,34 @@ def choose(policy: str, wins_lo: np.ndarray, wins_hi: np.ndarray, ties: np.ndarr
         return np.asarray(rng.integers(0, n_pairs, reps))
     if policy == "least_voted":
         return least
+    warm = counts.min(axis=1) < MIN_VOTES_PER_PAIR
+    if policy == "adaptive":
+        if warm.all():
+            return least
+        pairs, m = study_pairs(study, n_pairs), _models(n_pairs)
+        theta = None if study is None else study.theta
+        if study is not None and (theta is None or study.votes % REFIT_EVERY == 0):
+            # Refit now and then, warm-started, as the app reuses its tallies for a while; the information
+            # (counts) is fresh on every vote.
+            theta = study.theta = fit_strengths(wins_lo, wins_hi, pairs, m, theta)
+        include = counted_models(wins_lo, wins_hi, ties, pairs, m)
+        now, after, _ = rating_variances(wins_lo, wins_hi, ties, pairs, m, theta=theta, include=include)
+        scale = np.where(include, now, 0.0).max(axis=-1)
+        picked = pick_least_score(design_scores(after, scale, include), rng)
+        return np.where(warm, least, picked)
     gain = eq9_gain(np.maximum(counts, 1), vote_variance(wins_lo, wins_hi, ties))
     cum = np.cumsum(gain, axis=1)
     drawn = (cum < rng.random((reps, 1)) * cum[:, -1:]).sum(axis=1)
-    return np.where(counts.min(axis=1) < MIN_VOTES_PER_PAIR, least, np.minimum(drawn, n_pairs - 1))
+    return np.where(warm, least, np.minimum(drawn, n_pairs - 1))
+
+
+def _models(n_pairs: int) -> int:
+    """The number of models M of a complete design with M (M - 1) / 2 pairs."""
+    return int(round((1 + (1 + 8 * n_pairs) ** 0.5) / 2))
+
+
+def study_pairs(study: Study | None, n_pairs: int) -> np.ndarray:
+    return study.pairs if study is not None else np.array(list(itertools.combinations(range(_models(n_pairs)), 2)))
 
 
 class Study:
@@ -134,9 +180,12 @@ class Study:
         self.wins_hi = np.zeros((reps, len(self.pairs)))
         self.ties = np.zeros((reps, len(self.pairs)))
         self.rows = np.arange(reps)
+        self.theta: np.ndarray | None = None  # the adaptive rule's last fit, (R, M)
+        self.votes = 0
 
     def vote(self, policy: str) -> None:
-        choice = choose(policy, self.wins_lo, self.wins_hi, self.ties, self.rng)
+        choice = choose(policy, self.wins_lo, self.wins_hi, self.ties, self.rng, self)
+        self.votes += 1
         reps = len(self.rows)
         tie = self.rng.random(reps) < self.scenario.tie_rate
         lo_wins = ~tie & (self.rng.random(reps) < self.p_lo[choice])
@@ -182,31 +231,38 @@ def _summary(votes: np.ndarray, max_votes: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=400)
+    parser.add_argument("--reps", type=int, default=1000)
+    parser.add_argument("--reps-large", type=int, default=300, help="replicates of scenarios with over 6 models")
     parser.add_argument("--quick", action="store_true", help="two scenarios only")
     parser.add_argument("--win-width", type=float, default=0.2, help="target width of every win-rate interval")
     parser.add_argument("--bt-width", type=float, default=0.5, help="target width of every rating interval")
     parser.add_argument("--every", type=int, default=10, help="check the targets every this many votes")
-    parser.add_argument("--max-votes", type=int, default=20000)
+    parser.add_argument("--max-votes", type=int, default=None, help="override every scenario's max_votes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.time()
     rows = []
     for k, scenario in enumerate(QUICK if args.quick else SCENARIOS):
-        result: dict[str, Any] = {"scenario": asdict(scenario)}
+        reps = args.reps if len(scenario.strengths) <= 6 else args.reps_large
+        max_votes = args.max_votes or scenario.max_votes
+        result: dict[str, Any] = {"scenario": asdict(scenario), "reps": reps, "max_votes": max_votes}
         for j, policy in enumerate(POLICIES):
             # Same seed per scenario for every policy: the studies differ only by the policy's choices.
             rng = np.random.default_rng([args.seed, k, j])
-            met = run(scenario, policy, args.reps, rng, win_width=args.win_width, bt_width=args.bt_width,
-                      every=args.every, max_votes=args.max_votes)
-            result[policy] = {t: _summary(met[t], args.max_votes) for t in TARGETS}
-        for baseline in ("random", "least_voted"):
-            result[f"saving_vs_{baseline}"] = {
-                t: 1 - result["adaptive"][t]["mean"] / result[baseline][t]["mean"] for t in TARGETS}
+            tic = time.time()
+            met = run(scenario, policy, reps, rng, win_width=args.win_width, bt_width=args.bt_width,
+                      every=args.every, max_votes=max_votes)
+            result[policy] = {t: _summary(met[t], max_votes) for t in TARGETS}
+            result[policy]["seconds"] = round(time.time() - tic, 1)
+        for name in ("adaptive", "arena_eq9"):
+            for baseline in ("random", "least_voted"):
+                result[f"{name}_saving_vs_{baseline}"] = {
+                    t: 1 - result[name][t]["mean"] / result[baseline][t]["mean"] for t in TARGETS}
         rows.append(result)
-    meta = {"reps": args.reps, "win_width": args.win_width, "bt_width": args.bt_width, "every": args.every,
-            "max_votes": args.max_votes, "seed": args.seed, "seconds": round(time.time() - started, 1),
+        print(f"{scenario.name}: {time.time() - started:.0f} s", flush=True)
+    meta = {"reps": args.reps, "reps_large": args.reps_large, "win_width": args.win_width, "bt_width": args.bt_width,
+            "every": args.every, "seed": args.seed, "seconds": round(time.time() - started, 1),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "python": platform.python_version(),
             "published_saving_vs_random": PUBLISHED}
@@ -224,19 +280,20 @@ def render(out: dict[str, Any]) -> str:
              "win_mean": f"average win-rate CI < {meta['win_width']:g}",
              "bt_max": f"every rating's CI < {meta['bt_width']:g}",
              "bt_mean": f"average rating CI < {meta['bt_width']:g}"}
-    lines = [f"Votes until the target holds: mean (s.e.) over {meta['reps']} replicates per cell; checked every "
-             f"{meta['every']} votes.", "",
-             "| scenario | target | random | least-voted | adaptive | saving vs random | saving vs least-voted "
-             "| published (vs random) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"Votes until the target holds: mean (s.e.) per cell over the scenario's replicates (n); checked every "
+             f"{meta['every']} votes. Savings = 1 - policy / baseline, of the means.", "",
+             "| scenario (n) | target | random | least-voted | arena_eq9 | adaptive | adaptive saving vs random "
+             "| adaptive saving vs least-voted | arena_eq9 saving vs random | published (vs random) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         for t in TARGETS:
             cells = [f"{r[p][t]['mean']:.0f} ({r[p][t]['se']:.0f})" + (f", {r[p][t]['not_met']} unmet"
                                                                       if r[p][t]["not_met"] else "")
                      for p in POLICIES]
             published = f"{PUBLISHED[t]:.0%}" if t in PUBLISHED else ""
-            lines.append(f"| {r['scenario']['name']} | {names[t]} | {' | '.join(cells)} | "
-                         f"{r['saving_vs_random'][t]:.1%} | {r['saving_vs_least_voted'][t]:.1%} | {published} |")
+            lines.append(f"| {r['scenario']['name']} ({r['reps']}) | {names[t]} | {' | '.join(cells)} | "
+                         f"{r['adaptive_saving_vs_random'][t]:.1%} | {r['adaptive_saving_vs_least_voted'][t]:.1%} | "
+                         f"{r['arena_eq9_saving_vs_random'][t]:.1%} | {published} |")
     return "\n".join(lines) + "\n"
 
 
