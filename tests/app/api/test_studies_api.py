@@ -207,6 +207,8 @@ def test_pair_selection_is_set_at_creation_and_changed_over_http(api, session):
     assert api.get(f"/api/v1/studies/{study_id}/qc").json()["pair_selection"] == "adaptive"
     r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": "least_voted"})
     assert r.status_code == 200 and r.json()["pair_selection"] == "least_voted"
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": "arena_eq9"})
+    assert r.status_code == 200 and r.json()["pair_selection"] == "arena_eq9"
 
 
 def test_optional_answers_through_the_api(api, session):
