@@ -60,3 +60,19 @@ def test_the_design_rule_narrows_every_rating_sooner_than_random_pairs():
 def test_the_wilson_width_is_the_textbook_one():
     # 50 of 100: 0.5 +- 1.96 * sqrt(0.25/100 + 1.96^2/40000) / (1 + 1.96^2/100) -> width 0.1923 (Wilson 1927).
     assert abs(float(bench.wilson_width(np.array(50.0), np.array(100.0))) - 0.19234) < 1e-5
+
+
+def test_a_model_that_always_wins_does_not_draw_every_vote(monkeypatch):
+    """The guard of app.stats.adaptive.counted_models, measured: without it the model that wins every vote
+    takes nearly all votes (no number of them narrows its interval); with it, about an even share."""
+    scenario = bench.Scenario("one always wins", (0.0, 0.1, 0.2, 12.0))
+    strong = [2, 4, 5]  # pairs (0,3), (1,3), (2,3) of the 6
+
+    def share() -> float:
+        counts = bench.allocation(scenario, "adaptive", reps=20, votes=400, rng=np.random.default_rng(2))
+        return float(counts[:, strong].sum() / counts.sum())
+
+    guarded = share()
+    monkeypatch.setattr(bench, "counted_models", lambda wa, wb, t, pairs, m: np.ones(wa.shape[:-1] + (m,), bool))
+    unguarded = share()
+    assert unguarded > 0.85 and guarded < 0.6, (guarded, unguarded)

@@ -91,7 +91,7 @@ def test_arena_eq9_spends_votes_on_the_uncertain_pairs_without_repeats_and_balan
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_adaptive_design_does_not_chase_a_model_that_never_loses(session):
     """'strong' wins every vote: its rating has no finite estimate, so no number of votes narrows its interval.
-    Counted, it would draw nearly every vote (98% in bench/adaptive.py's allocation with strength 10); the rule
+    Counted, it would draw nearly every vote (95%: tests/bench/test_bench_adaptive.py); the rule
     leaves it out once it has an even share (``counted_models``), so its pairs get about half, as least-voted
     would give them."""
     study, per_evaluator, votes = _run(session, pair_selection="adaptive")
