@@ -115,6 +115,11 @@ class StudyCreate(BaseModel):
     pairs_per_session: int = Field(10, ge=1, le=10_000)
     redirect_url: str = Field("", max_length=500)
     settings: dict[str, Any] | None = Field(None, description="Overrides of the standard generation settings.")
+    pair_selection: str = Field(
+        "least_voted", description="How the next pair is chosen: least_voted (fewest votes first), adaptive "
+        "(with 3+ models, votes go where they narrow the widest rating intervals most: sequential optimal design) "
+        "or arena_eq9 (Chatbot Arena's Eq. 9, for the pairwise win rates). Changeable later with "
+        "PATCH /studies/{id}/qc.")
     answers: AnswerOptionsIn | None = Field(None, description="Optional answers; none unless given.")
 
 
@@ -318,6 +323,7 @@ def api_create_study(body: StudyCreate, session: DbSession, user: CurrentUser) -
             criteria=None if body.criteria is None else [(c.key, c.label, c.description) for c in body.criteria],
             votes_per_pair=body.votes_per_pair, pairs_per_session=body.pairs_per_session,
             redirect_url=body.redirect_url, settings=body.settings, created_by_id=user.id,
+            qc={"pair_selection": body.pair_selection} if body.pair_selection != "least_voted" else None,
             answers=body.answers.model_dump() if body.answers else None,
         )
     except StudyError as exc:

@@ -69,6 +69,11 @@ def study_create(
         "gif", "--clip-format", help="What raters see: gif, mp4 (H.264) or webm (VP9); videos get the frame-locked "
         "player. Every clip, imported or generated, is stored in this format."
     ),
+    pair_selection: str = typer.Option(
+        "least_voted", "--pair-selection", help="How the next pair is chosen: least_voted, adaptive (3+ models: "
+        "votes go where they narrow the widest rating intervals most) or arena_eq9 (Chatbot Arena's Eq. 9, for "
+        "the win rates). Later: study qc --set."
+    ),
 ) -> None:
     """Create a draft study and print its id and invite link."""
     require_migrated()
@@ -91,6 +96,7 @@ def study_create(
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, description=description,
                 redirect_url=redirect_url, created_by_id=owner_id, settings={"clip_format": clip_format},
                 answers={"both_bad": both_bad, "reason_tags": reason_tag, "comment": comment},
+                qc={"pair_selection": pair_selection} if pair_selection != "least_voted" else None,
             )
             study_id, invite = study.id, study_service.invite_url(study)
             models = ", ".join(f"{m.name}{' (' + m.preset + ')' if m.preset else ''}" for m in study.models)

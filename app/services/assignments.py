@@ -3,6 +3,9 @@
 Allocation rules (issue 2): an evaluator never gets the same pair twice; pairs with the fewest votes (plus
 pairs currently being rated) go first, ties broken at random so the pair order is random per evaluator; the
 left/right side is counterbalanced per pair so each model is on the left as often as on the right (+-1).
+A study with QC setting ``pair_selection = "adaptive"`` (issue 13) chooses the model pair by a sequential optimal
+design for every rating's interval, or with ``"arena_eq9"`` draws it by Chatbot Arena's Eq. 9 (``_pick_adaptive``,
+``app.stats.adaptive``), then the least-loaded pair of it; the other two rules stay.
 """
 
 from __future__ import annotations
@@ -11,18 +14,29 @@ import hashlib
 import hmac
 import math
 import secrets
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import numpy as np
 from sqlalchemy import ColumnElement, Integer, ScalarSelect, Select, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import expire_cached
-from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, utcnow
+from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, Vote, VoteChoice, utcnow
 from app.services.attention import QCSettings, due_check_pair, qc_settings, qc_settings_for
+from app.stats.adaptive import (
+    MIN_VOTES_PER_PAIR,
+    counted_models,
+    design_scores,
+    pair_variance,
+    pick_least_score,
+    rating_variances,
+    sampling_weights,
+)
 
 EXTERNAL_ID_MAX = 200
 PLATFORM_SESSION_ID_MAX = 200
@@ -415,11 +429,18 @@ def study_criteria(session: Session, study_id: int) -> list[CriterionRow]:
     return [CriterionRow(*row) for row in session.execute(_CRITERIA, {"study_id": study_id})]
 
 
-def _build_pick() -> Select:
+_PICK_A, _PICK_B = Clip.__table__.alias("pick_a"), Clip.__table__.alias("pick_b")
+# A model pair, unordered: (lower model id, higher model id) of the pair's two clips.
+_MODEL_LO = case((_PICK_A.c.model_id < _PICK_B.c.model_id, _PICK_A.c.model_id), else_=_PICK_B.c.model_id)
+_MODEL_HI = case((_PICK_A.c.model_id < _PICK_B.c.model_id, _PICK_B.c.model_id), else_=_PICK_A.c.model_id)
+
+
+def _build_pick(*, in_model_pair: bool = False) -> Select:
     """Among pairs this evaluator has not had, one with the least load (votes + live reservations), at random.
 
     One query: the load, the pairs already seen and the check prompts are all worked out by the database,
-    which returns the single pair chosen (ties broken by its random()).
+    which returns the single pair chosen (ties broken by its random()). ``in_model_pair``: only pairs of the
+    two models bound as ``lo`` and ``hi`` (their ids, lo < hi), for adaptive selection.
     """
     evaluator_id = bindparam("evaluator_id", type_=Integer)
     seen = select(_as.c.pair_id).where(_as.c.evaluator_id == evaluator_id)
@@ -434,7 +455,7 @@ def _build_pick() -> Select:
         select(checked.c.prompt_id).join(_as, _as.c.pair_id == checked.c.id)
         .where(_as.c.evaluator_id == evaluator_id, checked.c.kind != "normal")
     )
-    return (
+    pick = (
         select(_pr.c.id)
         # Attention checks (kind != 'normal') are mixed in by app.services.attention, not by load.
         .where(_pr.c.study_id == bindparam("study_id"), _pr.c.kind == "normal", _pr.c.id.not_in(seen))
@@ -442,9 +463,130 @@ def _build_pick() -> Select:
                   func.random())
         .limit(1)
     )
+    if in_model_pair:
+        pick = (pick.join(_PICK_A, _PICK_A.c.id == _pr.c.clip_a_id).join(_PICK_B, _PICK_B.c.id == _pr.c.clip_b_id)
+                .where(_MODEL_LO == bindparam("lo"), _MODEL_HI == bindparam("hi")))
+    return pick
 
 
 _PICK = _build_pick()
+_PICK_IN_MODEL_PAIR = _build_pick(in_model_pair=True)
+
+
+def _build_model_pair_load() -> Select:
+    """Per model pair of the study's normal pairs: its load (assignments given and not given back: votes plus
+    votes on screen, ``Pair.assigned_count``, a cached counter), its votes (``Pair.votes_count``) and how many
+    of its pairs this evaluator has not had. One aggregate over the pairs table, not the votes."""
+    seen = select(_as.c.pair_id).where(_as.c.evaluator_id == bindparam("evaluator_id", type_=Integer))
+    return (
+        select(_MODEL_LO.label("lo"), _MODEL_HI.label("hi"), func.sum(_pr.c.assigned_count).label("load"),
+               func.sum(_pr.c.votes_count).label("votes"),
+               func.sum(case((_pr.c.id.not_in(seen), 1), else_=0)).label("unseen"))
+        .select_from(_pr.join(_PICK_A, _PICK_A.c.id == _pr.c.clip_a_id)
+                     .join(_PICK_B, _PICK_B.c.id == _pr.c.clip_b_id))
+        .where(_pr.c.study_id == bindparam("study_id"), _pr.c.kind == "normal")
+        .group_by(_MODEL_LO, _MODEL_HI)
+    )
+
+
+_MODEL_PAIR_LOAD = _build_model_pair_load()
+_vc, _vt = VoteChoice.__table__, Vote.__table__
+# Outcomes per model pair and criterion (a: the pair's clip_a model won). Every vote counts, flagged raters'
+# too: this only steers where votes go next, it is not a result.
+_TALLIES = (
+    select(_vc.c.model_a_id, _vc.c.model_b_id, _vc.c.criterion_id, _vc.c.outcome, func.count().label("n"))
+    .join(_vt, _vt.c.id == _vc.c.vote_id).join(_pr, _pr.c.id == _vt.c.pair_id)
+    .where(_vt.c.study_id == bindparam("study_id"), _pr.c.kind == "normal")
+    .group_by(_vc.c.model_a_id, _vc.c.model_b_id, _vc.c.criterion_id, _vc.c.outcome)
+)
+# Seconds the outcome tallies of a study are reused: they scan the study's votes, the rest of the adaptive
+# choice does not; the estimates move slowly, and the load (which does move) is read fresh on every pick.
+TALLY_TTL_S = 15.0
+# per (lo, hi) model ids: per criterion [wins of lo, wins of hi, ties]
+Tallies = dict[tuple[int, int], dict[int, list[float]]]
+_tally_cache: dict[int, tuple[float, int, Tallies]] = {}
+
+
+def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
+    """Wins of each model and ties, per model pair (lo, hi) and criterion, from the study's votes.
+
+    Cached per study for ``TALLY_TTL_S`` seconds, and recomputed sooner once the study's ``load`` (assignments
+    given) grew by a tenth since: the tallies scan every vote of the study, the rest of the choice does not.
+    """
+    now = time.monotonic()
+    cached = _tally_cache.get(study_id)
+    if cached is not None and now - cached[0] < TALLY_TTL_S and cached[1] <= load <= cached[1] * 1.1 + 2:
+        return cached[2]
+    counts: Tallies = {}
+    for row in session.execute(_TALLIES, {"study_id": study_id}):
+        lo, hi = sorted((row.model_a_id, row.model_b_id))
+        tally = counts.setdefault((lo, hi), {}).setdefault(row.criterion_id, [0.0, 0.0, 0.0])
+        if row.outcome == "tie":
+            tally[2] += row.n
+        else:
+            winner = row.model_a_id if row.outcome == "a" else row.model_b_id
+            tally[0 if winner == lo else 1] += row.n
+    _tally_cache[study_id] = (now, load, counts)
+    return counts
+
+
+def _eq9_choice(rows: list[Any], tallies: Tallies) -> Any:
+    """Chatbot Arena's Eq. 9: draw a model pair with probability proportional to the drop in its win rate's
+    standard error one more vote buys (``app.stats.adaptive.sampling_weights``)."""
+    variances = {key: pair_variance([(t[0], t[1], t[2]) for t in per.values()]) for key, per in tallies.items()}
+    # A model pair with votes on screen but none counted yet: the largest variance a vote can have (p = 1/2, all
+    # decided) times the number of criteria seen elsewhere, rather than no information at all.
+    fallback = max(variances.values(), default=0.25)
+    weights = sampling_weights([int(r.load) for r in rows], [variances.get((r.lo, r.hi), fallback) for r in rows])
+    draw = int(np.searchsorted(np.cumsum(weights), _rng.random() * weights.sum(), side="right"))
+    return rows[min(draw, len(rows) - 1)]
+
+
+def _design_choice(every: list[Any], rows: list[Any], tallies: Tallies) -> Any:
+    """The optimal-design rule (``app.stats.adaptive``, "adaptive"): the model pair where one more vote shrinks
+    the largest rating variances most (Kiefer's phi_p over every model and criterion), among ``rows``, the model
+    pairs this evaluator still has pairs of. ``every``: all model pairs of the study (the information comes from
+    all of them). Votes on screen count at their expected information."""
+    models = sorted({r.lo for r in every} | {r.hi for r in every})
+    index = {m: i for i, m in enumerate(models)}
+    pairs = np.array([(index[r.lo], index[r.hi]) for r in every])
+    criteria = sorted({c for per in tallies.values() for c in per}) or [0]
+    counts = np.zeros((3, len(criteria), len(every)))
+    for k, r in enumerate(every):
+        for j, c in enumerate(criteria):
+            counts[:, j, k] = tallies.get((r.lo, r.hi), {}).get(c, (0.0, 0.0, 0.0))
+    voted = np.array([float(r.votes or 0) for r in every])
+    pending = np.maximum(np.array([float(r.load or 0) for r in every]) - voted, 0.0)
+    include = counted_models(counts[0], counts[1], counts[2], pairs, len(models))
+    now, after, _ = rating_variances(counts[0], counts[1], counts[2], pairs, len(models),
+                                     pending=np.broadcast_to(pending, counts[0].shape), include=include)
+    scale = np.where(include, now, 0.0).max()  # one scale for every criterion, so their scores add up
+    scores = design_scores(after, scale, include).sum(axis=0)  # (P,): summed over criteria
+    open_pairs = {(r.lo, r.hi) for r in rows}
+    allowed = np.array([(r.lo, r.hi) in open_pairs for r in every])
+    scores = np.where(allowed, scores, np.inf)
+    return every[int(pick_least_score(scores, np.random.default_rng(_rng.getrandbits(64))))]
+
+
+def _pick_adaptive(session: Session, *, study_id: int, evaluator_id: int, qc: QCSettings) -> int | None:
+    """Choose a model pair by the study's adaptive rule (``qc.pair_selection``: "adaptive", the optimal design
+    for every rating's interval, or "arena_eq9"), then its least-loaded pair that this evaluator has not had;
+    least-voted first (``_pick_pair_id``) while some model pair has too few votes to weigh. Left/right is
+    counterbalanced afterwards by ``_allocate``, as for any pair."""
+    every = list(session.execute(_MODEL_PAIR_LOAD, {"study_id": study_id, "evaluator_id": evaluator_id}).all())
+    rows = [r for r in every if r.unseen]  # the model pairs this evaluator still has pairs of
+    if len(rows) < 2 or min(int(r.load or 0) for r in rows) < MIN_VOTES_PER_PAIR:
+        return _pick_pair_id(session, study_id=study_id, evaluator_id=evaluator_id, qc=qc)
+    tallies = _model_pair_tallies(session, study_id, sum(int(r.load or 0) for r in every))
+    if qc.pair_selection == "arena_eq9":
+        chosen = _eq9_choice(rows, tallies)
+    else:
+        chosen = _design_choice(every, rows, tallies)
+    pair_id = session.scalar(_PICK_IN_MODEL_PAIR, {
+        "study_id": study_id, "evaluator_id": evaluator_id, "since": abandoned_before(qc),
+        "lo": chosen.lo, "hi": chosen.hi})
+    return pair_id if pair_id is not None else _pick_pair_id(session, study_id=study_id,
+                                                              evaluator_id=evaluator_id, qc=qc)
 
 
 def abandoned_before(qc: QCSettings) -> datetime:
@@ -561,7 +703,9 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         check = due_check_pair(session, evaluator_id=state.id, study_id=state.study_id, quota=state.quota,
                                position=state.had + 1, settings=qc, rng=_rng)
         pair_id = check.id if check is not None else None
-    if pair_id is None:
+    if pair_id is None and qc.pair_selection in ("adaptive", "arena_eq9"):
+        pair_id = _pick_adaptive(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)
+    elif pair_id is None:
         pair_id = _pick_pair_id(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)
     if pair_id is None:  # this evaluator has rated every pair of the study
         _finish(session, state.id)

@@ -104,6 +104,10 @@ class QCSettings:
     # app/trust/reliability.py.
     reliability_alpha: float = 0.001
     reliability_min_votes: int = 5
+    # How the next pair is chosen (app/services/assignments.py): least-voted first, or with 3+ models
+    # "adaptive" (optimal design for every rating's interval) or "arena_eq9" (Chatbot Arena's Eq. 9), both in
+    # app/stats/adaptive.py. Lives here because the rating flow reads these settings on every pair page already.
+    pair_selection: str = "least_voted"
 
     # The limits as qc_settings() resolves them from the study row (the stored overrides may leave them None).
     @property
@@ -140,6 +144,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "abandon_after_minutes": (0, 7 * 24 * 60),
     "cluster_check_alpha": (0.0, 0.1),
 }
+PAIR_SELECTIONS = ("least_voted", "adaptive", "arena_eq9")
 # Older spelling used by the vote service before this module existed.
 _ALIASES = {"min_vote_seconds": "min_seconds_per_vote"}
 
@@ -164,6 +169,12 @@ def validate_qc(data: dict[str, Any] | None) -> dict[str, Any]:
             continue
         if value is None and key in ("max_pairs_per_session", "sessions_per_invite", "join_rate_limit_per_minute"):
             clean[key] = None
+            continue
+        if key == "pair_selection":
+            if value not in PAIR_SELECTIONS:
+                errors.append(f"pair_selection must be one of {', '.join(PAIR_SELECTIONS)}, got {repr(value)[:60]}")
+            else:
+                clean[key] = value
             continue
         if key == "enabled":
             if not isinstance(value, bool):

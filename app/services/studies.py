@@ -246,6 +246,7 @@ def create_study(
     created_by_id: int | None = None,
     slug: str | None = None,
     answers: dict[str, Any] | None = None,
+    qc: dict[str, Any] | None = None,
 ) -> Study:
     """Validate everything first, then create the study with its models, criteria and prompts (status draft).
 
@@ -269,6 +270,11 @@ def create_study(
         options = validate_answer_options(answers).as_json() if answers else None
     except AnswerOptionsError as exc:
         errors.extend(_sentence(f"Answer options: {e}") for e in exc.errors)
+    clean_qc: dict[str, Any] = {}
+    try:  # e.g. {"pair_selection": "adaptive"} (app/services/attention.py's QCSettings)
+        clean_qc = validate_qc(qc)
+    except QCSettingsError as exc:
+        errors.extend(_sentence(f"Quality-control settings: {e}") for e in exc.errors)
     if slug is not None:
         _check_slug(session, slug, errors)
     _check_storable(errors, name=name, description=description, models=models, settings=settings, criteria=crit)
@@ -285,6 +291,7 @@ def create_study(
                 session, name=name, description=description, models=models, criteria=crit, prompts=prompts,
                 votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session, settings=merged_settings,
                 redirect_url=redirect_url, created_by_id=created_by_id, slug=slug, answer_options=options,
+                qc=clean_qc,
             )
     except PromptError as exc:
         raise StudyError(exc.errors) from exc

@@ -75,6 +75,7 @@ class StudyForm:
     votes_per_pair: str = "5"
     pairs_per_session: str = "10"
     redirect_url: str = ""
+    pair_selection: str = "least_voted"
     # Optional answers (app/services/answers.py), as typed: both_bad / tags_required "yes" or "", tags comma-separated.
     answers: dict[str, str] = field(default_factory=lambda: {"both_bad": "", "reason_tags": "", "tags_required": "",
                                                               "comment": "off"})
@@ -212,6 +213,7 @@ def create_study_submit(
     base_model: Annotated[str, Form()] = DEFAULT_SETTINGS["base_model"],
     dtype: Annotated[str, Form()] = DEFAULT_SETTINGS["dtype"],
     clip_format: Annotated[str, Form()] = DEFAULT_SETTINGS["clip_format"],
+    pair_selection: Annotated[str, Form()] = "least_voted",
     both_bad: Annotated[str, Form()] = "",
     reason_tags: Annotated[str, Form()] = "",
     tags_required: Annotated[str, Form()] = "",
@@ -230,7 +232,7 @@ def create_study_submit(
             for i in range(n)]
     form = StudyForm(name=name, description=description, models=rows, prompt_source=prompt_source,
                      themes=themes, votes_per_pair=votes_per_pair, pairs_per_session=pairs_per_session,
-                     redirect_url=redirect_url, settings=raw_settings,
+                     redirect_url=redirect_url, pair_selection=pair_selection, settings=raw_settings,
                      answers={"both_bad": both_bad, "reason_tags": reason_tags, "tags_required": tags_required,
                               "comment": comment})
     errors: list[str] = []
@@ -245,6 +247,7 @@ def create_study_submit(
             session, name=name, description=description, models=models, prompts=prompts,
             votes_per_pair=vpp if vpp is not None else 1, pairs_per_session=pps if pps is not None else 1,
             redirect_url=redirect_url, created_by_id=user.id, settings=settings, answers=_answers(form.answers),
+            qc={"pair_selection": pair_selection} if pair_selection != "least_voted" else None,
         )
     except StudyError as exc:
         # The service repeats "no prompts" when the prompt source already failed; say each thing once.

@@ -188,6 +188,29 @@ def test_qc_settings_are_changed_and_evaluators_rejudged(api, session):
     assert session.get(Study, study_id).qc == {"min_seconds_per_vote": 8.0, "max_too_fast_share": 0.5}
 
 
+def test_pair_selection_is_set_at_creation_and_changed_over_http(api, session):
+    """Issue 13: a study chooses adaptive pair selection when created; a bad value is refused, nothing changed."""
+    r = api.post("/api/v1/studies", json={**BODY, "pair_selection": "bandit"})
+    assert r.status_code == 400
+    assert "pair_selection must be one of least_voted, adaptive, arena_eq9" in r.json()["detail"]
+    assert api.get("/api/v1/studies").json() == []
+
+    default = api.post("/api/v1/studies", json=BODY).json()
+    assert api.get(f"/api/v1/studies/{default['id']}/qc").json()["pair_selection"] == "least_voted"
+    r = api.post("/api/v1/studies", json={**BODY, "name": "Adaptive", "pair_selection": "adaptive"})
+    assert r.status_code == 201, r.text
+    study_id = r.json()["id"]
+    assert api.get(f"/api/v1/studies/{study_id}/qc").json()["pair_selection"] == "adaptive"
+
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": ["adaptive"]})
+    assert r.status_code == 400 and "pair_selection must be one of" in r.json()["detail"]
+    assert api.get(f"/api/v1/studies/{study_id}/qc").json()["pair_selection"] == "adaptive"
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": "least_voted"})
+    assert r.status_code == 200 and r.json()["pair_selection"] == "least_voted"
+    r = api.patch(f"/api/v1/studies/{study_id}/qc", json={"pair_selection": "arena_eq9"})
+    assert r.status_code == 200 and r.json()["pair_selection"] == "arena_eq9"
+
+
 def test_optional_answers_through_the_api(api, session):
     answers = {"both_bad": True, "reason_tags": ["blurry", "flicker"], "comment": "optional"}
     r = api.post("/api/v1/studies", json={**BODY, "answers": answers})

@@ -200,6 +200,18 @@ def test_the_clip_format_is_chosen_on_the_form(client, session, user):
     session.rollback()
 
 
+def test_pair_selection_is_chosen_on_the_form(client, session, user):
+    """Issue 13: adaptive pair selection from the new-study form; a forged value is refused, nothing created."""
+    r = new_study_post(client, {"pair_selection": "greedy"})
+    assert r.status_code == 400
+    assert any("pair_selection must be one of least_voted, adaptive, arena_eq9" in e for e in errors_shown(r.text))
+    assert count(session, Study) == 0
+    r = new_study_post(client, {"pair_selection": "adaptive"})
+    assert r.status_code == 303, errors_shown(r.text)
+    assert session.scalars(select(Study.qc)).one() == {"pair_selection": "adaptive"}
+    session.rollback()
+
+
 def test_generation_settings_from_the_form(client, session, user):
     r = new_study_post(client, {"seeds": "0, 1, 7", "width": "256", "height": "500", "frames": "x"})
     assert r.status_code == 400
