@@ -504,7 +504,9 @@ _TALLIES = (
 TALLY_TTL_S = 15.0
 # per (lo, hi) model ids: per criterion [wins of lo, wins of hi, ties]
 Tallies = dict[tuple[int, int], dict[int, list[float]]]
-_tally_cache: dict[int, tuple[float, int, Tallies]] = {}
+# Keyed by the database as well as the study: tests and the CLI may hold several databases in one process, and a
+# study id is only unique within one.
+_tally_cache: dict[tuple[str, int], tuple[float, int, Tallies]] = {}
 
 
 def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
@@ -514,7 +516,8 @@ def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
     given) grew by a tenth since: the tallies scan every vote of the study, the rest of the choice does not.
     """
     now = time.monotonic()
-    cached = _tally_cache.get(study_id)
+    key = (str(session.get_bind().engine.url), study_id)
+    cached = _tally_cache.get(key)
     if cached is not None and now - cached[0] < TALLY_TTL_S and cached[1] <= load <= cached[1] * 1.1 + 2:
         return cached[2]
     counts: Tallies = {}
@@ -526,7 +529,7 @@ def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
         else:
             winner = row.model_a_id if row.outcome == "a" else row.model_b_id
             tally[0 if winner == lo else 1] += row.n
-    _tally_cache[study_id] = (now, load, counts)
+    _tally_cache[key] = (now, load, counts)
     return counts
 
 

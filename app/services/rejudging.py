@@ -9,8 +9,9 @@ transaction, holding every other rater's vote.
 So a re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
 than ``SPACING * t`` later (at most 1/SPACING of one core per study and process). A trigger that falls inside
 that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind of vote that
-is. Cheap re-judgings (under ``CHEAP_S``, 2 ms: a study of a few hundred answers) are never held back, so a small study's flags are
-exactly as before; a large, busy study's flags are at most ``SPACING * t`` behind its votes.
+is. Cheap re-judgings (under ``CHEAP_S``, 2 ms: a study of a few hundred answers) are never held back, so a
+small study's flags are exactly as before; a large, busy study's flags are at most ``SPACING * t`` behind its
+votes.
 """
 
 from __future__ import annotations
