@@ -292,8 +292,10 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
     shared = 0
     if state.ip_hash:
-        shared = session.scalar(select(func.count(Evaluator.id)).where(
-            Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)) or 0
+        # Only "is there another?" matters: stop at two rather than count every session behind a shared address.
+        sharing = (select(Evaluator.id).where(Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)
+                   .limit(2).subquery())
+        shared = session.scalar(select(func.count()).select_from(sharing)) or 0
     if shared >= 2:
         return True
     if not completed:

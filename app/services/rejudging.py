@@ -7,9 +7,9 @@ them than on the votes as a study grew (issue 16; bench/launch.py). Worse, each 
 transaction, holding every other rater's vote.
 
 So a re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
-than ``SPACING * t`` later (at most 1/SPACING of one core per study and process). A trigger that falls inside
-that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind of vote that
-is. Cheap re-judgings (under ``CHEAP_S``, 2 ms: a study of a few hundred answers) are never held back, so a
+than ``SPACING * t`` later (at most 1/SPACING, 2.5%, of one core per study, check and process). A trigger that
+falls inside that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind
+of vote that is. Cheap re-judgings (under ``CHEAP_S``, 2 ms: a study of a few hundred answers) are never held back, so a
 small study's flags are exactly as before; a large, busy study's flags are at most ``SPACING * t`` behind its
 votes.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CHEAP_S = 0.002
-SPACING = 20.0
+SPACING = 40.0
 
 
 @dataclass
