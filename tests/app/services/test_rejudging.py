@@ -94,3 +94,14 @@ def test_the_vote_path_owes_an_expensive_study_rejudging_to_the_next_vote(monkey
     clock.now += 20
     qc.refresh_reliability_after_vote(session, state=state, completed=False)  # any vote pays the debt
     assert len(runs) == 2
+
+
+def test_a_forced_rejudging_runs_inside_the_wait():
+    """A session completing re-judges its address cluster at once, whatever ran just before."""
+    clock, ran = Clock(), []
+    r = Rejudging(clock=clock, cheap_s=0.0, spacing=40)
+    key = ("db", 1, "clusters")
+    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01))
+    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
+    assert r.run_if_allowed(key, triggered=True, force=True, job=_job(clock, ran, 0.01))
+    assert not r.owed(key) and len(ran) == 2
