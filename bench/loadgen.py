@@ -378,6 +378,13 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
     async def add_one() -> None:
         async with sem:
             ev = await _join_until(kind, client, invite, stats, next(counter), time.perf_counter() + 60)
+            if ev is not None and cfg.get("flow") == "api1" and kind == "app":
+                # The population is already rating when the measured loop starts, as in a study's steady state:
+                # each evaluator has its current pair (in the one-request flow its first GET came on arrival).
+                # Without this, 2,000 first-pair fetches landed in the loop's first ten seconds on top of the rate.
+                page = await client.get("/api/v1/evaluate/pair", headers={"X-Evaluator-Token": ev.cookies["bp_eval"]})
+                if page.status_code == 200:
+                    ev.pending = page.json()
             if ev is not None:
                 pool.put_nowait(ev)
 

@@ -35,7 +35,7 @@ from app.services.attention import (
     grade_check,
     qc_settings,
 )
-from app.services.rejudging import REJUDGING
+from app.services.rejudging import REJUDGING, db_key
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
@@ -286,7 +286,8 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     key = (_db_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
     REJUDGING.run_if_allowed(key, triggered=triggered, force=triggered and completed,
-                             job=lambda: refresh_cluster_flags(session, study_id=state.study_id, settings=qc))
+                             job=lambda: refresh_cluster_flags(session, study_id=state.study_id, settings=qc),
+                             later=lambda s: refresh_cluster_flags(s, study_id=state.study_id, settings=qc))
 
 
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
@@ -307,8 +308,7 @@ def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool)
 
 def _db_key(session: Session) -> str:
     """Which database a study id belongs to (tests and the CLI may hold several engines in one process)."""
-    bind = session.get_bind()
-    return str(bind.engine.url)
+    return db_key(session)
 
 
 # ------------------------------------------------------------------------------------ rater reliability
@@ -409,7 +409,8 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
             Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
         triggered = finished % CLUSTER_CHECK_COMPLETIONS == 0
     REJUDGING.run_if_allowed((_db_key(session), state.study_id, "reliability"), triggered=triggered,
-                             job=lambda: refresh_reliability_flags(session, study_id=state.study_id, settings=qc))
+                             job=lambda: refresh_reliability_flags(session, study_id=state.study_id, settings=qc),
+                             later=lambda s: refresh_reliability_flags(s, study_id=state.study_id, settings=qc))
 
 
 def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],

@@ -23,8 +23,9 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import read_session_scope
+from app.db import read_session_scope, session_scope
 from app.models import Evaluator, Vote
+from app.services.rejudging import REJUDGING, db_key
 from app.services.results_data import (
     VoteFingerprint,
     criterion_keys,
@@ -192,5 +193,9 @@ def get_cache() -> ResultsCache:
 
 
 def get_results(session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
-    """The study's results from the process-wide cache, computed only if a vote or a QC flag changed."""
+    """The study's results from the process-wide cache, computed only if a vote or a QC flag changed.
+
+    QC re-judgings this process owes the study run first (``app.services.rejudging``): results never count
+    votes whose cross-session judging is still pending here."""
+    REJUDGING.settle((db_key(session), study_id), session_scope)
     return _CACHE.results(session, study_id=study_id, include_flagged=include_flagged)

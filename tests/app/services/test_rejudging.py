@@ -105,3 +105,37 @@ def test_a_forced_rejudging_runs_inside_the_wait():
     assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
     assert r.run_if_allowed(key, triggered=True, force=True, job=_job(clock, ran, 0.01))
     assert not r.owed(key) and len(ran) == 2
+
+
+def test_results_settle_what_a_study_is_owed_before_counting(monkeypatch, session):
+    """A session whose last votes fell inside the wait (a swarm need never complete) is judged before the
+    results count its votes: reading the results runs the owed re-judging."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    ev = make_evaluator(session, study, ip_hash="same-address")
+    make_evaluator(session, study, ip_hash="same-address")
+    session.commit()
+    clock, runs = Clock(), []
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+    import app.services.results_cache as results_cache
+
+    monkeypatch.setattr(results_cache, "REJUDGING", qc.REJUDGING)
+
+    def fake_refresh(_session, *, study_id, settings=None):
+        runs.append(study_id)
+        clock.now += 0.5
+        return 0
+
+    monkeypatch.setattr(qc, "refresh_cluster_flags", fake_refresh)
+    state = evaluator_state(session, evaluator_id=ev.id)
+    state = replace(state, qc=replace(state.qc, enabled=True, cluster_check_alpha=0.01))
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)  # inside the wait: owed
+    assert runs == [study.id]
+    session.commit()
+    get_results(session, study_id=study.id)
+    assert runs == [study.id, study.id]
+    get_results(session, study_id=study.id)  # nothing owed any more
+    assert runs == [study.id, study.id]
