@@ -68,32 +68,34 @@ def test_a_failed_rejudging_stays_owed():
     assert r.owed(key)
 
 
-def test_the_vote_path_owes_an_expensive_study_rejudging_to_the_next_vote(monkeypatch, session):
-    """Through qc.refresh_reliability_after_vote, as the vote path calls it: a completing session inside the
-    wait does not re-judge; the study's next vote after the wait does."""
+def test_reliability_is_rejudged_at_a_step_that_grows_with_the_study():
+    """Every 10 completed sessions up to 200, then every twentieth of those so far: its cost per completed session
+    stays flat as the study grows, and it never depends on how fast the votes came."""
+    due = [f for f in range(1, 1001) if f % qc.reliability_step(f) == 0]
+    assert due[:20] == list(range(10, 201, 10))
+    assert [f for f in due if 390 <= f <= 460] == [390, 400, 420, 440, 460]
+    assert [f for f in due if f > 950] == [960, 1000]
+    # Answers read per completed session: a re-judging reads every session's answers (f of them).
+    per_session = [f / qc.reliability_step(f) for f in due if f >= 400]
+    assert max(per_session) < 40  # tens of sessions of answers per completed session, at any size
+
+
+def test_the_vote_path_rejudges_reliability_when_due_whatever_ran_just_before(monkeypatch, session):
     study = make_study(session, n_prompts=2)
     make_pairs(session, study)
     ev = make_evaluator(session, study)
     session.commit()
-    clock, runs = Clock(), []
-    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.01, spacing=20))
-
-    def fake_refresh(_session, *, study_id, settings=None):
-        runs.append(clock.now)
-        clock.now += 1.0  # as slow as a study of tens of thousands of answers
-        return 0
-
-    monkeypatch.setattr(qc, "refresh_reliability_flags", fake_refresh)
-    monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)  # every completed session triggers
+    runs = []
+    monkeypatch.setattr(qc, "refresh_reliability_flags", lambda _s, *, study_id, settings=None: runs.append(study_id))
+    monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)  # every completed session is due
     state = evaluator_state(session, evaluator_id=ev.id)
     state = replace(state, qc=replace(state.qc, enabled=True, reliability_alpha=0.01))
+    make_evaluator(session, study).completed_at = ev.created_at
+    session.flush()
     qc.refresh_reliability_after_vote(session, state=state, completed=True)
-    clock.now += 5
-    qc.refresh_reliability_after_vote(session, state=state, completed=True)  # inside the 20 s wait: owed
-    assert len(runs) == 1
-    clock.now += 20
-    qc.refresh_reliability_after_vote(session, state=state, completed=False)  # any vote pays the debt
-    assert len(runs) == 2
+    qc.refresh_reliability_after_vote(session, state=state, completed=True)  # at once again: still runs
+    qc.refresh_reliability_after_vote(session, state=state, completed=False)  # not a completion: nothing
+    assert runs == [study.id, study.id]
 
 
 def test_a_forced_rejudging_runs_inside_the_wait():
