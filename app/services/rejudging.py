@@ -6,7 +6,8 @@ at their triggers (every 3 votes of a session sharing its address, every 10 comp
 them than on the votes as a study grew (issue 16; bench/launch.py). Worse, each ran inside a vote's write
 transaction, holding every other rater's vote.
 
-So a re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
+The reliability check now runs at a step that grows with the study (``qc.reliability_step``); this spacing is
+for the cluster check's frequent trigger. A re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
 than ``SPACING * t`` later (at most 1/SPACING, 2.5%, of one core per study, check and process). A trigger that
 falls inside that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind
 of vote that is. The cluster check of a session that completes is never held back (its completion code is shown, its
