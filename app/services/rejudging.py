@@ -6,14 +6,15 @@ at their triggers (every 3 votes of a session sharing its address, every 10 comp
 them than on the votes as a study grew (issue 16; bench/launch.py). Worse, each ran inside a vote's write
 transaction, holding every other rater's vote.
 
-The reliability check now runs at a step that grows with the study (``qc.reliability_step``); this spacing is
-for the cluster check's frequent trigger. A re-judging that was expensive last time waits: after one that took ``t`` seconds, the next runs no sooner
-than ``SPACING * t`` later (at most 1/SPACING, 2.5%, of one core per study, check and process). A trigger that
-falls inside that wait is owed, not dropped: the first vote of the study after the wait runs it, whatever kind
-of vote that is. The cluster check of a session that completes is never held back (its completion code is shown, its
-answers count from then on); the other triggers of a busy study are, even cheap ones: a cluster check every
-third vote of each session behind a shared address, at 1.5 ms each, alone cost 11% of the server's time.
-A large, busy study's cross-session flags are at most ``SPACING * t`` behind its votes.
+The reliability check now runs at a step that grows with the study (``qc.reliability_step``); this spacing
+is for the cluster check's frequent trigger. A re-judging that was expensive last time waits: after one that
+took ``t`` seconds, the next runs no sooner than ``SPACING * t`` later (at most 1/SPACING, 2.5%, of one core
+per study, check and process). A trigger that falls inside that wait is owed, not dropped: the first vote of
+the study after the wait runs it, whatever kind of vote that is, and results settle what is owed before they
+count anything. The cluster check of a session that completes is never held back (its completion code is
+shown, its answers count from then on); the other triggers of a busy study are, even cheap ones: a cluster
+check every third vote of each session behind a shared address, at 1.5 ms each, alone cost 11% of the
+server's time. A large, busy study's cross-session flags are at most ``SPACING * t`` behind its votes.
 """
 
 from __future__ import annotations
