@@ -75,6 +75,15 @@ def statuses(session, study_id: int) -> dict[int, str]:
     return result
 
 
+def all_served(session, study_id: int) -> bool:
+    """Every clip done and served. "done" alone is not the end: a clip is recorded with its master first, and its
+    served copy is written when its prompt's group is encoded, right after (app/services/pair_encoding.py)."""
+    session.rollback()
+    rows = session.execute(select(Clip.status, Clip.storage_name).where(Clip.study_id == study_id)).all()
+    session.rollback()
+    return bool(rows) and all(status == "done" and name for status, name in rows)
+
+
 def wait_for(predicate, worker: Worker, deadline_s: float = 240, worker_alive_check: bool = True) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -107,7 +116,7 @@ def run_batch(session, tmp_path, tiny_model_dir, extra_env=None, worker_args: tu
     assert result.tasks_sent == 4
     worker = Worker(tmp_path, "a", extra_env, args=worker_args)
     try:
-        wait_for(lambda: set(statuses(session, study.id).values()) == {"done"}, worker)
+        wait_for(lambda: all_served(session, study.id), worker)
     finally:
         worker.stop()
     assert_batch_complete(session, study, 2)
@@ -148,7 +157,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(migrated_session
     assert len(killed) == 1 and "queued" in statuses(session, study.id).values()
     second = Worker(tmp_path, "second", broker_env)
     try:
-        wait_for(lambda: set(statuses(session, study.id).values()) == {"done"}, second)
+        wait_for(lambda: all_served(session, study.id), second)
     finally:
         second.stop()
     assert_batch_complete(session, study, n_prompts)
