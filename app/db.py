@@ -230,6 +230,12 @@ def _forget_after_commit(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
 
 
+def database_key(session: Session) -> str:
+    """Which database a session works on (its URL, password hidden): in-process caches keyed by a study id key
+    by this too, since tests and the CLI may hold several databases in one process and ids repeat across them."""
+    return session.get_bind().engine.url.render_as_string(hide_password=True)
+
+
 def expire_cached(session: Session, model: type, pk: int, *attrs: str) -> None:
     """Forget ``attrs`` of the ``model`` row ``pk`` if this session holds it, after a Core UPDATE changed them.
 

@@ -88,10 +88,8 @@ def measure(n: int) -> dict[str, float]:
     from app.db import session_scope
     from app.deps import evaluator_token, public_id_from_token
     from app.main import create_bare_app
-    from app.services.answers import answer_options
     from app.services.assignments import evaluator_state, join, next_assignment, study_criteria
-    from app.templating import templates
-    from app.web import evaluator as _pages  # noqa: F401 - registers the templates' csrf_token global, as the app does
+    from app.web.evaluator import render_pair_page
 
     def trivial() -> PlainTextResponse:
         return PlainTextResponse("ok")
@@ -128,20 +126,14 @@ def measure(n: int) -> dict[str, float]:
         if view is None:
             raise RuntimeError("no pair to render")
         criteria = study_criteria(s, state.study_id)
-        page = templates.get_template("evaluator/pair.html")
-        context = {"request": request, "assignment_token": view.token, "prompt": view.prompt,
-                   "left_src": f"/m/{view.left_media_token}", "right_src": f"/m/{view.right_media_token}",
-                   "width": view.width, "height": view.height, "play_ms": view.play_ms, "clip_format": "gif",
-                   "media_type": "image/gif", "fps": view.fps, "frames": view.frames, "criteria": criteria,
-                   "sides": (("left", "Left is better"), ("right", "Right is better"),
-                             ("tie", "Indistinguishable")),
-                   "options": answer_options(view.answer_options), "extras": {"comment": "", "tags": []},
-                   "chosen": {}, "missing": set(),
-                   "error": "", "position": 1, "total": 4, "notice": ""}
-        html = page.render(context)
-        if view.token not in html:
+        # The page as the route renders it (app/web/evaluator.py), response object included.
+        def render() -> str:
+            response = render_pair_page(request, view, criteria=criteria, quota=4, number=1)
+            return bytes(response.body).decode()
+
+        if view.token not in render():
             raise RuntimeError("the rendered page lacks its assignment")
-        out["pair_page_render_us"] = _cpu_us(lambda: page.render(context), max(1, n // 4))
+        out["pair_page_render_us"] = _cpu_us(render, max(1, n // 4))
         answer = PairResponse(status="pair", done=0, total=4, pair=_pair_out(s, view, state))
         out["pair_json_us"] = _cpu_us(lambda: PairResponse.model_validate(answer.model_dump()).model_dump_json(), n)
     return out
@@ -156,7 +148,7 @@ LABELS = (
     ("evaluator_state_query_us", "credential: the evaluator's state, one query (SQLite)"),
     ("csrf_issue_us", "CSRF: issuing the form token"),
     ("csrf_verify_us", "CSRF: checking a submitted token"),
-    ("pair_page_render_us", "rendering: the pair page (Jinja2)"),
+    ("pair_page_render_us", "rendering: the pair page (Jinja2, through the route's render_pair_page)"),
     ("pair_json_us", "rendering: the API's pair answer (pydantic validate + JSON, as FastAPI's response model)"),
 )
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, run_cli
-from bench.servers import uvicorn_server
+from bench.servers import available_backends, uvicorn_server
 from bench.vote_path import APP_FACTORY, FLOOR_FACTORY, configure, counts_agree, database, measure, seed_study
 
 FASTAPI_FLOOR_FACTORY = "bench.fastapi_floor_app:create_app"
@@ -40,8 +40,7 @@ FLOW = "api1"
 def _burst(base: str, proc, invite: str, n: int, args) -> dict[str, Any]:
     cfg = {"mode": "burst", "concurrency": n, "duration": args.burst_duration, "join_seconds": args.join_seconds,
            "invite": invite, "flow": args.burst_flow, "warmup": args.join_seconds}
-    m = measure(base, proc, kind="app", cfg=cfg, table="votes")
-    return m
+    return measure(base, proc, kind="app", cfg=cfg, table="votes")
 
 
 def run_backend(backend: str, args, tmp: Path) -> dict[str, Any]:
@@ -164,14 +163,7 @@ def run(args) -> Report:
     tmp = Path(tempfile.mkdtemp(prefix="bp-bench-launch-"))
     results: dict[str, Any] = {}
     try:
-        for backend in args.backends:
-            if backend == "postgres":
-                from tests.support.servers import postgres_unavailable_reason
-
-                reason = postgres_unavailable_reason()
-                if reason:
-                    report.notes.append(f"PostgreSQL skipped: {reason}")
-                    continue
+        for backend in available_backends(args.backends, report.notes):
             print(f"launch bench on {backend}", flush=True)
             results[backend] = run_backend(backend, args, tmp)
     finally:

@@ -285,40 +285,52 @@ def own_client(cfg: dict) -> httpx.AsyncClient:
                              max_keepalive_connections=1), timeout=30.0, follow_redirects=False, verify=_TLS)
 
 
-async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+@dataclass
+class Window:
+    """The measured window of a closed loop or a burst, and where errors start to count."""
+
+    start: float
+    end: float
+    errors_from: float
+
+
+async def _evaluator_votes(cfg: dict, i: int, delay: float, stats: Stats, window: Window, counter) -> None:
+    """One evaluator on its own connection: after ``delay`` it joins, then votes as soon as each vote returns
+    until the window ends, joining anew when its session is done. Latency and throughput count the votes that
+    finish inside the window; the first join's latency is kept too."""
     kind, invite = cfg["kind"], cfg.get("invite", "")
     vote = VOTERS[(kind, cfg.get("flow", "api"))]
-    start = time.perf_counter()
-    window_start = start + cfg.get("warmup", 1.0)
-    window_end = window_start + cfg["duration"]
-    counter = iter(range(10**9))
-
-    async def evaluator_loop(i: int) -> None:
-        async with own_client(cfg) as client:
-            await evaluator_votes(i, client)
-
-    async def evaluator_votes(i: int, client: httpx.AsyncClient) -> None:
+    await asyncio.sleep(delay)
+    async with own_client(cfg) as client:
         rng = random.Random(i)
-        ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
-        while ev is not None and time.perf_counter() < window_end:
+        t = time.perf_counter()
+        ev = await _join_until(kind, client, invite, stats, next(counter), window.end)
+        stats.join_latencies.append(time.perf_counter() - t)
+        while ev is not None and time.perf_counter() < window.end:
             t0 = time.perf_counter()
             try:
                 outcome = await vote(client, ev, stats, rng)
             except (VoteError, httpx.HTTPError) as exc:
-                if t0 >= window_start:
+                if t0 >= window.errors_from:
                     stats.errors[str(exc)[:80] or type(exc).__name__] += 1
                 await asyncio.sleep(0.05)
                 continue
             t1 = time.perf_counter()
             if outcome == "finished":
-                ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
+                ev = await _join_until(kind, client, invite, stats, next(counter), window.end)
                 continue
-            # Throughput and latency count the votes that finished inside the measured window.
-            if window_start <= t1 <= window_end:
+            if window.start <= t1 <= window.end:
                 stats.latencies.append(t1 - t0)
             stats.accepted += 1
 
-    await asyncio.gather(*(evaluator_loop(i) for i in range(cfg["concurrency"])))
+
+async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+    """``concurrency`` evaluators from the start, each voting again as soon as its last vote returned; the window
+    follows a warm-up, and errors count from the window on."""
+    start = time.perf_counter() + cfg.get("warmup", 1.0)
+    window = Window(start, start + cfg["duration"], errors_from=start)
+    counter = iter(range(10**9))
+    await asyncio.gather(*(_evaluator_votes(cfg, i, 0.0, stats, window, counter) for i in range(cfg["concurrency"])))
     return cfg["duration"]
 
 
@@ -327,42 +339,12 @@ async def burst(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
     study's participants at once), each joins, then votes as fast as the server answers until the end.
 
     Throughput and latencies count what finishes in the window after the last arrival (``duration`` seconds), so
-    the joins' backlog is inside it; join latencies are all kept (``join_latencies``)."""
-    kind, invite, n = cfg["kind"], cfg.get("invite", ""), cfg["concurrency"]
-    vote = VOTERS[(kind, cfg.get("flow", "api"))]
-    spread = float(cfg.get("join_seconds", 3.0))
-    start = time.perf_counter()
-    window_start = start + spread
-    window_end = window_start + cfg["duration"]
+    the joins' backlog is inside it; join latencies and errors are all kept."""
+    n, spread = cfg["concurrency"], float(cfg.get("join_seconds", 3.0))
+    now = time.perf_counter()
+    window = Window(now + spread, now + spread + cfg["duration"], errors_from=now)
     counter = iter(range(10**9))
-
-    async def arrive(i: int) -> None:
-        await asyncio.sleep(spread * i / n)
-        async with own_client(cfg) as client:
-            await evaluator_votes(i, client)
-
-    async def evaluator_votes(i: int, client: httpx.AsyncClient) -> None:
-        rng = random.Random(i)
-        t = time.perf_counter()
-        ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
-        stats.join_latencies.append(time.perf_counter() - t)
-        while ev is not None and time.perf_counter() < window_end:
-            t0 = time.perf_counter()
-            try:
-                outcome = await vote(client, ev, stats, rng)
-            except (VoteError, httpx.HTTPError) as exc:
-                stats.errors[str(exc)[:80] or type(exc).__name__] += 1
-                await asyncio.sleep(0.05)
-                continue
-            t1 = time.perf_counter()
-            if outcome == "finished":
-                ev = await _join_until(kind, client, invite, stats, next(counter), window_end)
-                continue
-            if window_start <= t1 <= window_end:
-                stats.latencies.append(t1 - t0)
-            stats.accepted += 1
-
-    await asyncio.gather(*(arrive(i) for i in range(n)))
+    await asyncio.gather(*(_evaluator_votes(cfg, i, spread * i / n, stats, window, counter) for i in range(n)))
     return cfg["duration"]
 
 

@@ -41,13 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
+from bench.servers import wait_until_serving
 from bench.vote_path import APP_FACTORY, _gif, configure, count_rows, run_loadgen, seed_study
 from tests.support.servers import free_port, stop_process
 
@@ -171,17 +171,7 @@ def potato_server(config: Path, log_path: Path, *, threads: int, venv: Path = PE
         stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Potato (gunicorn) exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Potato did not answer within {timeout}s; see {log_path}") from None
-                time.sleep(0.2)
+        wait_until_serving(proc, base + "/health", "Potato (gunicorn)", log_path, timeout=timeout, interval=0.2)
         yield base, proc
     finally:
         stop_process(proc, timeout=30)  # SIGTERM: gunicorn's graceful shutdown lets requests in flight finish

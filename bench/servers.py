@@ -26,6 +26,35 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of stat(5))
 
 
+def wait_until_serving(proc: subprocess.Popen, url: str, name: str, log_path: Path, *, timeout: float,
+                       interval: float = 0.1) -> None:
+    """Poll ``url`` until the server answers; fail with its log's path if it exits or stays silent ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer within {timeout}s; see {log_path}") from None
+            time.sleep(interval)
+
+
+def available_backends(backends: list[str], notes: list[str]) -> Iterator[str]:
+    """The requested databases, PostgreSQL left out (with the reason added to ``notes``) where it cannot start."""
+    for backend in backends:
+        if backend == "postgres":
+            from tests.support.servers import postgres_unavailable_reason
+
+            reason = postgres_unavailable_reason()
+            if reason:
+                notes.append(f"PostgreSQL skipped: {reason}")
+                continue
+        yield backend
+
+
 @contextmanager
 def uvicorn_server(factory: str, env: dict[str, str], log_path: Path, *, ping: str,
                    timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
@@ -43,17 +72,7 @@ def uvicorn_server(factory: str, env: dict[str, str], log_path: Path, *, ping: s
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn {factory} exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(base + ping, timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn {factory} did not answer within {timeout}s; see {log_path}") from None
-                time.sleep(0.1)
+        wait_until_serving(proc, base + ping, f"uvicorn {factory}", log_path, timeout=timeout)
         yield base, proc
     finally:
         stop_process(proc, timeout=15)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
-from bench.servers import cpu_seconds, uvicorn_server
+from bench.servers import available_backends, cpu_seconds, uvicorn_server
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 APP_FACTORY = "app.main:create_app"
@@ -383,14 +383,7 @@ def run(args) -> Report:
     tmp = Path(tempfile.mkdtemp(prefix="bp-bench-vote-"))
     results: dict[str, Any] = {}
     try:
-        for backend in args.backends:
-            if backend == "postgres":
-                from tests.support.servers import postgres_unavailable_reason
-
-                reason = postgres_unavailable_reason()
-                if reason:
-                    report.notes.append(f"PostgreSQL skipped: {reason}")
-                    continue
+        for backend in available_backends(args.backends, report.notes):
             print(f"vote path on {backend}", flush=True)
             results[backend] = run_backend(backend, args, tmp, report)
     finally:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import expire_cached
+from app.db import database_key, expire_cached
 from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, Vote, VoteChoice, utcnow
 from app.services.attention import QCSettings, due_check_pair, qc_settings, qc_settings_for
 from app.stats.adaptive import (
@@ -504,8 +504,7 @@ _TALLIES = (
 TALLY_TTL_S = 15.0
 # per (lo, hi) model ids: per criterion [wins of lo, wins of hi, ties]
 Tallies = dict[tuple[int, int], dict[int, list[float]]]
-# Keyed by the database as well as the study: tests and the CLI may hold several databases in one process, and a
-# study id is only unique within one.
+# Keyed by the database as well as the study (app.db.database_key).
 _tally_cache: dict[tuple[str, int], tuple[float, int, Tallies]] = {}
 
 
@@ -516,7 +515,7 @@ def _model_pair_tallies(session: Session, study_id: int, load: int) -> Tallies:
     given) grew by a tenth since: the tallies scan every vote of the study, the rest of the choice does not.
     """
     now = time.monotonic()
-    key = (str(session.get_bind().engine.url), study_id)
+    key = (database_key(session), study_id)
     cached = _tally_cache.get(key)
     if cached is not None and now - cached[0] < TALLY_TTL_S and cached[1] <= load <= cached[1] * 1.1 + 2:
         return cached[2]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from app.db import expire_cached
+from app.db import database_key, expire_cached
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
 from app.services.assignments import EvaluatorState
 from app.services.attention import (
@@ -35,7 +35,7 @@ from app.services.attention import (
     grade_check,
     qc_settings,
 )
-from app.services.rejudging import REJUDGING, db_key
+from app.services.rejudging import REJUDGING
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
@@ -283,7 +283,7 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     qc = state.qc
     if not qc.enabled or not qc.cluster_check_alpha:
         return
-    key = (_db_key(session), state.study_id, "clusters")
+    key = (database_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
     REJUDGING.run_if_allowed(key, triggered=triggered, force=triggered and completed,
                              job=lambda: refresh_cluster_flags(session, study_id=state.study_id, settings=qc),
@@ -304,11 +304,6 @@ def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool)
     finished = session.scalar(select(func.count(Evaluator.id)).where(
         Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
     return finished % CLUSTER_CHECK_COMPLETIONS == 0
-
-
-def _db_key(session: Session) -> str:
-    """Which database a study id belongs to (tests and the CLI may hold several engines in one process)."""
-    return db_key(session)
 
 
 # ------------------------------------------------------------------------------------ rater reliability

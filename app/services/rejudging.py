@@ -89,8 +89,3 @@ class Rejudging:
 
 REJUDGING = Rejudging()
 
-
-def db_key(session: Any) -> str:
-    """Which database a session works on: a study id is only unique within one (tests and the CLI may hold
-    several engines in one process)."""
-    return str(session.get_bind().engine.url)

@@ -23,9 +23,9 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import read_session_scope, session_scope
+from app.db import database_key, read_session_scope, session_scope
 from app.models import Evaluator, Vote
-from app.services.rejudging import REJUDGING, db_key
+from app.services.rejudging import REJUDGING
 from app.services.results_data import (
     VoteFingerprint,
     criterion_keys,
@@ -86,12 +86,6 @@ class ResultsCache:
             self._frames.clear()
             self._results.clear()
 
-    @staticmethod
-    def _db(session: Session) -> str:
-        bind = session.get_bind()
-        engine = bind.engine  # a Connection's engine; an Engine is its own
-        return engine.url.render_as_string(hide_password=True)
-
     def frame(self, session: Session, *, study_id: int) -> pd.DataFrame:
         """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""
         _release(session)
@@ -100,7 +94,7 @@ class ResultsCache:
 
     def _frame(self, session: Session, *, study_id: int, fingerprint: VoteFingerprint | None = None) -> pd.DataFrame:
         fp = fingerprint or vote_fingerprint(session, study_id=study_id)
-        key = (self._db(session), study_id)
+        key = (database_key(session), study_id)
         with self._study_lock(key):
             entry = self._frames.get(key)
             if entry is not None and entry.fingerprint == fp:
@@ -147,7 +141,7 @@ class ResultsCache:
 
     def _cached_results(self, session: Session, *, study_id: int, include_flagged: bool) -> CachedResults:
         fp = vote_fingerprint(session, study_id=study_id)
-        key = (self._db(session), study_id, bool(include_flagged))
+        key = (database_key(session), study_id, bool(include_flagged))
         hit = self._results.get(key)  # a hit needs no lock: a long computation elsewhere never delays it
         if hit is not None and hit.fingerprint == fp:
             return hit
@@ -197,5 +191,5 @@ def get_results(session: Session, *, study_id: int, include_flagged: bool = Fals
 
     QC re-judgings this process owes the study run first (``app.services.rejudging``): results never count
     votes whose cross-session judging is still pending here."""
-    REJUDGING.settle((db_key(session), study_id), session_scope)
+    REJUDGING.settle((database_key(session), study_id), session_scope)
     return _CACHE.results(session, study_id=study_id, include_flagged=include_flagged)

@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from app import config, db
 from tests.support.servers import postgres_unavailable_reason
 
 
 @pytest.fixture(autouse=True)
-def _restore_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    config.get_settings.cache_clear()
-    db.reset_engine_cache()
+def _restore(restore_environment):
+    """Every test here: see tests/bench/conftest.py."""
 
 
 def _check_launch(tmp_path: Path, backend: str) -> None:

@@ -14,21 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app import config, db
 from tests.support.servers import postgres_unavailable_reason
 
 IN_CI = bool(os.environ.get("CI"))
 
 
 @pytest.fixture(autouse=True)
-def _restore_environment():
-    """Benchmarks point the process at their own database through the environment; undo that afterwards."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    config.get_settings.cache_clear()
-    db.reset_engine_cache()
+def _restore(restore_environment):
+    """Every test here: see tests/bench/conftest.py."""
 
 
 def _saved(results: Path, name: str) -> dict:

@@ -5,14 +5,12 @@ end-to-end test skips and says how to install it). No timing is asserted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from app import config, db
 from bench.loadgen import parse_potato_page
 from bench.peer_potato import count_potato_stored, counts_agree, peer_unavailable_reason, tree_cpu_seconds
 
@@ -98,17 +96,9 @@ def test_server_cpu_includes_the_children(tmp_path):
         parent.wait(timeout=10)
 
 
-@pytest.fixture
-def _restore_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    config.get_settings.cache_clear()
-    db.reset_engine_cache()
 
 
-def test_tiny_peer_comparison_stores_every_accepted_vote(tmp_path, _restore_environment):
+def test_tiny_peer_comparison_stores_every_accepted_vote(tmp_path, restore_environment):
     reason = peer_unavailable_reason()
     if reason:
         pytest.skip(reason)
