@@ -15,7 +15,7 @@ from app.services import generation as gen
 from app.services import storage as svc
 from tests.factories import NO_CHECKS, make_study
 from tests.support.seaweed_fixtures import _reset
-from tests.worker.test_celery_worker import Worker, migrated_session, statuses  # noqa: F401 - a fixture
+from tests.worker.test_celery_worker import Worker, all_served, migrated_session, statuses  # noqa: F401 - a fixture
 
 DEMO = ("demo-smooth", "demo-jittery")
 WORKER_ENV = {"BLINDPAIR_WORKER_PRELOAD": "0", "BLINDPAIR_STORAGE_UPLOAD_WAIT_SECONDS": "120",
@@ -51,7 +51,7 @@ def wait(predicate, workers, seconds: float, what: str) -> None:
 
 
 def all_done(session, study_id):
-    return lambda: set(statuses(session, study_id).values()) == {"done"}
+    return lambda: all_served(session, study_id)
 
 
 def no_local_gifs(folders) -> bool:

@@ -28,7 +28,7 @@ from app.models import Batch, Clip, Pair, Study, Vote
 from app.services import generation as svc
 from tests.factories import NO_CHECKS, make_pairs, make_study
 from tests.support.servers import free_port, redis_server, redis_unavailable_reason
-from tests.worker.test_celery_worker import Worker, wait_for
+from tests.worker.test_celery_worker import Worker, all_served, wait_for
 from worker.celery_app import QUEUE
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -84,7 +84,8 @@ def count(stmt) -> int:
 
 
 def all_done(study_id: int) -> bool:
-    return {c.status for c in clips(study_id)} == {"done"}
+    with session_scope() as session:
+        return all_served(session, study_id)
 
 
 def queue(study_id: int, seed: int) -> svc.BatchResult:
