@@ -285,9 +285,8 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
         return
     key = (database_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
-    REJUDGING.run_if_allowed(key, triggered=triggered, force=triggered and completed,
-                             job=lambda: refresh_cluster_flags(session, study_id=state.study_id, settings=qc),
-                             later=lambda s: refresh_cluster_flags(s, study_id=state.study_id, settings=qc))
+    REJUDGING.run_if_allowed(key, session, triggered=triggered, force=triggered and completed,
+                             job=lambda s: refresh_cluster_flags(s, study_id=state.study_id, settings=qc))
 
 
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 CHEAP_S = 0.0  # re-judgings faster than this are never held back (none: see above)
@@ -39,14 +38,14 @@ class Rejudging:
     cheap_s: float = CHEAP_S
     spacing: float = SPACING
     _last: dict[tuple, tuple[float, float]] = field(default_factory=dict)  # key -> (started, seconds it took)
-    _owed: dict[tuple, Callable[[Any], object] | None] = field(default_factory=dict)  # key -> how to run it later
+    _owed: dict[tuple, Callable[[Any], object]] = field(default_factory=dict)  # key -> the job, to run later
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def run_if_allowed(self, key: tuple, *, triggered: bool, job: Callable[[], object], force: bool = False,
-                       later: Callable[[Any], object] | None = None) -> bool:
-        """Run ``job`` now if it was ``triggered`` (or is owed) and its wait is over; else owe it if triggered.
-        ``force``: run now whatever the wait (a trigger that must not be late, e.g. a session completing).
-        ``later``: the same job given a session, for ``settle`` to run the debt in a transaction of its own.
+    def run_if_allowed(self, key: tuple, session: Any, *, triggered: bool, job: Callable[[Any], object],
+                       force: bool = False) -> bool:
+        """Run ``job(session)`` now if it was ``triggered`` (or is owed) and its wait is over; else owe it (``job``
+        is kept for ``settle``, which runs it in a transaction of its own) if triggered. ``force``: run now
+        whatever the wait (a trigger that must not be late, e.g. a session completing).
 
         Returns whether it ran."""
         now = self.clock()
@@ -57,15 +56,15 @@ class Rejudging:
             last = self._last.get(key)
             if (not force and last is not None and last[1] >= self.cheap_s
                     and now - last[0] < self.spacing * last[1]):
-                self._owed[key] = later or self._owed.get(key)
+                self._owed[key] = job
                 return False
             self._owed.pop(key, None)
         started = self.clock()
         try:
-            job()
+            job(session)
         except BaseException:
             with self._lock:
-                self._owed[key] = later  # the vote's transaction rolls back with it: still owed
+                self._owed[key] = job  # the vote's transaction rolls back with it: still owed
             raise
         with self._lock:
             self._last[key] = (started, self.clock() - started)
@@ -79,13 +78,12 @@ class Rejudging:
         """Run now every owed re-judging whose key starts with ``prefix`` (e.g. (database, study id)), each in
         its own ``session_scope()`` transaction; return how many ran. Results call it before counting votes."""
         with self._lock:
-            due = [(k, later) for k, later in self._owed.items() if k[:len(prefix)] == prefix and later is not None]
+            due = [(k, job) for k, job in self._owed.items() if k[:len(prefix)] == prefix]
         ran = 0
-        for key, later in due:
+        for key, job in due:
             with session_scope() as session:
-                ran += self.run_if_allowed(key, triggered=True, force=True, job=partial(later, session), later=later)
+                ran += self.run_if_allowed(key, session, triggered=True, force=True, job=job)
         return ran
-
 
 REJUDGING = Rejudging()
 

@@ -22,7 +22,7 @@ class Clock:
 
 
 def _job(clock: Clock, ran: list[float], seconds: float):
-    def job() -> None:
+    def job(_session) -> None:
         ran.append(clock.now)
         clock.now += seconds  # the re-judging itself takes this long
     return job
@@ -32,27 +32,27 @@ def test_cheap_rejudgings_run_at_every_trigger():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
     for _ in range(5):
-        assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.002))
+        assert r.run_if_allowed(("db", 1, "clusters"), None, triggered=True, job=_job(clock, ran, 0.002))
     assert len(ran) == 5
-    assert not r.run_if_allowed(("db", 1, "clusters"), triggered=False, job=_job(clock, ran, 0.002))
+    assert not r.run_if_allowed(("db", 1, "clusters"), None, triggered=False, job=_job(clock, ran, 0.002))
 
 
 def test_an_expensive_rejudging_is_spaced_and_an_early_trigger_is_owed_not_lost():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
     key = ("db", 1, "reliability")
-    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))  # took 0.5 s: next no sooner than 10 s
+    assert r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.5))  # took 0.5 s: wait 10 s
     clock.now += 3
-    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))
+    assert not r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.5))
     assert r.owed(key)
     clock.now += 3  # a vote that triggers nothing, still inside the wait: nothing runs, still owed
-    assert not r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5)) and r.owed(key)
+    assert not r.run_if_allowed(key, None, triggered=False, job=_job(clock, ran, 0.5)) and r.owed(key)
     clock.now += 5  # the wait is over: the next vote of the study, whatever its kind, pays what was owed
-    assert r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(key, None, triggered=False, job=_job(clock, ran, 0.5))
     assert not r.owed(key) and len(ran) == 2
     # Other studies and other checks are not held back by this one.
-    assert r.run_if_allowed(("db", 2, "reliability"), triggered=True, job=_job(clock, ran, 0.5))
-    assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(("db", 2, "reliability"), None, triggered=True, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(("db", 1, "clusters"), None, triggered=True, job=_job(clock, ran, 0.5))
 
 
 def test_a_failed_rejudging_stays_owed():
@@ -60,11 +60,11 @@ def test_a_failed_rejudging_stays_owed():
     r = Rejudging(clock=clock)
     key = ("db", 1, "clusters")
 
-    def boom() -> None:
+    def boom(_session) -> None:
         raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError):
-        r.run_if_allowed(key, triggered=True, job=boom)
+        r.run_if_allowed(key, None, triggered=True, job=boom)
     assert r.owed(key)
 
 
@@ -103,9 +103,9 @@ def test_a_forced_rejudging_runs_inside_the_wait():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.0, spacing=40)
     key = ("db", 1, "clusters")
-    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01))
-    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
-    assert r.run_if_allowed(key, triggered=True, force=True, job=_job(clock, ran, 0.01))
+    assert r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.01))
+    assert not r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
+    assert r.run_if_allowed(key, None, triggered=True, force=True, job=_job(clock, ran, 0.01))
     assert not r.owed(key) and len(ran) == 2
 
 
