@@ -168,9 +168,12 @@ def reset_engine_cache() -> None:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """Commit on success, roll back on error: the one transaction boundary for jobs and the CLI."""
-    yield from _committing(get_sessionmaker()())
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """Commit on success, roll back on error: the one transaction boundary for jobs and the CLI.
+
+    ``engine``: the database of a session at hand (``engine_of``) rather than the configured one, for work
+    scheduled from a session (``after_commit``) in a process that may hold several databases (tests, the CLI)."""
+    yield from _committing(get_sessionmaker()() if engine is None else Session(bind=engine, expire_on_commit=False))
 
 
 def _committing(session: Session) -> Iterator[Session]:
@@ -185,15 +188,17 @@ def _committing(session: Session) -> Iterator[Session]:
         session.close()
 
 
-def _deferred_session() -> Session:
+def _deferred_session(engine: Engine | None = None) -> Session:
     """A session whose SQLite transaction begins deferred (``READ_ONLY_OPTION``): it reads without the lock."""
-    return Session(bind=get_engine().execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    return Session(bind=(engine or get_engine()).execution_options(**{READ_ONLY_OPTION: True}),
+                   expire_on_commit=False)
 
 
 @contextmanager
-def read_session_scope() -> Iterator[Session]:
-    """A session for long reads; on SQLite its transaction does not take the write lock. Never write in it."""
-    session = _deferred_session()
+def read_session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session for long reads; on SQLite its transaction does not take the write lock. Never write in it.
+    ``engine`` as in ``session_scope``."""
+    session = _deferred_session(engine)
     try:
         yield session
         session.rollback()
@@ -228,6 +233,11 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_after_commit(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
+
+
+def engine_of(session: Session) -> Engine:
+    """The engine ``session`` works on, for sessions of its own on the same database (``session_scope(engine)``)."""
+    return session.get_bind().engine
 
 
 def database_key(session: Session) -> str:

@@ -287,6 +287,14 @@ class Evaluator(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
 
+    __table_args__ = (
+        # Votes ask "does another session of this study share my address?" and "how many sessions of this
+        # study have completed?" (the QC re-judging triggers, app/services/qc.py): index lookups, not a scan of
+        # every session of the study on each vote.
+        Index("ix_evaluators_study_id_ip_hash", "study_id", "ip_hash"),
+        Index("ix_evaluators_study_id_completed_at", "study_id", "completed_at"),
+    )
+
 
 class Assignment(Base):
     """A pair shown to an evaluator, with which clip was on the left."""

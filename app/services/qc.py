@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from app.db import database_key, expire_cached
+from app.db import after_commit, database_key, engine_of, expire_cached, read_session_scope, session_scope
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
 from app.services.assignments import EvaluatorState
 from app.services.attention import (
@@ -224,9 +226,18 @@ def _cluster_reason(test: LeanTest, cell: CellInfo) -> str:
 _EvaluatorRow = Row[int, str | None, str | None, list[str]]
 
 
+_SESSIONS = select(Evaluator.id, Evaluator.ip_hash, Evaluator.user_agent, Evaluator.flag_reasons)
+
+
 def _study_evaluators(session: Session, study_id: int) -> Sequence[_EvaluatorRow]:
-    return session.execute(select(Evaluator.id, Evaluator.ip_hash, Evaluator.user_agent, Evaluator.flag_reasons)
-                           .where(Evaluator.study_id == study_id).order_by(Evaluator.id)).all()
+    return session.execute(_SESSIONS.where(Evaluator.study_id == study_id).order_by(Evaluator.id)).all()
+
+
+class _Verdicts(Protocol):
+    """A study-wide rule: evaluator id -> the reason to flag it (``cluster_reasons``, ``reliability_reasons``)."""
+
+    def __call__(self, session: Session, *, study_id: int, settings: QCSettings,
+                 rows: Sequence[_EvaluatorRow] | None = None) -> dict[int, str]: ...
 
 
 def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings,
@@ -277,16 +288,48 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     """After a vote: re-judge the study's clusters every few votes of a session that shares its address with
     another (a swarm need never complete a session) and when it completes, and every few completed sessions of
     the study (the honest sessions it is compared with change too). It reads every vote of the study, so not
-    on every vote, and in a large study no more often than ``app.services.rejudging`` allows (a trigger that
-    comes too soon is owed to the study's next vote); between checks ``refresh_flags`` keeps what the last one
-    found."""
+    on every vote, not inside the vote's transaction (``rejudge_after_commit``), and in a large study no more
+    often than ``app.services.rejudging`` allows (a trigger that comes too soon is owed to the study's next
+    vote); between checks ``refresh_flags`` keeps what the last one found."""
     qc = state.qc
     if not qc.enabled or not qc.cluster_check_alpha:
         return
     key = (database_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
-    REJUDGING.run_if_allowed(key, session, triggered=triggered, force=triggered and completed,
-                             job=lambda s: refresh_cluster_flags(s, study_id=state.study_id, settings=qc))
+    if triggered or REJUDGING.owed(key):
+        rejudge_after_commit(session, key, state.study_id, qc, check=cluster_reasons, is_own=is_cluster_reason,
+                             triggered=triggered, force=triggered and completed)
+
+
+def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: QCSettings, *,
+                         check: _Verdicts, is_own: Callable[[str], bool], triggered: bool, force: bool) -> None:
+    """Once the vote in ``session`` has committed, re-judge one study-wide rule through ``REJUDGING`` (which
+    spaces it and owes what it holds back): verdicts from a snapshot that includes the vote, then a short write
+    (``rejudge``). The vote's write transaction, and with it every other rater's vote, never waits for it; a
+    failure leaves the vote stored and the re-judging owed."""
+    engine = engine_of(session)
+    after_commit(session, lambda: REJUDGING.run_if_allowed(
+        key, triggered=triggered, force=force,
+        job=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, is_own=is_own)))
+
+
+def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
+            is_own: Callable[[str], bool]) -> int:
+    """Re-judge one study-wide rule (``check``: ``cluster_reasons`` or ``reliability_reasons``) outside any
+    vote: read the study on a snapshot (on SQLite without the write lock, however long it takes), then write the
+    rows whose reasons of this kind change in a transaction of its own. Returns the rows written.
+
+    The write re-reads those rows: a flag another vote stored since the snapshot must not be overwritten
+    with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read."""
+    with read_session_scope(engine) as read:
+        rows = _study_evaluators(read, study_id)
+        verdicts = check(read, study_id=study_id, settings=settings, rows=rows)
+    touched = [r.id for r in rows if r.id in verdicts or any(is_own(x) for x in (r.flag_reasons or []))]
+    if not touched:
+        return 0
+    with session_scope(engine) as write:
+        fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
+        return _renew_flags(write, fresh, verdicts, is_own)
 
 
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
@@ -394,14 +437,17 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
     RELIABILITY_STEP_GROWS_AT sessions, then every twentieth of the sessions so far (it reads every answer of
     the study, so its cost per completed session stays constant as the study grows, where a fixed step made
     it grow with the study: 0.5 s every 200 votes at 6,000 votes). Each re-judging runs when due, never held
-    back, so the flags after a given completion are the same however fast the votes came."""
+    back by the spacing, after the vote's commit (``rejudge_after_commit``)."""
     qc = state.qc
     if not completed or not qc.enabled or not qc.reliability_alpha:
         return
+    key = (database_key(session), state.study_id, "reliability")
     finished = session.scalar(select(func.count(Evaluator.id)).where(
         Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
-    if finished % reliability_step(finished) == 0:
-        refresh_reliability_flags(session, study_id=state.study_id, settings=qc)
+    due = finished % reliability_step(finished) == 0
+    if due or REJUDGING.owed(key):
+        rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
+                             is_own=is_reliability_reason, triggered=due, force=due)
 
 
 RELIABILITY_STEP_GROWS_AT = 200

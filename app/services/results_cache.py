@@ -23,7 +23,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import database_key, read_session_scope, session_scope
+from app.db import database_key, read_session_scope
 from app.models import Evaluator, Vote
 from app.services.rejudging import REJUDGING
 from app.services.results_data import (
@@ -191,5 +191,5 @@ def get_results(session: Session, *, study_id: int, include_flagged: bool = Fals
 
     QC re-judgings this process owes the study run first (``app.services.rejudging``): results never count
     votes whose cross-session judging is still pending here."""
-    REJUDGING.settle((database_key(session), study_id), session_scope)
+    REJUDGING.settle((database_key(session), study_id))
     return _CACHE.results(session, study_id=study_id, include_flagged=include_flagged)

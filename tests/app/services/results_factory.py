@@ -75,3 +75,24 @@ def voted_study(session: Session, *, n_prompts: int = 6, n_evaluators: int = 5, 
                       submitted_at=T0 + timedelta(minutes=minute), time_ms=4000 + rng.randrange(8000))
     session.flush()
     return study
+
+
+def swarm_study(session: Session, *, swarm: int, honest: int = 10, n_prompts: int = 12) -> Study:
+    """``honest`` sessions on their own addresses, each splitting its votes evenly; ``swarm`` sessions from
+    one address, each always choosing lightning."""
+    study = make_study(session, n_prompts=n_prompts)
+    pairs = make_pairs(session, study)
+    keys = [c.key for c in study.criteria]
+    minute = 0
+    people = [(make_evaluator(session, study, ip_hash=f"honest-{i}", user_agent="UA"), i) for i in range(honest)]
+    people += [(make_evaluator(session, study, ip_hash="swarm", user_agent="bot"), None) for _ in range(swarm)]
+    for ev, i in people:
+        for n, pair in enumerate(pairs):
+            # pair.clip_a is lightning's clip; honest raters split each prompt's votes evenly between the models
+            wants_a = i is None or (n + i) % 2 == 0
+            a_left = (n // 2) % 2 == 0  # counterbalanced: nobody straight-lines a side
+            minute += 1
+            cast_vote(session, pair=pair, evaluator=ev, a_left=a_left, submitted_at=T0 + timedelta(minutes=minute),
+                      choices=dict.fromkeys(keys, "left" if wants_a == a_left else "right"))
+    session.commit()
+    return study

@@ -1,5 +1,6 @@
-"""Study-wide QC re-judgings inside votes: cheap ones always run; an expensive one is spaced out, and a trigger
-that comes too soon is owed to the next vote rather than dropped."""
+"""Study-wide QC re-judgings after votes: cheap ones always run; an expensive one is spaced out, and a trigger
+that comes too soon is owed to the next vote rather than dropped; they run after the vote's commit, never
+holding the write lock, and never overwrite a flag stored since their snapshot."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Clock:
 
 
 def _job(clock: Clock, ran: list[float], seconds: float):
-    def job(_session) -> None:
+    def job() -> None:
         ran.append(clock.now)
         clock.now += seconds  # the re-judging itself takes this long
     return job
@@ -32,27 +33,27 @@ def test_cheap_rejudgings_run_at_every_trigger():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
     for _ in range(5):
-        assert r.run_if_allowed(("db", 1, "clusters"), None, triggered=True, job=_job(clock, ran, 0.002))
+        assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.002))
     assert len(ran) == 5
-    assert not r.run_if_allowed(("db", 1, "clusters"), None, triggered=False, job=_job(clock, ran, 0.002))
+    assert not r.run_if_allowed(("db", 1, "clusters"), triggered=False, job=_job(clock, ran, 0.002))
 
 
 def test_an_expensive_rejudging_is_spaced_and_an_early_trigger_is_owed_not_lost():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.01, spacing=20)
     key = ("db", 1, "reliability")
-    assert r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.5))  # took 0.5 s: wait 10 s
+    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))  # took 0.5 s: wait 10 s
     clock.now += 3
-    assert not r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.5))
+    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.5))
     assert r.owed(key)
     clock.now += 3  # a vote that triggers nothing, still inside the wait: nothing runs, still owed
-    assert not r.run_if_allowed(key, None, triggered=False, job=_job(clock, ran, 0.5)) and r.owed(key)
+    assert not r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5)) and r.owed(key)
     clock.now += 5  # the wait is over: the next vote of the study, whatever its kind, pays what was owed
-    assert r.run_if_allowed(key, None, triggered=False, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(key, triggered=False, job=_job(clock, ran, 0.5))
     assert not r.owed(key) and len(ran) == 2
     # Other studies and other checks are not held back by this one.
-    assert r.run_if_allowed(("db", 2, "reliability"), None, triggered=True, job=_job(clock, ran, 0.5))
-    assert r.run_if_allowed(("db", 1, "clusters"), None, triggered=True, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(("db", 2, "reliability"), triggered=True, job=_job(clock, ran, 0.5))
+    assert r.run_if_allowed(("db", 1, "clusters"), triggered=True, job=_job(clock, ran, 0.5))
 
 
 def test_a_failed_rejudging_stays_owed():
@@ -60,11 +61,11 @@ def test_a_failed_rejudging_stays_owed():
     r = Rejudging(clock=clock)
     key = ("db", 1, "clusters")
 
-    def boom(_session) -> None:
+    def boom() -> None:
         raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError):
-        r.run_if_allowed(key, None, triggered=True, job=boom)
+        r.run_if_allowed(key, triggered=True, job=boom)
     assert r.owed(key)
 
 
@@ -86,16 +87,72 @@ def test_the_vote_path_rejudges_reliability_when_due_whatever_ran_just_before(mo
     ev = make_evaluator(session, study)
     session.commit()
     runs = []
-    monkeypatch.setattr(qc, "refresh_reliability_flags", lambda _s, *, study_id, settings=None: runs.append(study_id))
+    monkeypatch.setattr(qc, "rejudge", lambda _engine, *, study_id, check, **_: runs.append((study_id, check)))
     monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)  # every completed session is due
     state = evaluator_state(session, evaluator_id=ev.id)
     state = replace(state, qc=replace(state.qc, enabled=True, reliability_alpha=0.01))
     make_evaluator(session, study).completed_at = ev.created_at
     session.flush()
     qc.refresh_reliability_after_vote(session, state=state, completed=True)
+    assert runs == []  # not inside the vote's transaction
+    session.commit()
     qc.refresh_reliability_after_vote(session, state=state, completed=True)  # at once again: still runs
     qc.refresh_reliability_after_vote(session, state=state, completed=False)  # not a completion: nothing
-    assert runs == [study.id, study.id]
+    session.commit()
+    assert runs == [(study.id, qc.reliability_reasons)] * 2
+
+
+def test_a_rejudging_rolled_back_with_its_vote_never_runs(monkeypatch, session):
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    ev = make_evaluator(session, study)
+    session.commit()
+    runs = []
+    monkeypatch.setattr(qc, "rejudge", lambda _engine, **_: runs.append(1))
+    monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)
+    state = evaluator_state(session, evaluator_id=ev.id)
+    state = replace(state, qc=replace(state.qc, enabled=True, reliability_alpha=0.01))
+    make_evaluator(session, study).completed_at = ev.created_at
+    session.flush()
+    qc.refresh_reliability_after_vote(session, state=state, completed=True)
+    session.rollback()
+    session.commit()
+    assert runs == []
+
+
+def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(session):
+    """While it judges (here: another rater's vote lands in the middle), the database's write lock is free,
+    and what it stores is the cluster verdict, next to flags stored since its snapshot."""
+    from sqlalchemy import select, update
+
+    from app import db
+    from app.models import Evaluator
+    from tests.app.services.results_factory import swarm_study
+
+    study = swarm_study(session, swarm=6, honest=20)
+    swarm = session.scalars(select(Evaluator).where(Evaluator.ip_hash == "swarm").order_by(Evaluator.id)).all()
+    others = session.scalars(select(Evaluator).where(Evaluator.ip_hash != "swarm")).all()
+    settings = qc.qc_settings(study)
+    session.commit()  # this test's own reads end their transaction (on SQLite every session's holds the lock)
+    judged = []
+
+    def check(read, **kwargs):
+        verdicts = qc.cluster_reasons(read, **kwargs)
+        # A writer meanwhile: with the rule inside a write transaction, this would wait out the lock timeout.
+        with db.session_scope() as other:
+            other.execute(update(Evaluator).where(Evaluator.id == swarm[0].id)
+                          .values(flag_reasons=["failed 3 of 4 attention checks"], flagged=True))
+        judged.append(verdicts)
+        return verdicts
+
+    written = qc.rejudge(db.get_engine(), study_id=study.id, settings=settings, check=check,
+                         is_own=qc.is_cluster_reason)
+    assert written == 6 and set(judged[0]) == {e.id for e in swarm}
+    session.expire_all()
+    first = session.get(Evaluator, swarm[0].id)
+    assert first.flag_reasons[0] == "failed 3 of 4 attention checks"  # the snapshot's [] did not overwrite it
+    assert qc.is_cluster_reason(first.flag_reasons[1])
+    assert all(not session.get(Evaluator, e.id).flagged for e in others)
 
 
 def test_a_forced_rejudging_runs_inside_the_wait():
@@ -103,9 +160,9 @@ def test_a_forced_rejudging_runs_inside_the_wait():
     clock, ran = Clock(), []
     r = Rejudging(clock=clock, cheap_s=0.0, spacing=40)
     key = ("db", 1, "clusters")
-    assert r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.01))
-    assert not r.run_if_allowed(key, None, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
-    assert r.run_if_allowed(key, None, triggered=True, force=True, job=_job(clock, ran, 0.01))
+    assert r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01))
+    assert not r.run_if_allowed(key, triggered=True, job=_job(clock, ran, 0.01)) and r.owed(key)
+    assert r.run_if_allowed(key, triggered=True, force=True, job=_job(clock, ran, 0.01))
     assert not r.owed(key) and len(ran) == 2
 
 
@@ -125,19 +182,43 @@ def test_results_settle_what_a_study_is_owed_before_counting(monkeypatch, sessio
 
     monkeypatch.setattr(results_cache, "REJUDGING", qc.REJUDGING)
 
-    def fake_refresh(_session, *, study_id, settings=None):
+    def fake_rejudge(_engine, *, study_id, **_):
         runs.append(study_id)
         clock.now += 0.5
         return 0
 
-    monkeypatch.setattr(qc, "refresh_cluster_flags", fake_refresh)
+    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
     state = evaluator_state(session, evaluator_id=ev.id)
     state = replace(state, qc=replace(state.qc, enabled=True, cluster_check_alpha=0.01))
     qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
-    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)  # inside the wait: owed
-    assert runs == [study.id]
     session.commit()
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)  # inside the wait: owed
+    session.commit()
+    assert runs == [study.id]
     get_results(session, study_id=study.id)
     assert runs == [study.id, study.id]
     get_results(session, study_id=study.id)  # nothing owed any more
     assert runs == [study.id, study.id]
+
+
+def test_a_trigger_while_the_same_check_runs_is_owed_and_results_wait_for_the_running_one():
+    import threading
+
+    r = Rejudging(cheap_s=0.0, spacing=0.0)
+    key = ("db", 1, "clusters")
+    inside, release, ran = threading.Event(), threading.Event(), []
+
+    def slow() -> None:
+        inside.set()
+        release.wait(5)
+        ran.append("slow")
+
+    t = threading.Thread(target=r.run_if_allowed, args=(key,), kwargs={"triggered": True, "job": slow})
+    t.start()
+    assert inside.wait(5)
+    # A vote meanwhile: its snapshot may hold answers the running check did not read, so it is owed, not dropped.
+    assert not r.run_if_allowed(key, triggered=True, job=lambda: ran.append("second")) and r.owed(key)
+    threading.Timer(0.2, release.set).start()
+    assert r.settle(("db", 1)) == 1  # waited for the running one, then ran the owed one
+    t.join(5)
+    assert ran == ["slow", "second"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -15,36 +14,15 @@ from app.services.qc import CLUSTER_REASON, refresh_cluster_flags, refresh_flags
 from app.services.results_cache import get_results
 from app.services.results_view import study_view
 from app.services.trust import cluster_sensitivity
-from tests.app.services.results_factory import T0, cast_vote
+from tests.app.services.results_factory import swarm_study
 from tests.app.web.test_results import PASSWORD
 from tests.conftest import BACKENDS
-from tests.factories import make_evaluator, make_pairs, make_study, make_user
+from tests.factories import make_user
 from tests.support.web import login
 
 
-def _study(session, *, swarm: int, honest: int = 10, n_prompts: int = 12):
-    """``honest`` sessions on their own addresses, each splitting its votes evenly; ``swarm`` sessions from
-    one address, each always choosing lightning."""
-    study = make_study(session, n_prompts=n_prompts)
-    pairs = make_pairs(session, study)
-    keys = [c.key for c in study.criteria]
-    minute = 0
-    people = [(make_evaluator(session, study, ip_hash=f"honest-{i}", user_agent="UA"), i) for i in range(honest)]
-    people += [(make_evaluator(session, study, ip_hash="swarm", user_agent="bot"), None) for _ in range(swarm)]
-    for ev, i in people:
-        for n, pair in enumerate(pairs):
-            # pair.clip_a is lightning's clip; honest raters split each prompt's votes evenly between the models
-            wants_a = i is None or (n + i) % 2 == 0
-            a_left = (n // 2) % 2 == 0  # counterbalanced: nobody straight-lines a side
-            minute += 1
-            cast_vote(session, pair=pair, evaluator=ev, a_left=a_left, submitted_at=T0 + timedelta(minutes=minute),
-                      choices=dict.fromkeys(keys, "left" if wants_a == a_left else "right"))
-    session.commit()
-    return study
-
-
 def test_one_address_that_decides_every_verdict_is_named(session):
-    study = _study(session, swarm=20, honest=8, n_prompts=24)
+    study = swarm_study(session, swarm=20, honest=8, n_prompts=24)
     cached = get_results(session, study_id=study.id)
     assert all(r["significant"] for r in cached.results["criteria"])  # with the swarm counted: "decided"
     table = cluster_sensitivity(session, study_id=study.id, cached=cached)
@@ -59,14 +37,14 @@ def test_one_address_that_decides_every_verdict_is_named(session):
 
 
 def test_verdicts_that_hold_without_any_one_address_say_so(session):
-    study = _study(session, swarm=0, honest=12)
+    study = swarm_study(session, swarm=0, honest=12)
     table = cluster_sensitivity(session, study_id=study.id, cached=get_results(session, study_id=study.id))
     assert table["warning"] is None and table["multi_session_clusters"] == 0
     assert all(not r["decided_by"] for r in table["rows"])
 
 
 def test_the_dashboard_the_api_and_the_export_carry_it(client, session):
-    study = _study(session, swarm=20, honest=8, n_prompts=24)
+    study = swarm_study(session, swarm=20, honest=8, n_prompts=24)
     admin = make_user(session, role="admin")
     session.commit()
     view, _ = study_view(session, study=study)
@@ -83,7 +61,7 @@ def test_the_dashboard_the_api_and_the_export_carry_it(client, session):
 
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
 def test_the_swarm_flag_is_kept_between_checks_and_dropped_with_qc(session):
-    study = _study(session, swarm=6, honest=20)
+    study = swarm_study(session, swarm=6, honest=20)
     assert refresh_cluster_flags(session, study_id=study.id) == 6
     swarm = session.scalars(select(Evaluator).where(Evaluator.ip_hash == "swarm")).all()
     assert all(e.flagged and e.flag_reasons[0].startswith(CLUSTER_REASON) for e in swarm)
