@@ -250,6 +250,8 @@ def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings,
     if not settings.enabled or not settings.cluster_check_alpha:
         return {}
     if rows is None:
+        if not _may_have_comparable_cluster(session, study_id):
+            return {}
         rows = _study_evaluators(session, study_id)
     kept = [SessionInfo(id=r.id, address=r.ip_hash, user_agent=r.user_agent) for r in rows
             if not any(not is_cluster_reason(x) for x in (r.flag_reasons or []))]
@@ -265,6 +267,17 @@ def cluster_reasons(session: Session, *, study_id: int, settings: QCSettings,
                              or test.p_value < strongest[test.cluster.key].p_value):
             strongest[test.cluster.key] = test
     return {s: _cluster_reason(t, words[t.cell]) for t in strongest.values() for s in t.cluster.sessions}
+
+
+def _may_have_comparable_cluster(session: Session, study_id: int) -> bool:
+    """Whether some address has two sessions and at least MIN_OTHER_SESSIONS sessions elsewhere, counted over
+    all the study's sessions (an upper bound of the kept ones): when not, ``cluster_reasons`` has nothing to
+    test, and an index scan told it without loading every session (a study behind one address, the
+    benchmark's loopback, otherwise loaded thousands of rows at every completion)."""
+    total = session.scalar(select(func.count()).where(Evaluator.study_id == study_id)) or 0
+    shared = session.scalars(select(func.count()).where(Evaluator.study_id == study_id, Evaluator.ip_hash.is_not(None))
+                             .group_by(Evaluator.ip_hash).having(func.count() >= 2)).all()
+    return any(total - size >= MIN_OTHER_SESSIONS for size in shared)
 
 
 def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
@@ -322,9 +335,10 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
     The write re-reads those rows: a flag another vote stored since the snapshot must not be overwritten
     with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read."""
     with read_session_scope(engine) as read:
-        rows = _study_evaluators(read, study_id)
-        verdicts = check(read, study_id=study_id, settings=settings, rows=rows)
-    touched = [r.id for r in rows if r.id in verdicts or any(is_own(x) for x in (r.flag_reasons or []))]
+        verdicts = check(read, study_id=study_id, settings=settings)
+        # Every session with a reason is flagged: only those can hold a reason of this kind to clear.
+        flagged = read.execute(_SESSIONS.where(Evaluator.study_id == study_id, Evaluator.flagged.is_(True))).all()
+    touched = sorted(set(verdicts) | {r.id for r in flagged if any(is_own(x) for x in (r.flag_reasons or []))})
     if not touched:
         return 0
     with session_scope(engine) as write:
@@ -435,19 +449,22 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
     """After a vote that completes a session: re-judge the whole study's reliability every
     ``reliability_step(finished)`` completed sessions: every CLUSTER_CHECK_COMPLETIONS in a study of up to
     RELIABILITY_STEP_GROWS_AT sessions, then every twentieth of the sessions so far (it reads every answer of
-    the study, so its cost per completed session stays constant as the study grows, where a fixed step made
-    it grow with the study: 0.5 s every 200 votes at 6,000 votes). Each re-judging runs when due, never held
-    back by the spacing, after the vote's commit (``rejudge_after_commit``)."""
+    the study: at 6,000 votes 0.5 s every 200 votes with a fixed step). After the vote's commit
+    (``rejudge_after_commit``), and spaced like the cluster check (``app.services.rejudging``): sessions that
+    complete every few seconds made it 19% of the server's CPU at the step alone; a trigger held back is owed
+    to the study's next vote of any kind, and results settle it before they count."""
     qc = state.qc
-    if not completed or not qc.enabled or not qc.reliability_alpha:
+    if not qc.enabled or not qc.reliability_alpha:
         return
     key = (database_key(session), state.study_id, "reliability")
-    finished = session.scalar(select(func.count(Evaluator.id)).where(
-        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
-    due = finished % reliability_step(finished) == 0
+    due = False
+    if completed:
+        finished = session.scalar(select(func.count(Evaluator.id)).where(
+            Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+        due = finished % reliability_step(finished) == 0
     if due or REJUDGING.owed(key):
         rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
-                             is_own=is_reliability_reason, triggered=due, force=due)
+                             is_own=is_reliability_reason, triggered=due, force=False)
 
 
 RELIABILITY_STEP_GROWS_AT = 200

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from app import db
 from app.services import qc
 from app.services.assignments import evaluator_state
 from app.services.rejudging import Rejudging
@@ -81,13 +82,21 @@ def test_reliability_is_rejudged_at_a_step_that_grows_with_the_study():
     assert max(per_session) < 40  # tens of sessions of answers per completed session, at any size
 
 
-def test_the_vote_path_rejudges_reliability_when_due_whatever_ran_just_before(monkeypatch, session):
+def test_the_vote_path_rejudges_reliability_at_its_step_spaced_and_pays_what_it_owes(monkeypatch, session):
+    """Due at a completion (every completed session here), after the vote's commit; a second one due inside
+    the spacing is owed, and the study's next vote of any kind pays it once the wait is over."""
     study = make_study(session, n_prompts=2)
     make_pairs(session, study)
     ev = make_evaluator(session, study)
     session.commit()
-    runs = []
-    monkeypatch.setattr(qc, "rejudge", lambda _engine, *, study_id, check, **_: runs.append((study_id, check)))
+    clock, runs = Clock(), []
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, spacing=40))
+
+    def fake_rejudge(_engine, *, study_id, check, **_):
+        runs.append((study_id, check))
+        clock.now += 0.25  # took 0.25 s: the next waits 10 s
+
+    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
     monkeypatch.setattr(qc, "CLUSTER_CHECK_COMPLETIONS", 1)  # every completed session is due
     state = evaluator_state(session, evaluator_id=ev.id)
     state = replace(state, qc=replace(state.qc, enabled=True, reliability_alpha=0.01))
@@ -96,10 +105,14 @@ def test_the_vote_path_rejudges_reliability_when_due_whatever_ran_just_before(mo
     qc.refresh_reliability_after_vote(session, state=state, completed=True)
     assert runs == []  # not inside the vote's transaction
     session.commit()
-    qc.refresh_reliability_after_vote(session, state=state, completed=True)  # at once again: still runs
-    qc.refresh_reliability_after_vote(session, state=state, completed=False)  # not a completion: nothing
+    assert runs == [(study.id, qc.reliability_reasons)]
+    qc.refresh_reliability_after_vote(session, state=state, completed=True)  # due again at once: owed
     session.commit()
-    assert runs == [(study.id, qc.reliability_reasons)] * 2
+    assert len(runs) == 1 and qc.REJUDGING.owed((db.database_key(session), study.id, "reliability"))
+    clock.now += 11
+    qc.refresh_reliability_after_vote(session, state=state, completed=False)  # any vote, after the wait
+    session.commit()
+    assert len(runs) == 2 and not qc.REJUDGING.owed((db.database_key(session), study.id, "reliability"))
 
 
 def test_a_rejudging_rolled_back_with_its_vote_never_runs(monkeypatch, session):
@@ -125,7 +138,6 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
     and what it stores is the cluster verdict, next to flags stored since its snapshot."""
     from sqlalchemy import select, update
 
-    from app import db
     from app.models import Evaluator
     from tests.app.services.results_factory import swarm_study
 
@@ -222,3 +234,22 @@ def test_a_trigger_while_the_same_check_runs_is_owed_and_results_wait_for_the_ru
     assert r.settle(("db", 1)) == 1  # waited for the running one, then ran the owed one
     t.join(5)
     assert ran == ["slow", "second"]
+
+
+def test_a_study_with_no_address_to_compare_is_not_read_session_by_session(monkeypatch, session):
+    """One address and fewer than MIN_OTHER_SESSIONS sessions elsewhere: nothing to test, told by counting; with
+    enough others the sessions are read and judged."""
+    study = make_study(session, n_prompts=2)
+    for _ in range(5):
+        make_evaluator(session, study, ip_hash="one-address")
+    for i in range(qc.MIN_OTHER_SESSIONS - 1):
+        make_evaluator(session, study, ip_hash=f"elsewhere-{i}")
+    session.commit()
+    reads = []
+    original = qc._study_evaluators
+    monkeypatch.setattr(qc, "_study_evaluators", lambda s, study_id: reads.append(study_id) or original(s, study_id))
+    settings = replace(qc.qc_settings(study), enabled=True, cluster_check_alpha=0.01)
+    assert qc.cluster_reasons(session, study_id=study.id, settings=settings) == {} and reads == []
+    make_evaluator(session, study, ip_hash="one-more-elsewhere")
+    session.commit()
+    assert qc.cluster_reasons(session, study_id=study.id, settings=settings) == {} and reads == [study.id]
