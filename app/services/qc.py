@@ -15,11 +15,12 @@ study's QC settings change. Between those, ``refresh_flags`` keeps the cluster r
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, Text, bindparam, cast, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -310,12 +311,12 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     key = (database_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
     if triggered or REJUDGING.owed(key):
-        rejudge_after_commit(session, key, state.study_id, qc, check=cluster_reasons, is_own=is_cluster_reason,
+        rejudge_after_commit(session, key, state.study_id, qc, check=cluster_reasons, reason=CLUSTER_REASON,
                              triggered=triggered, force=triggered and completed)
 
 
 def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: QCSettings, *,
-                         check: _Verdicts, is_own: Callable[[str], bool], triggered: bool, force: bool) -> None:
+                         check: _Verdicts, reason: str, triggered: bool, force: bool) -> None:
     """Once the vote in ``session`` has committed, re-judge one study-wide rule through ``REJUDGING`` (which
     spaces it and owes what it holds back): verdicts from a snapshot that includes the vote, then a short write
     (``rejudge``). The vote's write transaction, and with it every other rater's vote, never waits for it; a
@@ -323,11 +324,11 @@ def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: 
     engine = engine_of(session)
     after_commit(session, lambda: REJUDGING.run_if_allowed(
         key, triggered=triggered, force=force,
-        job=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, is_own=is_own)))
+        job=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason)))
 
 
 def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
-            is_own: Callable[[str], bool]) -> int:
+            reason: str) -> int:
     """Re-judge one study-wide rule (``check``: ``cluster_reasons`` or ``reliability_reasons``) outside any
     vote: read the study on a snapshot (on SQLite without the write lock, however long it takes), then write the
     rows whose reasons of this kind change in a transaction of its own. Returns the rows written.
@@ -336,14 +337,18 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
     with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read."""
     with read_session_scope(engine) as read:
         verdicts = check(read, study_id=study_id, settings=settings)
-        # Every session with a reason is flagged: only those can hold a reason of this kind to clear.
-        flagged = read.execute(_SESSIONS.where(Evaluator.study_id == study_id, Evaluator.flagged.is_(True))).all()
-    touched = sorted(set(verdicts) | {r.id for r in flagged if any(is_own(x) for x in (r.flag_reasons or []))})
+        # Sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind starts with
+        # ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
+        # as long as the judging.
+        holding = read.scalars(select(Evaluator.id).where(
+            Evaluator.study_id == study_id, Evaluator.flagged.is_(True),
+            cast(Evaluator.flag_reasons, Text).contains(json.dumps(reason)[:-1], autoescape=True))).all()
+    touched = sorted(set(verdicts) | set(holding))
     if not touched:
         return 0
     with session_scope(engine) as write:
         fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
-        return _renew_flags(write, fresh, verdicts, is_own)
+        return _renew_flags(write, fresh, verdicts, lambda r: r.startswith(reason))
 
 
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
@@ -464,7 +469,7 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
         due = finished % reliability_step(finished) == 0
     if due or REJUDGING.owed(key):
         rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
-                             is_own=is_reliability_reason, triggered=due, force=False)
+                             reason=RELIABILITY_REASON, triggered=due, force=False)
 
 
 RELIABILITY_STEP_GROWS_AT = 200

@@ -23,11 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.db import get_sessionmaker
+from app.db import database_key, get_sessionmaker
 from app.main import create_app
 from app.models import Assignment, Clip, Evaluator, Pair, StudyModel
 from app.services.attention import CHECK_DEGRADED, CHECK_SAME, ensure_attention_pairs
 from app.services.qc import CLUSTER_REASON
+from app.services.rejudging import REJUDGING
 from app.services.results_cache import get_results
 from tests.factories import make_pairs, make_study
 from tests.support import clock as fake_clock
@@ -161,8 +162,10 @@ def target(session, **qc):
 
 
 def flags() -> dict[str, list[str]]:
-    """Address kind ('swarm' or 'honest') -> every reason given to its sessions."""
+    """Address kind ('swarm' or 'honest') -> every reason given to its sessions, as the dashboard shows them:
+    after the study-wide re-judgings the spacing held back (app/services/rejudging.py) are settled."""
     with get_sessionmaker()() as s:
+        REJUDGING.settle((database_key(s),))
         rows = s.execute(select(Evaluator.user_agent, Evaluator.flag_reasons)).all()
     out: dict[str, list[str]] = {"swarm": [], "honest": []}
     for agent, reasons in rows:

@@ -144,7 +144,7 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
     study = swarm_study(session, swarm=6, honest=20)
     swarm = session.scalars(select(Evaluator).where(Evaluator.ip_hash == "swarm").order_by(Evaluator.id)).all()
     others = session.scalars(select(Evaluator).where(Evaluator.ip_hash != "swarm")).all()
-    settings = qc.qc_settings(study)
+    settings, study_id = qc.qc_settings(study), study.id
     session.commit()  # this test's own reads end their transaction (on SQLite every session's holds the lock)
     judged = []
 
@@ -158,13 +158,21 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
         return verdicts
 
     written = qc.rejudge(db.get_engine(), study_id=study.id, settings=settings, check=check,
-                         is_own=qc.is_cluster_reason)
+                         reason=qc.CLUSTER_REASON)
     assert written == 6 and set(judged[0]) == {e.id for e in swarm}
     session.expire_all()
     first = session.get(Evaluator, swarm[0].id)
     assert first.flag_reasons[0] == "failed 3 of 4 attention checks"  # the snapshot's [] did not overwrite it
     assert qc.is_cluster_reason(first.flag_reasons[1])
     assert all(not session.get(Evaluator, e.id).flagged for e in others)
+    session.commit()
+    # Switched off, the next re-judging finds the reasons it stored (in the stored JSON) and clears only them.
+    off = replace(settings, cluster_check_alpha=0)
+    assert qc.rejudge(db.get_engine(), study_id=study_id, settings=off, check=qc.cluster_reasons,
+                      reason=qc.CLUSTER_REASON) == 6
+    session.expire_all()
+    assert session.get(Evaluator, swarm[0].id).flag_reasons == ["failed 3 of 4 attention checks"]
+    assert not any(session.get(Evaluator, e.id).flagged for e in swarm[1:])
 
 
 def test_a_forced_rejudging_runs_inside_the_wait():
