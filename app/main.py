@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 from app.concurrency import install_thread_headroom
 from app.config import get_settings
+from app.gc_pauses import install_gc_freeze
 from app.middleware import install_error_handlers, install_forwarded, install_input_guards, install_security
 from app.security import LoginRequired
 from app.templating import STATIC_DIR
@@ -42,6 +43,7 @@ def create_app() -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(web_router)
+    install_gc_freeze(app)  # last: once the routes (and everything they import) exist
     return app
 
 

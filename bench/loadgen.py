@@ -14,12 +14,14 @@ the way its annotation page's JavaScript drives it (see ``potato_vote``).
 Modes: ``closed`` (``concurrency`` evaluators, each voting again as soon as its last vote returned) and
 ``open`` (votes start at a fixed ``rate`` per second whatever the server does; latency is measured from the
 scheduled start, so a slow server cannot hide queueing: no coordinated omission). Prints one JSON object.
-Every loop is bounded by ``duration`` (plus a drain limit); only loopback URLs are accepted.
+Every loop is bounded by ``duration`` (plus a drain limit); only loopback URLs are accepted. Requests go
+through bench/lean_http.py, a client lean enough not to compete with the server for the machine's cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import re
@@ -30,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import httpx
+from bench.lean_http import LeanClient, LeanHTTPError, Response
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ASSIGNMENT_RE = re.compile(r'name="assignment" value="([^"]+)"')
@@ -67,7 +69,7 @@ class Evaluator:
     def header(self) -> dict[str, str]:
         return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
 
-    def remember(self, response: httpx.Response) -> None:
+    def remember(self, response: Response) -> None:
         for raw in response.headers.get_list("set-cookie"):
             name, _, rest = raw.partition("=")
             self.cookies[name.strip()] = rest.split(";", 1)[0]
@@ -77,7 +79,7 @@ class VoteError(Exception):
     pass
 
 
-async def join(client: httpx.AsyncClient, invite: str, stats: Stats) -> Evaluator:
+async def join(client: LeanClient, invite: str, stats: Stats) -> Evaluator:
     r = await client.post("/api/v1/evaluate/join", json={"invite_token": invite})
     if r.status_code != 201:
         raise VoteError(f"join {r.status_code}: {r.text[:200]}")
@@ -85,7 +87,7 @@ async def join(client: httpx.AsyncClient, invite: str, stats: Stats) -> Evaluato
     return Evaluator({"bp_eval": r.json()["evaluator_token"]})
 
 
-async def app_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+async def app_vote(client: LeanClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     """One vote as a browser casts it. Returns 'voted' or 'finished' (the session's quota is done)."""
     t0 = time.perf_counter()
     page = await client.get("/e/pair", headers=ev.header())
@@ -114,7 +116,7 @@ async def app_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: 
     return "voted"
 
 
-async def api_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+async def api_vote(client: LeanClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     """One vote through the evaluator JSON API: the current pair, then the answers (both sync routes)."""
     headers = {"X-Evaluator-Token": ev.cookies["bp_eval"]}
     t0 = time.perf_counter()
@@ -138,7 +140,7 @@ async def api_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: 
     return "voted"
 
 
-async def api1_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+async def api1_vote(client: LeanClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     """One vote through the evaluator API in one request: ``POST /votes?next=true`` answers with the next pair.
 
     Only an evaluator's first pair needs ``GET /pair`` (counted as the page fetch, as in the api flow)."""
@@ -182,10 +184,10 @@ def parse_potato_page(html: str) -> tuple[str | None, list[tuple[str, str]], boo
     return instance_id, dimensions, bool(POTATO_DONE_RE.search(html))
 
 
-async def potato_join(client: httpx.AsyncClient, worker_prefix: str, n: int, stats: Stats) -> Evaluator:
+async def potato_join(client: LeanClient, worker_prefix: str, n: int, stats: Stats) -> Evaluator:
     """Potato's crowd login (``login.type: url_direct``): the platform sends the worker to
     ``/?PROLIFIC_PID=<id>``, Potato registers them, sets its session cookie and redirects home."""
-    # An explicit (empty) Cookie header: otherwise httpx sends its shared jar, which holds the session cookie of
+    # An explicit (empty) Cookie header: a client with a shared jar (httpx's) would send the session cookie of
     # whichever evaluator logged in last, and Potato would see that annotator already signed in.
     r = await client.get("/", params={"PROLIFIC_PID": f"{worker_prefix}{n}"}, headers={"Cookie": ""})
     if r.status_code != 302:
@@ -198,7 +200,7 @@ async def potato_join(client: httpx.AsyncClient, worker_prefix: str, n: int, sta
     return ev
 
 
-async def potato_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+async def potato_vote(client: LeanClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     """One item as Potato's annotation.js does it (potato-annotation 2.12.1): the annotate page (a full server
     render, ``loadNavigatedPage``), then on Next ``saveAnnotations`` (POST /updateinstance with every label as
     ``schema:label``) and ``navigateToNext`` (POST /annotate ``next_instance`` with ``X-Potato-Navigation``,
@@ -237,7 +239,7 @@ async def potato_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rn
     return "voted"
 
 
-async def floor_vote(client: httpx.AsyncClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
+async def floor_vote(client: LeanClient, ev: Evaluator, stats: Stats, rng: random.Random) -> str:
     t0 = time.perf_counter()
     r = await client.post("/vote", headers={"x-evaluator": ev.cookies["id"]})
     if r.status_code != 200:
@@ -259,30 +261,20 @@ async def _join_until(kind: str, client, invite, stats: Stats, n: int, until: fl
     while time.perf_counter() < until:
         try:
             return await _new_evaluator(kind, client, invite, stats, n)
-        except (VoteError, httpx.HTTPError) as exc:
+        except (VoteError, LeanHTTPError) as exc:
             stats.errors[f"join: {str(exc)[:70] or type(exc).__name__}"] += 1
             await asyncio.sleep(0.1)
     return None
 
 
-_TLS = None
-
-
-def own_client(cfg: dict) -> httpx.AsyncClient:
+def own_client(cfg: dict) -> LeanClient:
     """One evaluator's own connection, as each participant's browser has its own.
 
-    With one pool shared by hundreds of evaluators, httpx scans the pool on every request: at 512 evaluators
+    With one pool shared by hundreds of evaluators, httpx scanned the pool on every request: at 512 evaluators
     the load generator burnt a full core and the server sat 40% idle, so the "collapse" measured was the
-    client's. One client per evaluator keeps that cost constant. The TLS context (unused on loopback HTTP, but
-    built by every client) is made once: building one per client cost 27 ms of CPU each.
+    client's. One connection per evaluator keeps that cost constant (and ``LeanClient`` has no pool to scan).
     """
-    global _TLS
-    if _TLS is None:
-        import ssl
-
-        _TLS = ssl.create_default_context()
-    return httpx.AsyncClient(base_url=cfg["base_url"], limits=httpx.Limits(max_connections=1,
-                             max_keepalive_connections=1), timeout=30.0, follow_redirects=False, verify=_TLS)
+    return LeanClient(cfg["base_url"], timeout=30.0, max_connections=1)
 
 
 @dataclass
@@ -310,7 +302,7 @@ async def _evaluator_votes(cfg: dict, i: int, delay: float, stats: Stats, window
             t0 = time.perf_counter()
             try:
                 outcome = await vote(client, ev, stats, rng)
-            except (VoteError, httpx.HTTPError) as exc:
+            except (VoteError, LeanHTTPError) as exc:
                 if t0 >= window.errors_from:
                     stats.errors[str(exc)[:80] or type(exc).__name__] += 1
                 await asyncio.sleep(0.05)
@@ -324,7 +316,7 @@ async def _evaluator_votes(cfg: dict, i: int, delay: float, stats: Stats, window
             stats.accepted += 1
 
 
-async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+async def closed_loop(cfg: dict, client: LeanClient, stats: Stats) -> float:
     """``concurrency`` evaluators from the start, each voting again as soon as its last vote returned; the window
     follows a warm-up, and errors count from the window on."""
     start = time.perf_counter() + cfg.get("warmup", 1.0)
@@ -334,7 +326,7 @@ async def closed_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> flo
     return cfg["duration"]
 
 
-async def burst(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+async def burst(cfg: dict, client: LeanClient, stats: Stats) -> float:
     """A launch: ``concurrency`` evaluators arrive spread evenly over ``join_seconds`` (a crowd platform sending a
     study's participants at once), each joins, then votes as fast as the server answers until the end.
 
@@ -348,7 +340,7 @@ async def burst(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
     return cfg["duration"]
 
 
-async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float:
+async def open_loop(cfg: dict, client: LeanClient, stats: Stats) -> float:
     kind, invite, rate, duration = cfg["kind"], cfg.get("invite", ""), cfg["rate"], cfg["duration"]
     vote = VOTERS[(kind, cfg.get("flow", "api"))]
     # The evaluator population: each evaluator votes about every pool/rate seconds (2,000 at 200/s: every 10 s).
@@ -374,7 +366,7 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
     rng = random.Random(0)
     tasks = []
     # At most this many votes in flight: beyond it, arrivals wait here (their latency still counts from the
-    # scheduled time). Thousands of requests queued inside httpx's connection pool cost the generator
+    # scheduled time). Thousands of requests queued inside an HTTP client's connection pool cost the generator
     # quadratic CPU and starved the server it was measuring.
     in_flight = asyncio.Semaphore(int(cfg.get("max_in_flight", 256)))
 
@@ -390,7 +382,7 @@ async def open_loop(cfg: dict, client: httpx.AsyncClient, stats: Stats) -> float
             if outcome == "finished":
                 ev = await _new_evaluator(kind, client, invite, stats, next(counter))
                 outcome = await vote(client, ev, stats, rng)
-        except (VoteError, httpx.HTTPError) as exc:
+        except (VoteError, LeanHTTPError) as exc:
             stats.errors[str(exc)[:80] or type(exc).__name__] += 1
             return
         stats.latencies.append(time.perf_counter() - scheduled)
@@ -431,11 +423,10 @@ def _check_loopback(url: str) -> None:
 async def main_async(cfg: dict) -> dict:
     _check_loopback(cfg["base_url"])
     stats = Stats()
-    limits = httpx.Limits(max_connections=max(cfg.get("concurrency", 0), 64) * 2,
-                          max_keepalive_connections=max(cfg.get("concurrency", 0), 64) * 2)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0,
-                                 follow_redirects=False) as client:
+    # The open loop's shared client: as many connections as votes it lets be in flight.
+    async with LeanClient(cfg["base_url"], timeout=30.0,
+                          max_connections=max(int(cfg.get("max_in_flight", 256)), cfg.get("concurrency", 0))) as client:
         run = {"closed": closed_loop, "open": open_loop, "burst": burst}[cfg["mode"]]
         seconds = await run(cfg, client, stats)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -450,6 +441,11 @@ async def main_async(cfg: dict) -> dict:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    # No cyclic garbage collection while measuring: with 2,000 evaluators' clients this process holds ~180,000
+    # objects, and each oldest-generation collection paused it 80-100 ms, every few seconds. Answers that arrived
+    # during a pause were timed late, and those pauses were most of the open loop's p99 (the server's own, with
+    # its heap frozen by app/gc_pauses.py, were rare). A run lasts minutes; the memory it keeps is small.
+    gc.disable()
     try:
         import uvloop
     except ImportError:  # plain asyncio works, it is just a little slower
