@@ -351,20 +351,41 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
         return _renew_flags(write, fresh, verdicts, lambda r: r.startswith(reason))
 
 
+# Built once (see app/services/assignments.py): these run on every third vote.
+_SHARING = select(func.count()).select_from(
+    select(_evaluators.c.id).where(_evaluators.c.study_id == bindparam("study_id"),
+                                   _evaluators.c.ip_hash == bindparam("ip_hash")).limit(2).subquery())
+_FINISHED = select(func.count()).select_from(_evaluators).where(
+    _evaluators.c.study_id == bindparam("study_id"), _evaluators.c.completed_at.is_not(None))
+# (database, study, address) known to have two sessions or more: sessions are never taken from a study that
+# keeps rating, so once shared an address stays shared, and its votes need not ask again.
+_SHARED_ADDRESSES: set[tuple[str, int, str]] = set()
+_SHARED_ADDRESSES_MAX = 100_000
+
+
+def _address_shared(session: Session, study_id: int, ip_hash: str) -> bool:
+    key = (database_key(session), study_id, ip_hash)
+    if key in _SHARED_ADDRESSES:
+        return True
+    if (session.scalar(_SHARING, {"study_id": study_id, "ip_hash": ip_hash}) or 0) < 2:
+        return False
+    if len(_SHARED_ADDRESSES) >= _SHARED_ADDRESSES_MAX:
+        _SHARED_ADDRESSES.clear()
+    _SHARED_ADDRESSES.add(key)
+    return True
+
+
+def finished_sessions(session: Session, study_id: int) -> int:
+    """How many of the study's sessions have completed."""
+    return session.scalar(_FINISHED, {"study_id": study_id}) or 0
+
+
 def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool) -> bool:
-    shared = 0
-    if state.ip_hash:
-        # Only "is there another?" matters: stop at two rather than count every session behind a shared address.
-        sharing = (select(Evaluator.id).where(Evaluator.study_id == state.study_id, Evaluator.ip_hash == state.ip_hash)
-                   .limit(2).subquery())
-        shared = session.scalar(select(func.count()).select_from(sharing)) or 0
-    if shared >= 2:
+    if state.ip_hash and _address_shared(session, state.study_id, state.ip_hash):
         return True
     if not completed:
         return False
-    finished = session.scalar(select(func.count(Evaluator.id)).where(
-        Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
-    return finished % CLUSTER_CHECK_COMPLETIONS == 0
+    return finished_sessions(session, state.study_id) % CLUSTER_CHECK_COMPLETIONS == 0
 
 
 # ------------------------------------------------------------------------------------ rater reliability
@@ -464,8 +485,7 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
     key = (database_key(session), state.study_id, "reliability")
     due = False
     if completed:
-        finished = session.scalar(select(func.count(Evaluator.id)).where(
-            Evaluator.study_id == state.study_id, Evaluator.completed_at.is_not(None))) or 0
+        finished = finished_sessions(session, state.study_id)
         due = finished % reliability_step(finished) == 0
     if due or REJUDGING.owed(key):
         rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
