@@ -134,3 +134,15 @@ def test_gate_passes_on_a_slot_when_a_waiting_client_goes_away():
         assert gate.busy == 1
 
     _run(main())
+
+
+def test_sqlite_runs_two_rating_requests_at_once_postgres_four(monkeypatch):
+    """SQLite's database work runs under one write lock in this process's threads: more than two in flight only
+    took the GIL from the one holding it. PostgreSQL works in its own processes."""
+    from types import SimpleNamespace
+
+    from app import concurrency
+
+    for url, expected in (("sqlite:////data/blindpair.sqlite", 2), ("postgresql+psycopg://bp@db/bp", 4)):
+        monkeypatch.setattr(concurrency, "get_settings", lambda url=url: SimpleNamespace(resolved_database_url=url))
+        assert concurrency.rating_requests_in_flight() == expected
