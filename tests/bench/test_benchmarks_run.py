@@ -200,6 +200,22 @@ def test_stored_and_accepted_votes_must_agree_up_to_abandoned_requests():
     assert not counts_agree({"stored": 11, "accepted": 10, "errors": {}})  # nor a duplicate
     assert counts_agree({"stored": 12, "accepted": 10, "errors": {"not answered within the drain limit": 5}})
     assert not counts_agree({"stored": 16, "accepted": 10, "errors": {"not answered within the drain limit": 5}})
+    # The lean client's words for a request that may have reached the server before the client gave up on it.
+    timed_out = "POST /api/v1/evaluate/votes?next=true: no answer within 30 s"
+    assert counts_agree({"stored": 11, "accepted": 10, "errors": {timed_out: 1}})
+
+
+def test_votes_are_counted_once_the_server_stops_storing_them(monkeypatch):
+    """A saturated run leaves requests queued in the server after its client gave up: they are counted with
+    that run, not with the next one (where they showed as votes stored beyond those accepted, with no errors)."""
+    from bench import vote_path
+
+    rows = iter([100, 130, 160, 160, 160, 160, 160, 160, 160, 160, 160, 160, 160, 160])
+    monkeypatch.setattr(vote_path, "count_rows", lambda _table: next(rows))
+    monkeypatch.setattr(vote_path.time, "sleep", lambda _s: None)
+    clock = iter(float(i) for i in range(100))
+    monkeypatch.setattr(vote_path.time, "monotonic", lambda: next(clock))
+    assert vote_path._settled_count("votes", quiet_s=2.0) == 160
 
 
 def test_gpu_generation_refuses_an_unknown_section(capsys):
