@@ -48,7 +48,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
 from bench.servers import wait_until_serving
-from bench.vote_path import APP_FACTORY, _gif, configure, count_rows, run_loadgen, seed_study
+from bench.vote_path import APP_FACTORY, _gif, configure, count_rows, counts_agree, run_loadgen, seed_study
 from tests.support.servers import free_port, stop_process
 
 POTATO_VERSION = "2.12.1"
@@ -225,18 +225,6 @@ def measure(base: str, proc: subprocess.Popen, *, kind: str, cfg: dict[str, Any]
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
-
-
-ABANDONED = ("not answered within the drain limit", "Server disconnected", "ReadError", "RemoteProtocolError")
-
-
-def counts_agree(m: dict[str, Any]) -> bool:
-    """Stored == accepted, except that a request whose connection broke or that the client abandoned (open loop's
-    drain limit) may still have been stored by the server: at most one extra per such request. Connection errors
-    are included here (bench/vote_path.py counts only the drain limit and 'Server disconnected'): a server past
-    its capacity resets connections it may already have answered in its own state."""
-    abandoned = sum(n for e, n in m["errors"].items() if e.startswith(ABANDONED))
-    return m["stored"] == m["accepted"] or 0 <= m["stored"] - m["accepted"] <= abandoned
 
 
 def _line(m: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy import Row, Text, bindparam, cast, func, select, update
@@ -288,14 +288,21 @@ def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettin
     for: two votes re-judging at once would otherwise each wait for the other's evaluator. The skipped row is
     written at the next re-judging, which its own votes trigger.
     """
+    return _refresh_in(session, study_id, settings, check=cluster_reasons, reason=CLUSTER_REASON)
+
+
+def _refresh_in(session: Session, study_id: int, settings: QCSettings | None, *, check: _Verdicts,
+                reason: str) -> int:
+    """One study-wide rule re-judged inside ``session``'s transaction (a change of QC settings, the CLI); the
+    vote path uses ``rejudge`` instead, outside the vote's transaction."""
     if settings is None:
         study = session.get(Study, study_id)
         if study is None:
             raise ValueError(f"study {study_id} does not exist")
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)  # one read of the study's sessions serves both steps
-    verdicts = cluster_reasons(session, study_id=study_id, settings=settings, rows=rows)
-    return _renew_flags(session, rows, verdicts, is_cluster_reason)
+    verdicts = check(session, study_id=study_id, settings=settings, rows=rows)
+    return _renew_flags(session, rows, verdicts, reason)
 
 
 def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
@@ -348,7 +355,7 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
         return 0
     with session_scope(engine) as write:
         fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
-        return _renew_flags(write, fresh, verdicts, lambda r: r.startswith(reason))
+        return _renew_flags(write, fresh, verdicts, reason)
 
 
 # Built once (see app/services/assignments.py): these run on every third vote.
@@ -461,14 +468,7 @@ def reliability_reasons(session: Session, *, study_id: int, settings: QCSettings
 
 def refresh_reliability_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
     """Re-judge the reliability rule for the whole study and store what changed; return the rows written."""
-    if settings is None:
-        study = session.get(Study, study_id)
-        if study is None:
-            raise ValueError(f"study {study_id} does not exist")
-        settings = qc_settings(study)
-    rows = _study_evaluators(session, study_id)
-    verdicts = reliability_reasons(session, study_id=study_id, settings=settings, rows=rows)
-    return _renew_flags(session, rows, verdicts, is_reliability_reason)
+    return _refresh_in(session, study_id, settings, check=reliability_reasons, reason=RELIABILITY_REASON)
 
 
 def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, completed: bool) -> None:
@@ -500,17 +500,16 @@ def reliability_step(finished: int) -> int:
     return max(CLUSTER_CHECK_COMPLETIONS, finished // RELIABILITY_STEP_GROWS_AT * CLUSTER_CHECK_COMPLETIONS)
 
 
-def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],
-                 is_own: Callable[[str], bool]) -> int:
-    """Replace each evaluator's flag reasons of one kind (``is_own``) with this re-judging's verdicts; write
-    only the rows that change. Returns how many changed.
+def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str], reason: str) -> int:
+    """Replace each evaluator's flag reasons of one kind (those starting with ``reason``) with this re-judging's
+    verdicts; write only the rows that change. Returns how many changed.
 
     On PostgreSQL a row another request holds (a session voting now) is skipped, not waited for (two
     completions re-judging at once would each wait for the other's evaluator); the next re-judging writes it."""
     changed: dict[int, list[str]] = {}
     for row in rows:
         stored = list(row.flag_reasons or [])
-        renewed = [r for r in stored if not is_own(r)] + ([verdicts[row.id]] if row.id in verdicts else [])
+        renewed = [r for r in stored if not r.startswith(reason)] + ([verdicts[row.id]] if row.id in verdicts else [])
         if renewed != stored:
             changed[row.id] = renewed
     if changed and session.get_bind().dialect.name != "sqlite":

@@ -92,4 +92,3 @@ class Rejudging:
 
 
 REJUDGING = Rejudging()
-
