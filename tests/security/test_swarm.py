@@ -153,8 +153,13 @@ def rate_all(sessions: list[Session], clock: fake_clock.FakeClock) -> None:
 
 
 def target(session, **qc):
+    # The reliability rule is off: these raters answer without regard to the clips (two equally good models),
+    # and the rule flags an honest rater at its level, 0.001 per rater: one of these 20 in about 3% of runs,
+    # since the database's random() breaks the ties of the pair choice and no seed fixes it. Its error rate on
+    # honest raters is measured by bench/qc.py (tests/app/services/test_qc_simulation.py); here the address
+    # rules are under test.
     study = make_study(session, n_prompts=16, pairs_per_session=8, votes_per_pair=100,
-                       qc={"attention_rate": 0.25, **qc})
+                       qc={"attention_rate": 0.25, "reliability_alpha": 0.0, **qc})
     make_pairs(session, study)
     assert ensure_attention_pairs(session, study_id=study.id) > 0
     session.commit()
