@@ -226,3 +226,23 @@ def test_attention_checks_take_slots_of_the_quota_without_repeats(session):
     assert kinds["normal"] > 0 and kinds["check_same"] + kinds["check_degraded"] > 0
     for a_left, a_right in _balance(session, study.id).values():
         assert abs(a_left - a_right) <= 1
+
+
+def test_choosing_a_pair_counts_live_reservations_from_the_index_alone(session):
+    # Every new page counts each pair's open assignments shown since the abandon limit. Reading each open row
+    # for its shown_at made the choice 3.4x slower with 2,000 raters on screen (docs/performance.md).
+    from app.services.assignments import _PICK, abandoned_before
+    from app.services.attention import QCSettings
+
+    if session.get_bind().dialect.name != "sqlite":
+        pytest.skip("the plan is SQLite's")
+    study = make_study(session)
+    make_pairs(session, study)
+    compiled = _PICK.compile(dialect=session.get_bind().dialect)
+    params = compiled.construct_params({"study_id": study.id, "evaluator_id": 1,
+                                        "since": abandoned_before(QCSettings())})
+    plan = session.connection().exec_driver_sql(
+        f"EXPLAIN QUERY PLAN {compiled.string}", tuple(params[k] for k in compiled.positiontup)).all()
+    reservations = [row[-1] for row in plan if "ix_assignments_pair_id_status" in row[-1]]
+    assert reservations == ["SEARCH assignments USING COVERING INDEX ix_assignments_pair_id_status_shown_at "
+                            "(pair_id=? AND status=? AND shown_at>?)"], plan
