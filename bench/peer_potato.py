@@ -48,7 +48,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
 from bench.servers import wait_until_serving
-from bench.vote_path import APP_FACTORY, _gif, configure, count_rows, counts_agree, run_loadgen, seed_study
+from bench.vote_path import APP_FACTORY, _gif, _ms, configure, count_rows, counts_agree, run_loadgen, seed_study
 from tests.support.servers import free_port, stop_process
 
 POTATO_VERSION = "2.12.1"
@@ -221,10 +221,6 @@ def measure(base: str, proc: subprocess.Popen, *, kind: str, cfg: dict[str, Any]
                                    if cpu0 is not None and cpu1 is not None and result["accepted"] else None),
         "loadgen_cpu_s": result["loadgen_cpu_seconds"],
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
 
 
 def _line(m: dict[str, Any]) -> str:
