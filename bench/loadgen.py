@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bench.lean_http import LeanClient, LeanHTTPError, Response
+from bench.proc_cpu import cpu_seconds, tree_cpu_seconds
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 ASSIGNMENT_RE = re.compile(r'name="assignment" value="([^"]+)"')
@@ -59,6 +60,8 @@ class Stats:
     accepted: int = 0
     errors: Counter = field(default_factory=Counter)
     joins: int = 0
+    # The server's CPU seconds and the votes accepted so far, at the measured window's start and end.
+    cpu_marks: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -286,6 +289,33 @@ class Window:
     errors_from: float
 
 
+def mark_server_cpu(cfg: dict, stats: Stats, name: str) -> None:
+    """Note the server's CPU time (``server_pid``; with its children when ``server_tree``) and the votes accepted
+    so far. The window's CPU per vote is then what serving those votes cost, without the evaluator pool's joins
+    or the warm-up before it (charged to the votes when CPU was read around the whole run)."""
+    pid = cfg.get("server_pid")
+    if pid is None:
+        return
+    cpu = (tree_cpu_seconds if cfg.get("server_tree") else cpu_seconds)(int(pid))
+    if cpu is not None:
+        stats.cpu_marks[name] = (cpu, stats.accepted)
+
+
+async def mark_window(cfg: dict, stats: Stats, window: Window) -> None:
+    """Mark the server's CPU when the window opens and when it closes."""
+    for name, at in (("start", window.start), ("end", window.end)):
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        mark_server_cpu(cfg, stats, name)
+
+
+def window_cpu(stats: Stats) -> dict:
+    """Server CPU seconds and votes accepted between the marks (empty when the server's CPU was not read)."""
+    if "start" not in stats.cpu_marks or "end" not in stats.cpu_marks:
+        return {}
+    (cpu0, n0), (cpu1, n1) = stats.cpu_marks["start"], stats.cpu_marks["end"]
+    return {"server_cpu_seconds": cpu1 - cpu0, "votes": n1 - n0}
+
+
 async def _evaluator_votes(cfg: dict, i: int, delay: float, stats: Stats, window: Window, counter) -> None:
     """One evaluator on its own connection: after ``delay`` it joins, then votes as soon as each vote returns
     until the window ends, joining anew when its session is done. Latency and throughput count the votes that
@@ -322,7 +352,8 @@ async def closed_loop(cfg: dict, client: LeanClient, stats: Stats) -> float:
     start = time.perf_counter() + cfg.get("warmup", 1.0)
     window = Window(start, start + cfg["duration"], errors_from=start)
     counter = iter(range(10**9))
-    await asyncio.gather(*(_evaluator_votes(cfg, i, 0.0, stats, window, counter) for i in range(cfg["concurrency"])))
+    await asyncio.gather(mark_window(cfg, stats, window),
+                         *(_evaluator_votes(cfg, i, 0.0, stats, window, counter) for i in range(cfg["concurrency"])))
     return cfg["duration"]
 
 
@@ -336,7 +367,8 @@ async def burst(cfg: dict, client: LeanClient, stats: Stats) -> float:
     now = time.perf_counter()
     window = Window(now + spread, now + spread + cfg["duration"], errors_from=now)
     counter = iter(range(10**9))
-    await asyncio.gather(*(_evaluator_votes(cfg, i, spread * i / n, stats, window, counter) for i in range(n)))
+    await asyncio.gather(mark_window(cfg, stats, window),
+                         *(_evaluator_votes(cfg, i, spread * i / n, stats, window, counter) for i in range(n)))
     return cfg["duration"]
 
 
@@ -391,6 +423,9 @@ async def open_loop(cfg: dict, client: LeanClient, stats: Stats) -> float:
 
     start = time.perf_counter() + 0.2
     n = int(rate * duration)
+    # The window: from the first scheduled vote until the last is answered (the pool's joins are before it;
+    # evaluators who join because their session was done are inside it, as in a study's steady state).
+    mark_server_cpu(cfg, stats, "start")
     for i in range(n):
         scheduled = start + i / rate
         delay = scheduled - time.perf_counter()
@@ -398,6 +433,7 @@ async def open_loop(cfg: dict, client: LeanClient, stats: Stats) -> float:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(scheduled)))
     _done, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS) if tasks else (set(), set())
+    mark_server_cpu(cfg, stats, "end")
     for t in pending:
         t.cancel()
         stats.errors["not answered within the drain limit"] += 1
@@ -434,7 +470,7 @@ async def main_async(cfg: dict) -> dict:
         "latencies": stats.latencies, "page_latencies": stats.page_latencies,
         "post_latencies": stats.post_latencies, "join_latencies": stats.join_latencies,
         "accepted": stats.accepted, "errors": dict(stats.errors),
-        "joins": stats.joins, "seconds": seconds,
+        "joins": stats.joins, "seconds": seconds, "window_cpu": window_cpu(stats),
         "loadgen_cpu_seconds": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
     }
 

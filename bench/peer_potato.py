@@ -48,7 +48,17 @@ from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
 from bench.servers import wait_until_serving
-from bench.vote_path import APP_FACTORY, _gif, _ms, configure, count_rows, counts_agree, run_loadgen, seed_study
+from bench.vote_path import (
+    APP_FACTORY,
+    _gif,
+    _ms,
+    configure,
+    count_rows,
+    counts_agree,
+    run_loadgen,
+    seed_study,
+    server_cpu_ms_per_vote,
+)
 from tests.support.servers import free_port, stop_process
 
 POTATO_VERSION = "2.12.1"
@@ -181,32 +191,14 @@ def potato_server(config: Path, log_path: Path, *, threads: int, venv: Path = PE
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process and all its descendants (gunicorn's worker is a child of its
-    master; uvicorn with one worker is a single process), from /proc."""
-    from bench.servers import cpu_seconds
-
-    own = cpu_seconds(pid)
-    if own is None:
-        return None
-    total = own
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids = [int(c) for c in children.read_text().split()]
-        except OSError:
-            continue
-        total += sum(t for t in (tree_cpu_seconds(k) for k in kids) if t is not None)
-    return total
-
-
 def measure(base: str, proc: subprocess.Popen, *, kind: str, cfg: dict[str, Any],
             count: Callable[[], int]) -> dict[str, Any]:
     """One load-generator run; the same arithmetic for both tools (stored counted around the run)."""
     before = count()
-    cpu0 = tree_cpu_seconds(proc.pid)
     timeout = cfg["duration"] + cfg.get("warmup", 1.0) + cfg.get("pool", 0) / 10 + 240
-    result = run_loadgen({**cfg, "base_url": base, "kind": kind}, timeout=timeout)
-    cpu1 = tree_cpu_seconds(proc.pid)
+    # Potato's CPU is its process tree's (gunicorn's worker is a child of its master).
+    result = run_loadgen({**cfg, "base_url": base, "kind": kind, "server_pid": proc.pid, "server_tree": True},
+                         timeout=timeout)
     time.sleep(0.2)  # an abandoned request may still be finishing its write
     stored = count() - before
     lat, seconds = result["latencies"], result["seconds"]
@@ -217,8 +209,7 @@ def measure(base: str, proc: subprocess.Popen, *, kind: str, cfg: dict[str, Any]
         "post_p50_ms": _ms(percentile(result["post_latencies"], 50)),
         "post_p99_ms": _ms(percentile(result["post_latencies"], 99)),
         "accepted": result["accepted"], "stored": stored, "errors": result["errors"], "joins": result["joins"],
-        "server_cpu_ms_per_vote": ((cpu1 - cpu0) * 1000 / result["accepted"]
-                                   if cpu0 is not None and cpu1 is not None and result["accepted"] else None),
+        "server_cpu_ms_per_vote": server_cpu_ms_per_vote(result),
         "loadgen_cpu_s": result["loadgen_cpu_seconds"],
     }
 

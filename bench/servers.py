@@ -1,4 +1,4 @@
-"""Start and stop a uvicorn server in a subprocess, and read its CPU time from /proc (Linux)."""
+"""Start and stop a uvicorn server in a subprocess (its CPU time is read by bench/proc_cpu.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,6 @@ from pathlib import Path
 
 from bench.common import REPO_ROOT
 from tests.support.servers import free_port, stop_process
-
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of one process (all its threads), from /proc/<pid>/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of stat(5))
 
 
 def wait_until_serving(proc: subprocess.Popen, url: str, name: str, log_path: Path, *, timeout: float,

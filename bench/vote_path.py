@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Report, percentile, run_cli
-from bench.servers import available_backends, cpu_seconds, uvicorn_server
+from bench.servers import available_backends, uvicorn_server
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 APP_FACTORY = "app.main:create_app"
@@ -165,11 +165,9 @@ def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str | Non
     """One load-generator run against a live server; votes stored are counted around it (``table`` None: the
     HTTP-layer floor, which stores nothing)."""
     before_rows = count_rows(table) if table else 0
-    cpu0 = cpu_seconds(proc.pid)
     # Generous: joining the open loop's evaluator pool and draining a saturated server both take time.
     timeout = cfg["duration"] + cfg.get("warmup", 1.0) + cfg.get("pool", 0) / 10 + 240
-    result = run_loadgen({**cfg, "base_url": base, "kind": kind}, timeout=timeout)
-    cpu1 = cpu_seconds(proc.pid)
+    result = run_loadgen({**cfg, "base_url": base, "kind": kind, "server_pid": proc.pid}, timeout=timeout)
     stored = _settled_count(table) - before_rows if table else None
     lat = result["latencies"]
     seconds = result["seconds"]
@@ -184,10 +182,17 @@ def measure(base: str, proc, *, kind: str, cfg: dict[str, Any], table: str | Non
         "join_p99_ms": _ms(percentile(result.get("join_latencies") or [], 99)),
         "page_p99_ms": _ms(percentile(result["page_latencies"], 99)),
         "accepted": result["accepted"], "stored": stored, "errors": result["errors"],
-        "server_cpu_ms_per_vote": ((cpu1 - cpu0) * 1000 / result["accepted"]
-                                   if cpu0 is not None and cpu1 is not None and result["accepted"] else None),
+        "server_cpu_ms_per_vote": server_cpu_ms_per_vote(result), "cpu_window": result.get("window_cpu") or {},
         "loadgen_cpu_s": result["loadgen_cpu_seconds"], "joins": result["joins"], "votes_in_window": votes_in_window,
     }
+
+
+def server_cpu_ms_per_vote(result: dict[str, Any]) -> float | None:
+    """The server's CPU per vote over the load generator's measured window (bench/loadgen.py marks it): the
+    votes accepted in it and the CPU spent while they were served, joins of evaluators who replace finished ones
+    included, the pool's first joins and the warm-up not."""
+    window = result.get("window_cpu") or {}
+    return window["server_cpu_seconds"] * 1000 / window["votes"] if window.get("votes") else None
 
 
 def _settled_count(table: str, *, quiet_s: float = 2.0, limit_s: float = 180.0) -> int:

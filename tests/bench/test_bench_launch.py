@@ -30,6 +30,11 @@ def _check_launch(tmp_path: Path, backend: str) -> None:
     for run in runs:
         assert run["accepted"] > 0 and run["stored"] == run["accepted"]
         assert run["server_cpu_ms_per_vote"] > 0
+        assert 0 < run["cpu_window"]["votes"] <= run["accepted"]
+    # The open loop's server CPU is charged to the votes of its window, all of them, and not to the joins of
+    # its evaluator pool before it.
+    for run in data["open"].values():
+        assert run["cpu_window"]["votes"] == run["accepted"]
     burst = data["burst"]["8"]
     assert burst["joins"] >= 8 and burst["join_p99_ms"] is not None  # every arriving evaluator joined
     assert (f"{backend}: stored = accepted in every run", True, "agree") in report.bars

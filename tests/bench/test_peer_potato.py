@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import parse_potato_page
-from bench.peer_potato import count_potato_stored, counts_agree, peer_unavailable_reason, tree_cpu_seconds
+from bench.peer_potato import count_potato_stored, counts_agree, peer_unavailable_reason
+from bench.proc_cpu import tree_cpu_seconds
 
 # Lines as Potato 2.12.1 renders them (from a served /annotate page and its done page).
 ANNOTATE_PAGE = """<html><head><title>BlindPair peer benchmark</title></head><body>
@@ -87,7 +88,7 @@ def test_server_cpu_includes_the_children(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout.readline().strip() == "done"
-        from bench.servers import cpu_seconds
+        from bench.proc_cpu import cpu_seconds
 
         assert cpu_seconds(parent.pid) < 0.2
         assert tree_cpu_seconds(parent.pid) >= 0.25
