@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Row, Text, bindparam, cast, func, select, update
+import numpy as np
+from sqlalchemy import Row, Text, bindparam, case, cast, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -42,7 +43,7 @@ from app.services.rejudging import REJUDGING
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
-from app.trust.reliability import Answer, Reliability, rater_reliability, unreliable_raters
+from app.trust.reliability import CHOICES, AnswerTable, Reliability, rater_reliability, unreliable_raters
 
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
@@ -400,16 +401,20 @@ def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool)
 
 _vt, _vc, _cr, _pr = Vote.__table__, VoteChoice.__table__, Criterion.__table__, Pair.__table__
 _copy = Clip.__table__.alias("copy")
+# Integers only, the outcome coded as app.trust.reliability.CHOICES ('a', 'b', 'tie' -> 0, 1, 2; anything else
+# -1, which AnswerTable refuses): a study's answers are read into arrays, and strings per row cost more than
+# the judging (see study_answers).
+_OUTCOME_CODE = case(*((_vc.c.outcome == c, i) for i, c in enumerate(CHOICES)), else_=-1)
 _STUDY_ANSWERS = (
-    select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _cr.c.key, _vc.c.outcome, _vc.c.model_a_id,
-           _vc.c.model_b_id, _pr.c.kind, _copy.c.variant)
+    select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _vc.c.criterion_id, _OUTCOME_CODE, _vc.c.model_a_id,
+           _vc.c.model_b_id)
     .select_from(_vt)
     .join(_vc, _vc.c.vote_id == _vt.c.id)
-    .join(_cr, _cr.c.id == _vc.c.criterion_id)
-    .join(_pr, _pr.c.id == _vt.c.pair_id)
-    .join(_copy, _copy.c.id == _pr.c.clip_b_id)
     .where(_vt.c.study_id == bindparam("study_id"))
 )
+_STUDY_CHECKS = (select(_pr.c.id, _pr.c.kind, _copy.c.variant).join(_copy, _copy.c.id == _pr.c.clip_b_id)
+                 .where(_pr.c.study_id == bindparam("study_id"), _pr.c.kind.in_(CHECK_KINDS)))
+_STUDY_CRITERIA = select(_cr.c.id, _cr.c.key).where(_cr.c.study_id == bindparam("study_id"))
 
 
 def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -> str | None:
@@ -423,18 +428,34 @@ def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -
     return None
 
 
-def study_answers(session: Session, *, study_id: int) -> list[Answer]:
-    """The study's answers in model space, checks with their known answer, for the reliability estimate."""
-    rows = session.execute(_STUDY_ANSWERS, {"study_id": study_id}).all()
-    criteria = {row.key for row in rows}
-    answers = []
-    for rater, vote_id, pair_id, key, outcome, model_a, model_b, kind, variant in rows:
-        known = _known_answer(kind, variant or "", key, criteria) if kind in CHECK_KINDS else None
-        if kind in CHECK_KINDS and known is None:
-            continue
-        answers.append(Answer(rater=rater, vote=vote_id, pair=pair_id, criterion=key, choice=outcome,
-                              model_a=model_a, model_b=model_b, known=known))
-    return answers
+def study_answers(session: Session, *, study_id: int) -> AnswerTable:
+    """The study's answers in model space, checks with their known answer, for the reliability estimate.
+
+    As integer columns (``AnswerTable``): at 110,000 answers, one object per answer with its criterion's key
+    and its pair's kind as strings cost as much as judging them (0.6 s of 1.3 s)."""
+    params = {"study_id": study_id}
+    # Flattened straight into one array: an array built from the result's rows took twice as long.
+    columns = np.fromiter((x for row in session.execute(_STUDY_ANSWERS, params) for x in row),
+                          dtype=np.int64).reshape(-1, 7)
+    rater, vote, pair, criterion, choice, model_a, model_b = columns.T
+    known = np.full(len(columns), -1, dtype=np.int64)
+    checks = {pair_id: (kind, variant or "") for pair_id, kind, variant in session.execute(_STUDY_CHECKS, params)}
+    if checks:
+        keys: dict[int, str] = {row.id: row.key for row in session.execute(_STUDY_CRITERIA, params)}
+        present = {keys[c] for c in np.unique(criterion).tolist() if c in keys}
+        # A check's honest answer depends on its kind, variant and criterion only: judged once per pair and
+        # criterion; a check that says nothing about a criterion (a degraded copy is not worse on every
+        # criterion) is left out of the table.
+        honest: dict[tuple[int, int], int] = {}
+        for pair_id, (kind, variant) in checks.items():
+            for criterion_id, key in keys.items():
+                answer = _known_answer(kind, variant, key, present)
+                honest[(pair_id, criterion_id)] = -2 if answer is None else CHOICES.index(answer)
+        at = np.flatnonzero(np.isin(pair, np.fromiter(checks, dtype=np.int64, count=len(checks))))
+        known[at] = [honest[(p, c)] for p, c in zip(pair[at].tolist(), criterion[at].tolist(), strict=True)]
+    keep = known != -2
+    return AnswerTable(rater=rater[keep], vote=vote[keep], pair=pair[keep], criterion=criterion[keep],
+                       choice=choice[keep], model_a=model_a[keep], model_b=model_b[keep], known=known[keep])
 
 
 def reliability_reason(r: Reliability, standardized_z: float, settings: QCSettings) -> str:

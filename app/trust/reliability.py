@@ -37,10 +37,11 @@ honest raters out:
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+import numpy as np
 
 CHOICES = ("a", "b", "tie")
 # Fewer raters than this with enough votes, and the study's spread is not known well enough to judge anyone.
@@ -104,88 +105,167 @@ class Reliability:
         return (self.observed - self.chance) / room
 
 
-def _normalised(counts: Mapping[str, float]) -> dict[str, float]:
-    total = sum(counts.values())
-    if total <= 0:
-        return dict.fromkeys(CHOICES, 1 / len(CHOICES))
-    return {c: counts.get(c, 0.0) / total for c in CHOICES}
+@dataclass(frozen=True)
+class AnswerTable:
+    """Answers as columns of integers, one numpy array each: what a study's answers are read into for the
+    reliability rule (``app.services.qc.study_answers``).
+
+    At 19,500 votes (110,000 answers), building one ``Answer`` object per answer and judging them one by one in
+    Python took 1.3 s of CPU inside the web process each time the rule re-judged the study, and the votes in
+    flight waited behind it (issue 16: the open loop's tail). ``choice`` holds 0, 1, 2 for CHOICES ('a', 'b',
+    'tie'); ``known`` the same for a check's honest answer and -1 on a real pair; ``criterion`` any integer
+    that names the criterion (its id). ``from_answers`` and ``from_columns`` build one from words.
+    """
+
+    rater: np.ndarray
+    vote: np.ndarray
+    pair: np.ndarray
+    criterion: np.ndarray
+    choice: np.ndarray
+    model_a: np.ndarray
+    model_b: np.ndarray
+    known: np.ndarray
+
+    def __post_init__(self) -> None:
+        lengths = {len(getattr(self, f)) for f in ("rater", "vote", "pair", "criterion", "choice", "model_a",
+                                                      "model_b", "known")}
+        if len(lengths) > 1:
+            raise ValueError("every column of an AnswerTable must have one length")
+        if len(self.choice) and (self.choice.min() < 0 or self.choice.max() >= len(CHOICES)):
+            raise ValueError(f"answer choice codes must be 0..{len(CHOICES) - 1} (for {CHOICES})")
+        if len(self.known) and (self.known.min() < -1 or self.known.max() >= len(CHOICES)):
+            raise ValueError(f"known answer codes must be -1 (a real pair) or 0..{len(CHOICES) - 1}")
+
+    @classmethod
+    def from_columns(cls, *, rater: Sequence[int], vote: Sequence[int], pair: Sequence[int],
+                     criterion: Sequence[str], choice: Sequence[str], model_a: Sequence[int],
+                     model_b: Sequence[int], known: Sequence[str | None]) -> AnswerTable:
+        """From columns in words: criteria by key, choices and known answers as 'a', 'b', 'tie' (None: real)."""
+        names: dict[str, int] = {}
+        return cls(rater=_ints(rater), vote=_ints(vote), pair=_ints(pair),
+                   criterion=_ints([names.setdefault(k, len(names)) for k in criterion]),
+                   choice=_choice_codes(choice, allow_none=False), model_a=_ints(model_a), model_b=_ints(model_b),
+                   known=_choice_codes(known, allow_none=True))
+
+    @classmethod
+    def from_answers(cls, answers: Iterable[Answer]) -> AnswerTable:
+        rows = list(answers)
+        return cls.from_columns(rater=[a.rater for a in rows], vote=[a.vote for a in rows],
+                                pair=[a.pair for a in rows], criterion=[a.criterion for a in rows],
+                                choice=[a.choice for a in rows], model_a=[a.model_a for a in rows],
+                                model_b=[a.model_b for a in rows], known=[a.known for a in rows])
+
+    def __len__(self) -> int:
+        return len(self.rater)
 
 
-def _known_distribution(answer: str, accuracy: float) -> dict[str, float]:
-    other = (1 - accuracy) / (len(CHOICES) - 1)
-    return {c: (accuracy if c == answer else other) for c in CHOICES}
+def _ints(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
-def rater_reliability(answers: Iterable[Answer], *, raters: Sequence[int] | None = None,
+def _choice_codes(values: Sequence[str | None], *, allow_none: bool) -> np.ndarray:
+    """'a', 'b', 'tie' -> 0, 1, 2 (and None -> -1 where ``allow_none``); ValueError for anything else."""
+    index: dict[str | None, int] = {c: i for i, c in enumerate(CHOICES)}
+    if allow_none:
+        index[None] = -1
+    try:
+        return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    except KeyError as exc:
+        raise ValueError(f"answer choice must be one of {CHOICES}, got {exc.args[0]!r}") from None
+
+
+def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row -> group index for the distinct combinations of the integer ``keys``, and the first row of each group.
+
+    The keys are combined into one integer per row (each factorised first, so the product stays small): a
+    one-dimensional sort, where ``np.unique(axis=0)`` sorted rows as records at several times the cost."""
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        _, codes = np.unique(key, return_inverse=True)
+        combined = combined * (int(codes.max(initial=0)) + 1) + codes.reshape(-1)
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    return inverse.reshape(-1), first
+
+
+def rater_reliability(answers: Iterable[Answer] | AnswerTable, *, raters: Sequence[int] | None = None,
                       consensus_from: set[int] | None = None, prior_weight: float = 2.0,
                       check_accuracy: float = 0.9) -> dict[int, Reliability]:
     """Every rater's (or those in ``raters``) agreement with the leave-one-out consensus.
 
     ``consensus_from``: the raters whose answers form the consensus (e.g. leaving out those flagged for other
-    reasons); default all. A rater is always left out of their own consensus.
+    reasons); default all. A rater is always left out of their own consensus. Computed over columns (see
+    ``AnswerTable``); tests/support/reliability_reference.py holds the definition written answer by answer,
+    and tests/app/trust/test_reliability.py checks that both give the same estimates.
     """
-    answers = list(answers)
     if not 0 < check_accuracy < 1:
         raise ValueError("check_accuracy must be between 0 and 1")
-    counts: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
-    by_criterion: dict[str, Counter[str]] = defaultdict(Counter)
-    for a in answers:
-        if a.choice not in CHOICES:
-            raise ValueError(f"answer choice must be one of {CHOICES}, got {a.choice!r}")
-        if a.known is None and (consensus_from is None or a.rater in consensus_from):
-            counts[(a.pair, a.criterion)][a.choice] += 1
-            by_criterion[a.criterion][a.choice] += 1
-    prior = {k: _normalised(v) for k, v in by_criterion.items()}
+    t = answers if isinstance(answers, AnswerTable) else AnswerTable.from_answers(answers)
+    if not len(t):
+        return {}
+    choice, known, rows = t.choice, t.known, np.arange(len(t))
+    criterion, criterion_first = _groups(t.criterion)
+    real = known < 0
+    counted = (np.ones(len(t), dtype=bool) if consensus_from is None
+               else np.isin(t.rater, np.fromiter(consensus_from, dtype=np.int64, count=len(consensus_from))))
+    in_consensus = real & counted
 
-    wanted = set(raters) if raters is not None else {a.rater for a in answers}
-    votes: dict[int, dict[int, list[Answer]]] = defaultdict(lambda: defaultdict(list))
-    for a in answers:
-        if a.rater in wanted:
-            votes[a.rater][a.vote].append(a)
+    # The consensus of every item (pair, criterion), and the study's distribution per criterion as its prior.
+    item, item_first = _groups(t.pair, criterion)
+    counts = np.zeros((len(item_first), len(CHOICES)))
+    np.add.at(counts, (item[in_consensus], choice[in_consensus]), 1.0)
+    by_criterion = np.zeros((len(criterion_first), len(CHOICES)))
+    np.add.at(by_criterion, (criterion[in_consensus], choice[in_consensus]), 1.0)
+    totals = by_criterion.sum(axis=1, keepdims=True)
+    prior = np.divide(by_criterion, totals, out=np.full_like(by_criterion, 1 / len(CHOICES)), where=totals > 0)
 
-    out: dict[int, Reliability] = {}
-    for rater, by_vote in votes.items():
-        observed = expected = variance = 0.0
-        n_votes = 0
-        won: Counter[int] = Counter()
-        decided = 0
-        for items in by_vote.values():
-            scores, means, sds = [], [], []
-            for a in items:
-                if a.known is not None:
-                    p = _known_distribution(a.known, check_accuracy)
-                else:
-                    own_counted = consensus_from is None or rater in consensus_from
-                    item = Counter(counts.get((a.pair, a.criterion), Counter()))
-                    if own_counted:
-                        item[a.choice] -= 1  # leave this rater's own answer out
-                    n = sum(item.values())
-                    base = prior.get(a.criterion, dict.fromkeys(CHOICES, 1 / len(CHOICES)))
-                    p = {c: (item[c] + prior_weight * base[c]) / (n + prior_weight) for c in CHOICES}
-                    if a.choice != "tie":
-                        decided += 1
-                        winner = a.model_a if a.choice == "a" else a.model_b
-                        won[winner] += 1
-                mean = sum(q * q for q in p.values())
-                second = sum(q ** 3 for q in p.values())
-                scores.append(p[a.choice])
-                means.append(mean)
-                sds.append(math.sqrt(max(second - mean * mean, 0.0)))
-            if not scores:
-                continue
-            n_votes += 1
-            observed += sum(scores) / len(scores)
-            expected += sum(means) / len(means)
-            # Criteria of one vote taken as perfectly correlated; floored, because where the consensus is near
-            # an even split the formula's spread is near zero and a few votes give z's with tails far heavier than
-            # the normal (an honest coin-flipping rater of two equal models drew a flag in the swarm test).
-            variance += max(sum(sds) / len(sds), MIN_VOTE_SD) ** 2
-        # The model this rater chose most, as a share of their decided answers on real pairs.
-        lean = max(won.values()) / decided if decided else 0.0
-        out[rater] = Reliability(rater=rater, votes=n_votes, observed=observed, expected=expected,
-                                 chance=n_votes / len(CHOICES), sd=math.sqrt(variance), decided=decided,
-                                 lean=lean)
-    return out
+    # The probability each answer's consensus gives each choice: leave-one-out on real pairs, the known answer
+    # with probability check_accuracy on checks.
+    others = counts[item]
+    others[in_consensus, choice[in_consensus]] -= 1.0  # leave this rater's own answer out
+    p = (others + prior_weight * prior[criterion]) / (others.sum(axis=1, keepdims=True) + prior_weight)
+    checks = ~real
+    if checks.any():
+        p[checks] = (1 - check_accuracy) / (len(CHOICES) - 1)
+        p[checks, known[checks]] = check_accuracy
+    score = p[rows, choice]
+    mean = (p * p).sum(axis=1)
+    spread = np.sqrt(np.maximum((p ** 3).sum(axis=1) - mean * mean, 0.0))
+
+    w = rows if raters is None else np.flatnonzero(np.isin(t.rater, np.asarray(list(raters), dtype=np.int64)))
+    if not len(w):
+        return {}
+    # One vote is one unit: the mean over its criteria; its spread as if they were perfectly correlated (the mean
+    # of their spreads), floored, because near an even split the formula's spread is near zero and a few votes
+    # give z's with tails far heavier than the normal (an honest coin-flipping rater drew a flag in the swarm test).
+    vote, vote_first = _groups(t.rater[w], t.vote[w])
+    per_vote = np.bincount(vote)
+    vote_score = np.bincount(vote, score[w]) / per_vote
+    vote_mean = np.bincount(vote, mean[w]) / per_vote
+    vote_var = np.maximum(np.bincount(vote, spread[w]) / per_vote, MIN_VOTE_SD) ** 2
+    rater_ids, vote_rater = np.unique(t.rater[w][vote_first], return_inverse=True)
+    vote_rater = vote_rater.reshape(-1)
+    n_votes = np.bincount(vote_rater, minlength=len(rater_ids))
+    observed = np.bincount(vote_rater, vote_score, minlength=len(rater_ids))
+    expected = np.bincount(vote_rater, vote_mean, minlength=len(rater_ids))
+    variance = np.bincount(vote_rater, vote_var, minlength=len(rater_ids))
+
+    # The lean: the model this rater chose most, as a share of their decided answers on real pairs.
+    rater_of_row = np.searchsorted(rater_ids, t.rater[w])
+    decided_rows = real[w] & (choice[w] != CHOICES.index("tie"))
+    decided = np.bincount(rater_of_row[decided_rows], minlength=len(rater_ids))
+    most = np.zeros(len(rater_ids), dtype=np.int64)
+    if decided_rows.any():
+        winner = np.where(choice[w] == CHOICES.index("a"), t.model_a[w], t.model_b[w])[decided_rows]
+        won, won_first = _groups(rater_of_row[decided_rows], winner)
+        np.maximum.at(most, rater_of_row[decided_rows][won_first], np.bincount(won))
+
+    return {
+        int(r): Reliability(rater=int(r), votes=int(n_votes[i]), observed=float(observed[i]),
+                            expected=float(expected[i]), chance=int(n_votes[i]) / len(CHOICES),
+                            sd=math.sqrt(float(variance[i])), decided=int(decided[i]),
+                            lean=float(most[i]) / int(decided[i]) if decided[i] else 0.0)
+        for i, r in enumerate(rater_ids)
+    }
 
 
 def standardized(estimates: Mapping[int, Reliability], *, min_votes: int, reference: set[int] | None = None,
