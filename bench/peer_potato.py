@@ -375,7 +375,8 @@ def _write(report: Report, results: dict[str, Any], args, check_note: str) -> No
         "Not like for like: Potato has no blinding or side randomisation, no attention checks, no one-time "
         "assignment token or CSRF check, logs every request at INFO, and rewrites the annotator's whole state "
         "file per save; BlindPair does all the former on every vote and stores rows in a SQLite transaction.",
-        "Server CPU per vote is the server process tree's CPU time (/proc) over the votes accepted. The load "
+        "Server CPU per vote is the server process tree's CPU time (/proc) over the votes accepted in the measured "
+        "window (the load generator marks both at its edges: joins and warm-up before it are not charged). The load "
         "generator (and whatever else runs) shares the cores, so votes/s is bounded by the machine and the ratio "
         "of votes/s understates the ratio of server work; CPU per vote does not depend on it. Where the load "
         "generator's CPU per vote passes the server's (many evaluators: joins, connection handling), it is the "

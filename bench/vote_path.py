@@ -12,7 +12,8 @@ request, same server stack, same engine settings, same database). Two more serve
 storing one row per request (the minimal vote), and storing nothing. After each
 run the stored votes are counted and must equal the accepted ones. Last, the services are timed without HTTP
 (bench/vote_services.py). Server CPU time per vote is read from
-/proc so the ratio can be stated independently of the load generator, which shares the machine's cores.
+/proc over the measured window (bench/loadgen.py marks it), so the ratio can be stated independently of the load
+generator, which shares the machine's cores.
 Optionally ``py-spy`` samples the app server during a saturated run to show where the time goes.
 """
 

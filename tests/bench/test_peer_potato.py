@@ -114,7 +114,8 @@ def test_tiny_peer_comparison_stores_every_accepted_vote(tmp_path, restore_envir
         for level, run in runs.items():
             assert run["accepted"] > 0, (tool, level)
             assert run["stored"] == run["accepted"], (tool, level)  # read back from Potato's files / our database
-            assert run["server_cpu_ms_per_vote"] > 0
+            if level != "warmup":  # the server's warm-up has no measured window (its votes may all come late)
+                assert run["server_cpu_ms_per_vote"] > 0
             assert not [e for e in run["errors"] if e.startswith("join")], run["errors"]
     assert ("stored == accepted in every run, both tools (plus at most the abandoned in-flight ones)", True,
             "agree") in report.bars
