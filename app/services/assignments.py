@@ -15,13 +15,14 @@ import hmac
 import math
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import ColumnElement, Integer, ScalarSelect, Select, bindparam, case, func, insert, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -424,9 +425,28 @@ class CriterionRow(NamedTuple):
     description: str
 
 
+# Per engine (a test's fresh database gets a fresh engine, and study ids repeat across databases), per study.
+_criteria_cache: weakref.WeakKeyDictionary[Engine, dict[int, tuple[CriterionRow, ...]]] = weakref.WeakKeyDictionary()
+_CRITERIA_CACHE_MAX = 10_000
+
+
 def study_criteria(session: Session, study_id: int) -> list[CriterionRow]:
-    """The study's criteria in page order, as light rows."""
-    return [CriterionRow(*row) for row in session.execute(_CRITERIA, {"study_id": study_id})]
+    """The study's criteria in page order, as light rows.
+
+    Kept per process once read: a study's criteria are written with the study (app/services/studies.py) and
+    never change, and every vote read them twice (about 110 µs of the vote's CPU in two statements). A study
+    with no criteria yet is not kept."""
+    engine = session.get_bind().engine
+    per_study = _criteria_cache.setdefault(engine, {})
+    cached = per_study.get(study_id)
+    if cached is not None:
+        return list(cached)
+    rows = [CriterionRow(*row) for row in session.execute(_CRITERIA, {"study_id": study_id})]
+    if rows:
+        if len(per_study) >= _CRITERIA_CACHE_MAX:
+            per_study.clear()
+        per_study[study_id] = tuple(rows)
+    return rows
 
 
 _PICK_A, _PICK_B = Clip.__table__.alias("pick_a"), Clip.__table__.alias("pick_b")

@@ -246,3 +246,43 @@ def test_choosing_a_pair_counts_live_reservations_from_the_index_alone(session):
     reservations = [row[-1] for row in plan if "ix_assignments_pair_id_status" in row[-1]]
     assert reservations == ["SEARCH assignments USING COVERING INDEX ix_assignments_pair_id_status_shown_at "
                             "(pair_id=? AND status=? AND shown_at>?)"], plan
+
+
+def test_a_studys_criteria_are_read_once_per_process_and_never_across_databases(session, tmp_path):
+    # Every vote needs the study's criteria twice (to check the answers, to show the next pair); they never change,
+    # so after the first read no vote asks the database again. A fresh database (a new engine) whose study has
+    # the same id but other criteria must get its own.
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.orm import Session as OrmSession
+
+    from app.models import Criterion
+    from app.services.assignments import study_criteria
+
+    study = make_study(session)
+    make_pairs(session, study)
+    session.commit()
+    answers, keys = _all(study), [c.key for c in study.criteria]
+    asked: list[str] = []
+    engine = session.get_bind().engine
+    listener = lambda *args: asked.append(args[2]) if "FROM criteria" in args[2] else None  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        first = study_criteria(session, study.id)
+        for _ in range(3):
+            evaluator = join(session, invite_token=study.invite_token)
+            view = next_assignment(session, evaluator_id=evaluator.id)
+            submit_vote(session, assignment_token=view.token, evaluator_id=evaluator.id, choices=answers)
+            session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(asked) == 1 and [c.key for c in first] == keys
+
+    other = create_engine(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    db.Base.metadata.create_all(other)
+    with OrmSession(other) as s2:
+        again = make_study(s2)
+        assert again.id == study.id  # the same id in another database
+        s2.query(Criterion).filter(Criterion.study_id == again.id, Criterion.position > 0).delete()
+        s2.flush()
+        assert [c.key for c in study_criteria(s2, again.id)] == [first[0].key]
+    other.dispose()
