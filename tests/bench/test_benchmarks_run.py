@@ -225,3 +225,16 @@ def test_gpu_generation_refuses_an_unknown_section(capsys):
         gpu_generation.parser().parse_args(["--sections", "presets,warp-drive"])
     assert "warp-drive: choose from presets,encode,concurrency,variants" in capsys.readouterr().err
     assert gpu_generation.parser().parse_args(["--sections", "concurrency"]).sections == ("concurrency",)
+
+
+def test_rejudging_times_each_size_and_both_estimates_agree(tmp_path):
+    # The benchmark stops if the columnar estimate and the answer-by-answer one differ; each size must have been
+    # rated to its number of votes (six criteria each, fewer where a check says nothing about a criterion).
+    from bench import rejudging
+
+    rejudging.main(["--tiny", "--results-dir", str(tmp_path)])
+    data = _saved(tmp_path, "rejudging")["data"]
+    assert set(data) == {"60", "150"}
+    for votes, m in data.items():
+        assert int(votes) * 2 <= m["answers"] <= int(votes) * 6 and m["raters"] >= int(votes) // 10
+        assert m["reliability_s"] > 0 and m["reference_estimate_s"] > 0 and m["read_s"] > 0
