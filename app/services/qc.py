@@ -431,8 +431,8 @@ def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -
 def study_answers(session: Session, *, study_id: int) -> AnswerTable:
     """The study's answers in model space, checks with their known answer, for the reliability estimate.
 
-    As integer columns (``AnswerTable``): at 110,000 answers, one object per answer with its criterion's key
-    and its pair's kind as strings cost as much as judging them (0.6 s of 1.3 s)."""
+    As integer columns (``AnswerTable``), the outcome coded in SQL: one object per answer, with its criterion's
+    key and its pair's kind as strings, cost more than judging them (bench/rejudging.py times this read)."""
     params = {"study_id": study_id}
     # Flattened straight into one array: an array built from the result's rows took twice as long.
     columns = np.fromiter((x for row in session.execute(_STUDY_ANSWERS, params) for x in row),

@@ -3,8 +3,13 @@
 Both read every answer of the study, so their cost grows with it: at 6,000 votes one reliability re-judging took
 0.5 s of CPU and one cluster re-judging a few ms per session sharing an address, and a vote path that ran them
 at their triggers (every 3 votes of a session sharing its address, every 10 completed sessions) spent more on
-them than on the votes as a study grew (issue 16; bench/launch.py). They run after the vote's commit, reading
-a snapshot (``app.services.qc``): inside the vote's write transaction, each held every other rater's vote.
+them than on the votes as a study grew (issue 16; bench/launch.py). The spacing below bounds their share of a
+core, not the length of one re-judging, and that length is a pause for the votes in flight (it holds a rating
+slot and shares the interpreter): since the reliability rule reads the answers as integer columns, one takes
+0.06 s at 5,000 votes and 0.22 s at 20,000 (bench/rejudging.py; the estimate alone took 0.50 s there answer by
+answer, 0.04 s on columns). They run after the
+vote's commit, reading a snapshot (``app.services.qc``): inside the vote's write transaction, each held every
+other rater's vote.
 
 The reliability check is triggered at a step that grows with the study (``qc.reliability_step``), the cluster
 check every third vote of a session behind a shared address; both are spaced here. A re-judging that was
