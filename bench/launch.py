@@ -16,7 +16,8 @@ checks on), three servers in turn under the same load generator (bench/loadgen.p
   **open loop** at ``--rate`` votes/s (the bar on SQLite: p99 under 100 ms, no errors).
 
 Server CPU per request is read from /proc over each run's measured window (warm-up and the open loop's pool joins
-are not charged), so the ratios can be judged apart from the load generator, which shares the cores. What the app's HTTP layer costs piece by piece is bench/http_costs.py.
+are not charged), so the ratios can be judged apart from the load generator, which shares the cores. What the
+app's HTTP layer costs piece by piece is bench/http_costs.py.
 """
 
 from __future__ import annotations
