@@ -1,6 +1,7 @@
 """The reliability estimate written answer by answer, as its definition reads (app/trust/reliability.py's
-docstring): the app's own version works on columns for speed, and tests/app/trust/test_reliability.py checks
-that both give the same estimates."""
+docstring), and the study's answers read the way the app read them for it: the app now does both on integer
+columns for speed, and tests/app/trust/test_reliability.py and tests/app/services/test_qc.py check that both
+ways give the same."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Clip, Criterion, Pair, Vote, VoteChoice
+from app.services.attention import CHECK_KINDS
+from app.services.qc import _known_answer
 from app.trust.reliability import CHOICES, MIN_VOTE_SD, Answer, Reliability
 
 
@@ -90,3 +97,27 @@ def reference_reliability(answers: Iterable[Answer], *, raters: Sequence[int] | 
                                  chance=n_votes / len(CHOICES), sd=math.sqrt(variance), decided=decided,
                                  lean=lean)
     return out
+
+
+def reference_study_answers(session: Session, *, study_id: int) -> list[Answer]:
+    """A study's answers as the app read them before it read integer columns (``app.services.qc.study_answers``):
+    one join with the criterion's key, the pair's kind and the copy's variant per row, one ``Answer`` per row."""
+    vt, vc, cr, pr = Vote.__table__, VoteChoice.__table__, Criterion.__table__, Pair.__table__
+    copy = Clip.__table__.alias("copy")
+    query = (
+        select(vt.c.evaluator_id, vt.c.id, vt.c.pair_id, cr.c.key, vc.c.outcome, vc.c.model_a_id, vc.c.model_b_id,
+               pr.c.kind, copy.c.variant)
+        .select_from(vt).join(vc, vc.c.vote_id == vt.c.id).join(cr, cr.c.id == vc.c.criterion_id)
+        .join(pr, pr.c.id == vt.c.pair_id).join(copy, copy.c.id == pr.c.clip_b_id)
+        .where(vt.c.study_id == study_id)
+    )
+    rows = session.execute(query).all()
+    criteria = {row.key for row in rows}
+    answers = []
+    for rater, vote_id, pair_id, key, outcome, model_a, model_b, kind, variant in rows:
+        known = _known_answer(kind, variant or "", key, criteria) if kind in CHECK_KINDS else None
+        if kind in CHECK_KINDS and known is None:
+            continue
+        answers.append(Answer(rater=rater, vote=vote_id, pair=pair_id, criterion=key, choice=outcome,
+                              model_a=model_a, model_b=model_b, known=known))
+    return answers

@@ -213,3 +213,37 @@ def test_reliability_rule_flags_a_rater_who_passes_checks_but_answers_at_random(
     study.qc = {"reliability_alpha": 0}
     session.flush()
     assert refresh_study_flags(session, study_id=study.id) == 0
+
+
+def test_study_answers_read_as_columns_are_the_join_they_replaced(session, study):
+    # The reliability rule reads a study's answers as integer columns, the outcome coded in SQL and the checks'
+    # known answers worked out per pair and criterion. The rows must be those of the one join with strings that
+    # it replaced (tests/support/reliability_reference.py), degraded checks' unjudged criteria left out, and
+    # the estimates on both the same.
+    from app.services.qc import study_answers
+    from app.trust.reliability import CHOICES, rater_reliability
+    from tests.support.reliability_reference import reference_reliability, reference_study_answers
+
+    rng = random.Random(3)
+    keys = [c.key for c in study.criteria]
+    checks = _pairs(session, study, CHECK_SAME)[:1] + _pairs(session, study, CHECK_DEGRADED)[:2]
+    for i in range(6):
+        ev = make_evaluator(session, study)
+        _varied_votes(session, ev, _pairs(session, study, "normal")[:5], seed=i)
+        for pair in checks:
+            vote(session, pair=pair, evaluator=ev, a_left=rng.random() < 0.5,
+                 sides={k: rng.choice(["left", "right", "tie"]) for k in keys})
+    session.flush()
+    old = reference_study_answers(session, study_id=study.id)
+    table = study_answers(session, study_id=study.id)
+    key_of = {c.id: c.key for c in study.criteria}
+    new = [(int(table.rater[i]), int(table.vote[i]), int(table.pair[i]), key_of[int(table.criterion[i])],
+            CHOICES[table.choice[i]], int(table.model_a[i]), int(table.model_b[i]),
+            None if table.known[i] < 0 else CHOICES[table.known[i]]) for i in range(len(table))]
+    assert sorted(new) == sorted((a.rater, a.vote, a.pair, a.criterion, a.choice, a.model_a, a.model_b, a.known)
+                                 for a in old)
+    assert {a.known for a in old} >= {"tie", "a", None}  # same-clip and degraded checks both in
+    assert len(old) < 6 * 8 * len(keys)  # a degraded check's unjudged criteria are left out
+    got, expected = rater_reliability(table), reference_reliability(old)
+    assert {r: (e.votes, round(e.observed, 9)) for r, e in got.items()} == {
+        r: (e.votes, round(e.observed, 9)) for r, e in expected.items()}
