@@ -238,3 +238,4 @@ def test_rejudging_times_each_size_and_both_estimates_agree(tmp_path):
     for votes, m in data.items():
         assert int(votes) * 2 <= m["answers"] <= int(votes) * 6 and m["raters"] >= int(votes) // 10
         assert m["reliability_s"] > 0 and m["reference_estimate_s"] > 0 and m["read_s"] > 0
+        assert m["reliability_first_s"] > 0 and m["rows_written"] >= 0
