@@ -402,8 +402,8 @@ def _cluster_check_due(session: Session, state: EvaluatorState, completed: bool)
 _vt, _vc, _cr, _pr = Vote.__table__, VoteChoice.__table__, Criterion.__table__, Pair.__table__
 _copy = Clip.__table__.alias("copy")
 # Integers only, the outcome coded as app.trust.reliability.CHOICES ('a', 'b', 'tie' -> 0, 1, 2; anything else
-# -1, which AnswerTable refuses): a study's answers are read into arrays, and strings per row cost more than
-# the judging (see study_answers).
+# -1, which AnswerTable refuses): a study's answers are read whole into arrays at every re-judging (see
+# study_answers).
 _OUTCOME_CODE = case(*((_vc.c.outcome == c, i) for i, c in enumerate(CHOICES)), else_=-1)
 _STUDY_ANSWERS = (
     select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _vc.c.criterion_id, _OUTCOME_CODE, _vc.c.model_a_id,
@@ -431,8 +431,9 @@ def _known_answer(kind: str, variant: str, criterion: str, criteria: set[str]) -
 def study_answers(session: Session, *, study_id: int) -> AnswerTable:
     """The study's answers in model space, checks with their known answer, for the reliability estimate.
 
-    As integer columns (``AnswerTable``), the outcome coded in SQL: one object per answer, with its criterion's
-    key and its pair's kind as strings, cost more than judging them (bench/rejudging.py times this read)."""
+    As integer columns (``AnswerTable``), the outcome coded in SQL, rather than one object per answer with its
+    criterion's key and its pair's kind as strings: the read is most of a re-judging's time (bench/rejudging.py:
+    most of the 0.22-0.23 s at 20,000 votes). tests/app/services/test_qc.py checks it against the join it replaced."""
     params = {"study_id": study_id}
     # Flattened straight into one array: an array built from the result's rows took twice as long.
     columns = np.fromiter((x for row in session.execute(_STUDY_ANSWERS, params) for x in row),

@@ -6,8 +6,8 @@ at their triggers (every 3 votes of a session sharing its address, every 10 comp
 them than on the votes as a study grew (issue 16; bench/launch.py). The spacing below bounds their share of a
 core, not the length of one re-judging, and that length is a pause for the votes in flight (it holds a rating
 slot and shares the interpreter): since the reliability rule reads the answers as integer columns, one takes
-0.06 s at 5,000 votes and 0.22 s at 20,000 (bench/rejudging.py; the estimate alone took 0.50 s there answer by
-answer, 0.04 s on columns). They run after the
+about 0.06 s at 5,000 votes and 0.23 s at 20,000 (bench/rejudging.py; the estimate alone took about 0.5 s there
+answer by answer, 0.04-0.06 s on columns). They run after the
 vote's commit, reading a snapshot (``app.services.qc``): inside the vote's write transaction, each held every
 other rater's vote.
 

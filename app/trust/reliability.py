@@ -111,8 +111,8 @@ class AnswerTable:
     reliability rule (``app.services.qc.study_answers``).
 
     The rule re-judges the whole study inside the web process, and the votes in flight wait out its length (issue
-    16). One ``Answer`` object per answer, judged one by one, took 0.50 s for the estimate alone at 20,000 votes
-    (108,000 answers); on these columns it takes 0.04 s (bench/rejudging.py). ``choice`` holds 0, 1, 2 for
+    16). One ``Answer`` object per answer, judged one by one, took about 0.5 s for the estimate alone at 20,000
+    votes (108,000 answers); on these columns it takes 0.04-0.06 s (bench/rejudging.py). ``choice`` holds 0, 1, 2 for
     CHOICES ('a', 'b', 'tie'); ``known`` the same for a check's honest answer and -1 on a real pair;
     ``criterion`` any integer that names the criterion (its id). ``from_answers`` and ``from_columns`` build one
     from words.
