@@ -30,19 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, Report, run_cli
+from bench.common import REPO_ROOT, Report, run_cli, timed
 from bench.vote_path import configure, database, seed_study
 from bench.vote_services import _cast
 
 
 def best_cpu(fn, repeat: int) -> tuple[float, Any]:
-    """Least CPU seconds of ``repeat`` calls, and the last result (the least disturbed run on a shared machine)."""
-    best, result = math.inf, None
-    for _ in range(max(repeat, 1)):
-        t0 = time.process_time()
-        result = fn()
-        best = min(best, time.process_time() - t0)
-    return best, result
+    """Least CPU seconds of ``repeat`` calls, and the last result."""
+    return timed(fn, repeat=repeat, clock=time.process_time)
 
 
 def _agree(a: dict, b: dict) -> bool:
@@ -63,7 +58,7 @@ def measure(study_id: int, repeat: int) -> dict[str, Any]:
         reliability_reasons,
         study_answers,
     )
-    from app.trust.reliability import Answer, rater_reliability
+    from app.trust.reliability import CHOICES, Answer, rater_reliability
     from tests.support.reliability_reference import reference_reliability
 
     engine = get_engine()
@@ -75,9 +70,9 @@ def measure(study_id: int, repeat: int) -> dict[str, Any]:
         read_s, table = best_cpu(lambda: study_answers(s, study_id=study_id), repeat)
         estimate_s, columnar = best_cpu(lambda: rater_reliability(table), repeat)
         answers = [Answer(rater=int(table.rater[i]), vote=int(table.vote[i]), pair=int(table.pair[i]),
-                          criterion=str(table.criterion[i]), choice=("a", "b", "tie")[table.choice[i]],
+                          criterion=str(table.criterion[i]), choice=CHOICES[table.choice[i]],
                           model_a=int(table.model_a[i]), model_b=int(table.model_b[i]),
-                          known=None if table.known[i] < 0 else ("a", "b", "tie")[table.known[i]])
+                          known=None if table.known[i] < 0 else CHOICES[table.known[i]])
                    for i in range(len(table))]
         reference_s, reference = best_cpu(lambda: reference_reliability(answers), repeat)
     if not _agree(columnar, reference):

@@ -7,9 +7,8 @@ them than on the votes as a study grew (issue 16; bench/launch.py). The spacing 
 core, not the length of one re-judging, and that length is a pause for the votes in flight (it holds a rating
 slot and shares the interpreter): since the reliability rule reads the answers as integer columns, one takes
 about 0.06 s at 5,000 votes and 0.23 s at 20,000 (bench/rejudging.py; the estimate alone took about 0.5 s there
-answer by answer, 0.04-0.06 s on columns). They run after the
-vote's commit, reading a snapshot (``app.services.qc``): inside the vote's write transaction, each held every
-other rater's vote.
+answer by answer, 0.04-0.06 s on columns). They run after the vote's commit, reading a snapshot
+(``app.services.qc``): inside the vote's write transaction, each held every other rater's vote.
 
 The reliability check is triggered at a step that grows with the study (``qc.reliability_step``), the cluster
 check every third vote of a session behind a shared address; both are spaced here. A re-judging that was
