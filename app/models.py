@@ -372,6 +372,22 @@ class VoteChoice(Base):
     )
 
 
+class RejudgingDebt(Base):
+    """A study-wide QC re-judging (``rule``: 'clusters' or 'reliability') that a vote triggered and that has not
+    run since (app/services/rejudging_debts.py). Written in the triggering vote's own transaction and deleted by
+    the re-judging that read it before taking its snapshot: kept in the database, not in a web process, so any
+    process's results settle it and a process that dies owing it loses nothing."""
+
+    __tablename__ = "rejudging_debts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_rejudging_debts_study_id_rule", "study_id", "rule"),)
+
+
 class Batch(Base):
     """A generation batch queued by a researcher: prompts x models x seeds."""
 

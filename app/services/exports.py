@@ -29,7 +29,7 @@ from app.services.attention import DUPLICATE_VARIANT
 from app.services.metric_results import metric_results
 from app.services.metrics import metrics_table
 from app.services.plans import plan_json, sequential_view
-from app.services.results_cache import get_cache, get_results
+from app.services.results_cache import get_results, settled_frame
 from app.services.results_data import criterion_labels
 from app.services.trust import cluster_sensitivity
 
@@ -65,7 +65,7 @@ class Download:
 
 
 def raw_votes_frame(session: Session, *, study: Study) -> pd.DataFrame:
-    frame = get_cache().frame(session, study_id=study.id)
+    frame = settled_frame(session, study_id=study.id)
     out = frame.assign(study=study.slug)
     out["winner_model"] = np.where(out["winner"] == "model_a", out["model_a"],
                                    np.where(out["winner"] == "model_b", out["model_b"], "tie"))
@@ -83,7 +83,7 @@ def answers_frame(session: Session, *, study: Study) -> pd.DataFrame:
     from app.models import Vote
 
     bad = _both_bad_criteria(session, study=study)
-    frame = get_cache().frame(session, study_id=study.id)
+    frame = settled_frame(session, study_id=study.id)
     votes = frame.drop_duplicates("vote_id").set_index("vote_id")
     # JSON columns store Python None as JSON null, not SQL NULL: filtered here rather than in SQL.
     extras = {vid: (comment, tags) for vid, comment, tags in session.execute(
@@ -332,7 +332,7 @@ def clean_battle(session: Session, *, study: Study, criterion: str, include_flag
     if criterion not in (*keys, "overall"):
         raise ExportError(f"study {study.slug} has no criterion {criterion!r}; use one of {', '.join(keys)} "
                           "or overall")
-    frame = get_cache().frame(session, study_id=study.id)
+    frame = settled_frame(session, study_id=study.id)
     if not include_flagged:
         frame = frame[~frame["flagged"]]
     if criterion == "overall":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from app.db import after_commit, database_key, engine_of, expire_cached, read_session_scope, session_scope
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
+from app.services import rejudging_debts
 from app.services.assignments import EvaluatorState
 from app.services.attention import (
     CHECK_DEGRADED,
@@ -39,7 +40,7 @@ from app.services.attention import (
     grade_check,
     qc_settings,
 )
-from app.services.rejudging import REJUDGING
+from app.services.rejudging import REJUDGING, SETTLE_WAIT_S
 from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
@@ -325,14 +326,48 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
 
 def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: QCSettings, *,
                          check: _Verdicts, reason: str, triggered: bool, force: bool) -> None:
-    """Once the vote in ``session`` has committed, re-judge one study-wide rule through ``REJUDGING`` (which
-    spaces it and owes what it holds back): verdicts from a snapshot that includes the vote, then a short write
-    (``rejudge``). The vote's write transaction, and with it every other rater's vote, never waits for it; a
-    failure leaves the vote stored and the re-judging owed."""
-    engine = engine_of(session)
+    """Once the vote in ``session`` has committed, re-judge one study-wide rule (``key[-1]``: 'clusters' or
+    'reliability') through ``REJUDGING`` (which spaces it and owes what it holds back): verdicts from a snapshot
+    that includes the vote, then a short write (``rejudge``). The vote's write transaction, and with it every
+    other rater's vote, never waits for it; a failure leaves the vote stored and the re-judging owed.
+
+    A trigger is owed in the database too, in the vote's own transaction (``rejudging_debts``): results in any
+    process settle it, whether or not this process lives to run it."""
+    rule = key[-1]
+    if triggered:
+        rejudging_debts.record(session, study_id=study_id, rule=rule)
     after_commit(session, lambda: REJUDGING.run_if_allowed(
         key, triggered=triggered, force=force,
-        job=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason)))
+        job=_paying(engine_of(session), study_id, rule, settings, check=check, reason=reason)))
+
+
+def _paying(engine: Engine, study_id: int, rule: str, settings: QCSettings, *, check: _Verdicts, reason: str,
+            wait_s: float = 0.0) -> Callable[[], object]:
+    """The job that re-judges ``rule`` and pays the study's debts of it (``rejudging_debts.pay``)."""
+    return lambda: rejudging_debts.pay(
+        engine, study_id=study_id, rule=rule, wait_s=wait_s,
+        judge=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason))
+
+
+def settle(session: Session, *, study_id: int) -> int:
+    """Run every re-judging the study is owed, by this process or (kept in the database) by any, before results
+    count its votes; return how many ran. One of the study's re-judgings running now, here or in another process,
+    is waited for (up to ``SETTLE_WAIT_S``): it may be judging votes the results are about to count."""
+    engine = engine_of(session)
+    ran = REJUDGING.settle((database_key(session), study_id))
+    # Its own snapshot: the caller's transaction may have begun before the debts it must see.
+    with read_session_scope(engine) as read:
+        rules = rejudging_debts.owed_rules(read, study_id=study_id)
+        study = read.get(Study, study_id) if rules else None
+        if study is None:
+            return ran
+        settings = qc_settings(study)
+    for rule in rules:
+        check, reason = RULES[rule]
+        ran += REJUDGING.run_if_allowed((database_key(session), study_id, rule), triggered=True, force=True,
+                                        job=_paying(engine, study_id, rule, settings, check=check, reason=reason,
+                                                    wait_s=SETTLE_WAIT_S))
+    return ran
 
 
 def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
@@ -513,6 +548,10 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
         rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
                              reason=RELIABILITY_REASON, triggered=due, force=False)
 
+
+# The study-wide rules by the name their keys and debts carry: what settling a debt of each runs.
+RULES: dict[str, tuple[_Verdicts, str]] = {"clusters": (cluster_reasons, CLUSTER_REASON),
+                                           "reliability": (reliability_reasons, RELIABILITY_REASON)}
 
 RELIABILITY_STEP_GROWS_AT = 200
 

@@ -20,6 +20,10 @@ check of a session that completes is never held back by the wait; the other trig
 cheap ones: a cluster check every third vote of each session behind a shared address, at 1.5 ms each, alone
 cost 11% of the server's time; reliability checks at its step, 19% where sessions completed every few seconds.
 A large, busy study's cross-session flags are at most ``SPACING * t`` behind its votes.
+
+What is owed here is owed by this process only, and lost with it; the promise to results is kept in the
+database (``app.services.rejudging_debts``): this module decides when the vote path runs a re-judging, not
+whether one is owed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from dataclasses import dataclass, field
 CHEAP_S = 0.0  # re-judgings faster than this are never held back (none: see above)
 SPACING = 40.0
 SETTLE_WAIT_S = 30.0
+
+
+class Busy(Exception):
+    """The re-judging is running elsewhere (another process) right now: nothing ran, and the trigger stays owed."""
 
 
 @dataclass
@@ -68,6 +76,10 @@ class Rejudging:
         started = self.clock()
         try:
             job()
+        except Busy:
+            with self._lock:
+                self._owed.setdefault(key, job)
+            return False
         except BaseException:
             with self._lock:
                 self._owed.setdefault(key, job)  # failed (a busy database, say): still owed

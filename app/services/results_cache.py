@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from app.db import database_key, read_session_scope
 from app.models import Evaluator, Vote
-from app.services.rejudging import REJUDGING
 from app.services.results_data import (
     VoteFingerprint,
     criterion_keys,
@@ -186,10 +185,22 @@ def get_cache() -> ResultsCache:
     return _CACHE
 
 
-def get_results(session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
-    """The study's results from the process-wide cache, computed only if a vote or a QC flag changed.
+def _settle(session: Session, study_id: int) -> None:
+    """Run the QC re-judgings the study is owed, by this process or any other (``app.services.qc.settle``), so
+    that nothing counts votes whose cross-session judging is still pending."""
+    from app.services.qc import settle  # here: qc imports app.services.trust, which imports this module
 
-    QC re-judgings this process owes the study run first (``app.services.rejudging``): results never count
-    votes whose cross-session judging is still pending here."""
-    REJUDGING.settle((database_key(session), study_id))
+    settle(session, study_id=study_id)
+
+
+def get_results(session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
+    """The study's results from the process-wide cache, computed only if a vote or a QC flag changed; the
+    re-judgings the study is owed run first."""
+    _settle(session, study_id)
     return _CACHE.results(session, study_id=study_id, include_flagged=include_flagged)
+
+
+def settled_frame(session: Session, *, study_id: int) -> pd.DataFrame:
+    """The study's vote frame, its ``flagged`` column as of every re-judging owed (for exports)."""
+    _settle(session, study_id)
+    return _CACHE.frame(session, study_id=study_id)

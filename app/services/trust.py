@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,13 +19,15 @@ from sqlalchemy.orm import Session
 
 from app.db import read_session_scope
 from app.models import Criterion, Evaluator, Pair, StudyModel, Vote, VoteChoice
-from app.services.results_cache import CachedResults
 from app.services.results_data import pseudonym
 from app.stats import overall_votes
 from app.stats.results import verdict_records
 from app.trust.clusters import Cluster, SessionInfo, address_clusters
 from app.trust.collusion import Answers
 from app.trust.sensitivity import Verdict, influence_order, verdict_changes
+
+if TYPE_CHECKING:  # a type only: results_cache settles QC (app.services.qc) before counting, and qc reads here
+    from app.services.results_cache import CachedResults
 
 OVERALL = "overall"
 

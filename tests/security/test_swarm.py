@@ -132,13 +132,14 @@ def start(app, invite: str, ip: str, policy: Policy, user_agent: str = "Mozilla/
     return Session(http, policy, {"X-Evaluator-Token": r.json()["evaluator_token"]})
 
 
-def rate_all(sessions: list[Session], clock: fake_clock.FakeClock) -> None:
-    """Every session rates its pairs to the end, the sessions taking turns, each vote 4.3 s after its page."""
+def rate_all(sessions: list[Session], clock: fake_clock.FakeClock, *, leave_one_short: bool = False) -> None:
+    """Every session rates its pairs to the end (or, ``leave_one_short``, all but the last: a session that never
+    completes), the sessions taking turns, each vote 4.3 s after its page."""
     active = list(sessions)
     while active:
         for s in list(active):
             body = s.http.get("/api/v1/evaluate/pair", headers=s.headers).json()
-            if body["status"] == "done":
+            if body["status"] == "done" or (leave_one_short and body["done"] == body["total"] - 1):
                 active.remove(s)
                 continue
             pair = body["pair"]
@@ -257,3 +258,33 @@ def test_a_lab_behind_one_address_is_let_in_by_the_study_setting_and_not_flagged
     assert not flags()["honest"]
     with get_sessionmaker()() as s:
         assert s.query(Evaluator).filter(Evaluator.flagged.is_(True)).count() == 0
+
+
+def test_a_swarm_that_never_completes_is_flagged_even_after_the_server_restarts(app, session, clock, monkeypatch):
+    """The swarm votes right after a re-judging, so the spacing owes the rest, and never completes a session (a
+    completion's re-judging is never held back); then the web process stops, or the results are read in another
+    one. What that process owed is in the database: the next process's results judge the swarm before counting."""
+    import random
+
+    from app.services import assignments, qc
+    from app.services.rejudging import Rejudging
+
+    monkeypatch.setattr(assignments, "_rng", random.Random(20261206))
+    study = target(session, sessions_per_address=10)
+    # A busy study's spacing: after one re-judging (here the honest sessions' completions, which are never held
+    # back), every trigger is held back for as long as the test runs.
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(cheap_s=0.0, spacing=1e9))
+    honest = [start(app, study.invite_token, f"198.51.100.{i + 1}", honest_rater(i)) for i in range(N_HONEST)]
+    rate_all(honest, clock)
+    swarm = [start(app, study.invite_token, SWARM_IP, pushing, SWARM_UA) for _ in range(6)]
+    rate_all(swarm, clock, leave_one_short=True)
+    with get_sessionmaker()() as s:
+        unjudged = s.scalars(select(Evaluator.flagged).where(Evaluator.user_agent == SWARM_UA)).all()
+    assert len(unjudged) == 6 and not all(unjudged)  # the gap this test is about: the swarm's judging is owed
+
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())  # a new process, which owes nothing in memory
+    assert not significant(study.id)  # the results settle the debt first, and leave the flagged swarm out
+    with get_sessionmaker()() as s:
+        swarm_rows = s.execute(select(Evaluator.flagged, Evaluator.flag_reasons)
+                               .where(Evaluator.user_agent == SWARM_UA)).all()
+    assert all(flagged and any(r.startswith(CLUSTER_REASON) for r in reasons) for flagged, reasons in swarm_rows)

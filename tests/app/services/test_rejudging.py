@@ -4,14 +4,18 @@ holding the write lock, and never overwrite a flag stored since their snapshot."
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import create_engine, func, select
 
 from app import db
-from app.services import qc
+from app.models import Evaluator, RejudgingDebt
+from app.services import qc, rejudging_debts
 from app.services.assignments import evaluator_state
-from app.services.rejudging import Rejudging
+from app.services.rejudging import Busy, Rejudging
+from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
 
 
@@ -198,9 +202,6 @@ def test_results_settle_what_a_study_is_owed_before_counting(monkeypatch, sessio
     session.commit()
     clock, runs = Clock(), []
     monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
-    import app.services.results_cache as results_cache
-
-    monkeypatch.setattr(results_cache, "REJUDGING", qc.REJUDGING)
 
     def fake_rejudge(_engine, *, study_id, **_):
         runs.append(study_id)
@@ -261,3 +262,178 @@ def test_a_study_with_no_address_to_compare_is_not_read_session_by_session(monke
     make_evaluator(session, study, ip_hash="one-more-elsewhere")
     session.commit()
     assert qc.cluster_reasons(session, study_id=study.id, settings=settings) == {} and reads == [study.id]
+
+
+# ------------------------------------------------------------------ what is owed, kept in the database
+
+
+def _debts(session, study_id: int) -> int:
+    """The study's debts, read apart from ``session`` (whose transaction would hold SQLite's write lock)."""
+    with db.read_session_scope(db.engine_of(session)) as read:
+        return read.scalar(select(func.count()).select_from(RejudgingDebt).where(RejudgingDebt.study_id == study_id))
+
+
+def _swarm_study(session):
+    """Two sessions behind one address: every third vote of either triggers the cluster re-judging."""
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    ev = make_evaluator(session, study, ip_hash="same-address")
+    make_evaluator(session, study, ip_hash="same-address")
+    session.commit()
+    state = evaluator_state(session, evaluator_id=ev.id)
+    return study, replace(state, qc=replace(state.qc, enabled=True, cluster_check_alpha=0.01))
+
+
+def test_a_trigger_is_owed_in_the_votes_own_transaction_and_paid_by_the_rejudging(monkeypatch, session):
+    study, state = _swarm_study(session)
+    clock, runs = Clock(), []
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+
+    def fake_rejudge(_engine, *, study_id, **_):
+        runs.append(study_id)
+        clock.now += 0.5
+        return 0
+
+    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
+    session.rollback()  # the vote failed: no debt, nothing runs
+    assert _debts(session, study.id) == 0 and runs == []
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
+    session.commit()  # ran at once and paid its debt
+    assert runs == [study.id] and _debts(session, study.id) == 0
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)
+    session.commit()  # inside the wait: owed, in the database as well as here
+    assert runs == [study.id] and _debts(session, study.id) == 1
+
+
+def test_a_debt_of_a_process_that_stopped_is_settled_by_any_processs_results(monkeypatch, session):
+    """The process that owed a re-judging is gone (a crash, a deploy; or the results are read in another web
+    process): reading the results still runs it, once."""
+    from app.services.results_cache import get_results
+
+    study, state = _swarm_study(session)
+    clock, runs = Clock(), []
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+
+    def fake_rejudge(_engine, *, study_id, check, **_):
+        runs.append(check)
+        clock.now += 0.5
+        return 0
+
+    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
+    session.commit()
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)
+    session.commit()
+    assert runs == [qc.cluster_reasons] and _debts(session, study.id) == 1
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))  # a new process
+    get_results(session, study_id=study.id)
+    assert runs == [qc.cluster_reasons, qc.cluster_reasons] and _debts(session, study.id) == 0
+    get_results(session, study_id=study.id)  # paid: not run again
+    assert len(runs) == 2
+
+
+def test_a_debt_written_while_a_rejudging_runs_stays_and_a_failed_one_pays_nothing(session):
+    study = make_study(session, n_prompts=2)
+    engine = db.engine_of(session)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+
+    def failing() -> None:
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError):
+        rejudging_debts.pay(engine, study_id=study.id, rule="clusters", judge=failing)
+    assert _debts(session, study.id) == 1
+
+    def judge_while_a_vote_lands() -> str:
+        # A vote triggers the rule after the re-judging read its debts: its snapshot may miss that vote.
+        with db.session_scope(engine) as vote:
+            rejudging_debts.record(vote, study_id=study.id, rule="clusters")
+            rejudging_debts.record(vote, study_id=study.id, rule="reliability")
+        return "judged"
+
+    assert rejudging_debts.pay(engine, study_id=study.id, rule="clusters", judge=judge_while_a_vote_lands) == "judged"
+    session.rollback()
+    assert _debts(session, study.id) == 2
+    assert rejudging_debts.owed_rules(session, study_id=study.id) == ["clusters", "reliability"]
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_a_debt_is_settled_through_the_real_rejudging_before_results_count(monkeypatch, session):
+    """The real re-judging and flag write, the verdict scripted (tests/security/test_swarm.py has a real swarm):
+    the process that owed it is gone, and the next process's results flag the session before counting."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2, qc={"cluster_check_alpha": 0.01})
+    make_pairs(session, study)
+    swarm = [make_evaluator(session, study, ip_hash="one-address") for _ in range(3)]
+    for i in range(qc.MIN_OTHER_SESSIONS):
+        make_evaluator(session, study, ip_hash=f"elsewhere-{i}")
+    session.commit()
+    verdict = {swarm[0].id: f"{qc.CLUSTER_REASON}: scripted"}
+    monkeypatch.setattr(qc, "cluster_reasons", lambda *_a, **_k: verdict)
+    monkeypatch.setitem(qc.RULES, "clusters", (qc.cluster_reasons, qc.CLUSTER_REASON))
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")  # owed by a process that stopped
+    session.commit()
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+    get_results(session, study_id=study.id)
+    session.expire_all()
+    assert session.get(Evaluator, swarm[0].id).flagged and _debts(session, study.id) == 0
+
+
+def test_exports_settle_what_the_study_is_owed_before_marking_who_is_flagged(monkeypatch, session):
+    """The raw votes export's ``flagged`` column, and the exports that leave flagged sessions out, come after
+    the owed re-judgings, as the results do."""
+    from app.services.exports import raw_votes_frame
+    from tests.app.services.qc_votes import vote
+
+    study = make_study(session, n_prompts=2, qc={"cluster_check_alpha": 0.01})
+    pairs = make_pairs(session, study)
+    scripted = make_evaluator(session, study, ip_hash="one-address")
+    vote(session, pair=pairs[0], evaluator=scripted, sides="left")
+    session.commit()
+    monkeypatch.setattr(qc, "cluster_reasons", lambda *_a, **_k: {scripted.id: f"{qc.CLUSTER_REASON}: scripted"})
+    monkeypatch.setitem(qc.RULES, "clusters", (qc.cluster_reasons, qc.CLUSTER_REASON))
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+    assert not raw_votes_frame(session, study=study)["flagged"].any()  # nothing owed: nothing re-judged
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    assert raw_votes_frame(session, study=study)["flagged"].all() and _debts(session, study.id) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
+def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(session, database_url):
+    """The older snapshot writing last would put back what the newer one corrected: on PostgreSQL a second
+    process (its own engine, its own connections) finds the rule held and owes it; results wait for it."""
+    study = make_study(session, n_prompts=2)
+    session.commit()
+    first, second = db.engine_of(session), create_engine(database_url)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        inside.set()
+        release.wait(10)
+
+    t = threading.Thread(target=rejudging_debts.pay, args=(first,),
+                         kwargs={"study_id": study.id, "rule": "clusters", "judge": slow})
+    t.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(Busy):
+            rejudging_debts.pay(second, study_id=study.id, rule="clusters", judge=lambda: None)
+        # Another rule, or another study, is not held.
+        assert rejudging_debts.pay(second, study_id=study.id, rule="reliability", judge=lambda: "ran") == "ran"
+        # The vote path of the second process owes it instead of failing the vote's after-commit work.
+        r, key = Rejudging(), ("db", study.id, "clusters")
+        assert not r.run_if_allowed(key, triggered=True, job=lambda: rejudging_debts.pay(
+            second, study_id=study.id, rule="clusters", judge=lambda: None)) and r.owed(key)
+        threading.Timer(0.3, release.set).start()
+        # Results wait for the other process's re-judging to end, then run theirs.
+        assert rejudging_debts.pay(second, study_id=study.id, rule="clusters", judge=lambda: "after",
+                                   wait_s=10) == "after"
+    finally:
+        release.set()
+        t.join(10)
+        second.dispose()
