@@ -343,10 +343,12 @@ def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: 
 
 def _paying(engine: Engine, study_id: int, rule: str, settings: QCSettings, *, check: _Verdicts, reason: str,
             wait_s: float = 0.0) -> Callable[[], object]:
-    """The job that re-judges ``rule`` and pays the study's debts of it (``rejudging_debts.pay``)."""
-    return lambda: rejudging_debts.pay(
-        engine, study_id=study_id, rule=rule, wait_s=wait_s,
-        judge=lambda: rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason))
+    """The job that re-judges ``rule`` and pays the study's debts of it, held against other processes
+    (``rejudging_debts.exclusive``)."""
+    def job() -> int:
+        with rejudging_debts.exclusive(engine, study_id=study_id, rule=rule, wait_s=wait_s):
+            return rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason, rule=rule)
+    return job
 
 
 def settle(session: Session, *, study_id: int) -> int:
@@ -371,14 +373,18 @@ def settle(session: Session, *, study_id: int) -> int:
 
 
 def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
-            reason: str) -> int:
+            reason: str, rule: str | None = None) -> int:
     """Re-judge one study-wide rule (``check``: ``cluster_reasons`` or ``reliability_reasons``) outside any
     vote: read the study on a snapshot (on SQLite without the write lock, however long it takes), then write the
     rows whose reasons of this kind change in a transaction of its own. Returns the rows written.
 
     The write re-reads those rows: a flag another vote stored since the snapshot must not be overwritten
-    with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read."""
+    with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read.
+
+    ``rule`` ('clusters' or 'reliability'): the debts of that rule read first in the snapshot are paid in the
+    write (``rejudging_debts``)."""
     with read_session_scope(engine) as read:
+        paid = rejudging_debts.owed_ids(read, study_id=study_id, rule=rule) if rule else []
         verdicts = check(read, study_id=study_id, settings=settings)
         # Sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind starts with
         # ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
@@ -387,9 +393,12 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
             Evaluator.study_id == study_id, Evaluator.flagged.is_(True),
             cast(Evaluator.flag_reasons, Text).contains(json.dumps(reason)[:-1], autoescape=True))).all()
     touched = sorted(set(verdicts) | set(holding))
-    if not touched:
+    if not touched and not paid:
         return 0
     with session_scope(engine) as write:
+        rejudging_debts.forget(write, paid)
+        if not touched:
+            return 0
         fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
         return _renew_flags(write, fresh, verdicts, reason)
 

@@ -7,15 +7,16 @@ counted votes that another process owed a judging, and a process that stopped (a
 with it, so a swarm voting just after one re-judging went uncounted by the next until some later trigger.
 
 So a vote that triggers a re-judging writes a debt row in its own transaction (``record``): no trigger commits
-without its debt. A re-judging reads the debts of its rule before it takes its snapshot, so the snapshot holds
-every vote behind them, and deletes exactly those rows once it has written its verdicts (``pay``): a debt
-written meanwhile stays for the next one. Results in any process run every rule the study owes
+without its debt. A re-judging (``app.services.qc.rejudge``) reads the debts of its rule first in its snapshot,
+so the snapshot holds every vote behind them, and deletes exactly those rows in the transaction that writes its
+verdicts (``owed_ids``, ``forget``): a debt written meanwhile stays for the next one, and a re-judging that
+fails pays nothing. Results in any process run every rule the study owes
 (``app.services.qc.settle``). The process memory still decides when the vote path runs one (the spacing); the
 database only keeps the promise.
 
 Two processes must not re-judge the same rule of a study at once: the one with the older snapshot could write
-last and put back verdicts the newer one had corrected. On PostgreSQL ``pay`` holds an advisory lock for the
-whole re-judging and refuses (``Busy``) if another process holds it; the debt is then still owed. On SQLite one
+last and put back verdicts the newer one had corrected. On PostgreSQL ``exclusive`` holds an advisory lock for
+the whole re-judging and refuses (``Busy``) if another process holds it; the debt is then still owed. On SQLite one
 web process is the deployment (docs/performance.md) and ``app.services.rejudging`` already runs one re-judging of
 a rule at a time in it.
 """
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from app.db import read_session_scope, session_scope
 from app.models import RejudgingDebt, utcnow
 from app.services.rejudging import Busy
 
@@ -55,19 +55,17 @@ def owed_rules(session: Session, *, study_id: int) -> list[str]:
                                 .group_by(_DEBTS.c.rule).order_by(_DEBTS.c.rule)))
 
 
-def pay(engine: Engine, *, study_id: int, rule: str, judge: Callable[[], object], wait_s: float = 0.0) -> object:
-    """Run ``judge()`` (the re-judging, which takes its own snapshot) and delete the debts of ``rule`` that were
-    written before it began; return what ``judge`` returns. Raises ``Busy`` if another process still runs the same
-    re-judging after ``wait_s`` seconds; if ``judge`` fails, every debt stays."""
-    with _exclusive(engine, study_id=study_id, rule=rule, wait_s=wait_s):
-        with read_session_scope(engine) as read:
-            seen = list(read.scalars(_OWED_IDS, {"study_id": study_id, "rule": rule}))
-        result = judge()
-        if seen:
-            with session_scope(engine) as write:
-                for at in range(0, len(seen), _DELETE_CHUNK):
-                    write.execute(delete(_DEBTS).where(_DEBTS.c.id.in_(seen[at:at + _DELETE_CHUNK])))
-        return result
+def owed_ids(session: Session, *, study_id: int, rule: str) -> list[int]:
+    """The debts of ``rule`` the study holds now. A re-judging reads them first in its snapshot, so the snapshot
+    holds every vote behind them (on SQLite the first read fixes the snapshot; on PostgreSQL each later statement
+    sees at least as much), and ``forget``s exactly these once its verdicts are written."""
+    return list(session.scalars(_OWED_IDS, {"study_id": study_id, "rule": rule}))
+
+
+def forget(session: Session, ids: list[int]) -> None:
+    """Delete the debts ``ids`` (paid), in ``session``'s transaction (the re-judging's write)."""
+    for at in range(0, len(ids), _DELETE_CHUNK):
+        session.execute(delete(_DEBTS).where(_DEBTS.c.id.in_(ids[at:at + _DELETE_CHUNK])))
 
 
 def _lock_keys(study_id: int, rule: str) -> tuple[int, int]:
@@ -76,7 +74,9 @@ def _lock_keys(study_id: int, rule: str) -> tuple[int, int]:
 
 
 @contextmanager
-def _exclusive(engine: Engine, *, study_id: int, rule: str, wait_s: float) -> Iterator[None]:
+def exclusive(engine: Engine, *, study_id: int, rule: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the re-judging of ``rule`` for the study against other processes (PostgreSQL; elsewhere nothing to
+    hold). Raises ``Busy`` if another process still holds it after ``wait_s`` seconds."""
     if engine.dialect.name != "postgresql":
         yield
         return

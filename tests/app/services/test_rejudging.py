@@ -195,22 +195,10 @@ def test_results_settle_what_a_study_is_owed_before_counting(monkeypatch, sessio
     results count its votes: reading the results runs the owed re-judging."""
     from app.services.results_cache import get_results
 
-    study = make_study(session, n_prompts=2)
-    make_pairs(session, study)
-    ev = make_evaluator(session, study, ip_hash="same-address")
-    make_evaluator(session, study, ip_hash="same-address")
-    session.commit()
-    clock, runs = Clock(), []
+    study, state = _swarm_study(session)
+    clock = Clock()
     monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
-
-    def fake_rejudge(_engine, *, study_id, **_):
-        runs.append(study_id)
-        clock.now += 0.5
-        return 0
-
-    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
-    state = evaluator_state(session, evaluator_id=ev.id)
-    state = replace(state, qc=replace(state.qc, enabled=True, cluster_check_alpha=0.01))
+    runs = _counting_rule(monkeypatch, clock)
     qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
     session.commit()
     qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)  # inside the wait: owed
@@ -284,17 +272,26 @@ def _swarm_study(session):
     return study, replace(state, qc=replace(state.qc, enabled=True, cluster_check_alpha=0.01))
 
 
-def test_a_trigger_is_owed_in_the_votes_own_transaction_and_paid_by_the_rejudging(monkeypatch, session):
-    study, state = _swarm_study(session)
-    clock, runs = Clock(), []
-    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+def _counting_rule(monkeypatch, clock: Clock, verdicts: dict[int, str] | None = None) -> list[int]:
+    """The cluster rule replaced by one that counts its runs, takes 0.5 s on ``clock`` and returns ``verdicts``;
+    the real re-judging around it (snapshot, debts, flag write) is what is under test."""
+    runs: list[int] = []
 
-    def fake_rejudge(_engine, *, study_id, **_):
+    def rule(_session, *, study_id, **_):
         runs.append(study_id)
         clock.now += 0.5
-        return 0
+        return dict(verdicts or {})
 
-    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
+    monkeypatch.setattr(qc, "cluster_reasons", rule)
+    monkeypatch.setitem(qc.RULES, "clusters", (rule, qc.CLUSTER_REASON))
+    return runs
+
+
+def test_a_trigger_is_owed_in_the_votes_own_transaction_and_paid_by_the_rejudging(monkeypatch, session):
+    study, state = _swarm_study(session)
+    clock = Clock()
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+    runs = _counting_rule(monkeypatch, clock)
     qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
     session.rollback()  # the vote failed: no debt, nothing runs
     assert _debts(session, study.id) == 0 and runs == []
@@ -308,80 +305,58 @@ def test_a_trigger_is_owed_in_the_votes_own_transaction_and_paid_by_the_rejudgin
 
 def test_a_debt_of_a_process_that_stopped_is_settled_by_any_processs_results(monkeypatch, session):
     """The process that owed a re-judging is gone (a crash, a deploy; or the results are read in another web
-    process): reading the results still runs it, once."""
+    process): reading the results still runs it, once, and the flag it gives is what the results count."""
     from app.services.results_cache import get_results
 
     study, state = _swarm_study(session)
-    clock, runs = Clock(), []
+    clock = Clock()
     monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
-
-    def fake_rejudge(_engine, *, study_id, check, **_):
-        runs.append(check)
-        clock.now += 0.5
-        return 0
-
-    monkeypatch.setattr(qc, "rejudge", fake_rejudge)
+    verdicts: dict[int, str] = {}
+    runs = _counting_rule(monkeypatch, clock, verdicts)
     qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
     session.commit()
     qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)
     session.commit()
-    assert runs == [qc.cluster_reasons] and _debts(session, study.id) == 1
+    assert runs == [study.id] and _debts(session, study.id) == 1
     monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))  # a new process
+    verdicts[state.id] = f"{qc.CLUSTER_REASON}: scripted"  # what the owed judging finds
     get_results(session, study_id=study.id)
-    assert runs == [qc.cluster_reasons, qc.cluster_reasons] and _debts(session, study.id) == 0
+    assert runs == [study.id, study.id] and _debts(session, study.id) == 0
+    session.expire_all()
+    assert session.get(Evaluator, state.id).flagged
     get_results(session, study_id=study.id)  # paid: not run again
     assert len(runs) == 2
 
 
-def test_a_debt_written_while_a_rejudging_runs_stays_and_a_failed_one_pays_nothing(session):
+def test_a_debt_written_while_a_rejudging_runs_stays_and_a_failed_one_pays_nothing(monkeypatch, session):
     study = make_study(session, n_prompts=2)
     engine = db.engine_of(session)
     rejudging_debts.record(session, study_id=study.id, rule="clusters")
     session.commit()
+    settings = qc.qc_settings(study)
 
-    def failing() -> None:
+    def failing(_session, **_) -> dict[int, str]:
         raise RuntimeError("the database went away")
 
     with pytest.raises(RuntimeError):
-        rejudging_debts.pay(engine, study_id=study.id, rule="clusters", judge=failing)
+        qc.rejudge(engine, study_id=study.id, settings=settings, check=failing, reason=qc.CLUSTER_REASON,
+                   rule="clusters")
     assert _debts(session, study.id) == 1
 
-    def judge_while_a_vote_lands() -> str:
+    def judging_while_a_vote_lands(_session, **_) -> dict[int, str]:
         # A vote triggers the rule after the re-judging read its debts: its snapshot may miss that vote.
         with db.session_scope(engine) as vote:
             rejudging_debts.record(vote, study_id=study.id, rule="clusters")
             rejudging_debts.record(vote, study_id=study.id, rule="reliability")
-        return "judged"
+        return {}
 
-    assert rejudging_debts.pay(engine, study_id=study.id, rule="clusters", judge=judge_while_a_vote_lands) == "judged"
-    session.rollback()
-    assert _debts(session, study.id) == 2
+    qc.rejudge(engine, study_id=study.id, settings=settings, check=judging_while_a_vote_lands,
+               reason=qc.CLUSTER_REASON, rule="clusters")
+    assert _debts(session, study.id) == 2  # the first is paid; the two written meanwhile stay
     assert rejudging_debts.owed_rules(session, study_id=study.id) == ["clusters", "reliability"]
 
 
 @pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
-def test_a_debt_is_settled_through_the_real_rejudging_before_results_count(monkeypatch, session):
-    """The real re-judging and flag write, the verdict scripted (tests/security/test_swarm.py has a real swarm):
-    the process that owed it is gone, and the next process's results flag the session before counting."""
-    from app.services.results_cache import get_results
-
-    study = make_study(session, n_prompts=2, qc={"cluster_check_alpha": 0.01})
-    make_pairs(session, study)
-    swarm = [make_evaluator(session, study, ip_hash="one-address") for _ in range(3)]
-    for i in range(qc.MIN_OTHER_SESSIONS):
-        make_evaluator(session, study, ip_hash=f"elsewhere-{i}")
-    session.commit()
-    verdict = {swarm[0].id: f"{qc.CLUSTER_REASON}: scripted"}
-    monkeypatch.setattr(qc, "cluster_reasons", lambda *_a, **_k: verdict)
-    monkeypatch.setitem(qc.RULES, "clusters", (qc.cluster_reasons, qc.CLUSTER_REASON))
-    rejudging_debts.record(session, study_id=study.id, rule="clusters")  # owed by a process that stopped
-    session.commit()
-    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
-    get_results(session, study_id=study.id)
-    session.expire_all()
-    assert session.get(Evaluator, swarm[0].id).flagged and _debts(session, study.id) == 0
-
-
 def test_exports_settle_what_the_study_is_owed_before_marking_who_is_flagged(monkeypatch, session):
     """The raw votes export's ``flagged`` column, and the exports that leave flagged sessions out, come after
     the owed re-judgings, as the results do."""
@@ -393,13 +368,13 @@ def test_exports_settle_what_the_study_is_owed_before_marking_who_is_flagged(mon
     scripted = make_evaluator(session, study, ip_hash="one-address")
     vote(session, pair=pairs[0], evaluator=scripted, sides="left")
     session.commit()
-    monkeypatch.setattr(qc, "cluster_reasons", lambda *_a, **_k: {scripted.id: f"{qc.CLUSTER_REASON}: scripted"})
-    monkeypatch.setitem(qc.RULES, "clusters", (qc.cluster_reasons, qc.CLUSTER_REASON))
+    runs = _counting_rule(monkeypatch, Clock(), {scripted.id: f"{qc.CLUSTER_REASON}: scripted"})
     monkeypatch.setattr(qc, "REJUDGING", Rejudging())
-    assert not raw_votes_frame(session, study=study)["flagged"].any()  # nothing owed: nothing re-judged
-    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    assert not raw_votes_frame(session, study=study)["flagged"].any() and runs == []  # nothing owed, nothing run
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")  # owed by a process that stopped
     session.commit()
     assert raw_votes_frame(session, study=study)["flagged"].all() and _debts(session, study.id) == 0
+    assert runs == [study.id]
 
 
 @pytest.mark.postgres
@@ -412,27 +387,34 @@ def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(session, databa
     first, second = db.engine_of(session), create_engine(database_url)
     inside, release = threading.Event(), threading.Event()
 
-    def slow() -> None:
-        inside.set()
-        release.wait(10)
+    def hold() -> None:
+        with rejudging_debts.exclusive(first, study_id=study.id, rule="clusters"):
+            inside.set()
+            release.wait(10)
 
-    t = threading.Thread(target=rejudging_debts.pay, args=(first,),
-                         kwargs={"study_id": study.id, "rule": "clusters", "judge": slow})
+    t = threading.Thread(target=hold)
     t.start()
     try:
         assert inside.wait(10)
-        with pytest.raises(Busy):
-            rejudging_debts.pay(second, study_id=study.id, rule="clusters", judge=lambda: None)
+        with pytest.raises(Busy), rejudging_debts.exclusive(second, study_id=study.id, rule="clusters"):
+            pass
         # Another rule, or another study, is not held.
-        assert rejudging_debts.pay(second, study_id=study.id, rule="reliability", judge=lambda: "ran") == "ran"
+        with rejudging_debts.exclusive(second, study_id=study.id, rule="reliability"):
+            pass
+        with rejudging_debts.exclusive(second, study_id=study.id + 1, rule="clusters"):
+            pass
         # The vote path of the second process owes it instead of failing the vote's after-commit work.
-        r, key = Rejudging(), ("db", study.id, "clusters")
-        assert not r.run_if_allowed(key, triggered=True, job=lambda: rejudging_debts.pay(
-            second, study_id=study.id, rule="clusters", judge=lambda: None)) and r.owed(key)
+        r, key, ran = Rejudging(), ("db", study.id, "clusters"), []
+
+        def job() -> None:
+            with rejudging_debts.exclusive(second, study_id=study.id, rule="clusters"):
+                ran.append("second")
+
+        assert not r.run_if_allowed(key, triggered=True, job=job) and r.owed(key) and ran == []
         threading.Timer(0.3, release.set).start()
         # Results wait for the other process's re-judging to end, then run theirs.
-        assert rejudging_debts.pay(second, study_id=study.id, rule="clusters", judge=lambda: "after",
-                                   wait_s=10) == "after"
+        with rejudging_debts.exclusive(second, study_id=study.id, rule="clusters", wait_s=10):
+            assert not inside.is_set() or release.is_set()
     finally:
         release.set()
         t.join(10)
