@@ -206,6 +206,18 @@ def read_session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
+def release_read(session: Session) -> bool:
+    """End ``session``'s transaction if it has nothing pending; return whether it is now outside a transaction.
+
+    Before seconds of CPU-bound statistics, or work that opens sessions of its own: on SQLite a transaction that
+    began with BEGIN IMMEDIATE (app/db.py) holds the write lock, so a dashboard computing inside its request's
+    transaction would make evaluators' votes wait, and a write of its own on another session would wait for
+    this thread's own lock. A session with changes not yet flushed keeps its transaction (False)."""
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.commit()
+    return not session.in_transaction()
+
+
 _AFTER_COMMIT = "blindpair_after_commit"
 log = logging.getLogger(__name__)
 

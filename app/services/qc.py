@@ -16,6 +16,8 @@ study's QC settings change. Between those, ``refresh_flags`` keeps the cluster r
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -25,7 +27,15 @@ from sqlalchemy import Row, Text, bindparam, case, cast, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from app.db import after_commit, database_key, engine_of, expire_cached, read_session_scope, session_scope
+from app.db import (
+    after_commit,
+    database_key,
+    engine_of,
+    expire_cached,
+    read_session_scope,
+    release_read,
+    session_scope,
+)
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
 from app.services import rejudging_debts
 from app.services.assignments import EvaluatorState
@@ -45,6 +55,8 @@ from app.services.trust import CellInfo, session_answers
 from app.trust.clusters import SessionInfo, address_clusters
 from app.trust.collusion import LeanTest, lean_tests
 from app.trust.reliability import CHOICES, AnswerTable, Reliability, rater_reliability, unreliable_raters
+
+log = logging.getLogger(__name__)
 
 # Every reason of the cross-session rule starts so: refresh_flags keeps them, refresh_cluster_flags renews them.
 CLUSTER_REASON = "sessions from one address agree far more than the study does"
@@ -304,7 +316,10 @@ def _refresh_in(session: Session, study_id: int, settings: QCSettings | None, *,
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)  # one read of the study's sessions serves both steps
     verdicts = check(session, study_id=study_id, settings=settings, rows=rows)
-    return _renew_flags(session, rows, verdicts, reason)
+    written, skipped = _renew_flags(session, rows, verdicts, reason)
+    if skipped:
+        rejudging_debts.record(session, study_id=study_id, rule=_RULE_OF[reason])
+    return written
 
 
 def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
@@ -351,25 +366,65 @@ def _paying(engine: Engine, study_id: int, rule: str, settings: QCSettings, *, c
     return job
 
 
-def settle(session: Session, *, study_id: int) -> int:
+def settle(session: Session, *, study_id: int, spaced: bool = False) -> bool:
     """Run every re-judging the study is owed, by this process or (kept in the database) by any, before results
-    count its votes; return how many ran. One of the study's re-judgings running now, here or in another process,
-    is waited for (up to ``SETTLE_WAIT_S``): it may be judging votes the results are about to count."""
+    or exports count its votes or its flagged sessions. Returns whether nothing is owed.
+
+    ``spaced``: only those whose spacing allows (``app.services.rejudging``), without waiting, for counts a page
+    polls every few seconds (the study's progress): forcing them there would undo the spacing's bound on their
+    cost. What such a count shows lags the votes as the vote path's flags do, by at most the spacing.
+
+    ``session``'s read transaction is ended first (``release_read``): what its caller reads next is read after
+    the settling, and on SQLite the re-judging's own write does not wait for this thread's lock. A re-judging of
+    the study running now, here or in another process, is waited for, then the debts are read again, until none
+    is left or ``SETTLE_WAIT_S`` has passed in all: one may be judging votes the caller is about to count, and a
+    re-judging that could not write a flag (a row a vote held) owes it again. Past the wait the caller goes on
+    with what is stored, and the log says so."""
     engine = engine_of(session)
-    ran = REJUDGING.settle((database_key(session), study_id))
-    # Its own snapshot: the caller's transaction may have begun before the debts it must see.
+    if not release_read(session) and engine.dialect.name == "sqlite":
+        log.warning("study %s: QC re-judgings not settled: the caller's transaction has unsaved changes and holds "
+                    "the write lock; flags may lag the votes until the next re-judging", study_id)
+        return False
+    prefix = (database_key(session), study_id)
+    if spaced:
+        return _settle_spaced(engine, prefix, study_id)
+    deadline = time.monotonic() + SETTLE_WAIT_S
+    while True:
+        left = max(0.0, deadline - time.monotonic())
+        ran = REJUDGING.settle(prefix, timeout=left)
+        with read_session_scope(engine) as read:
+            rules = rejudging_debts.owed_rules(read, study_id=study_id)
+            study = read.get(Study, study_id) if rules else None
+            settings = qc_settings(study) if study is not None else None
+        if settings is None:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("study %s: QC re-judgings of %s still owed after %.0f s (another process kept them busy); "
+                        "the flags shown may lag the votes until they run", study_id, ", ".join(rules),
+                        SETTLE_WAIT_S)
+            return False
+        for rule in rules:
+            check, reason = RULES[rule]
+            ran += REJUDGING.run_if_allowed(prefix + (rule,), triggered=True, force=True,
+                                            job=_paying(engine, study_id, rule, settings, check=check, reason=reason,
+                                                        wait_s=max(0.0, deadline - time.monotonic())))
+        if not ran:
+            time.sleep(_SETTLE_POLL_S)  # running elsewhere, or a row held: the next round waits for it
+
+
+_SETTLE_POLL_S = 0.05
+
+
+def _settle_spaced(engine: Engine, prefix: tuple, study_id: int) -> bool:
     with read_session_scope(engine) as read:
         rules = rejudging_debts.owed_rules(read, study_id=study_id)
         study = read.get(Study, study_id) if rules else None
-        if study is None:
-            return ran
-        settings = qc_settings(study)
-    for rule in rules:
-        check, reason = RULES[rule]
-        ran += REJUDGING.run_if_allowed((database_key(session), study_id, rule), triggered=True, force=True,
-                                        job=_paying(engine, study_id, rule, settings, check=check, reason=reason,
-                                                    wait_s=SETTLE_WAIT_S))
-    return ran
+        settings = qc_settings(study) if study is not None else None
+    if settings is None:
+        return True
+    ran = [REJUDGING.run_if_allowed(prefix + (rule,), triggered=True, job=_paying(
+        engine, study_id, rule, settings, check=RULES[rule][0], reason=RULES[rule][1])) for rule in rules]
+    return all(ran)
 
 
 def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
@@ -385,6 +440,10 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
     write (``rejudging_debts``)."""
     with read_session_scope(engine) as read:
         paid = rejudging_debts.owed_ids(read, study_id=study_id, rule=rule) if rule else []
+        if rule and not paid:
+            # Every trigger writes a debt before its re-judging can run, so none left means a re-judging whose
+            # snapshot came after them all has written its verdicts (another process's, or an earlier owed run).
+            return 0
         verdicts = check(read, study_id=study_id, settings=settings)
         # Sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind starts with
         # ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
@@ -400,7 +459,10 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
         if not touched:
             return 0
         fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
-        return _renew_flags(write, fresh, verdicts, reason)
+        written, skipped = _renew_flags(write, fresh, verdicts, reason)
+        if skipped and rule:
+            rejudging_debts.record(write, study_id=study_id, rule=rule)  # still owed: those rows were not written
+        return written
 
 
 # Built once (see app/services/assignments.py): these run on every third vote.
@@ -561,6 +623,7 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
 # The study-wide rules by the name their keys and debts carry: what settling a debt of each runs.
 RULES: dict[str, tuple[_Verdicts, str]] = {"clusters": (cluster_reasons, CLUSTER_REASON),
                                            "reliability": (reliability_reasons, RELIABILITY_REASON)}
+_RULE_OF = {reason: rule for rule, (_check, reason) in RULES.items()}
 
 RELIABILITY_STEP_GROWS_AT = 200
 
@@ -570,12 +633,14 @@ def reliability_step(finished: int) -> int:
     return max(CLUSTER_CHECK_COMPLETIONS, finished // RELIABILITY_STEP_GROWS_AT * CLUSTER_CHECK_COMPLETIONS)
 
 
-def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str], reason: str) -> int:
+def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],
+                 reason: str) -> tuple[int, int]:
     """Replace each evaluator's flag reasons of one kind (those starting with ``reason``) with this re-judging's
-    verdicts; write only the rows that change. Returns how many changed.
+    verdicts; write only the rows that change. Returns how many changed and how many could not be written.
 
     On PostgreSQL a row another request holds (a session voting now) is skipped, not waited for (two
-    completions re-judging at once would each wait for the other's evaluator); the next re-judging writes it."""
+    completions re-judging at once would each wait for the other's evaluator); the caller owes the rule again,
+    and the next re-judging writes it."""
     changed: dict[int, list[str]] = {}
     for row in rows:
         stored = list(row.flag_reasons or [])
@@ -585,8 +650,11 @@ def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict
     if changed and session.get_bind().dialect.name != "sqlite":
         free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
                                    .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
+        held = len(changed) - len(free)
         changed = {k: v for k, v in changed.items() if k in free}
+    else:
+        held = 0
     for evaluator_id, reasons in changed.items():
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
-    return len(changed)
+    return len(changed), held

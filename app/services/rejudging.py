@@ -96,13 +96,14 @@ class Rejudging:
         with self._lock:
             return key in self._owed
 
-    def settle(self, prefix: tuple) -> int:
+    def settle(self, prefix: tuple, timeout: float = SETTLE_WAIT_S) -> int:
         """Run now every owed re-judging whose key starts with ``prefix`` (e.g. (database, study id)); return how
-        many ran. Results call it before counting votes; a re-judging of the study running now is waited for
-        (up to ``SETTLE_WAIT_S``), since it may be judging votes the results are about to count."""
+        many ran. Results call it before counting votes (``app.services.qc.settle``); a re-judging of the study
+        running now is waited for (up to ``timeout``), since it may be judging votes the results are about to
+        count."""
         with self._lock:
             self._lock.wait_for(lambda: not any(k[:len(prefix)] == prefix for k in self._running),
-                                timeout=SETTLE_WAIT_S)
+                                timeout=timeout)
             due = [(k, job) for k, job in self._owed.items() if k[:len(prefix)] == prefix]
         return sum(self.run_if_allowed(key, triggered=True, force=True, job=job) for key, job in due)
 

@@ -16,17 +16,20 @@ database only keeps the promise.
 
 Two processes must not re-judge the same rule of a study at once: the one with the older snapshot could write
 last and put back verdicts the newer one had corrected. On PostgreSQL ``exclusive`` holds an advisory lock for
-the whole re-judging and refuses (``Busy``) if another process holds it; the debt is then still owed. On SQLite one
-web process is the deployment (docs/performance.md) and ``app.services.rejudging`` already runs one re-judging of
-a rule at a time in it.
+the whole re-judging and refuses (``Busy``) if another process holds it; the debt is then still owed. On SQLite, where
+one web process is the deployment (docs/performance.md) but a CLI (``blindpair analyze``) may settle beside it,
+a file lock beside the database file does the same on one machine.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.engine import Engine
@@ -75,20 +78,61 @@ def _lock_keys(study_id: int, rule: str) -> tuple[int, int]:
 
 @contextmanager
 def exclusive(engine: Engine, *, study_id: int, rule: str, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the re-judging of ``rule`` for the study against other processes (PostgreSQL; elsewhere nothing to
-    hold). Raises ``Busy`` if another process still holds it after ``wait_s`` seconds."""
-    if engine.dialect.name != "postgresql":
+    """Hold the re-judging of ``rule`` for the study against other processes. Raises ``Busy`` if another process
+    still holds it after ``wait_s`` seconds. PostgreSQL: an advisory lock; SQLite: a file lock beside the
+    database file (the web process and a CLI on one machine); an in-memory database has no other process."""
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, study_id=study_id, rule=rule, wait_s=wait_s):
+            yield
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        lock_dir = Path(f"{engine.url.database}.rejudging-locks")
+        with _file_lock(lock_dir / f"study-{study_id}-{rule}.lock", what=f"the {rule} re-judging of study "
+                        f"{study_id}", wait_s=wait_s):
+            yield
+    else:
         yield
-        return
+
+
+def _busy(what: str) -> Busy:
+    return Busy(f"{what} is running in another process")
+
+
+@contextmanager
+def _file_lock(path: Path, *, what: str, wait_s: float) -> Iterator[None]:
+    # flock, not lockf: a POSIX record lock is the process's, and closing any descriptor of the file drops it.
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _busy(what) from None
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, *, study_id: int, rule: str, wait_s: float) -> Iterator[None]:
     rule_key, study_key = _lock_keys(study_id, rule)
     # A connection of its own, outside any transaction the re-judging opens: a session-level advisory lock lasts
-    # until unlocked or until the connection closes (a process that dies releases it).
+    # until unlocked or until the connection closes (a process that dies releases it). Behind pgbouncer this
+    # needs session pooling: in transaction pooling the unlock may reach another server connection.
     with engine.connect() as conn:
         deadline = time.monotonic() + wait_s
         while not conn.scalar(select(func.pg_try_advisory_lock(rule_key, study_key))):
             if time.monotonic() >= deadline:
                 conn.rollback()
-                raise Busy(f"the {rule} re-judging of study {study_id} is running in another process")
+                raise _busy(f"the {rule} re-judging of study {study_id}")
+            conn.rollback()
             time.sleep(_LOCK_POLL_S)
         conn.commit()  # end the transaction the lock query began: the lock is the session's, not its
         try:

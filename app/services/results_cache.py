@@ -23,7 +23,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import database_key, read_session_scope
+from app.db import database_key, read_session_scope, release_read
 from app.models import Evaluator, Vote
 from app.services.results_data import (
     VoteFingerprint,
@@ -87,7 +87,7 @@ class ResultsCache:
 
     def frame(self, session: Session, *, study_id: int) -> pd.DataFrame:
         """The study's vote frame (flagged evaluators included, marked), reusing what is already loaded."""
-        _release(session)
+        release_read(session)
         with read_session_scope() as reader:
             return self._frame(reader, study_id=study_id)
 
@@ -134,7 +134,7 @@ class ResultsCache:
 
     def results(self, session: Session, *, study_id: int, include_flagged: bool = False) -> CachedResults:
         # Read through a snapshot session: the caller's (on SQLite, write-locking) transaction ends first.
-        _release(session)
+        release_read(session)
         with read_session_scope() as reader:
             return self._cached_results(reader, study_id=study_id, include_flagged=include_flagged)
 
@@ -153,7 +153,7 @@ class ResultsCache:
                 return hit
             frame = self._frame(session, study_id=study_id, fingerprint=fp)
             criteria = criterion_keys(session, study_id=study_id)
-            _release(session)
+            release_read(session)
             started = time.perf_counter()
             results = compute(frame, criteria=criteria, include_flagged=include_flagged)
             entry = CachedResults(study_id=study_id, include_flagged=bool(include_flagged), fingerprint=fp,
@@ -167,17 +167,6 @@ class ResultsCache:
             return entry
 
 
-def _release(session: Session) -> None:
-    """End a read-only transaction before seconds of CPU-bound statistics.
-
-    On SQLite every transaction starts with BEGIN IMMEDIATE (app/db.py) and so holds the write lock: a
-    dashboard computing inside its request's transaction would make evaluators' vote submissions wait.
-    Only a session with nothing pending is committed; one that wrote something keeps its transaction.
-    """
-    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
-        session.commit()
-
-
 _CACHE = ResultsCache()
 
 
@@ -187,7 +176,8 @@ def get_cache() -> ResultsCache:
 
 def _settle(session: Session, study_id: int) -> None:
     """Run the QC re-judgings the study is owed, by this process or any other (``app.services.qc.settle``), so
-    that nothing counts votes whose cross-session judging is still pending."""
+    that nothing counts votes whose cross-session judging is still pending. It ends ``session``'s read
+    transaction first: what is read next is read after the settling."""
     from app.services.qc import settle  # here: qc imports app.services.trust, which imports this module
 
     settle(session, study_id=study_id)

@@ -32,6 +32,7 @@ from app.services.answers import AnswerOptionsError, validate_answer_options
 from app.services.attention import QCSettingsError, qc_settings, schedule_attention_checks, validate_qc
 from app.services.plans import freeze_draft
 from app.services.prompts import PromptError, PromptSpec, add_prompts, list_themes, load_builtin_suite
+from app.services.qc import settle
 from worker.presets import (
     DEFAULT_SETTINGS,
     GenerationConfigError,
@@ -464,6 +465,8 @@ def study_progress(session: Session, *, study_id: int) -> dict[str, Any]:
     serve quality control and never need a target number of votes. Votes are counted from the vote rows
     themselves, not from the denormalised counters on ``Pair``, so the page shows what is stored.
     """
+    # The flagged sessions after the owed QC re-judgings that their spacing allows (pages poll this).
+    settle(session, study_id=study_id, spaced=True)
     study = session.get(Study, study_id)
     if study is None:
         raise StudyError(f"There is no study with id {study_id}.")

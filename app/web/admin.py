@@ -284,12 +284,12 @@ def study_page(request: Request, study: StudyForUser, session: DbSession, user: 
         select(Prompt.theme, func.count()).where(Prompt.study_id == study.id).group_by(Prompt.theme)
         .order_by(Prompt.theme)
     ).all()
+    panels = _render_panels(request, session, study, user)  # first: the results panel settles what QC owes
     return render(
         request, "admin/study.html", user, nav="studies", study=study,
         progress=study_service.study_progress(session, study_id=study.id),
         invite_url=study_service.invite_url(study), prompt_themes=themes, sharing=_sharing(session, study, user),
-        panels=_render_panels(request, session, study, user),
-        storage=storage_service.storage_status(session, study_id=study.id),
+        panels=panels, storage=storage_service.storage_status(session, study_id=study.id),
     )
 
 

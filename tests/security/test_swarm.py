@@ -280,7 +280,7 @@ def test_a_swarm_that_never_completes_is_flagged_even_after_the_server_restarts(
     rate_all(swarm, clock, leave_one_short=True)
     with get_sessionmaker()() as s:
         unjudged = s.scalars(select(Evaluator.flagged).where(Evaluator.user_agent == SWARM_UA)).all()
-    assert len(unjudged) == 6 and not all(unjudged)  # the gap this test is about: the swarm's judging is owed
+    assert len(unjudged) == 6 and not any(unjudged)  # the gap this test is about: the swarm's judging is owed
 
     monkeypatch.setattr(qc, "REJUDGING", Rejudging())  # a new process, which owes nothing in memory
     assert not significant(study.id)  # the results settle the debt first, and leave the flagged swarm out

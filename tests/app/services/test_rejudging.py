@@ -5,6 +5,7 @@ holding the write lock, and never overwrite a flag stored since their snapshot."
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -419,3 +420,144 @@ def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(session, databa
         release.set()
         t.join(10)
         second.dispose()
+
+
+def test_a_caller_inside_a_write_transaction_settles_without_waiting_for_itself(monkeypatch, session):
+    """``blindpair analyze`` reads the study in a write transaction (on SQLite it holds this thread's write lock)
+    and then asks for results: settling the web process's debt must not wait for that lock."""
+    from rich.console import Console
+
+    from app.cli import analyze
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")  # owed by the web process
+    session.commit()
+    runs = _counting_rule(monkeypatch, Clock())
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())  # the CLI is another process
+    monkeypatch.setattr("app.cli.serve.require_migrated", lambda: None)
+    analyze._analyze_study(Console(file=None, quiet=True), study.slug, include_flagged=False, html=None,
+                           json_out=None)
+    assert runs == [study.id] and _debts(session, study.id) == 0
+
+
+def test_a_rejudging_that_finds_its_debts_paid_does_not_judge_again(monkeypatch, session):
+    """Another process (or an earlier owed run) paid them with a later snapshot: nothing is left to judge."""
+    study = make_study(session, n_prompts=2)
+    session.commit()
+    runs = _counting_rule(monkeypatch, Clock())
+    settings = qc.qc_settings(study)
+    engine = db.engine_of(session)
+    assert qc.rejudge(engine, study_id=study.id, settings=settings, check=qc.cluster_reasons,
+                      reason=qc.CLUSTER_REASON, rule="clusters") == 0 and runs == []
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    qc.rejudge(engine, study_id=study.id, settings=settings, check=qc.cluster_reasons, reason=qc.CLUSTER_REASON,
+               rule="clusters")
+    assert runs == [study.id] and _debts(session, study.id) == 0
+
+
+def test_results_wait_for_a_rejudging_a_vote_starts_while_they_settle(monkeypatch, session):
+    """A vote's re-judging starts after the results waited for the running ones and before they read the debts:
+    the results wait for it too, and count only once nothing is owed."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    _counting_rule(monkeypatch, Clock())
+    r = Rejudging()
+    monkeypatch.setattr(qc, "REJUDGING", r)
+    key = (db.database_key(session), study.id, "clusters")
+    inside, done = threading.Event(), threading.Event()
+
+    def vote_path_job() -> None:
+        inside.set()
+        time.sleep(0.3)
+        done.set()
+
+    real_owed_rules, hooked = rejudging_debts.owed_rules, []
+
+    def owed_rules_as_a_vote_lands(read, *, study_id):
+        rules = real_owed_rules(read, study_id=study_id)
+        if not hooked:
+            hooked.append(1)
+            threading.Thread(target=r.run_if_allowed, args=(key,),
+                             kwargs={"triggered": True, "force": True, "job": vote_path_job}).start()
+            assert inside.wait(10)
+        return rules
+
+    monkeypatch.setattr(rejudging_debts, "owed_rules", owed_rules_as_a_vote_lands)
+    get_results(session, study_id=study.id)
+    assert hooked and done.is_set() and _debts(session, study.id) == 0
+
+
+def test_on_sqlite_a_second_process_finds_the_rule_held(session, database_url, tmp_path):
+    """The web process and a CLI on one SQLite file: a file lock beside the database holds the rule."""
+    first = db.engine_of(session)
+    second = create_engine(database_url)
+    try:
+        with rejudging_debts.exclusive(first, study_id=1, rule="clusters"):
+            with pytest.raises(Busy, match="clusters re-judging of study 1"), \
+                    rejudging_debts.exclusive(second, study_id=1, rule="clusters", wait_s=0.1):
+                pass
+            with rejudging_debts.exclusive(second, study_id=1, rule="reliability"):
+                pass
+        with rejudging_debts.exclusive(second, study_id=1, rule="clusters"):
+            pass
+    finally:
+        second.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
+def test_a_flag_a_voting_session_held_back_stays_owed_and_results_write_it(monkeypatch, session, database_url):
+    """PostgreSQL skips an evaluator row a vote in flight holds rather than wait for it: that flag is owed again,
+    and the results settle until it is written."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2, qc={"cluster_check_alpha": 0.01})
+    make_pairs(session, study)
+    held = make_evaluator(session, study, ip_hash="one-address")
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    runs = _counting_rule(monkeypatch, Clock(), {held.id: f"{qc.CLUSTER_REASON}: scripted"})
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+    other = create_engine(database_url)
+    try:
+        voting = other.connect()
+        voting.execute(select(Evaluator.id).where(Evaluator.id == held.id).with_for_update(key_share=True))
+        threading.Timer(0.5, voting.commit).start()  # the vote ends half a second later
+        get_results(session, study_id=study.id)
+        voting.close()
+    finally:
+        other.dispose()
+    session.expire_all()
+    assert session.get(Evaluator, held.id).flagged and _debts(session, study.id) == 0 and len(runs) >= 2
+
+
+def test_the_study_progress_counts_flagged_sessions_after_what_is_owed_as_the_spacing_allows(monkeypatch, session):
+    """Pages poll the progress every few seconds: it runs what is owed once the spacing allows, never forces it
+    (that would undo the spacing's bound on the re-judgings' cost); results force it."""
+    from app.services.results_cache import get_results
+    from app.services.studies import study_progress
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    ev = make_evaluator(session, study, ip_hash="one-address")
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    clock = Clock()
+    runs = _counting_rule(monkeypatch, clock, {ev.id: f"{qc.CLUSTER_REASON}: scripted"})
+    r = Rejudging(clock=clock, cheap_s=0.0, spacing=40)
+    monkeypatch.setattr(qc, "REJUDGING", r)
+    key = (db.database_key(session), study.id, "clusters")
+    assert r.run_if_allowed(key, triggered=True, job=lambda: setattr(clock, "now", clock.now + 0.5))  # 0.5 s: 20 s
+    assert study_progress(session, study_id=study.id)["evaluators_flagged"] == 0 and runs == []  # inside the wait
+    clock.now += 21
+    assert study_progress(session, study_id=study.id)["evaluators_flagged"] == 1 and runs == [study.id]
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    get_results(session, study_id=study.id)  # inside the wait again, but results force it
+    assert runs == [study.id, study.id] and _debts(session, study.id) == 0
