@@ -239,3 +239,16 @@ def test_rejudging_times_each_size_and_both_estimates_agree(tmp_path):
         assert int(votes) * 2 <= m["answers"] <= int(votes) * 6 and m["raters"] >= int(votes) // 10
         assert m["reliability_s"] > 0 and m["reference_estimate_s"] > 0 and m["read_s"] > 0
         assert m["reliability_first_s"] > 0 and m["rows_written"] >= 0
+
+
+def test_run_all_gathers_a_speed_benchmark_only_when_asked(tmp_path):
+    """The speed benchmarks of issue 16 are long and need PostgreSQL and the peer's venv: ``--speed`` (or naming
+    one) adds them; the default run leaves them out."""
+    from bench import run_all
+
+    assert not set(run_all.SPEED) & set(run_all.selected(list(run_all.BENCHMARKS), speed=False))
+    assert run_all.selected(["analysis", "rejudging"], speed=True) == ["analysis", "rejudging", "launch",
+                                                                        "http_costs", "peer_potato"]
+    assert run_all.main(["--tiny", "--only", "rejudging", "--results-dir", str(tmp_path)]) == 0
+    gathered = (tmp_path / "ALL.md").read_text()
+    assert "Machine:" in gathered and "re-judging" in gathered.lower() and "_rejudging took" in gathered
