@@ -120,7 +120,7 @@ def study_list() -> None:
     with session_scope() as session:
         owners = {u.id: u.email for u in list_users(session)}
         for s in study_service.list_studies(session):
-            p = study_service.study_progress(session, study_id=s.id)
+            p = study_service.study_progress(session, study_id=s.id, settle_qc=False)  # a list: what is stored
             owner = owners.get(s.created_by_id) if s.created_by_id else None
             typer.echo(f"{s.id}\t{s.status}\t{s.name}\t{p['votes']}/{p['votes_target']} votes\t"
                        f"{p['evaluators']} evaluators\towner: {owner or '(none: admins only)'}")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import Row, Text, bindparam, case, cast, func, select, update
+from sqlalchemy import Row, Text, bindparam, case, cast, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,7 @@ from app.db import (
     session_scope,
 )
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
-from app.services import rejudging_debts
+from app.services import rejudging_debts, rejudging_locks
 from app.services.assignments import EvaluatorState
 from app.services.attention import (
     CHECK_DEGRADED,
@@ -218,6 +218,9 @@ def refresh_study_flags(session: Session, *, study_id: int) -> int:
         refresh_flags(session, evaluator_id=evaluator_id)
     refresh_reliability_flags(session, study_id=study_id)
     refresh_cluster_flags(session, study_id=study_id)
+    # A re-judging already running elsewhere read the old settings: owed again, it cannot leave the last word.
+    for rule in RULES:
+        rejudging_debts.record(session, study_id=study_id, rule=rule)
     return session.scalar(select(func.count(Evaluator.id)).where(Evaluator.study_id == study_id,
                                                                  Evaluator.flagged.is_(True))) or 0
 
@@ -297,10 +300,6 @@ def _may_have_comparable_cluster(session: Session, study_id: int) -> bool:
 
 def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
     """Re-judge the cross-session rule for the whole study and store what changed; return the rows written.
-
-    On PostgreSQL a row another request holds (an evaluator voting right now) is skipped rather than waited
-    for: two votes re-judging at once would otherwise each wait for the other's evaluator. The skipped row is
-    written at the next re-judging, which its own votes trigger.
     """
     return _refresh_in(session, study_id, settings, check=cluster_reasons, reason=CLUSTER_REASON)
 
@@ -316,10 +315,7 @@ def _refresh_in(session: Session, study_id: int, settings: QCSettings | None, *,
         settings = qc_settings(study)
     rows = _study_evaluators(session, study_id)  # one read of the study's sessions serves both steps
     verdicts = check(session, study_id=study_id, settings=settings, rows=rows)
-    written, skipped = _renew_flags(session, rows, verdicts, reason)
-    if skipped:
-        rejudging_debts.record(session, study_id=study_id, rule=_RULE_OF[reason])
-    return written
+    return _renew_flags(session, rows, verdicts, reason)
 
 
 def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState, done: int, completed: bool) -> None:
@@ -345,6 +341,7 @@ def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: 
     'reliability') through ``REJUDGING`` (which spaces it and owes what it holds back): verdicts from a snapshot
     that includes the vote, then a short write (``rejudge``). The vote's write transaction, and with it every
     other rater's vote, never waits for it; a failure leaves the vote stored and the re-judging owed.
+    ``settings``: the vote's, which decided that the rule is on; the re-judging reads the study's own.
 
     A trigger is owed in the database too, in the vote's own transaction (``rejudging_debts``): results in any
     process settle it, whether or not this process lives to run it."""
@@ -352,23 +349,21 @@ def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: 
     if triggered:
         rejudging_debts.record(session, study_id=study_id, rule=rule)
     after_commit(session, lambda: REJUDGING.run_if_allowed(
-        key, triggered=triggered, force=force,
-        job=_paying(engine_of(session), study_id, rule, settings, check=check, reason=reason)))
+        key, triggered=triggered, force=force, job=_paying(engine_of(session), study_id, rule, check, reason)))
 
 
-def _paying(engine: Engine, study_id: int, rule: str, settings: QCSettings, *, check: _Verdicts, reason: str,
-            wait_s: float = 0.0) -> Callable[[], object]:
-    """The job that re-judges ``rule`` and pays the study's debts of it, held against other processes
-    (``rejudging_debts.exclusive``)."""
+def _paying(engine: Engine, study_id: int, rule: str, check: _Verdicts, reason: str) -> Callable[[], int]:
+    """The job that re-judges ``rule`` and pays the study's debts of it, never beside the same re-judging in
+    another process (``rejudging_locks.exclusive``: ``Busy``, and the job stays owed)."""
     def job() -> int:
-        with rejudging_debts.exclusive(engine, study_id=study_id, rule=rule, wait_s=wait_s):
-            return rejudge(engine, study_id=study_id, settings=settings, check=check, reason=reason, rule=rule)
+        with rejudging_locks.exclusive(engine, study_id=study_id, rule=rule):
+            return rejudge(engine, study_id=study_id, check=check, reason=reason, rule=rule)
     return job
 
 
 def settle(session: Session, *, study_id: int, spaced: bool = False) -> bool:
-    """Run every re-judging the study is owed, by this process or (kept in the database) by any, before results
-    or exports count its votes or its flagged sessions. Returns whether nothing is owed.
+    """Run the re-judgings the study was owed when called, by this process or (kept in the database) by any,
+    before results or exports count its votes or its flagged sessions. Returns whether they all ran.
 
     ``spaced``: only those whose spacing allows (``app.services.rejudging``), without waiting, for counts a page
     polls every few seconds (the study's progress): forcing them there would undo the spacing's bound on their
@@ -377,73 +372,79 @@ def settle(session: Session, *, study_id: int, spaced: bool = False) -> bool:
     ``session``'s read transaction is ended first (``release_read``): what its caller reads next is read after
     the settling, and on SQLite the re-judging's own write does not wait for this thread's lock. A re-judging of
     the study running now, here or in another process, is waited for, then the debts are read again, until none
-    is left or ``SETTLE_WAIT_S`` has passed in all: one may be judging votes the caller is about to count, and a
-    re-judging that could not write a flag (a row a vote held) owes it again. Past the wait the caller goes on
-    with what is stored, and the log says so."""
+    of those owed at the call is left or ``SETTLE_WAIT_S`` has passed in all: one may be judging votes the caller
+    is about to count. Debts that votes write meanwhile are left to the vote path: under steady voting a busy
+    study is never free of them, and chasing them would run one forced re-judging after another. Past the wait,
+    or if a re-judging fails, the caller goes on with what is stored, and the log says so."""
     engine = engine_of(session)
     if not release_read(session) and engine.dialect.name == "sqlite":
         log.warning("study %s: QC re-judgings not settled: the caller's transaction has unsaved changes and holds "
                     "the write lock; flags may lag the votes until the next re-judging", study_id)
         return False
     prefix = (database_key(session), study_id)
-    if spaced:
-        return _settle_spaced(engine, prefix, study_id)
+    try:
+        if spaced:
+            ran = [REJUDGING.run_if_allowed(prefix + (rule,), triggered=True,
+                                            job=_paying(engine, study_id, rule, *RULES[rule]))
+                   for rule in _owed(engine, study_id)]  # every rule, not only up to the first held back
+            return all(ran)
+        return _settle_forced(engine, prefix, study_id)
+    except Exception:  # a results page still shows what is stored (the log tells the operator what failed)
+        log.exception("study %s: a QC re-judging owed before counting failed; the flags shown may lag the votes",
+                      study_id)
+        return False
+
+
+_SETTLE_POLL_S = 0.05
+
+
+def _owed(engine: Engine, study_id: int, upto: int | None = None) -> list[str]:
+    """The rules the study owes a re-judging of (``upto``: by debts up to that id), read on a snapshot of its own."""
+    with read_session_scope(engine) as read:
+        return rejudging_debts.owed_rules(read, study_id=study_id, upto=upto)
+
+
+def _settle_forced(engine: Engine, prefix: tuple, study_id: int) -> bool:
     deadline = time.monotonic() + SETTLE_WAIT_S
+    with read_session_scope(engine) as read:
+        upto = rejudging_debts.latest(read, study_id=study_id)
     while True:
-        left = max(0.0, deadline - time.monotonic())
-        ran = REJUDGING.settle(prefix, timeout=left)
-        with read_session_scope(engine) as read:
-            rules = rejudging_debts.owed_rules(read, study_id=study_id)
-            study = read.get(Study, study_id) if rules else None
-            settings = qc_settings(study) if study is not None else None
-        if settings is None:
+        REJUDGING.settle(prefix, timeout=max(0.0, deadline - time.monotonic()))
+        rules = _owed(engine, study_id, upto)
+        if not rules:
             return True
         if time.monotonic() >= deadline:
             log.warning("study %s: QC re-judgings of %s still owed after %.0f s (another process kept them busy); "
                         "the flags shown may lag the votes until they run", study_id, ", ".join(rules),
                         SETTLE_WAIT_S)
             return False
-        for rule in rules:
-            check, reason = RULES[rule]
-            ran += REJUDGING.run_if_allowed(prefix + (rule,), triggered=True, force=True,
-                                            job=_paying(engine, study_id, rule, settings, check=check, reason=reason,
-                                                        wait_s=max(0.0, deadline - time.monotonic())))
-        if not ran:
-            time.sleep(_SETTLE_POLL_S)  # running elsewhere, or a row held: the next round waits for it
+        # Forced past the spacing, never waiting on another process here: Busy owes it, and this loop waits.
+        ran = [REJUDGING.run_if_allowed(prefix + (rule,), triggered=True, force=True,
+                                        job=_paying(engine, study_id, rule, *RULES[rule])) for rule in rules]
+        if not all(ran):
+            time.sleep(_SETTLE_POLL_S)
 
 
-_SETTLE_POLL_S = 0.05
+def rejudge(engine: Engine, *, study_id: int, check: _Verdicts, reason: str, rule: str) -> int:
+    """Re-judge one study-wide rule (``check``: ``cluster_reasons`` or ``reliability_reasons``, ``rule`` its name)
+    outside any vote: read the study on a snapshot (on SQLite without the write lock, however long it takes),
+    then write the rows whose reasons of this kind change in a transaction of its own. Returns the rows written.
 
+    The snapshot reads the rule's debts first, so it holds every vote behind them, and the write pays exactly
+    those (``rejudging_debts``); none left means a re-judging with a later snapshot has paid them, and there is
+    nothing to judge. The study's QC settings are read in the same snapshot, never kept from the trigger: an
+    admin's change since must not be undone by a re-judging owed before it.
 
-def _settle_spaced(engine: Engine, prefix: tuple, study_id: int) -> bool:
+    The write re-reads those rows under lock (PostgreSQL): a flag another vote stored since the snapshot must
+    not be overwritten with the snapshot's. Only rows that had or get a reason of this kind can change, so only
+    they are read. A row a vote holds is waited for (the vote's transaction is short, and holds no other
+    evaluator's row), up to ``REJUDGING_LOCK_TIMEOUT``."""
     with read_session_scope(engine) as read:
-        rules = rejudging_debts.owed_rules(read, study_id=study_id)
-        study = read.get(Study, study_id) if rules else None
-        settings = qc_settings(study) if study is not None else None
-    if settings is None:
-        return True
-    ran = [REJUDGING.run_if_allowed(prefix + (rule,), triggered=True, job=_paying(
-        engine, study_id, rule, settings, check=RULES[rule][0], reason=RULES[rule][1])) for rule in rules]
-    return all(ran)
-
-
-def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verdicts,
-            reason: str, rule: str | None = None) -> int:
-    """Re-judge one study-wide rule (``check``: ``cluster_reasons`` or ``reliability_reasons``) outside any
-    vote: read the study on a snapshot (on SQLite without the write lock, however long it takes), then write the
-    rows whose reasons of this kind change in a transaction of its own. Returns the rows written.
-
-    The write re-reads those rows: a flag another vote stored since the snapshot must not be overwritten
-    with the snapshot's. Only rows that had or get a reason of this kind can change, so only they are read.
-
-    ``rule`` ('clusters' or 'reliability'): the debts of that rule read first in the snapshot are paid in the
-    write (``rejudging_debts``)."""
-    with read_session_scope(engine) as read:
-        paid = rejudging_debts.owed_ids(read, study_id=study_id, rule=rule) if rule else []
-        if rule and not paid:
-            # Every trigger writes a debt before its re-judging can run, so none left means a re-judging whose
-            # snapshot came after them all has written its verdicts (another process's, or an earlier owed run).
+        paid = rejudging_debts.owed_ids(read, study_id=study_id, rule=rule)
+        study = read.get(Study, study_id) if paid else None
+        if study is None:
             return 0
+        settings = qc_settings(study)
         verdicts = check(read, study_id=study_id, settings=settings)
         # Sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind starts with
         # ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
@@ -452,17 +453,18 @@ def rejudge(engine: Engine, *, study_id: int, settings: QCSettings, check: _Verd
             Evaluator.study_id == study_id, Evaluator.flagged.is_(True),
             cast(Evaluator.flag_reasons, Text).contains(json.dumps(reason)[:-1], autoescape=True))).all()
     touched = sorted(set(verdicts) | set(holding))
-    if not touched and not paid:
-        return 0
     with session_scope(engine) as write:
         rejudging_debts.forget(write, paid)
         if not touched:
             return 0
-        fresh = write.execute(_SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)).all()
-        written, skipped = _renew_flags(write, fresh, verdicts, reason)
-        if skipped and rule:
-            rejudging_debts.record(write, study_id=study_id, rule=rule)  # still owed: those rows were not written
-        return written
+        fresh = _SESSIONS.where(Evaluator.id.in_(touched)).order_by(Evaluator.id)
+        if write.get_bind().dialect.name != "sqlite":  # SQLite: the write lock is the whole database's already
+            write.execute(text(f"SET LOCAL lock_timeout = '{REJUDGING_LOCK_TIMEOUT}'"))
+            fresh = fresh.with_for_update(key_share=True)
+        return _renew_flags(write, write.execute(fresh).all(), verdicts, reason)
+
+
+REJUDGING_LOCK_TIMEOUT = "10s"
 
 
 # Built once (see app/services/assignments.py): these run on every third vote.
@@ -623,7 +625,6 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
 # The study-wide rules by the name their keys and debts carry: what settling a debt of each runs.
 RULES: dict[str, tuple[_Verdicts, str]] = {"clusters": (cluster_reasons, CLUSTER_REASON),
                                            "reliability": (reliability_reasons, RELIABILITY_REASON)}
-_RULE_OF = {reason: rule for rule, (_check, reason) in RULES.items()}
 
 RELIABILITY_STEP_GROWS_AT = 200
 
@@ -633,28 +634,16 @@ def reliability_step(finished: int) -> int:
     return max(CLUSTER_CHECK_COMPLETIONS, finished // RELIABILITY_STEP_GROWS_AT * CLUSTER_CHECK_COMPLETIONS)
 
 
-def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str],
-                 reason: str) -> tuple[int, int]:
+def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict[int, str], reason: str) -> int:
     """Replace each evaluator's flag reasons of one kind (those starting with ``reason``) with this re-judging's
-    verdicts; write only the rows that change. Returns how many changed and how many could not be written.
-
-    On PostgreSQL a row another request holds (a session voting now) is skipped, not waited for (two
-    completions re-judging at once would each wait for the other's evaluator); the caller owes the rule again,
-    and the next re-judging writes it."""
+    verdicts; write only the rows that change. Returns how many changed."""
     changed: dict[int, list[str]] = {}
     for row in rows:
         stored = list(row.flag_reasons or [])
         renewed = [r for r in stored if not r.startswith(reason)] + ([verdicts[row.id]] if row.id in verdicts else [])
         if renewed != stored:
             changed[row.id] = renewed
-    if changed and session.get_bind().dialect.name != "sqlite":
-        free = set(session.scalars(select(_evaluators.c.id).where(_evaluators.c.id.in_(list(changed)))
-                                   .order_by(_evaluators.c.id).with_for_update(key_share=True, skip_locked=True)))
-        held = len(changed) - len(free)
-        changed = {k: v for k, v in changed.items() if k in free}
-    else:
-        held = 0
     for evaluator_id, reasons in changed.items():
         session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
-    return len(changed), held
+    return len(changed)

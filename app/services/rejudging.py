@@ -33,13 +33,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.services.rejudging_locks import Busy
+
 CHEAP_S = 0.0  # re-judgings faster than this are never held back (none: see above)
 SPACING = 40.0
 SETTLE_WAIT_S = 30.0
-
-
-class Busy(Exception):
-    """The re-judging is running elsewhere (another process) right now: nothing ran, and the trigger stays owed."""
 
 
 @dataclass

@@ -458,15 +458,17 @@ def invite_url(study: Study, base_url: str | None = None) -> str:
     return base + INVITE_PATH.format(token=study.invite_token)
 
 
-def study_progress(session: Session, *, study_id: int) -> dict[str, Any]:
+def study_progress(session: Session, *, study_id: int, settle_qc: bool = True) -> dict[str, Any]:
     """Counts for the study page: clips by status, pairs, votes, evaluators, and what is still missing.
 
     Attention-check pairs and their degraded clips are left out of every number but ``check_votes``: they
     serve quality control and never need a target number of votes. Votes are counted from the vote rows
     themselves, not from the denormalised counters on ``Pair``, so the page shows what is stored.
+    ``settle_qc``: run the study's owed QC re-judgings first, as their spacing allows (``app.services.qc.settle``);
+    a list of studies leaves it off.
     """
-    # The flagged sessions after the owed QC re-judgings that their spacing allows (pages poll this).
-    settle(session, study_id=study_id, spaced=True)
+    if settle_qc:  # the flagged sessions after the owed QC re-judgings that their spacing allows (pages poll this)
+        settle(session, study_id=study_id, spaced=True)
     study = session.get(Study, study_id)
     if study is None:
         raise StudyError(f"There is no study with id {study_id}.")

@@ -56,7 +56,8 @@ def render(request: Request, name: str, user: User, status_code: int = 200, **co
 def studies_page(request: Request, session: DbSession, user: CurrentUser) -> Response:
     """The studies this user owns or was added to (admins: every study)."""
     visible = study_service.list_studies(session, user_id=user.id, is_admin=user.role == "admin")
-    rows = [(s, study_service.study_progress(session, study_id=s.id)) for s in visible]
+    # A list shows what is stored: settling every study's QC here would re-judge them all on one page view.
+    rows = [(s, study_service.study_progress(session, study_id=s.id, settle_qc=False)) for s in visible]
     return render(request, "admin/studies.html", user, rows=rows, nav="studies")
 
 

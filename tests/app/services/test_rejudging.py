@@ -10,12 +10,14 @@ from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
 
 from app import db
 from app.models import Evaluator, RejudgingDebt
-from app.services import qc, rejudging_debts
+from app.services import qc, rejudging_debts, rejudging_locks
 from app.services.assignments import evaluator_state
-from app.services.rejudging import Busy, Rejudging
+from app.services.rejudging import Rejudging
+from app.services.rejudging_locks import Busy
 from tests.conftest import BACKENDS
 from tests.factories import make_evaluator, make_pairs, make_study
 
@@ -149,7 +151,8 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
     study = swarm_study(session, swarm=6, honest=20)
     swarm = session.scalars(select(Evaluator).where(Evaluator.ip_hash == "swarm").order_by(Evaluator.id)).all()
     others = session.scalars(select(Evaluator).where(Evaluator.ip_hash != "swarm")).all()
-    settings, study_id = qc.qc_settings(study), study.id
+    study_id = study.id
+    rejudging_debts.record(session, study_id=study_id, rule="clusters")  # what a vote's trigger writes
     session.commit()  # this test's own reads end their transaction (on SQLite every session's holds the lock)
     judged = []
 
@@ -162,8 +165,7 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
         judged.append(verdicts)
         return verdicts
 
-    written = qc.rejudge(db.get_engine(), study_id=study.id, settings=settings, check=check,
-                         reason=qc.CLUSTER_REASON)
+    written = qc.rejudge(db.get_engine(), study_id=study_id, check=check, reason=qc.CLUSTER_REASON, rule="clusters")
     assert written == 6 and set(judged[0]) == {e.id for e in swarm}
     session.expire_all()
     first = session.get(Evaluator, swarm[0].id)
@@ -172,9 +174,14 @@ def test_a_cluster_rejudging_reads_a_snapshot_and_never_holds_other_writers(sess
     assert all(not session.get(Evaluator, e.id).flagged for e in others)
     session.commit()
     # Switched off, the next re-judging finds the reasons it stored (in the stored JSON) and clears only them.
-    off = replace(settings, cluster_check_alpha=0)
-    assert qc.rejudge(db.get_engine(), study_id=study_id, settings=off, check=qc.cluster_reasons,
-                      reason=qc.CLUSTER_REASON) == 6
+    from app.models import Study
+
+    stored = session.get(Study, study_id)
+    stored.qc = {**(stored.qc or {}), "cluster_check_alpha": 0}
+    rejudging_debts.record(session, study_id=study_id, rule="clusters")
+    session.commit()
+    assert qc.rejudge(db.get_engine(), study_id=study_id, check=qc.cluster_reasons, reason=qc.CLUSTER_REASON,
+                      rule="clusters") == 6
     session.expire_all()
     assert session.get(Evaluator, swarm[0].id).flag_reasons == ["failed 3 of 4 attention checks"]
     assert not any(session.get(Evaluator, e.id).flagged for e in swarm[1:])
@@ -334,14 +341,12 @@ def test_a_debt_written_while_a_rejudging_runs_stays_and_a_failed_one_pays_nothi
     engine = db.engine_of(session)
     rejudging_debts.record(session, study_id=study.id, rule="clusters")
     session.commit()
-    settings = qc.qc_settings(study)
 
     def failing(_session, **_) -> dict[int, str]:
         raise RuntimeError("the database went away")
 
     with pytest.raises(RuntimeError):
-        qc.rejudge(engine, study_id=study.id, settings=settings, check=failing, reason=qc.CLUSTER_REASON,
-                   rule="clusters")
+        qc.rejudge(engine, study_id=study.id, check=failing, reason=qc.CLUSTER_REASON, rule="clusters")
     assert _debts(session, study.id) == 1
 
     def judging_while_a_vote_lands(_session, **_) -> dict[int, str]:
@@ -351,8 +356,8 @@ def test_a_debt_written_while_a_rejudging_runs_stays_and_a_failed_one_pays_nothi
             rejudging_debts.record(vote, study_id=study.id, rule="reliability")
         return {}
 
-    qc.rejudge(engine, study_id=study.id, settings=settings, check=judging_while_a_vote_lands,
-               reason=qc.CLUSTER_REASON, rule="clusters")
+    qc.rejudge(engine, study_id=study.id, check=judging_while_a_vote_lands, reason=qc.CLUSTER_REASON,
+               rule="clusters")
     assert _debts(session, study.id) == 2  # the first is paid; the two written meanwhile stay
     assert rejudging_debts.owed_rules(session, study_id=study.id) == ["clusters", "reliability"]
 
@@ -380,16 +385,19 @@ def test_exports_settle_what_the_study_is_owed_before_marking_who_is_flagged(mon
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
-def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(session, database_url):
+def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(monkeypatch, session, database_url):
     """The older snapshot writing last would put back what the newer one corrected: on PostgreSQL a second
-    process (its own engine, its own connections) finds the rule held and owes it; results wait for it."""
+    process (its own engine, its own connections) finds the rule held: its vote path owes the re-judging, and its
+    results wait for the first process's, then run their own."""
     study = make_study(session, n_prompts=2)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
     session.commit()
+    runs = _counting_rule(monkeypatch, Clock())
     first, second = db.engine_of(session), create_engine(database_url)
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with rejudging_debts.exclusive(first, study_id=study.id, rule="clusters"):
+        with rejudging_locks.exclusive(first, study_id=study.id, rule="clusters"):
             inside.set()
             release.wait(10)
 
@@ -397,25 +405,21 @@ def test_two_processes_never_rejudge_one_rule_of_a_study_at_once(session, databa
     t.start()
     try:
         assert inside.wait(10)
-        with pytest.raises(Busy), rejudging_debts.exclusive(second, study_id=study.id, rule="clusters"):
-            pass
         # Another rule, or another study, is not held.
-        with rejudging_debts.exclusive(second, study_id=study.id, rule="reliability"):
+        with rejudging_locks.exclusive(second, study_id=study.id, rule="reliability"):
             pass
-        with rejudging_debts.exclusive(second, study_id=study.id + 1, rule="clusters"):
+        with rejudging_locks.exclusive(second, study_id=study.id + 1, rule="clusters"):
             pass
-        # The vote path of the second process owes it instead of failing the vote's after-commit work.
-        r, key, ran = Rejudging(), ("db", study.id, "clusters"), []
-
-        def job() -> None:
-            with rejudging_debts.exclusive(second, study_id=study.id, rule="clusters"):
-                ran.append("second")
-
-        assert not r.run_if_allowed(key, triggered=True, job=job) and r.owed(key) and ran == []
+        # The second process's vote path: its after-commit job finds the rule held and owes it; nothing ran.
+        r, key = Rejudging(), ("second", study.id, "clusters")
+        job = qc._paying(second, study.id, "clusters", qc.cluster_reasons, qc.CLUSTER_REASON)
+        assert not r.run_if_allowed(key, triggered=True, job=job) and r.owed(key) and runs == []
+        # Its results wait for the first process's re-judging to end, then run theirs and pay the debt.
+        monkeypatch.setattr(qc, "REJUDGING", Rejudging())
         threading.Timer(0.3, release.set).start()
-        # Results wait for the other process's re-judging to end, then run theirs.
-        with rejudging_debts.exclusive(second, study_id=study.id, rule="clusters", wait_s=10):
-            assert not inside.is_set() or release.is_set()
+        with Session(second) as results:
+            assert qc.settle(results, study_id=study.id)
+        assert release.is_set() and runs == [study.id] and _debts(session, study.id) == 0
     finally:
         release.set()
         t.join(10)
@@ -446,14 +450,12 @@ def test_a_rejudging_that_finds_its_debts_paid_does_not_judge_again(monkeypatch,
     study = make_study(session, n_prompts=2)
     session.commit()
     runs = _counting_rule(monkeypatch, Clock())
-    settings = qc.qc_settings(study)
     engine = db.engine_of(session)
-    assert qc.rejudge(engine, study_id=study.id, settings=settings, check=qc.cluster_reasons,
-                      reason=qc.CLUSTER_REASON, rule="clusters") == 0 and runs == []
+    assert qc.rejudge(engine, study_id=study.id, check=qc.cluster_reasons, reason=qc.CLUSTER_REASON,
+                      rule="clusters") == 0 and runs == []
     rejudging_debts.record(session, study_id=study.id, rule="clusters")
     session.commit()
-    qc.rejudge(engine, study_id=study.id, settings=settings, check=qc.cluster_reasons, reason=qc.CLUSTER_REASON,
-               rule="clusters")
+    qc.rejudge(engine, study_id=study.id, check=qc.cluster_reasons, reason=qc.CLUSTER_REASON, rule="clusters")
     assert runs == [study.id] and _debts(session, study.id) == 0
 
 
@@ -479,8 +481,8 @@ def test_results_wait_for_a_rejudging_a_vote_starts_while_they_settle(monkeypatc
 
     real_owed_rules, hooked = rejudging_debts.owed_rules, []
 
-    def owed_rules_as_a_vote_lands(read, *, study_id):
-        rules = real_owed_rules(read, study_id=study_id)
+    def owed_rules_as_a_vote_lands(read, *, study_id, upto=None):
+        rules = real_owed_rules(read, study_id=study_id, upto=upto)
         if not hooked:
             hooked.append(1)
             threading.Thread(target=r.run_if_allowed, args=(key,),
@@ -498,13 +500,13 @@ def test_on_sqlite_a_second_process_finds_the_rule_held(session, database_url, t
     first = db.engine_of(session)
     second = create_engine(database_url)
     try:
-        with rejudging_debts.exclusive(first, study_id=1, rule="clusters"):
+        with rejudging_locks.exclusive(first, study_id=1, rule="clusters"):
             with pytest.raises(Busy, match="clusters re-judging of study 1"), \
-                    rejudging_debts.exclusive(second, study_id=1, rule="clusters", wait_s=0.1):
+                    rejudging_locks.exclusive(second, study_id=1, rule="clusters", wait_s=0.1):
                 pass
-            with rejudging_debts.exclusive(second, study_id=1, rule="reliability"):
+            with rejudging_locks.exclusive(second, study_id=1, rule="reliability"):
                 pass
-        with rejudging_debts.exclusive(second, study_id=1, rule="clusters"):
+        with rejudging_locks.exclusive(second, study_id=1, rule="clusters"):
             pass
     finally:
         second.dispose()
@@ -512,9 +514,9 @@ def test_on_sqlite_a_second_process_finds_the_rule_held(session, database_url, t
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
-def test_a_flag_a_voting_session_held_back_stays_owed_and_results_write_it(monkeypatch, session, database_url):
-    """PostgreSQL skips an evaluator row a vote in flight holds rather than wait for it: that flag is owed again,
-    and the results settle until it is written."""
+def test_results_wait_for_a_row_a_voting_session_holds_and_write_its_flag(monkeypatch, session, database_url):
+    """PostgreSQL: a re-judging waits for an evaluator row a vote in flight holds (a short transaction), then
+    writes the flag and pays the debt; it does not skip the row and pay for a verdict it never wrote."""
     from app.services.results_cache import get_results
 
     study = make_study(session, n_prompts=2, qc={"cluster_check_alpha": 0.01})
@@ -534,7 +536,7 @@ def test_a_flag_a_voting_session_held_back_stays_owed_and_results_write_it(monke
     finally:
         other.dispose()
     session.expire_all()
-    assert session.get(Evaluator, held.id).flagged and _debts(session, study.id) == 0 and len(runs) >= 2
+    assert session.get(Evaluator, held.id).flagged and _debts(session, study.id) == 0 and runs == [study.id]
 
 
 def test_the_study_progress_counts_flagged_sessions_after_what_is_owed_as_the_spacing_allows(monkeypatch, session):
@@ -561,3 +563,95 @@ def test_the_study_progress_counts_flagged_sessions_after_what_is_owed_as_the_sp
     session.commit()
     get_results(session, study_id=study.id)  # inside the wait again, but results force it
     assert runs == [study.id, study.id] and _debts(session, study.id) == 0
+
+
+def test_results_settle_what_was_owed_when_asked_not_what_votes_owe_meanwhile(monkeypatch, session):
+    """Under steady voting a busy study always owes something: results run what was owed when they were asked
+    for, once, and leave the triggers of votes landing meanwhile to the vote path (chasing them forced one
+    re-judging after another for the whole wait)."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    engine = db.engine_of(session)
+    runs: list[int] = []
+
+    def rule_while_votes_land(_session, *, study_id, **_):
+        runs.append(study_id)
+        with db.session_scope(engine) as vote:  # a vote triggers the rule during every re-judging
+            rejudging_debts.record(vote, study_id=study_id, rule="clusters")
+        return {}
+
+    monkeypatch.setattr(qc, "cluster_reasons", rule_while_votes_land)
+    monkeypatch.setitem(qc.RULES, "clusters", (rule_while_votes_land, qc.CLUSTER_REASON))
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+    started = time.monotonic()
+    get_results(session, study_id=study.id)
+    assert runs == [study.id] and _debts(session, study.id) == 1  # the one written meanwhile waits its turn
+    assert time.monotonic() - started < qc.SETTLE_WAIT_S / 2
+
+
+def test_a_rejudging_owed_before_an_admin_changed_the_rules_judges_by_the_new_ones(monkeypatch, session):
+    """A re-judging owed under the old QC settings runs after the admin switched the cluster check off: it reads
+    the study's settings, not the trigger's, and does not flag again what the change cleared."""
+    from app.services.results_cache import get_results
+    from app.services.studies import set_qc
+
+    study, state = _swarm_study(session)
+    clock = Clock()
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging(clock=clock, cheap_s=0.0, spacing=40))
+
+    def rule(_session, *, study_id, settings, **_):
+        clock.now += 0.5
+        on = settings.enabled and settings.cluster_check_alpha
+        return {state.id: f"{qc.CLUSTER_REASON}: scripted"} if on else {}
+
+    monkeypatch.setattr(qc, "cluster_reasons", rule)
+    monkeypatch.setitem(qc.RULES, "clusters", (rule, qc.CLUSTER_REASON))
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=3, completed=False)
+    session.commit()
+    qc.refresh_cluster_flags_after_vote(session, state=state, done=6, completed=False)  # owed, under the old rules
+    session.commit()
+    session.expire_all()
+    assert session.get(Evaluator, state.id).flagged
+    set_qc(session, study_id=study.id, changes={"cluster_check_alpha": 0.0})
+    session.commit()
+    get_results(session, study_id=study.id)
+    session.expire_all()
+    assert not session.get(Evaluator, state.id).flagged and _debts(session, study.id) == 0
+
+
+def test_results_are_served_when_a_rejudging_fails_and_the_log_says_so(monkeypatch, session, caplog):
+    """A lock file that cannot be made (a read-only data folder, another user's file), a database error: the
+    results page shows what is stored rather than an error, the debt stays, and the log names the study."""
+    from app.services.results_cache import get_results
+
+    study = make_study(session, n_prompts=2)
+    make_pairs(session, study)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    _counting_rule(monkeypatch, Clock())
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+
+    def unwritable(*_a, **_k):
+        raise PermissionError(13, "Permission denied", "/data/blindpair.db.rejudging-locks")
+
+    monkeypatch.setattr(rejudging_locks.os, "open", unwritable)
+    with caplog.at_level("ERROR", logger="app.services.qc"):
+        assert get_results(session, study_id=study.id).results is not None
+    assert _debts(session, study.id) == 1
+    assert any(f"study {study.id}" in r.getMessage() and "lag" in r.getMessage() for r in caplog.records)
+
+
+def test_a_list_of_studies_shows_what_is_stored_and_runs_no_rejudging(monkeypatch, session):
+    from app.services.studies import study_progress
+
+    study = make_study(session, n_prompts=2)
+    rejudging_debts.record(session, study_id=study.id, rule="clusters")
+    session.commit()
+    runs = _counting_rule(monkeypatch, Clock())
+    monkeypatch.setattr(qc, "REJUDGING", Rejudging())
+    study_progress(session, study_id=study.id, settle_qc=False)
+    assert runs == [] and _debts(session, study.id) == 1
