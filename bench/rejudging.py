@@ -47,13 +47,13 @@ def _agree(a: dict, b: dict) -> bool:
 
 
 def measure(study_id: int, repeat: int) -> dict[str, Any]:
-    from app.db import get_engine, read_session_scope
+    from app.db import get_engine, read_session_scope, session_scope
     from app.models import Study
+    from app.services import rejudging_debts
     from app.services.qc import (
         CLUSTER_REASON,
         RELIABILITY_REASON,
         cluster_reasons,
-        qc_settings,
         rejudge,
         reliability_reasons,
         study_answers,
@@ -66,7 +66,6 @@ def measure(study_id: int, repeat: int) -> dict[str, Any]:
         study = s.get(Study, study_id)
         if study is None:
             raise RuntimeError(f"study {study_id} is missing")
-        settings = qc_settings(study)
         read_s, table = best_cpu(lambda: study_answers(s, study_id=study_id), repeat)
         estimate_s, columnar = best_cpu(lambda: rater_reliability(table), repeat)
         answers = [Answer(rater=int(table.rater[i]), vote=int(table.vote[i]), pair=int(table.pair[i]),
@@ -77,16 +76,23 @@ def measure(study_id: int, repeat: int) -> dict[str, Any]:
         reference_s, reference = best_cpu(lambda: reference_reliability(answers), repeat)
     if not _agree(columnar, reference):
         raise RuntimeError("the columnar estimate differs from the answer-by-answer one: its timing means nothing")
-    def reliability() -> int:
-        return rejudge(engine, study_id=study_id, settings=settings, check=reliability_reasons,
-                       reason=RELIABILITY_REASON)
+    def owed_then(rule: str, check, reason: str, n: int) -> tuple[float, Any]:
+        """Least CPU seconds of ``n`` re-judgings of ``rule``, each owed first as a vote's trigger owes it (a
+        re-judging with no debt to pay judges nothing); the debt's INSERT is the vote's, and is not timed."""
+        best, result = float("inf"), None
+        for _ in range(n):
+            with session_scope(engine) as vote:
+                rejudging_debts.record(vote, study_id=study_id, rule=rule)
+            seconds, result = best_cpu(lambda: rejudge(engine, study_id=study_id, check=check, reason=reason,
+                                                       rule=rule), 1)
+            best = min(best, seconds)
+        return best, result
 
     # The first re-judging at a size writes the flags that changed since the last; the repeats find nothing to
     # write. Both are kept: the write is part of what the votes in flight wait out.
-    first_s, written = best_cpu(reliability, 1)
-    whole_s, _ = best_cpu(reliability, repeat)
-    cluster_s, _ = best_cpu(lambda: rejudge(engine, study_id=study_id, settings=settings, check=cluster_reasons,
-                                             reason=CLUSTER_REASON), repeat)
+    first_s, written = owed_then("reliability", reliability_reasons, RELIABILITY_REASON, 1)
+    whole_s, _ = owed_then("reliability", reliability_reasons, RELIABILITY_REASON, repeat)
+    cluster_s, _ = owed_then("clusters", cluster_reasons, CLUSTER_REASON, repeat)
     return {"answers": len(table), "raters": len(columnar), "reliability_first_s": first_s, "rows_written": written,
             "reliability_s": whole_s, "read_s": read_s,
             "estimate_s": estimate_s, "reference_estimate_s": reference_s, "cluster_s": cluster_s}
