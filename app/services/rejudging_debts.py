@@ -10,7 +10,7 @@ So a vote that triggers a re-judging writes a debt row in its own transaction (`
 without its debt. A re-judging (``app.services.qc.rejudge``) reads the debts of its rule first in its snapshot,
 so the snapshot holds every vote behind them, and deletes exactly those rows in the transaction that writes its
 verdicts (``owed_ids``, ``forget``): a debt written meanwhile stays for the next one, and a re-judging that
-fails pays nothing. Results in any process run every rule the study owes
+fails pays nothing. Results and exports in any process first run what the study owed when they were asked for
 (``app.services.qc.settle``). The process memory still decides when the vote path runs one (the spacing); the
 database only keeps the promise.
 
