@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select
@@ -655,3 +656,25 @@ def test_a_list_of_studies_shows_what_is_stored_and_runs_no_rejudging(monkeypatc
     monkeypatch.setattr(qc, "REJUDGING", Rejudging())
     study_progress(session, study_id=study.id, settle_qc=False)
     assert runs == [] and _debts(session, study.id) == 1
+
+
+def test_the_sqlite_lock_file_can_be_taken_by_another_user_of_the_database(session, tmp_path):
+    """A CLI run by another user than the server's (an admin's `blindpair analyze`) takes the same lock: the folder
+    and the file are readable by others (the umask permitting), and the lock needs no write access to the file."""
+    import os
+    import stat
+
+    engine = db.engine_of(session)
+    old_umask = os.umask(0o022)
+    try:
+        with rejudging_locks.exclusive(engine, study_id=7, rule="clusters"):
+            pass
+    finally:
+        os.umask(old_umask)
+    folder = Path(os.path.realpath(f"{engine.url.database}.rejudging-locks"))
+    lock = folder / "study-7-clusters.lock"
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o055 == 0o055
+    assert stat.S_IMODE(lock.stat().st_mode) & 0o044 == 0o044
+    lock.chmod(0o444)  # as another user sees a file it does not own: read-only
+    with rejudging_locks.exclusive(engine, study_id=7, rule="clusters"):
+        pass
