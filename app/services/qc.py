@@ -331,17 +331,15 @@ def refresh_cluster_flags_after_vote(session: Session, *, state: EvaluatorState,
     key = (database_key(session), state.study_id, "clusters")
     triggered = (completed or done % CLUSTER_CHECK_EVERY == 0) and _cluster_check_due(session, state, completed)
     if triggered or REJUDGING.owed(key):
-        rejudge_after_commit(session, key, state.study_id, qc, check=cluster_reasons, reason=CLUSTER_REASON,
-                             triggered=triggered, force=triggered and completed)
+        rejudge_after_commit(session, key, state.study_id, triggered=triggered, force=triggered and completed)
 
 
-def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: QCSettings, *,
-                         check: _Verdicts, reason: str, triggered: bool, force: bool) -> None:
+def rejudge_after_commit(session: Session, key: tuple, study_id: int, *, triggered: bool, force: bool) -> None:
     """Once the vote in ``session`` has committed, re-judge one study-wide rule (``key[-1]``: 'clusters' or
     'reliability') through ``REJUDGING`` (which spaces it and owes what it holds back): verdicts from a snapshot
     that includes the vote, then a short write (``rejudge``). The vote's write transaction, and with it every
-    other rater's vote, never waits for it; a failure leaves the vote stored and the re-judging owed.
-    ``settings``: the vote's, which decided that the rule is on; the re-judging reads the study's own.
+    other rater's vote, never waits for it; a failure leaves the vote stored and the re-judging owed. The
+    re-judging reads the study's QC settings itself (``rejudge``).
 
     A trigger is owed in the database too, in the vote's own transaction (``rejudging_debts``): results in any
     process settle it, whether or not this process lives to run it."""
@@ -349,7 +347,7 @@ def rejudge_after_commit(session: Session, key: tuple, study_id: int, settings: 
     if triggered:
         rejudging_debts.record(session, study_id=study_id, rule=rule)
     after_commit(session, lambda: REJUDGING.run_if_allowed(
-        key, triggered=triggered, force=force, job=_paying(engine_of(session), study_id, rule, check, reason)))
+        key, triggered=triggered, force=force, job=_paying(engine_of(session), study_id, rule, *RULES[rule])))
 
 
 def _paying(engine: Engine, study_id: int, rule: str, check: _Verdicts, reason: str) -> Callable[[], int]:
@@ -618,8 +616,7 @@ def refresh_reliability_after_vote(session: Session, *, state: EvaluatorState, c
         finished = finished_sessions(session, state.study_id)
         due = finished % reliability_step(finished) == 0
     if due or REJUDGING.owed(key):
-        rejudge_after_commit(session, key, state.study_id, qc, check=reliability_reasons,
-                             reason=RELIABILITY_REASON, triggered=due, force=False)
+        rejudge_after_commit(session, key, state.study_id, triggered=due, force=False)
 
 
 # The study-wide rules by the name their keys and debts carry: what settling a debt of each runs.
