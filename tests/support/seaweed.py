@@ -90,6 +90,22 @@ class SeaweedServer:
                                      start_new_session=True)
         self._wait_writable(timeout)
 
+    def first_start(self, timeout: float = 90.0, attempts: int = 3) -> None:
+        """``start()`` on fresh ports, picked again when weed lost one of its eight to another process between
+        ``free_port`` and its bind (seen under pytest-xdist: "bind: address already in use"). Only for the
+        first start: a restart keeps its ports, as the fault tests need."""
+        for attempt in range(attempts):
+            try:
+                self.start(timeout)
+                return
+            except RuntimeError:
+                log = (self.root / "weed.log").read_text(errors="replace")
+                if attempt == attempts - 1 or "address already in use" not in log:
+                    raise
+                self.stop()
+                (self.root / "weed.log").rename(self.root / f"weed.{attempt}.log")
+                self.ports = {name: _free_pair() for name in self.ports}
+
     def _wait_writable(self, timeout: float) -> None:
         """Until a signed write succeeds: the S3 port answers before the volume server has registered."""
         from botocore.exceptions import BotoCoreError, ClientError

