@@ -27,7 +27,20 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import database_key, expire_cached
-from app.models import Assignment, Clip, Criterion, Evaluator, Pair, Prompt, Study, Vote, VoteChoice, utcnow
+from app.models import (
+    Assignment,
+    Clip,
+    Criterion,
+    Evaluator,
+    Pair,
+    Prompt,
+    Study,
+    Vote,
+    VoteChoice,
+    new_token,
+    utcnow,
+)
+from app.raw_sql import RawStatement
 from app.services.attention import QCSettings, due_check_pair, qc_settings, qc_settings_for
 from app.stats.adaptive import (
     MIN_VOTES_PER_PAIR,
@@ -290,7 +303,8 @@ _cr, _pm = Criterion.__table__, Prompt.__table__
 # FOR NO KEY UPDATE (key_share=True), not FOR UPDATE: it still serialises the writers of the row, but does not
 # wait for the KEY SHARE locks that every concurrent insert referencing the row (an assignment or a vote
 # pointing at this pair or evaluator) holds until its commit.
-_LOCK_EVALUATOR = select(_ev.c.id).where(_ev.c.id == bindparam("evaluator_id")).with_for_update(key_share=True)
+_LOCK_EVALUATOR = RawStatement(select(_ev.c.id).where(_ev.c.id == bindparam("evaluator_id"))
+                               .with_for_update(key_share=True))
 _LOCK_BY_PUBLIC_ID = (select(_ev.c.id).where(_ev.c.public_id == bindparam("public_id"))
                       .with_for_update(key_share=True))
 
@@ -310,8 +324,8 @@ _STATE = (
            _count(_as.c.evaluator_id == _ev.c.id, _as.c.status == "open").label("open"))
     .join(_st, _st.c.id == _ev.c.study_id)
 )
-_STATE_BY_ID = _STATE.where(_ev.c.id == bindparam("evaluator_id"))
-_STATE_BY_PUBLIC_ID = _STATE.where(_ev.c.public_id == bindparam("public_id"))
+_STATE_BY_ID = RawStatement(_STATE.where(_ev.c.id == bindparam("evaluator_id")))
+_STATE_BY_PUBLIC_ID = RawStatement(_STATE.where(_ev.c.public_id == bindparam("public_id")))
 
 
 def lock_evaluator(session: Session, evaluator_id: int) -> None:
@@ -322,7 +336,7 @@ def lock_evaluator(session: Session, evaluator_id: int) -> None:
     serialises every writing transaction (app/db.py).
     """
     if session.get_bind().dialect.name != "sqlite":
-        session.execute(_LOCK_EVALUATOR, {"evaluator_id": evaluator_id})
+        _LOCK_EVALUATOR.all(session, {"evaluator_id": evaluator_id})
 
 
 def evaluator_state(session: Session, *, evaluator_id: int | None = None, public_id: str | None = None,
@@ -340,9 +354,9 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
         else:
             lock_evaluator(session, evaluator_id)
     if evaluator_id is not None:
-        row = session.execute(_STATE_BY_ID, {"evaluator_id": evaluator_id}).one_or_none()
+        row = _STATE_BY_ID.one_or_none(session, {"evaluator_id": evaluator_id})
     else:
-        row = session.execute(_STATE_BY_PUBLIC_ID, {"public_id": public_id}).one_or_none()
+        row = _STATE_BY_PUBLIC_ID.one_or_none(session, {"public_id": public_id})
     if row is None:
         return None
     return EvaluatorState(
@@ -388,17 +402,17 @@ _VIEW = (
     .join(_LEFT, _LEFT.c.id == _as.c.left_clip_id)
     .join(_RIGHT, _RIGHT.c.id == _as.c.right_clip_id)
 )
-_VIEW_OPEN = (_VIEW.where(_as.c.evaluator_id == bindparam("evaluator_id"), _as.c.status == "open")
-              .order_by(_as.c.position).limit(1))
-_VIEW_BY_TOKEN = _VIEW.where(_as.c.token == bindparam("token"))
+_VIEW_OPEN = RawStatement(_VIEW.where(_as.c.evaluator_id == bindparam("evaluator_id"), _as.c.status == "open")
+                          .order_by(_as.c.position).limit(1))
+_VIEW_BY_TOKEN = RawStatement(_VIEW.where(_as.c.token == bindparam("token")))
 
 
 def pair_view(session: Session, *, evaluator_id: int | None = None, token: str | None = None) -> PairView | None:
     """The evaluator's open assignment, or the assignment with this token, with what its page shows."""
     if token is not None:
-        row = session.execute(_VIEW_BY_TOKEN, {"token": token}).one_or_none()
+        row = _VIEW_BY_TOKEN.one_or_none(session, {"token": token})
     else:
-        row = session.execute(_VIEW_OPEN, {"evaluator_id": evaluator_id}).one_or_none()
+        row = _VIEW_OPEN.one_or_none(session, {"evaluator_id": evaluator_id})
     if row is None:
         return None
     return PairView(
@@ -489,7 +503,7 @@ def _build_pick(*, in_model_pair: bool = False) -> Select:
     return pick
 
 
-_PICK = _build_pick()
+_PICK = RawStatement(_build_pick())
 _PICK_IN_MODEL_PAIR = _build_pick(in_model_pair=True)
 
 
@@ -623,7 +637,7 @@ def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int, qc: QCS
 
     ``qc``: the study's settings (for abandon_after_minutes); the defaults when not given.
     """
-    return session.scalar(_PICK, {"study_id": study_id, "evaluator_id": evaluator_id,
+    return _PICK.scalar(session, {"study_id": study_id, "evaluator_id": evaluator_id,
                                   "since": abandoned_before(qc or QCSettings())})
 
 
@@ -635,13 +649,14 @@ def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
     return _rng.random() < 0.5
 
 
-_PAIR_FOR_UPDATE = (select(_pr.c.clip_a_id, _pr.c.clip_b_id, _pr.c.assigned_count, _pr.c.a_left_count)
+_PAIR_FOR_UPDATE = RawStatement(select(_pr.c.clip_a_id, _pr.c.clip_b_id, _pr.c.assigned_count, _pr.c.a_left_count)
                     .where(_pr.c.id == bindparam("pair_id")).with_for_update(key_share=True))
 _pairs, _assignments = Pair.__table__, Assignment.__table__
-_BUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
-                  .values(assigned_count=_pairs.c.assigned_count + 1,
-                          a_left_count=_pairs.c.a_left_count + bindparam("a_left")))
-_INSERT_ASSIGNMENT = insert(_assignments)
+_BUMP_ASSIGNED = RawStatement(update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
+                              .values(assigned_count=_pairs.c.assigned_count + 1,
+                                      a_left_count=_pairs.c.a_left_count + bindparam("a_left")))
+_INSERT_ASSIGNMENT = RawStatement(insert(_assignments), columns=(
+    "token", "evaluator_id", "pair_id", "position", "left_clip_id", "right_clip_id", "status", "shown_at"))
 # Giving a pair back: the assignment no longer counts for the counterbalance (it was never answered).
 _RELEASE = (update(_assignments)
             .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.status == "open")
@@ -654,14 +669,14 @@ _UNBUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
 def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> None:
     # Lock the pair row so concurrent allocations read and bump its counters one after another (Postgres;
     # SQLite transactions are already serialised by BEGIN IMMEDIATE, see app/db.py).
-    pair = session.execute(_PAIR_FOR_UPDATE, {"pair_id": pair_id}).one()
+    pair = _PAIR_FOR_UPDATE.one(session, {"pair_id": pair_id})
     a_left = _choose_a_left(pair.assigned_count, pair.a_left_count)
-    session.execute(_BUMP_ASSIGNED, {"pair_id": pair_id, "a_left": int(a_left)})
+    _BUMP_ASSIGNED.run(session, {"pair_id": pair_id, "a_left": int(a_left)})
     expire_cached(session, Pair, pair_id, "assigned_count", "a_left_count")
     left, right = (pair.clip_a_id, pair.clip_b_id) if a_left else (pair.clip_b_id, pair.clip_a_id)
-    session.execute(_INSERT_ASSIGNMENT, {
-        "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position, "left_clip_id": left,
-        "right_clip_id": right, "status": "open", "shown_at": utcnow(),
+    _INSERT_ASSIGNMENT.run(session, {
+        "token": new_token(), "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position,
+        "left_clip_id": left, "right_clip_id": right, "status": "open", "shown_at": utcnow(),
     })
 
 
@@ -740,13 +755,13 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
 
 
 _evaluators = Evaluator.__table__
-_FINISH = (update(_evaluators)
-           .where(_evaluators.c.id == bindparam("evaluator_id"), _evaluators.c.completed_at.is_(None))
-           .values(completed_at=bindparam("now")))
+_FINISH = RawStatement(update(_evaluators)
+                       .where(_evaluators.c.id == bindparam("evaluator_id"), _evaluators.c.completed_at.is_(None))
+                       .values(completed_at=bindparam("now")))
 
 
 def _finish(session: Session, evaluator_id: int) -> None:
-    session.execute(_FINISH, {"evaluator_id": evaluator_id, "now": utcnow()})
+    _FINISH.run(session, {"evaluator_id": evaluator_id, "now": utcnow()})
     expire_cached(session, Evaluator, evaluator_id, "completed_at")
 
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Integer, Select, bindparam, select
+from sqlalchemy import Integer, Select, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
@@ -42,6 +42,7 @@ from app.media.storage import StorageError, delete_media, read_bytes, store_byte
 from app.media.video import FORMATS as VIDEO_FORMATS
 from app.media.video import check_video_budget, degrade_video, duplicate_video, sniff, video_variants
 from app.models import Assignment, Clip, Criterion, Pair, Study, Vote, VoteChoice
+from app.raw_sql import RawStatement
 
 CHECK_SAME = "check_same"
 CHECK_DEGRADED = "check_degraded"
@@ -555,7 +556,7 @@ def _build_check_candidates() -> Select[Any]:
     had = pairs.alias("had")
     seen_sources = (
         select(had.c.clip_a_id).join(assignments, assignments.c.pair_id == had.c.id)
-        .where(assignments.c.evaluator_id == evaluator_id, had.c.kind.in_(CHECK_KINDS))
+        .where(assignments.c.evaluator_id == evaluator_id, or_(*(had.c.kind == k for k in CHECK_KINDS)))
     )
     shown = pairs.alias("shown")
     seen_prompts = (
@@ -564,13 +565,15 @@ def _build_check_candidates() -> Select[Any]:
     )
     return select(pairs.c.id, pairs.c.kind, pairs.c.assigned_count,
                   pairs.c.prompt_id.in_(seen_prompts).label("prompt_seen")).where(
-        pairs.c.study_id == bindparam("study_id"), pairs.c.kind.in_(CHECK_KINDS), pairs.c.id.not_in(seen_pairs),
+        pairs.c.study_id == bindparam("study_id"), or_(*(pairs.c.kind == k for k in CHECK_KINDS)),
+        pairs.c.id.not_in(seen_pairs),
         pairs.c.clip_a_id.not_in(seen_sources),
     )
 
 
-# Built once, on the tables: it runs on about one page in ten (see app/services/assignments.py).
-_CHECK_CANDIDATES = _build_check_candidates()
+# Built once, on the tables: it runs on about one page in ten (see app/services/assignments.py). The kinds are
+# compared one by one, not with IN: an IN list's SQL is rendered per run, which app/raw_sql.py cannot do.
+_CHECK_CANDIDATES = RawStatement(_build_check_candidates())
 
 
 def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random,
@@ -581,7 +584,7 @@ def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: 
     least-shown pairs, ties broken at random. ``None`` when the pool is used up (then the caller serves a
     normal pair, and the check stays owed).
     """
-    rows = session.execute(_CHECK_CANDIDATES, {"evaluator_id": evaluator_id, "study_id": study_id}).all()
+    rows = _CHECK_CANDIDATES.all(session, {"evaluator_id": evaluator_id, "study_id": study_id})
     if not rows:
         return None
     # A check repeats a prompt, and the very clip URL, of a normal pair; shown after that pair, the repeat
@@ -594,7 +597,7 @@ def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: 
 
 _as_t, _pairs_t = Assignment.__table__, Pair.__table__
 # The kinds of the checks this session has had, given back ones left out (a check left unanswered is owed again).
-_CHECKS_HAD = (
+_CHECKS_HAD = RawStatement(
     select(_pairs_t.c.kind).join(_as_t, _as_t.c.pair_id == _pairs_t.c.id)
     .where(_as_t.c.evaluator_id == bindparam("evaluator_id"), _pairs_t.c.kind != "normal",
            _as_t.c.status != "released")
@@ -614,7 +617,7 @@ def due_check_pair(session: Session, *, evaluator_id: int, study_id: int, quota:
     base_due = plan.base_due(position)
     if base_due == 0:  # before the first check (no query on these pages)
         return None
-    had = list(session.scalars(_CHECKS_HAD, {"evaluator_id": evaluator_id}))
+    had = _CHECKS_HAD.scalars(session, {"evaluator_id": evaluator_id})
     prefer: str | None = None
     if len(had) < base_due:
         missing = [k for k in CHECK_KINDS if k not in had]
@@ -703,7 +706,7 @@ _v, _a, _p, _vc, _c = (Vote.__table__, Assignment.__table__, Pair.__table__, Vot
                        Criterion.__table__)
 _copy = Clip.__table__.alias("copy")
 # Built once, on the tables (the vote path runs it after every vote; see app/services/assignments.py).
-_ANSWERED = (
+_ANSWERED = RawStatement(
     select(_v.c.id, _v.c.time_spent_ms, _v.c.too_fast, _p.c.id, _p.c.kind, _p.c.clip_a_id, _copy.c.variant,
            _a.c.left_clip_id, _c.c.key, _vc.c.side)
     .select_from(_v)
@@ -720,8 +723,8 @@ _ANSWERED = (
 def answered_votes(session: Session, *, evaluator_id: int) -> list[AnsweredVote]:
     """Every vote of this evaluator with its choices, in one query (QC re-reads them after each vote)."""
     votes: dict[int, AnsweredVote] = {}
-    for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in session.execute(
-        _ANSWERED, {"evaluator_id": evaluator_id}
+    for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in _ANSWERED.all(
+        session, {"evaluator_id": evaluator_id}
     ):
         vote = votes.get(vote_id)
         if vote is None:

@@ -37,6 +37,7 @@ from app.db import (
     session_scope,
 )
 from app.models import Clip, Criterion, Evaluator, Pair, Study, Vote, VoteChoice
+from app.raw_sql import RawStatement
 from app.services import rejudging_debts, rejudging_locks
 from app.services.assignments import EvaluatorState
 from app.services.attention import (
@@ -171,8 +172,8 @@ def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[st
 
 
 _evaluators = Evaluator.__table__
-_SET_FLAGS = (update(_evaluators).where(_evaluators.c.id == bindparam("evaluator_id"))
-              .values(flagged=bindparam("flagged"), flag_reasons=bindparam("reasons")))
+_SET_FLAGS = RawStatement(update(_evaluators).where(_evaluators.c.id == bindparam("evaluator_id"))
+                          .values(flagged=bindparam("flagged"), flag_reasons=bindparam("reasons")))
 
 
 def is_cluster_reason(reason: str) -> bool:
@@ -206,7 +207,7 @@ def refresh_flags(session: Session, *, evaluator_id: int, settings: QCSettings |
     if settings.enabled:
         reasons = reasons + [r for r in stored[1] if is_cross_session_reason(r)]
     if stored != (bool(reasons), reasons):
-        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        _SET_FLAGS.run(session, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
     return reasons
 
@@ -641,6 +642,6 @@ def _renew_flags(session: Session, rows: Sequence[_EvaluatorRow], verdicts: dict
         if renewed != stored:
             changed[row.id] = renewed
     for evaluator_id, reasons in changed.items():
-        session.execute(_SET_FLAGS, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
+        _SET_FLAGS.run(session, {"evaluator_id": evaluator_id, "flagged": bool(reasons), "reasons": reasons})
         expire_cached(session, Evaluator, evaluator_id, "flagged", "flag_reasons")
     return len(changed)

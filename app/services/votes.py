@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import Executable, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import expire_cached
 from app.models import Assignment, Clip, Pair, Vote, VoteChoice, utcnow
+from app.raw_sql import RawStatement
 from app.services.answers import BOTH_BAD, InvalidExtras, answer_options, clean_extras
 from app.services.assignments import (
     RELEASED,
@@ -78,7 +79,7 @@ class SubmitResult:
 # Built once with bind parameters (see app/services/assignments.py: building statements cost more than running them).
 _clip_a, _clip_b = Clip.__table__.alias("clip_a"), Clip.__table__.alias("clip_b")
 _votes, _assignments, _pairs = Vote.__table__, Assignment.__table__, Pair.__table__
-_FIND_ASSIGNMENT = (
+_FIND_ASSIGNMENT = RawStatement(
     select(_assignments.c.id, _assignments.c.evaluator_id, _assignments.c.status, _assignments.c.shown_at,
            _assignments.c.left_clip_id, _pairs.c.id.label("pair_id"), _pairs.c.clip_a_id,
            _clip_a.c.model_id.label("model_a_id"), _clip_b.c.model_id.label("model_b_id"))
@@ -88,20 +89,24 @@ _FIND_ASSIGNMENT = (
     .where(_assignments.c.token == bindparam("token"))
 )
 # The dialect's INSERT, which has on_conflict_do_nothing (the generic insert does not).
+_VOTE_COLUMNS = ("assignment_id", "study_id", "evaluator_id", "pair_id", "shown_at", "submitted_at", "time_spent_ms",
+                 "client_time_ms", "too_fast", "comment", "reason_tags")
 _INSERT_VOTE = {
-    name: dialect.insert(_votes).on_conflict_do_nothing(index_elements=["assignment_id"]).returning(_votes.c.id)
+    name: RawStatement(dialect.insert(_votes).on_conflict_do_nothing(index_elements=["assignment_id"])
+                       .returning(_votes.c.id), columns=_VOTE_COLUMNS)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_MARK_DONE = (update(_assignments).where(_assignments.c.id == bindparam("assignment_id"))
-              .values(status="done", submitted_at=bindparam("now")))
+_MARK_DONE = RawStatement(update(_assignments).where(_assignments.c.id == bindparam("assignment_id"))
+                          .values(status="done", submitted_at=bindparam("now")))
 # The table, not the class: Core sends one executemany (the ORM's bulk insert split rows by their None keys).
-_INSERT_CHOICES = insert(VoteChoice.__table__)
+_INSERT_CHOICES = RawStatement(insert(VoteChoice.__table__), columns=(
+    "vote_id", "criterion_id", "side", "model_a_id", "model_b_id", "outcome", "winner_model_id"))
 # In SQL, not in Python: concurrent votes on the same pair must not lose an increment.
-_COUNT_VOTE = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
-               .values(votes_count=_pairs.c.votes_count + 1))
+_COUNT_VOTE = RawStatement(update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
+                           .values(votes_count=_pairs.c.votes_count + 1))
 
 
-def _insert_vote(session: Session) -> Executable:
+def _insert_vote(session: Session) -> RawStatement:
     return _INSERT_VOTE["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
 
 
@@ -156,7 +161,7 @@ def submit_vote(
     ``state`` is the evaluator's state read under ``lock=True`` in this transaction, when the caller has it.
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
-    found = session.execute(_FIND_ASSIGNMENT, {"token": assignment_token or ""}).one_or_none()
+    found = _FIND_ASSIGNMENT.one_or_none(session, {"token": assignment_token or ""})
     if found is None:
         raise UnknownAssignment("This pair was not found. Reload the page to get your current pair.")
     if found.evaluator_id != evaluator_id or state is None:
@@ -191,15 +196,15 @@ def submit_vote(
     # The guard against a double submit is votes.assignment_id's unique index: a second vote for the same
     # assignment inserts nothing and returns no id (ON CONFLICT DO NOTHING, on SQLite and PostgreSQL alike;
     # cheaper than a savepoint around a failing insert). The evaluator's lock makes a racing submit wait.
-    vote_id = session.execute(_insert_vote(session), {
+    vote_id = _insert_vote(session).scalar(session, {
         "assignment_id": found.id, "study_id": state.study_id, "evaluator_id": evaluator_id,
         "pair_id": found.pair_id, "shown_at": found.shown_at, "submitted_at": now, "time_spent_ms": spent,
         "client_time_ms": client_time_ms, "too_fast": is_too_fast(spent, state.qc),
         "comment": comment, "reason_tags": tags,
-    }).scalar_one_or_none()
+    })
     if vote_id is None:
         return SubmitResult("already_recorded", found.id, completed=state.completed_at is not None)
-    session.execute(_MARK_DONE, {"assignment_id": found.id, "now": now})
+    _MARK_DONE.run(session, {"assignment_id": found.id, "now": now})
     expire_cached(session, Assignment, found.id, "status", "submitted_at")
     a_left = found.left_clip_id == found.clip_a_id
     winners = {"a": found.model_a_id, "b": found.model_b_id}
@@ -209,8 +214,8 @@ def submit_vote(
         rows.append({"vote_id": vote_id, "criterion_id": criterion.id, "side": clean[criterion.key],
                      "model_a_id": found.model_a_id, "model_b_id": found.model_b_id, "outcome": outcome,
                      "winner_model_id": winners.get(outcome)})
-    session.execute(_INSERT_CHOICES, rows)
-    session.execute(_COUNT_VOTE, {"pair_id": found.pair_id})
+    _INSERT_CHOICES.run(session, rows)
+    _COUNT_VOTE.run(session, {"pair_id": found.pair_id})
     expire_cached(session, Pair, found.pair_id, "votes_count")
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))

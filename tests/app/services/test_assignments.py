@@ -238,7 +238,7 @@ def test_choosing_a_pair_counts_live_reservations_from_the_index_alone(session):
         pytest.skip("the plan is SQLite's")
     study = make_study(session)
     make_pairs(session, study)
-    compiled = _PICK.compile(dialect=session.get_bind().dialect)
+    compiled = _PICK.statement.compile(dialect=session.get_bind().dialect)
     params = compiled.construct_params({"study_id": study.id, "evaluator_id": 1,
                                         "since": abandoned_before(QCSettings())})
     plan = session.connection().exec_driver_sql(
