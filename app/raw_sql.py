@@ -58,8 +58,9 @@ class _Compiled:
         # (PostgreSQL's numeric types), as SQLAlchemy's own do.
         self.results: list[Processor | None] | None = None
         # Rows read by name as SQLAlchemy's do (``row.study_id``); a repeated name gets a positional one.
-        self.make_row: Callable[[Any], tuple] = namedtuple(  # type: ignore[assignment]
-            "Row", [getattr(c, "key", None) or f"_{i}" for i, c in enumerate(returned)], rename=True)._make
+        fields = [getattr(c, "key", None) or f"_{i}" for i, c in enumerate(returned)]
+        row_type: Any = namedtuple("Row", fields, rename=True)  # type: ignore[misc]  # fields known once compiled
+        self.make_row: Callable[[Any], tuple] = row_type._make
 
     def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = []
@@ -138,20 +139,20 @@ class RawStatement:
             raise  # not reached: the handler raises
         return cursor, compiled
 
-    def all(self, session: Session, params: Mapping[str, Any] | None = None) -> list[tuple]:
+    def all(self, session: Session, params: Mapping[str, Any] | None = None) -> list[Any]:
         cursor, compiled = self._run(session, params or {}, False)
         try:
             return compiled.convert(cursor.fetchall(), cursor.description)
         finally:
             cursor.close()
 
-    def one_or_none(self, session: Session, params: Mapping[str, Any] | None = None) -> tuple | None:
+    def one_or_none(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
         rows = self.all(session, params)
         if len(rows) > 1:
             raise ValueError(f"expected at most one row, got {len(rows)}")
         return rows[0] if rows else None
 
-    def one(self, session: Session, params: Mapping[str, Any] | None = None) -> tuple:
+    def one(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
         row = self.one_or_none(session, params)
         if row is None:
             raise ValueError("expected one row, got none")
