@@ -71,14 +71,14 @@ class _Compiled:
             return tuple(values)
         return {name: value for (name, _c, _d), value in zip(self.binds, values, strict=True)}
 
-    def convert(self, rows: list[tuple], description: Sequence[Any]) -> list[Any]:
-        make = self.make_row
+    def convert(self, rows: list[tuple], description: Sequence[Any], *, named: bool = True) -> list[Any]:
         if self.results is None:
             self.results = [t.result_processor(self.dialect, d[1])
                             for t, d in zip(self.types, description, strict=True)]
-        if not any(self.results):
-            return [make(row) for row in rows]
         processors = self.results
+        if not any(processors):
+            return [self.make_row(row) for row in rows] if named else rows
+        make = self.make_row if named else tuple
         return [make(p(v) if p is not None else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
 
@@ -139,10 +139,12 @@ class RawStatement:
             raise  # not reached: the handler raises
         return cursor, compiled
 
-    def all(self, session: Session, params: Mapping[str, Any] | None = None) -> list[Any]:
+    def all(self, session: Session, params: Mapping[str, Any] | None = None, *, named: bool = True) -> list[Any]:
+        """The rows, read by name as SQLAlchemy's are; ``named=False``: plain tuples, for bulk reads (a study's
+        every answer) where building a named row per answer would cost more than reading it."""
         cursor, compiled = self._run(session, params or {}, False)
         try:
-            return compiled.convert(cursor.fetchall(), cursor.description)
+            return compiled.convert(cursor.fetchall(), cursor.description, named=named)
         finally:
             cursor.close()
 

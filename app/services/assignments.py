@@ -737,9 +737,8 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
     # Attention checks take a slot of the session's quota, so "Pair k of N" never changes when one comes up.
     # Where they go is the session's plan (app.services.attention.check_plan); position counts pairs given back.
     if qc.enabled:
-        check = due_check_pair(session, evaluator_id=state.id, study_id=state.study_id, quota=state.quota,
-                               position=state.had + 1, settings=qc, rng=_rng)
-        pair_id = check.id if check is not None else None
+        pair_id = due_check_pair(session, evaluator_id=state.id, study_id=state.study_id, quota=state.quota,
+                                 position=state.had + 1, settings=qc, rng=_rng)
     if pair_id is None and qc.pair_selection in ("adaptive", "arena_eq9"):
         pair_id = _pick_adaptive(session, study_id=state.study_id, evaluator_id=state.id, qc=qc)
     elif pair_id is None:

@@ -577,8 +577,8 @@ _CHECK_CANDIDATES = RawStatement(_build_check_candidates())
 
 
 def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: random.Random,
-                    prefer_kind: str | None = None) -> Pair | None:
-    """A check pair this evaluator has not had, whose source clip was in none of their earlier checks.
+                    prefer_kind: str | None = None) -> int | None:
+    """A check pair (its id) this evaluator has not had, whose source clip was in none of their earlier checks.
 
     Checks on prompts the evaluator has not seen yet go first, then checks of ``prefer_kind``, then the
     least-shown pairs, ties broken at random. ``None`` when the pool is used up (then the caller serves a
@@ -592,7 +592,8 @@ def pick_check_pair(session: Session, *, evaluator_id: int, study_id: int, rng: 
     rows = [r for r in rows if not r.prompt_seen] or rows
     rows = [r for r in rows if r.kind == prefer_kind] or rows
     least = min(r.assigned_count for r in rows)
-    return session.get(Pair, rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
+    # The id, not the row: loading it through the ORM cost as much as choosing it, and the caller needs the id.
+    return int(rng.choice(sorted(r.id for r in rows if r.assigned_count == least)))
 
 
 _as_t, _pairs_t = Assignment.__table__, Pair.__table__
@@ -606,8 +607,8 @@ _CHECKS_HAD = RawStatement(
 
 
 def due_check_pair(session: Session, *, evaluator_id: int, study_id: int, quota: int, position: int,
-                   settings: QCSettings, rng: random.Random) -> Pair | None:
-    """The attention check to serve at ``position`` of this session, or ``None`` for a normal pair.
+                   settings: QCSettings, rng: random.Random) -> int | None:
+    """The attention check (its pair's id) to serve at ``position`` of this session, or ``None`` for a normal pair.
 
     Follows the session's ``CheckPlan``: a base check is served once its position is reached (later when the
     pool had none for this rater then), the first two of different kinds; an extra check once its position is

@@ -293,10 +293,18 @@ def _may_have_comparable_cluster(session: Session, study_id: int) -> bool:
     all the study's sessions (an upper bound of the kept ones): when not, ``cluster_reasons`` has nothing to
     test, and an index scan told it without loading every session (a study behind one address, the
     benchmark's loopback, otherwise loaded thousands of rows at every completion)."""
-    total = session.scalar(select(func.count()).where(Evaluator.study_id == study_id)) or 0
-    shared = session.scalars(select(func.count()).where(Evaluator.study_id == study_id, Evaluator.ip_hash.is_not(None))
-                             .group_by(Evaluator.ip_hash).having(func.count() >= 2)).all()
-    return any(total - size >= MIN_OTHER_SESSIONS for size in shared)
+    params = {"study_id": study_id}
+    total = _SESSIONS_IN_STUDY.scalar(session, params) or 0
+    return any(total - size >= MIN_OTHER_SESSIONS for size in _SESSIONS_PER_SHARED_ADDRESS.scalars(session, params))
+
+
+# Built once (see app/services/assignments.py): they run at every cluster re-judging.
+_SESSIONS_IN_STUDY = RawStatement(select(func.count()).select_from(_evaluators)
+                                  .where(_evaluators.c.study_id == bindparam("study_id")))
+_SESSIONS_PER_SHARED_ADDRESS = RawStatement(
+    select(func.count()).select_from(_evaluators)
+    .where(_evaluators.c.study_id == bindparam("study_id"), _evaluators.c.ip_hash.is_not(None))
+    .group_by(_evaluators.c.ip_hash).having(func.count() >= 2))
 
 
 def refresh_cluster_flags(session: Session, *, study_id: int, settings: QCSettings | None = None) -> int:
@@ -512,7 +520,7 @@ _copy = Clip.__table__.alias("copy")
 # -1, which AnswerTable refuses): a study's answers are read whole into arrays at every re-judging (see
 # study_answers).
 _OUTCOME_CODE = case(*((_vc.c.outcome == c, i) for i, c in enumerate(CHOICES)), else_=-1)
-_STUDY_ANSWERS = (
+_STUDY_ANSWERS = RawStatement(
     select(_vt.c.evaluator_id, _vt.c.id, _vt.c.pair_id, _vc.c.criterion_id, _OUTCOME_CODE, _vc.c.model_a_id,
            _vc.c.model_b_id)
     .select_from(_vt)
@@ -543,7 +551,7 @@ def study_answers(session: Session, *, study_id: int) -> AnswerTable:
     most of the 0.22-0.23 s at 20,000 votes). tests/app/services/test_qc.py checks it against the join it replaced."""
     params = {"study_id": study_id}
     # Flattened straight into one array: an array built from the result's rows took twice as long.
-    columns = np.fromiter((x for row in session.execute(_STUDY_ANSWERS, params) for x in row),
+    columns = np.fromiter((x for row in _STUDY_ANSWERS.all(session, params, named=False) for x in row),
                           dtype=np.int64).reshape(-1, 7)
     rater, vote, pair, criterion, choice, model_a, model_b = columns.T
     known = np.full(len(columns), -1, dtype=np.int64)

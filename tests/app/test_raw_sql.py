@@ -52,6 +52,8 @@ def test_rows_read_exactly_as_sqlalchemy_reads_them(session):
         assert rows == expected and len(rows) > 0
         # The same Python types, not merely equal values (a timestamp string would not compare equal anyway).
         assert [tuple(map(type, r)) for r in rows] == [tuple(map(type, r)) for r in expected]
+        # Plain tuples for bulk reads: the same values, converted alike.
+        assert RawStatement(_READ).all(session, params, named=False) == expected
     row = RawStatement(_READ).all(session, {"study_id": study.id, "flagged": True})[0]
     assert (row.id, row.flag_reasons, row.clip_id) == (done.id, ["too fast", "ünïcode"], row[6])
     assert row.completed_at.replace(tzinfo=UTC) == datetime(2026, 12, 1, 12, 30, 5, 123456, tzinfo=UTC)

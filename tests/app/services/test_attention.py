@@ -107,7 +107,7 @@ def test_pick_never_repeats_a_pair_or_a_source(session, study):
     rng = random.Random(5)
     sources = []
     for _ in range(3):
-        pair = pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=rng)
+        pair = session.get(Pair, pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=rng))
         assert pair is not None and pair.kind in (CHECK_SAME, CHECK_DEGRADED)
         assign(session, pair=pair, evaluator=ev)
         sources.append(pair.clip_a_id)
@@ -128,7 +128,7 @@ def test_pick_prefers_least_shown_and_ignores_normal_pairs(session, study):
     normal = session.scalars(select(Pair).where(Pair.kind == "normal", Pair.clip_a_id == same.clip_a_id)).first()
     if normal is not None:
         assign(session, pair=normal, evaluator=ev)
-    assert pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=random.Random(1)).id == degraded.id
+    assert pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=random.Random(1)) == degraded.id
     assert pick_check_pair(session, evaluator_id=make_evaluator(session, study).id, study_id=study.id + 999,
                            rng=random.Random(1)) is None
 
@@ -218,7 +218,8 @@ def test_a_check_never_repeats_a_prompt_the_evaluator_has_seen_while_others_rema
         ev = make_evaluator(session, study)
         seen = next(p for p in normals if p.prompt_id in check_prompts)
         assign(session, pair=seen, evaluator=ev)
-        check = pick_check_pair(session, evaluator_id=ev.id, study_id=study.id, rng=random.Random(seed))
+        check = session.get(Pair, pick_check_pair(session, evaluator_id=ev.id, study_id=study.id,
+                                                  rng=random.Random(seed)))
         assert check.prompt_id != seen.prompt_id
         assign(session, pair=check, evaluator=ev)
         for _ in range(len(normals) - 2):  # every normal pair but the one on the check's prompt
