@@ -18,6 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -415,6 +416,11 @@ def pair_view(session: Session, *, evaluator_id: int | None = None, token: str |
         row = _VIEW_OPEN.one_or_none(session, {"evaluator_id": evaluator_id})
     if row is None:
         return None
+    return _view_of(row)
+
+
+def _view_of(row: Any) -> PairView:
+    """A PairView from a row (or any object) holding ``_VIEW_COLUMNS`` by name."""
     return PairView(
         id=row.id, token=row.token, position=row.position, pair_id=row.pair_id, kind=row.kind,
         clip_a_id=row.clip_a_id, left_clip_id=row.left_clip_id, right_clip_id=row.right_clip_id,
@@ -649,13 +655,32 @@ def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
     return _rng.random() < 0.5
 
 
-_PAIR_FOR_UPDATE = RawStatement(select(_pr.c.clip_a_id, _pr.c.clip_b_id, _pr.c.assigned_count, _pr.c.a_left_count)
-                    .where(_pr.c.id == bindparam("pair_id")).with_for_update(key_share=True))
+_CLIP_A, _CLIP_B = Clip.__table__.alias("clip_a"), Clip.__table__.alias("clip_b")
+
+
+def _clip_columns(clip: Any, side: str) -> list[Any]:
+    return [clip.c.media_token.label(f"{side}_media_token"), clip.c.width.label(f"{side}w"),
+            clip.c.height.label(f"{side}h"), clip.c.frames.label(f"{side}f"), clip.c.fps.label(f"{side}fps"),
+            clip.c.storage_name.label(f"{side}sn")]
+
+
+# The pair's counters under its row lock (PostgreSQL: the pair's row only; SQLite's BEGIN IMMEDIATE already
+# serialises), with everything its page shows: the new assignment's view is built from this row and the
+# values inserted, not read back (the read back was a second six-table join on every vote).
+_PAIR_FOR_UPDATE = RawStatement(
+    select(_pr.c.clip_a_id, _pr.c.clip_b_id, _pr.c.assigned_count, _pr.c.a_left_count, _pr.c.kind, _pm.c.text,
+           *_clip_columns(_CLIP_A, "a"), *_clip_columns(_CLIP_B, "b"), _st.c.answer_options)
+    .join(_pm, _pm.c.id == _pr.c.prompt_id)
+    .join(_st, _st.c.id == _pr.c.study_id)
+    .join(_CLIP_A, _CLIP_A.c.id == _pr.c.clip_a_id)
+    .join(_CLIP_B, _CLIP_B.c.id == _pr.c.clip_b_id)
+    .where(_pr.c.id == bindparam("pair_id"))
+    .with_for_update(of=_pr, key_share=True))
 _pairs, _assignments = Pair.__table__, Assignment.__table__
 _BUMP_ASSIGNED = RawStatement(update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
                               .values(assigned_count=_pairs.c.assigned_count + 1,
                                       a_left_count=_pairs.c.a_left_count + bindparam("a_left")))
-_INSERT_ASSIGNMENT = RawStatement(insert(_assignments), columns=(
+_INSERT_ASSIGNMENT = RawStatement(insert(_assignments).returning(_assignments.c.id), columns=(
     "token", "evaluator_id", "pair_id", "position", "left_clip_id", "right_clip_id", "status", "shown_at"))
 # Giving a pair back: the assignment no longer counts for the counterbalance (it was never answered).
 _RELEASE = (update(_assignments)
@@ -666,7 +691,8 @@ _UNBUMP_ASSIGNED = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"))
                             a_left_count=_pairs.c.a_left_count - bindparam("a_left")))
 
 
-def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> None:
+def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: int) -> PairView:
+    """Reserve ``pair_id`` for this evaluator at ``position``, its sides counterbalanced; returns its view."""
     # Lock the pair row so concurrent allocations read and bump its counters one after another (Postgres;
     # SQLite transactions are already serialised by BEGIN IMMEDIATE, see app/db.py).
     pair = _PAIR_FOR_UPDATE.one(session, {"pair_id": pair_id})
@@ -674,10 +700,20 @@ def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: in
     _BUMP_ASSIGNED.run(session, {"pair_id": pair_id, "a_left": int(a_left)})
     expire_cached(session, Pair, pair_id, "assigned_count", "a_left_count")
     left, right = (pair.clip_a_id, pair.clip_b_id) if a_left else (pair.clip_b_id, pair.clip_a_id)
-    _INSERT_ASSIGNMENT.run(session, {
-        "token": new_token(), "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position,
-        "left_clip_id": left, "right_clip_id": right, "status": "open", "shown_at": utcnow(),
+    token, shown_at = new_token(), utcnow()
+    assignment_id = _INSERT_ASSIGNMENT.scalar(session, {
+        "token": token, "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position,
+        "left_clip_id": left, "right_clip_id": right, "status": "open", "shown_at": shown_at,
     })
+    lt, rt = ("a", "b") if a_left else ("b", "a")
+    return _view_of(SimpleNamespace(
+        id=assignment_id, token=token, position=position, pair_id=pair_id, kind=pair.kind,
+        clip_a_id=pair.clip_a_id, left_clip_id=left, right_clip_id=right, shown_at=shown_at, text=pair.text,
+        left_media_token=getattr(pair, f"{lt}_media_token"), right_media_token=getattr(pair, f"{rt}_media_token"),
+        lw=getattr(pair, f"{lt}w"), lh=getattr(pair, f"{lt}h"), rw=getattr(pair, f"{rt}w"),
+        rh=getattr(pair, f"{rt}h"), lf=getattr(pair, f"{lt}f"), lfps=getattr(pair, f"{lt}fps"),
+        rf=getattr(pair, f"{rt}f"), rfps=getattr(pair, f"{rt}fps"), lsn=getattr(pair, f"{lt}sn"),
+        answer_options=pair.answer_options))
 
 
 def is_abandoned(shown_at: datetime, qc: QCSettings) -> bool:
@@ -748,9 +784,8 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         return None
     # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
     # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
-    _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
-    view = pair_view(session, evaluator_id=state.id)
-    return replace(view, replaced=True) if view is not None and replaced else view
+    view = _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
+    return replace(view, replaced=True) if replaced else view
 
 
 _evaluators = Evaluator.__table__

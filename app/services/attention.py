@@ -725,7 +725,7 @@ def answered_votes(session: Session, *, evaluator_id: int) -> list[AnsweredVote]
     """Every vote of this evaluator with its choices, in one query (QC re-reads them after each vote)."""
     votes: dict[int, AnsweredVote] = {}
     for vote_id, spent, fast, pair_id, kind, clip_a_id, variant, left_clip_id, key, side in _ANSWERED.all(
-        session, {"evaluator_id": evaluator_id}
+        session, {"evaluator_id": evaluator_id}, named=False
     ):
         vote = votes.get(vote_id)
         if vote is None:

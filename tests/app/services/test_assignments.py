@@ -286,3 +286,33 @@ def test_a_studys_criteria_are_read_once_per_process_and_never_across_databases(
         s2.flush()
         assert [c.key for c in study_criteria(s2, again.id)] == [first[0].key]
     other.dispose()
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_a_new_assignments_view_is_what_reading_it_back_gives(session):
+    """The view next_assignment returns for a pair it has just reserved is built from the pair's row and the
+    values inserted, not read back: it must equal the stored assignment's view, side by side, for both sides
+    and for clips whose frames and rates differ (the page plays the longer one's duration)."""
+    from dataclasses import replace
+
+    from app.models import Clip
+    from app.services.assignments import pair_view
+
+    study = make_study(session, n_prompts=3, pairs_per_session=3,
+                       answer_options={"both_bad": True, "reason_tags": ["blurry"], "comment": True})
+    make_pairs(session, study)
+    for i, clip in enumerate(session.scalars(select(Clip).where(Clip.study_id == study.id).order_by(Clip.id))):
+        clip.frames, clip.fps, clip.width, clip.height = 8 + 7 * (i % 2), 8.0 + 8 * (i % 3), 32 + i, 24 + i
+    session.commit()
+    sides = set()
+    for _ in range(4):
+        ev = join(session, invite_token=study.invite_token)
+        while (view := next_assignment(session, evaluator_id=ev.id)) is not None:
+            stored = pair_view(session, token=view.token)
+            assert stored is not None
+            assert view.shown_at.replace(tzinfo=None) == stored.shown_at.replace(tzinfo=None)
+            assert replace(view, shown_at=stored.shown_at) == stored
+            sides.add(view.left_clip_id == view.clip_a_id)
+            submit_vote(session, assignment_token=view.token, evaluator_id=ev.id, choices=_all(study))
+            session.commit()
+    assert sides == {True, False}  # both orientations were built
