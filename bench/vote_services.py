@@ -3,8 +3,12 @@
 Part of bench/vote_path.py (run after the servers, in the benchmark's own process, on the same database):
 votes are cast by calling the evaluator API's route functions directly (``api_pair`` then ``api_vote``), so
 what is timed is the services, their sessions and transactions, with no HTTP, no thread hand-off and no load
-generator. Then one of the rating flow's prebuilt statements (the study's criteria, run on every pair page and
-every vote) is timed three ways: through the ORM session as the services run it, through the session's
+generator. Statements are counted by the engine's ``before_cursor_execute`` listeners, which app/raw_sql.py calls
+too; SQLite's ``BEGIN IMMEDIATE``, sent on the DB-API connection since 2026-12-07, is not counted (before, it
+was: about two per vote).
+
+Then one of the rating flow's prebuilt statements (the study's criteria, run on every pair page and every vote)
+is timed three ways: through the ORM session as the services run it, through the session's
 connection, and as its compiled SQL on the bare DB-API cursor — how much a rewrite below SQLAlchemy could save.
 """
 
