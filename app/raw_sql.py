@@ -23,6 +23,7 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -42,14 +43,16 @@ class _Compiled:
             # Column defaults computed in Python at execution (e.g. a timestamp's default) need SQLAlchemy's
             # execution context; the cursor would store NULL.
             raise ValueError("raw_sql cannot run a statement whose columns take Python-side defaults")
-        names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        names = list(compiled.positiontup) if compiled.positional else list(by_name)
         self.positional: bool = bool(compiled.positional)
-        # (name, converter or None, default for a parameter the caller leaves out: a literal bound at build time)
-        self.binds: list[tuple[str, Processor | None, Any]] = []
+        # (name, converter or None, whether the caller must give it, the value bound at build time if not)
+        self.binds: list[tuple[str, Processor | None, bool, Any]] = []
         for name in names:
-            bind = compiled.binds[name]
-            self.binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect),
-                               None if bind.callable is not None or bind.required else bind.value))
+            bind = by_name[name]
+            required = bind.required or bind.callable is not None
+            self.binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), required,
+                               None if required else bind.value))
         # A SELECT's columns, or an INSERT's or UPDATE's RETURNING (none without).
         returned = list(statement.exported_columns)
         self.types = [c.type.dialect_impl(dialect) for c in returned]
@@ -64,12 +67,18 @@ class _Compiled:
 
     def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = []
-        for name, convert, default in self.binds:
-            value = given[name] if name in given else default
-            values.append(convert(value) if convert is not None and value is not None else value)
+        for name, convert, required, default in self.binds:
+            if name in given:
+                value = given[name]
+            elif required:  # as SQLAlchemy: a misspelt key must not become NULL (``WHERE id = NULL``)
+                raise sa_exc.InvalidRequestError(f"A value is required for bind parameter {name!r}")
+            else:
+                value = default
+            # Converters see None too, as SQLAlchemy's do: JSON stores None as JSON null, not SQL NULL.
+            values.append(convert(value) if convert is not None else value)
         if self.positional:
             return tuple(values)
-        return {name: value for (name, _c, _d), value in zip(self.binds, values, strict=True)}
+        return {b[0]: value for b, value in zip(self.binds, values, strict=True)}
 
     def convert(self, rows: list[tuple], description: Sequence[Any], *, named: bool = True) -> list[Any]:
         if self.results is None:
@@ -88,9 +97,10 @@ _CONNECTION = "raw_sql.connection"
 def _connection(session: Session) -> Connection:
     """The session's connection in its current transaction. ``Session.connection`` walks the transaction's
     state machine on every call (a twentieth of a vote's CPU); within one transaction the answer is fixed, so
-    it is kept in ``session.info`` beside the transaction it belongs to."""
+    it is kept in ``session.info`` beside the transaction it belongs to. Not inside ``begin_nested``: the
+    SAVEPOINT is sent when the nested transaction first asks for its connection, so it must ask."""
     transaction = session.get_transaction()
-    if transaction is not None and transaction.is_active:
+    if transaction is not None and transaction.is_active and session.get_nested_transaction() is None:
         kept = session.info.get(_CONNECTION)
         if kept is not None and kept[0] is transaction:
             return kept[1]
@@ -126,15 +136,18 @@ class RawStatement:
             args: Any = [compiled.parameters(p) for p in params]  # type: ignore[arg-type]
         else:
             args = compiled.parameters(params)  # type: ignore[arg-type]
-        cursor = conn.connection.cursor()
-        for listener in conn.dispatch.before_cursor_execute:
-            listener(conn, cursor, compiled.sql, args, None, many)
-        try:
+        cursor = None
+        try:  # as SQLAlchemy's own execution: a cursor that cannot be had is a DB-API error too
+            cursor = conn.connection.cursor()
+            for listener in conn.dispatch.before_cursor_execute:
+                listener(conn, cursor, compiled.sql, args, None, many)
             if many:
                 cursor.executemany(compiled.sql, args)
             else:
                 cursor.execute(compiled.sql, args)
-        except Exception as exc:  # noqa: BLE001 - handed to SQLAlchemy, which re-raises it wrapped
+        except BaseException as exc:
+            # SQLAlchemy's handler wraps a DB-API error (IntegrityError, OperationalError...) and invalidates a
+            # connection the database dropped, or one interrupted mid-statement; it re-raises anything else.
             conn._handle_dbapi_exception(exc, compiled.sql, args, cursor, None)  # noqa: SLF001
             raise  # not reached: the handler raises
         return cursor, compiled
@@ -151,13 +164,13 @@ class RawStatement:
     def one_or_none(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
         rows = self.all(session, params)
         if len(rows) > 1:
-            raise ValueError(f"expected at most one row, got {len(rows)}")
+            raise sa_exc.MultipleResultsFound(f"Multiple rows were found when one or none was required ({len(rows)})")
         return rows[0] if rows else None
 
     def one(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
         row = self.one_or_none(session, params)
         if row is None:
-            raise ValueError("expected one row, got none")
+            raise sa_exc.NoResultFound("No row was found when one was required")
         return row
 
     def scalar(self, session: Session, params: Mapping[str, Any] | None = None) -> Any:
@@ -169,7 +182,7 @@ class RawStatement:
 
     def run(self, session: Session, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> int:
         """A write (or several: a list of parameter sets runs ``executemany``); returns the rows it changed."""
-        many = isinstance(params, list)
+        many = isinstance(params, list | tuple)
         cursor, _compiled = self._run(session, params or {}, many)
         try:
             return cursor.rowcount

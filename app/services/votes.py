@@ -99,7 +99,8 @@ _INSERT_VOTE = {
 _MARK_DONE = RawStatement(update(_assignments).where(_assignments.c.id == bindparam("assignment_id"))
                           .values(status="done", submitted_at=bindparam("now")))
 # The table, not the class: Core sends one executemany (the ORM's bulk insert split rows by their None keys).
-_INSERT_CHOICES = RawStatement(insert(VoteChoice.__table__), columns=(
+# inline(): no RETURNING of each row's id, which PostgreSQL would otherwise be asked for and executemany drops.
+_INSERT_CHOICES = RawStatement(insert(VoteChoice.__table__).inline(), columns=(
     "vote_id", "criterion_id", "side", "model_a_id", "model_b_id", "outcome", "winner_model_id"))
 # In SQL, not in Python: concurrent votes on the same pair must not lose an increment.
 _COUNT_VOTE = RawStatement(update(_pairs).where(_pairs.c.id == bindparam("pair_id"))

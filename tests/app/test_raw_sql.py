@@ -132,3 +132,68 @@ def test_statements_it_cannot_run_faithfully_are_refused_when_first_run(session)
     del row["token"]
     with pytest.raises(ValueError, match="Python-side defaults"):
         no_token.run(session, row)
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_none_is_stored_as_sqlalchemy_stores_it(session):
+    """A vote without reason tags: SQLAlchemy stores None in a JSON column as JSON null, not SQL NULL; rows
+    written by either path must look alike to a query in SQL (helper review of the first version)."""
+    from sqlalchemy import func, text
+
+    _study, _pairs, done = _study_with_evaluators(session)
+    evaluator_id = done.id
+    session.execute(_FLAG, {"evaluator_id": evaluator_id, "r": None})
+    by_sqlalchemy = session.scalar(text("SELECT flag_reasons IS NULL FROM evaluators WHERE id = :i"),
+                                   {"i": evaluator_id})
+    RawStatement(_FLAG).run(session, {"evaluator_id": evaluator_id, "r": None})
+    by_cursor = session.scalar(text("SELECT flag_reasons IS NULL FROM evaluators WHERE id = :i"),
+                               {"i": evaluator_id})
+    assert bool(by_cursor) == bool(by_sqlalchemy) is False
+    assert session.scalar(select(func.count()).select_from(_ev).where(_ev.c.flag_reasons.is_(None))) == 0
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_a_savepoint_rolled_back_takes_back_a_raw_write_inside_it(session):
+    """The connection kept for the transaction must not bypass ``begin_nested``: its SAVEPOINT is sent when the
+    nested transaction first asks for a connection (helper review of the first version)."""
+    _study, _pairs, done = _study_with_evaluators(session)
+    evaluator_id = done.id
+    flag = RawStatement(_FLAG)
+    read = RawStatement(select(_ev.c.flag_reasons).where(_ev.c.id == bindparam("i")))
+    flag.run(session, {"evaluator_id": evaluator_id, "r": ["outer"]})  # the transaction's connection is kept
+    with pytest.raises(RuntimeError), session.begin_nested():
+        flag.run(session, {"evaluator_id": evaluator_id, "r": ["inner"]})
+        raise RuntimeError("the nested block fails")
+    assert read.scalar(session, {"i": evaluator_id}) == ["outer"]
+    session.commit()
+    assert read.scalar(session, {"i": evaluator_id}) == ["outer"]
+
+
+def test_a_missing_parameter_is_an_error_not_null(session):
+    """``WHERE id = NULL`` would update nothing and say nothing: a misspelt key must raise, as in SQLAlchemy."""
+    _study, _pairs, done = _study_with_evaluators(session)
+    with pytest.raises(exc.InvalidRequestError, match="evaluator_id"):
+        RawStatement(_FLAG).run(session, {"evaluator": done.id, "r": ["x"]})
+    with pytest.raises(exc.NoResultFound):
+        RawStatement(select(_ev.c.id).where(_ev.c.id == bindparam("i"))).one(session, {"i": -1})
+
+
+def test_a_cursor_that_cannot_be_had_is_sqlalchemys_error(session, monkeypatch):
+    """An error from the driver before the statement runs (a dropped connection when the cursor is opened)
+    goes through SQLAlchemy's handler as well, so callers see its error types (the 503 handler reads them)."""
+    import sqlite3
+
+    from app import raw_sql
+
+    _study, _pairs, done = _study_with_evaluators(session)
+    conn = raw_sql._connection(session)
+
+    class Broken:
+        def cursor(self):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(type(conn), "connection", property(lambda self: Broken()))
+        with pytest.raises(exc.OperationalError, match="disk I/O error"):
+            RawStatement(_FLAG).run(session, {"evaluator_id": done.id, "r": ["x"]})
+    session.rollback()
