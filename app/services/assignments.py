@@ -371,14 +371,20 @@ def evaluator_state(session: Session, *, evaluator_id: int | None = None, public
     )
 
 
+# What a pair's page shows of each clip, labelled by side ("l"/"r" in the view, "a"/"b" for a pair being
+# reserved, see _PAIR_FOR_UPDATE): one list, so that a view built from either reads the same.
+_CLIP_FIELDS = ("media_token", "width", "height", "frames", "fps", "storage_name")
+
+
+def _clip_columns(clip: Any, side: str) -> list[Any]:
+    return [clip.c[name].label(f"{side}_{name}") for name in _CLIP_FIELDS]
+
+
 _LEFT, _RIGHT = Clip.__table__.alias("left_clip"), Clip.__table__.alias("right_clip")
 _VIEW_COLUMNS = (
     _as.c.id, _as.c.token, _as.c.position, _as.c.pair_id, _pr.c.kind, _pr.c.clip_a_id,
     _as.c.left_clip_id, _as.c.right_clip_id, _as.c.shown_at, _pm.c.text,
-    _LEFT.c.media_token.label("left_media_token"), _RIGHT.c.media_token.label("right_media_token"),
-    _LEFT.c.width.label("lw"), _LEFT.c.height.label("lh"), _RIGHT.c.width.label("rw"), _RIGHT.c.height.label("rh"),
-    _LEFT.c.frames.label("lf"), _LEFT.c.fps.label("lfps"), _RIGHT.c.frames.label("rf"), _RIGHT.c.fps.label("rfps"),
-    _LEFT.c.storage_name.label("lsn"), _st.c.answer_options,
+    *_clip_columns(_LEFT, "l"), *_clip_columns(_RIGHT, "r"), _st.c.answer_options,
 )
 
 
@@ -424,13 +430,13 @@ def _view_of(row: Any) -> PairView:
     return PairView(
         id=row.id, token=row.token, position=row.position, pair_id=row.pair_id, kind=row.kind,
         clip_a_id=row.clip_a_id, left_clip_id=row.left_clip_id, right_clip_id=row.right_clip_id,
-        shown_at=row.shown_at, prompt=row.text, left_media_token=row.left_media_token,
-        right_media_token=row.right_media_token,
-        width=row.lw or row.rw or 256, height=row.lh or row.rh or 256,
+        shown_at=row.shown_at, prompt=row.text, left_media_token=row.l_media_token,
+        right_media_token=row.r_media_token,
+        width=row.l_width or row.r_width or 256, height=row.l_height or row.r_height or 256,
         # One number for both sides (the longer clip), so it cannot tell which clip is which.
-        play_ms=max(duration_ms(row.lf, row.lfps), duration_ms(row.rf, row.rfps)),
-        clip_format=clip_format_of(row.lsn), fps=float(row.lfps or row.rfps or 8.0),
-        frames=max(row.lf or 0, row.rf or 0), answer_options=row.answer_options,
+        play_ms=max(duration_ms(row.l_frames, row.l_fps), duration_ms(row.r_frames, row.r_fps)),
+        clip_format=clip_format_of(row.l_storage_name), fps=float(row.l_fps or row.r_fps or 8.0),
+        frames=max(row.l_frames or 0, row.r_frames or 0), answer_options=row.answer_options,
     )
 
 
@@ -644,7 +650,7 @@ def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int, qc: QCS
     ``qc``: the study's settings (for abandon_after_minutes); the defaults when not given.
     """
     return _PICK.scalar(session, {"study_id": study_id, "evaluator_id": evaluator_id,
-                                  "since": abandoned_before(qc or QCSettings())})
+                                 "since": abandoned_before(qc or QCSettings())})
 
 
 def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
@@ -656,14 +662,6 @@ def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
 
 
 _CLIP_A, _CLIP_B = Clip.__table__.alias("clip_a"), Clip.__table__.alias("clip_b")
-
-
-def _clip_columns(clip: Any, side: str) -> list[Any]:
-    return [clip.c.media_token.label(f"{side}_media_token"), clip.c.width.label(f"{side}w"),
-            clip.c.height.label(f"{side}h"), clip.c.frames.label(f"{side}f"), clip.c.fps.label(f"{side}fps"),
-            clip.c.storage_name.label(f"{side}sn")]
-
-
 # The pair's counters under its row lock (PostgreSQL: the pair's row only; SQLite's BEGIN IMMEDIATE already
 # serialises), with everything its page shows: the new assignment's view is built from this row and the
 # values inserted, not read back (the read back was a second six-table join on every vote).
@@ -705,15 +703,12 @@ def _allocate(session: Session, *, evaluator_id: int, pair_id: int, position: in
         "token": token, "evaluator_id": evaluator_id, "pair_id": pair_id, "position": position,
         "left_clip_id": left, "right_clip_id": right, "status": "open", "shown_at": shown_at,
     })
-    lt, rt = ("a", "b") if a_left else ("b", "a")
+    sides = {"l": "a", "r": "b"} if a_left else {"l": "b", "r": "a"}
+    clips = {f"{side}_{name}": getattr(pair, f"{of}_{name}") for side, of in sides.items() for name in _CLIP_FIELDS}
     return _view_of(SimpleNamespace(
         id=assignment_id, token=token, position=position, pair_id=pair_id, kind=pair.kind,
         clip_a_id=pair.clip_a_id, left_clip_id=left, right_clip_id=right, shown_at=shown_at, text=pair.text,
-        left_media_token=getattr(pair, f"{lt}_media_token"), right_media_token=getattr(pair, f"{rt}_media_token"),
-        lw=getattr(pair, f"{lt}w"), lh=getattr(pair, f"{lt}h"), rw=getattr(pair, f"{rt}w"),
-        rh=getattr(pair, f"{rt}h"), lf=getattr(pair, f"{lt}f"), lfps=getattr(pair, f"{lt}fps"),
-        rf=getattr(pair, f"{rt}f"), rfps=getattr(pair, f"{rt}fps"), lsn=getattr(pair, f"{lt}sn"),
-        answer_options=pair.answer_options))
+        answer_options=pair.answer_options, **clips))
 
 
 def is_abandoned(shown_at: datetime, qc: QCSettings) -> bool:
