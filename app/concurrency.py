@@ -23,15 +23,17 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
 
 THREAD_TOKENS = 1000
+T = TypeVar("T")
 SUGGESTED_LIMIT_CONCURRENCY = 500
 
 
@@ -147,16 +149,15 @@ def rating_gate() -> PriorityGate:
     return gate
 
 
-def _slot_of(kind: int) -> Callable[[], AsyncIterator[None]]:
-    # Async, so waiting for the slot costs no thread hop; scope="function" releases it before the response is
-    # sent, after the route (and its commit) has finished.
-    async def slot() -> AsyncIterator[None]:
-        async with rating_gate().slot(kind):
-            yield
-    slot.__name__ = f"rating_slot_{('vote', 'page', 'join')[kind]}"
-    return slot
+async def in_slot(kind: int, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` in a worker thread once this request holds a rating slot of ``kind``.
 
-
-VoteSlot = Annotated[None, Depends(_slot_of(VOTE), scope="function")]
-PageSlot = Annotated[None, Depends(_slot_of(PAGE), scope="function")]
-JoinSlot = Annotated[None, Depends(_slot_of(JOIN), scope="function")]
+    The rating routes are ``async def`` and call this, rather than plain ``def`` routes with the slot as a
+    yield dependency: FastAPI serialises a ``def`` route's response model in a second hop through the thread
+    pool, and a yield dependency costs an exit stack and an async generator per request, held by every request
+    still waiting for a slot (the collector's pauses in a launch burst). Here a request waits for its slot in
+    the event loop holding one coroutine and no thread, its blocking database work runs in one thread-pool hop,
+    and the slot is released once that work (with its commit) has finished, before the response is sent.
+    """
+    async with rating_gate().slot(kind):
+        return await run_in_threadpool(work, *args)

@@ -5,7 +5,7 @@ through FastAPI. This app answers the same two requests a vote makes (the evalua
 browser's pair page and form post) through the same stack as the real server (``app.main.create_bare_app``:
 uvicorn, FastAPI, the session and security-header middleware, the thread headroom), with the real request and
 response models, the real credential check (the signed ``X-Evaluator-Token`` or ``bp_eval`` cookie), the real
-rating-slot dependencies and, for the browser, the real pair template, CSRF check and form parsing; but the
+rating gate (``in_slot``) and, for the browser, the real pair template, CSRF check and form parsing; but the
 pair is a constant and the vote is validated and dropped (``create_app``). Whatever rate it reaches bounds
 what any database work behind those routes could reach.
 
@@ -43,7 +43,7 @@ from app.api.evaluate import (
     VoteRequest,
     VoteResponse,
 )
-from app.concurrency import PageSlot, VoteSlot
+from app.concurrency import PAGE, VOTE, in_slot
 from app.criteria import DEFAULT_CRITERIA
 from app.csrf import verify_csrf
 from app.db import make_engine
@@ -95,7 +95,10 @@ def _build(store: Callable) -> FastAPI:
                             pairs_in_session=QUOTA)
 
     @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-    def pair(token: EvaluatorToken, _slot: PageSlot):
+    async def pair(token: EvaluatorToken):
+        return await in_slot(PAGE, _pair, token)
+
+    def _pair(token: str | None) -> PairResponse:
         store(_pages, _check(token), "shown")
         view = _view()
         return PairResponse(status="pair", done=0, total=QUOTA, pair=PairOut(
@@ -104,7 +107,10 @@ def _build(store: Callable) -> FastAPI:
             play_ms=view.play_ms, criteria=CRITERIA))
 
     @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-    def votes(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot):
+    async def votes(body: VoteRequest, token: EvaluatorToken):
+        return await in_slot(VOTE, _votes_in_thread, body, token)
+
+    def _votes_in_thread(body: VoteRequest, token: str | None) -> VoteResponse:
         public_id = _check(token)
         if set(body.choices) != KEYS:  # the real route refuses an answer that misses a criterion, too
             raise HTTPException(422, "every criterion needs an answer")
@@ -112,7 +118,10 @@ def _build(store: Callable) -> FastAPI:
         return VoteResponse(status="recorded", completed=False)
 
     @app.get("/e/pair")
-    def pair_page(request: Request, _slot: PageSlot) -> Response:
+    async def pair_page(request: Request) -> Response:
+        return await in_slot(PAGE, _pair_page, request)
+
+    def _pair_page(request: Request) -> Response:
         store(_pages, _check(request.cookies.get(COOKIE_NAME)), "shown")
         view = _view()
         response = render_pair_page(request, view, criteria=CRITERIA, quota=QUOTA, number=view.position)
@@ -120,7 +129,10 @@ def _build(store: Callable) -> FastAPI:
         return response
 
     @app.post("/e/vote")
-    def vote_form(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: VoteSlot) -> Response:
+    async def vote_form(request: Request, form: Annotated[FormData, Depends(read_form)]) -> Response:
+        return await in_slot(VOTE, _vote_form, request, form)
+
+    def _vote_form(request: Request, form: FormData) -> Response:
         verify_csrf(request, str(form.get("csrf_token", "")))
         _token, choices, _client_ms = parse_vote_form(form)
         public_id = _check(request.cookies.get(COOKIE_NAME))

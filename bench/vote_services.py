@@ -1,7 +1,8 @@
 """The vote path without HTTP: the services' CPU per vote, their statements, and what one statement costs.
 
 Part of bench/vote_path.py (run after the servers, in the benchmark's own process, on the same database):
-votes are cast by calling the evaluator API's route functions directly (``api_pair`` then ``api_vote``), so
+votes are cast by calling what the evaluator API's routes run in their worker thread (``answer_pair`` then
+``answer_vote``), so
 what is timed is the services, their sessions and transactions, with no HTTP, no thread hand-off and no load
 generator. Statements are counted by the engine's ``before_cursor_execute`` listeners, which app/raw_sql.py calls
 too; SQLite's ``BEGIN IMMEDIATE``, sent on the DB-API connection since 2026-12-07, is not counted (before, it
@@ -32,17 +33,17 @@ def _new_token(invite: str) -> str:
 
 def _cast(invite: str, n_votes: int, rng: random.Random) -> None:
     """``n_votes`` votes, each a pair fetch then an answer, by as many evaluators as their quotas need."""
-    from app.api.evaluate import VoteRequest, api_pair, api_vote
+    from app.api.evaluate import VoteRequest, answer_pair, answer_vote
 
     token, cast = _new_token(invite), 0
     while cast < n_votes:
-        page = api_pair(token, None)
+        page = answer_pair(token)
         if page.status == "done":
             token = _new_token(invite)
             continue
         body = VoteRequest(assignment_token=page.pair.assignment_token, client_time_ms=9000,
                            choices={c.key: rng.choice(SIDES) for c in page.pair.criteria})
-        if api_vote(body, token, None).status != "recorded":
+        if answer_vote(body, token, False).status != "recorded":
             raise RuntimeError("an in-process vote was not recorded")
         cast += 1
 

@@ -15,12 +15,11 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 from app.api.studies import Responses
-from app.concurrency import JoinSlot, PageSlot, VoteSlot
+from app.concurrency import JOIN, PAGE, VOTE, in_slot
 from app.db import session_scope
 from app.deps import completion_redirect, evaluator_token, join_rate_limit, state_from_token
 from app.models import utcnow
 from app.ratelimit import check_rate, client_ip
-from app.security import DbSession
 from app.services.assignments import (
     EvaluationError,
     EvaluatorState,
@@ -149,19 +148,26 @@ def _refused(exc: EvaluationError) -> JSONResponse:
 
 
 @router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
-def api_join(body: JoinRequest, request: Request, _slot: JoinSlot, session: DbSession):
-    try:
-        study = study_for_invite(session, invite_token=body.invite_token)
-        check_rate("join", client_ip(request), join_rate_limit(study))
-        evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
-                         platform_session_id=body.platform_session_id, ip=client_ip(request),
-                         user_agent=request.headers.get("user-agent"))
-    except EvaluationError as exc:
-        return _refused(exc)
-    state = evaluator_state(session, evaluator_id=evaluator.id)
-    if state is None:  # join() has just written (or found) this row in the same transaction
-        raise RuntimeError(f"evaluator {evaluator.id} vanished right after joining")
-    return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=state.quota)
+async def api_join(body: JoinRequest, request: Request):
+    # The rating routes are async and run their database work through in_slot (app/concurrency.py): one
+    # thread-pool hop per request, after a slot in the rating gate.
+    return await in_slot(JOIN, answer_join, body, client_ip(request), request.headers.get("user-agent"))
+
+
+def answer_join(body: JoinRequest, ip: str, user_agent: str | None) -> JoinResponse | JSONResponse:
+    """What POST /join answers, in its own committed session (blocking: runs in a worker thread)."""
+    with session_scope() as session:
+        try:
+            study = study_for_invite(session, invite_token=body.invite_token)
+            check_rate("join", ip, join_rate_limit(study))
+            evaluator = join(session, invite_token=body.invite_token, external_id=body.external_id,
+                             platform_session_id=body.platform_session_id, ip=ip, user_agent=user_agent)
+        except EvaluationError as exc:
+            return _refused(exc)
+        state = evaluator_state(session, evaluator_id=evaluator.id)
+        if state is None:  # join() has just written (or found) this row in the same transaction
+            raise RuntimeError(f"evaluator {evaluator.id} vanished right after joining")
+        return JoinResponse(evaluator_token=evaluator_token(evaluator), pairs_in_session=state.quota)
 
 
 def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
@@ -178,10 +184,10 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
     )
 
 
-# The two routes every vote makes open their session in the route's own thread (session_scope) rather than
-# through DbSession: the yield dependency runs its setup and its commit as two more thread-pool hops per
-# request. The commit still happens before the response is sent, and because one thread holds the session
-# from BEGIN to COMMIT, a request waiting for SQLite's write lock can never hold the thread its holder needs.
+# The rating routes open their session in the worker thread (session_scope) rather than through DbSession: a
+# yield dependency runs its setup and its commit as more thread-pool hops per request. The commit still happens
+# before the response is sent, and because one thread holds the session from BEGIN to COMMIT, a request waiting
+# for SQLite's write lock can never hold the thread its holder needs.
 
 
 def _current_pair(session, state: EvaluatorState) -> PairResponse | JSONResponse:
@@ -197,16 +203,26 @@ def _current_pair(session, state: EvaluatorState) -> PairResponse | JSONResponse
 
 
 @router.get("/pair", response_model=PairResponse, responses=ERRORS)
-def api_pair(token: EvaluatorToken, _slot: PageSlot):
+async def api_pair(token: EvaluatorToken):
     """The evaluator's current pair (the same one until it is answered), or ``done`` with the completion code."""
+    return await in_slot(PAGE, answer_pair, token)
+
+
+def answer_pair(token: str | None) -> PairResponse | JSONResponse:
+    """What GET /pair answers, in its own committed session (blocking: runs in a worker thread)."""
     with session_scope() as session:
         return _current_pair(session, _evaluator(session, token))
 
 
 @router.post("/votes", response_model=VoteResponse, responses=ERRORS)
-def api_vote(body: VoteRequest, token: EvaluatorToken, _slot: VoteSlot,
-             next: Annotated[bool, Query(description="Also answer with the next pair (see ``next``)")] = False):
+async def api_vote(body: VoteRequest, token: EvaluatorToken,
+                   next: Annotated[bool, Query(description="Also answer with the next pair (see ``next``)")] = False):
     """Answer one assignment; resubmitting the same assignment answers ``already_recorded`` and stores nothing."""
+    return await in_slot(VOTE, answer_vote, body, token, next)
+
+
+def answer_vote(body: VoteRequest, token: str | None, next: bool) -> VoteResponse | JSONResponse:
+    """What POST /votes answers, in its own committed session (blocking: runs in a worker thread)."""
     with session_scope() as session:
         state = _evaluator(session, token)
         try:

@@ -15,10 +15,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.concurrency import JoinSlot, PageSlot, VoteSlot
+from app.concurrency import JOIN, PAGE, VOTE, in_slot
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
-from app.db import session_scope
+from app.db import session_scope, snapshot_session_scope
 from app.deps import (
     EVALUATOR_TOKEN_MAX_AGE,
     completion_redirect,
@@ -116,59 +116,75 @@ def _instructions(request: Request, study: Study, *, external_id: str, platform_
     )
 
 
+# The rating routes are async and run their database work through in_slot (app/concurrency.py): one
+# thread-pool hop per request, after a slot in the rating gate; the work opens its own session in that thread
+# (a snapshot for a GET, a writing transaction otherwise), committed before the response is sent.
+
+
 @router.get("/join/{invite_token}", response_class=HTMLResponse)
-def invite(invite_token: str, request: Request, _slot: JoinSlot, session: DbSession) -> Response:
-    try:
-        study = study_for_invite(session, invite_token=invite_token)
-    except EvaluationError as exc:
-        return _refusal(request, exc)
-    evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
-    if evaluator is not None and evaluator.study_id == study.id:
-        return RedirectResponse("/e/pair", status_code=303)  # coming back: resume where they left off
-    external_id, platform_session_id = _external_id(request), _platform_session_id(request)
-    try:
-        # A link with a participant id and its platform session id may be a participant coming back: join()
-        # resumes them before it counts the address's sessions, so only then is the address limit left to it.
-        check_can_join(session, study, ip=None if external_id and platform_session_id else client_ip(request))
-    except EvaluationError as exc:
-        return _refusal(request, exc)
-    return _instructions(request, study, external_id=external_id, platform_session_id=platform_session_id)
+async def invite(invite_token: str, request: Request) -> Response:
+    return await in_slot(JOIN, _invite, invite_token, request)
+
+
+def _invite(invite_token: str, request: Request) -> Response:
+    with snapshot_session_scope() as session:
+        try:
+            study = study_for_invite(session, invite_token=invite_token)
+        except EvaluationError as exc:
+            return _refusal(request, exc)
+        evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
+        if evaluator is not None and evaluator.study_id == study.id:
+            return RedirectResponse("/e/pair", status_code=303)  # coming back: resume where they left off
+        external_id, platform_session_id = _external_id(request), _platform_session_id(request)
+        try:
+            # A link with a participant id and its platform session id may be a participant coming back:
+            # join() resumes them before it counts the address's sessions, so only then is the address limit
+            # left to it.
+            check_can_join(session, study, ip=None if external_id and platform_session_id else client_ip(request))
+        except EvaluationError as exc:
+            return _refusal(request, exc)
+        return _instructions(request, study, external_id=external_id, platform_session_id=platform_session_id)
 
 
 @router.post("/join/{invite_token}", response_class=HTMLResponse)
-def consent(
+async def consent(
     invite_token: str,
     request: Request,
-    _slot: JoinSlot,
-    session: DbSession,
     csrf_token: Annotated[str, Form()] = "",
     consent: Annotated[str, Form()] = "",
     external_id: Annotated[str, Form(max_length=EXTERNAL_ID_MAX)] = "",
     platform_session_id: Annotated[str, Form(max_length=PLATFORM_SESSION_ID_MAX)] = "",
 ) -> Response:
+    return await in_slot(JOIN, _consent, invite_token, request, csrf_token, consent, external_id,
+                         platform_session_id)
+
+
+def _consent(invite_token: str, request: Request, csrf_token: str, consent: str, external_id: str,
+             platform_session_id: str) -> Response:
     try:
         verify_csrf(request, csrf_token)
     except HTTPException as exc:
         return _message(request, "Please reload", exc.detail, 403)
-    try:
-        study = study_for_invite(session, invite_token=invite_token)
-        evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
-        if evaluator is None or evaluator.study_id != study.id:
-            if consent != "yes":
-                check_can_join(session, study)
-                return _instructions(request, study, external_id=external_id,
-                                     platform_session_id=platform_session_id, status=422,
-                                     error="Please tick the consent box to take part.")
-            check_rate("join", client_ip(request), join_rate_limit(study))
-            evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
-                             platform_session_id=platform_session_id or None, ip=client_ip(request),
-                             user_agent=request.headers.get("user-agent"))
-    except EvaluationError as exc:
-        return _refusal(request, exc)
-    except HTTPException as exc:  # the join rate limit
-        return _message(request, "Please wait a minute", exc.detail, exc.status_code)
-    response = RedirectResponse("/e/pair", status_code=303)
-    _set_cookie(response, evaluator)
+    with session_scope() as session:
+        try:
+            study = study_for_invite(session, invite_token=invite_token)
+            evaluator = evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
+            if evaluator is None or evaluator.study_id != study.id:
+                if consent != "yes":
+                    check_can_join(session, study)
+                    return _instructions(request, study, external_id=external_id,
+                                         platform_session_id=platform_session_id, status=422,
+                                         error="Please tick the consent box to take part.")
+                check_rate("join", client_ip(request), join_rate_limit(study))
+                evaluator = join(session, invite_token=invite_token, external_id=external_id or None,
+                                 platform_session_id=platform_session_id or None, ip=client_ip(request),
+                                 user_agent=request.headers.get("user-agent"))
+        except EvaluationError as exc:
+            return _refusal(request, exc)
+        except HTTPException as exc:  # the join rate limit
+            return _message(request, "Please wait a minute", exc.detail, exc.status_code)
+        response = RedirectResponse("/e/pair", status_code=303)
+        _set_cookie(response, evaluator)
     return response
 
 
@@ -210,11 +226,12 @@ def _current(request: Request, session: Session) -> Evaluator | None:
     return evaluator_from_token(session, request.cookies.get(COOKIE_NAME))
 
 
-# /e/pair and /e/vote open their session in the route's thread (see app/api/evaluate.py for why).
-
-
 @router.get("/e/pair", response_class=HTMLResponse)
-def pair_page(request: Request, _slot: PageSlot) -> Response:
+async def pair_page(request: Request) -> Response:
+    return await in_slot(PAGE, _pair_page, request)
+
+
+def _pair_page(request: Request) -> Response:
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
         if state is None:
@@ -250,9 +267,13 @@ def parse_vote_form(form: FormData) -> tuple[str, dict[str, str], int | None]:
 
 
 @router.post("/e/vote", response_class=HTMLResponse)
-def vote(request: Request, form: Annotated[FormData, Depends(read_form)], _slot: VoteSlot) -> Response:
-    # A plain def: the blocking database work runs in the thread pool, never on the event loop (an async
-    # handler here stalled every other request behind one vote waiting for SQLite's write lock).
+async def vote(request: Request, form: Annotated[FormData, Depends(read_form)]) -> Response:
+    # The blocking database work runs in the thread pool (in_slot), never on the event loop: an async handler
+    # doing it here stalled every other request behind one vote waiting for SQLite's write lock.
+    return await in_slot(VOTE, _vote, request, form)
+
+
+def _vote(request: Request, form: FormData) -> Response:
     try:
         verify_csrf(request, str(form.get("csrf_token", "")))
     except HTTPException as exc:
