@@ -3,9 +3,9 @@
 Part of bench/vote_path.py (run after the servers, in the benchmark's own process, on the same database):
 votes are cast by calling what the evaluator API's routes run in their worker thread (``answer_pair`` then
 ``answer_vote``), so what is timed is the services, their sessions and transactions, with no HTTP, no thread
-hand-off and no load generator. Statements are counted by the engine's ``before_cursor_execute`` listeners, which app/raw_sql.py calls
-too; SQLite's ``BEGIN IMMEDIATE``, sent on the DB-API connection since 2026-12-07, is not counted (before, it
-was: about two per vote).
+hand-off and no load generator. Statements are counted by the engine's ``before_cursor_execute`` listeners,
+which app/raw_sql.py calls too; SQLite's ``BEGIN IMMEDIATE``, sent on the DB-API connection since 2026-12-07,
+is not counted (before, it was: about two per vote).
 
 Then one of the rating flow's prebuilt statements (the study's criteria, run on every pair page and every vote)
 is timed three ways: through the ORM session as the services run it, through the session's

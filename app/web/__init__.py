@@ -5,5 +5,7 @@ from fastapi import APIRouter
 from app.web import admin, auth, evaluator, generation, media, metrics, plans, results
 
 router = APIRouter()
-for module in (auth, admin, results, plans, generation, metrics, evaluator, media):
+# FastAPI tries routes in order, each with its regular expression, on every request: the rating pages and
+# their clips, the requests a study's crowd sends, come first (no path of theirs overlaps another module's).
+for module in (evaluator, media, auth, admin, results, plans, generation, metrics):
     router.include_router(module.router)
