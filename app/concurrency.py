@@ -1,9 +1,10 @@
 """Enough worker threads that a request holding a database lock can always finish.
 
-FastAPI runs sync handlers, sync dependencies (``get_db``'s commit) and response-model serialisation in
-AnyIO's thread pool, 40 threads by default. A request's transaction stays open from its first query until
-``get_db`` commits, and the request needs a thread again after its handler returns (serialising the
-response, then committing). With SQLite every transaction holds the one write lock (``BEGIN IMMEDIATE``,
+FastAPI runs sync handlers, sync dependencies (``get_db``'s commit) and a sync handler's response-model
+serialisation in AnyIO's thread pool, 40 threads by default; the rating routes hand their work to it through
+``in_slot`` below. A request's transaction stays open from its first query until its commit, and a request of
+the researchers' pages needs a thread again after its handler returns (serialising the response, then
+committing). With SQLite every transaction holds the one write lock (``BEGIN IMMEDIATE``,
 app/db.py); with PostgreSQL, a vote holds row locks. When 40 other requests sit in the pool waiting for that
 lock (or for a pooled connection), the lock holder never gets a thread back to commit: everything stalls
 until SQLite's 30 s busy timeout turns into "database is locked" 500s. The load test in

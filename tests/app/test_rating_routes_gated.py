@@ -17,7 +17,8 @@ import pytest
 from fastapi.responses import Response
 
 from app.api import evaluate as api_evaluate
-from app.concurrency import rating_requests_in_flight
+from app.concurrency import rating_gate, rating_requests_in_flight
+from app.db import DatabaseBusy
 from app.main import create_app
 from app.web import evaluator as web_evaluator
 
@@ -79,3 +80,34 @@ def test_a_rating_route_runs_its_work_in_a_thread_and_within_the_gate(engine, mo
     assert not work_threads & loop_threads, "the route's work ran on the event loop's thread"
     assert other.status_code == 200 and working_then == 2, "another request waited for the blocked rating requests"
     assert all(released), "a rating request was still blocked when the test released them"
+
+
+def test_a_slot_is_given_back_when_the_work_fails(engine, monkeypatch):
+    """Work that raises (here the database busy past its timeout: 503) frees its slot; the next votes get in."""
+    calls = []
+
+    def busy_then_working(*_args):
+        calls.append(threading.get_ident())
+        if len(calls) <= 3:
+            raise DatabaseBusy("database is locked: waited 30 s for another request of this process to finish")
+        return Response("worked", status_code=200)
+
+    monkeypatch.setattr(api_evaluate, "answer_vote", busy_then_working)
+    app = create_app()
+
+    async def main() -> tuple[list[int], int, list[str]]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            def votes():
+                return [client.post("/api/v1/evaluate/votes", json=VOTE_JSON) for _ in range(3)]
+            try:  # a leaked slot would leave the later requests waiting for ever
+                failed = await asyncio.wait_for(asyncio.gather(*votes()), WAIT_SECONDS)
+                busy_after = rating_gate().busy
+                worked = await asyncio.wait_for(asyncio.gather(*votes()), WAIT_SECONDS)
+            except TimeoutError:
+                pytest.fail(f"requests waited for a rating slot past {WAIT_SECONDS} s: a slot was not given back")
+            return [r.status_code for r in failed], busy_after, [r.text for r in worked]
+
+    failed, busy_after, worked = asyncio.run(main())
+    assert failed == [503, 503, 503]
+    assert busy_after == 0, "a failed request kept its rating slot"
+    assert worked == ["worked"] * 3
