@@ -34,7 +34,6 @@ from starlette.concurrency import run_in_threadpool
 from app.config import get_settings
 
 THREAD_TOKENS = 1000
-T = TypeVar("T")
 SUGGESTED_LIMIT_CONCURRENCY = 500
 
 
@@ -148,6 +147,9 @@ def rating_gate() -> PriorityGate:
     if gate is None:
         gate = _gates[loop] = PriorityGate(rating_requests_in_flight())
     return gate
+
+
+T = TypeVar("T")
 
 
 async def in_slot(kind: int, work: Callable[..., T], *args: Any) -> T:

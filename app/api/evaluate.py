@@ -147,10 +147,15 @@ def _refused(exc: EvaluationError) -> JSONResponse:
     return JSONResponse({"detail": exc.message, "missing": missing}, status_code=exc.status_code)
 
 
+# The rating routes are async: each waits for its slot in the rating gate, then runs its database work in one
+# thread-pool hop (in_slot, app/concurrency.py, says why). That work opens its own session (session_scope)
+# rather than taking DbSession, whose yield dependency would cost more hops; it commits before the response is
+# sent, and because one thread holds the session from BEGIN to COMMIT, a request waiting for SQLite's write lock
+# can never hold the thread its holder needs.
+
+
 @router.post("/join", response_model=JoinResponse, status_code=201, responses=ERRORS)
 async def api_join(body: JoinRequest, request: Request):
-    # The rating routes are async and run their database work through in_slot (app/concurrency.py): one
-    # thread-pool hop per request, after a slot in the rating gate.
     return await in_slot(JOIN, answer_join, body, client_ip(request), request.headers.get("user-agent"))
 
 
@@ -182,12 +187,6 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
         notice=("Your previous pair stayed unanswered too long and was given to another participant; this is a "
                 "new one.") if view.replaced else None,
     )
-
-
-# The rating routes open their session in the worker thread (session_scope) rather than through DbSession: a
-# yield dependency runs its setup and its commit as more thread-pool hops per request. The commit still happens
-# before the response is sent, and because one thread holds the session from BEGIN to COMMIT, a request waiting
-# for SQLite's write lock can never hold the thread its holder needs.
 
 
 def _current_pair(session, state: EvaluatorState) -> PairResponse | JSONResponse:

@@ -650,7 +650,7 @@ def _pick_pair_id(session: Session, *, study_id: int, evaluator_id: int, qc: QCS
     ``qc``: the study's settings (for abandon_after_minutes); the defaults when not given.
     """
     return _PICK.scalar(session, {"study_id": study_id, "evaluator_id": evaluator_id,
-                                 "since": abandoned_before(qc or QCSettings())})
+                                  "since": abandoned_before(qc or QCSettings())})
 
 
 def _choose_a_left(assigned_count: int, a_left_count: int) -> bool:
