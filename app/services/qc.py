@@ -45,9 +45,9 @@ from app.services.attention import (
     CHECK_KINDS,
     CHECK_SAME,
     EXPECTED_WINS,
-    AnsweredVote,
+    AnswerSummary,
     QCSettings,
-    answered_votes,
+    answer_summary,
     grade_check,
     qc_settings,
 )
@@ -106,15 +106,21 @@ def straightline_reason(sides: Sequence[str], *, n_votes: int, min_votes: int, s
     Only left/right count as straight-lining: "indistinguishable" everywhere can be an honest answer
     when two models are close, and a careless "tie" clicker is caught by the degraded-copy checks instead.
     """
-    if n_votes < min_votes or not sides:
+    counts = Counter(sides)
+    return straightline_counts_reason(counts["left"], counts["right"], len(sides), n_votes=n_votes,
+                                      min_votes=min_votes, share=share)
+
+
+def straightline_counts_reason(left: int, right: int, answers: int, *, n_votes: int, min_votes: int,
+                               share: float) -> str | None:
+    """``straightline_reason`` from the counts: ``left`` and ``right`` of ``answers`` answers in all. At an exact
+    tie (possible only at a share of 0.5) the reason names left."""
+    if n_votes < min_votes or not answers or not (left or right):
         return None
-    counts = Counter(s for s in sides if s in ("left", "right"))
-    if not counts:
+    side, n = ("left", left) if left >= right else ("right", right)
+    if n / answers < share:
         return None
-    side, n = counts.most_common(1)[0]
-    if n / len(sides) < share:
-        return None
-    return (f"chose '{side}' for {n} of {len(sides)} answers across {n_votes} votes "
+    return (f"chose '{side}' for {n} of {answers} answers across {n_votes} votes "
             f"(straight-lining: {share:.0%} or more on one side)")
 
 
@@ -140,14 +146,13 @@ def evaluate_evaluator(session: Session, *, evaluator_id: int, settings: QCSetti
         settings = _settings_of(session, evaluator_id)
     if not settings.enabled:
         return []
-    votes = answered_votes(session, evaluator_id=evaluator_id)
-    return flag_reasons(votes, settings)
+    return flag_reasons(answer_summary(session, evaluator_id=evaluator_id), settings)
 
 
-def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[str]:
+def flag_reasons(answers: AnswerSummary, settings: QCSettings) -> list[str]:
     """The three rules applied to one evaluator's votes."""
     reasons: list[str] = []
-    checks = [v for v in votes if v.pair.kind in CHECK_KINDS]
+    checks = answers.checks
     failures = [grade_check(v.pair, v.choices, v.left_clip_id) for v in checks]
     reason = failed_checks_reason(failures, n_checks=len(checks), max_failed=settings.max_failed_checks)
     if reason:
@@ -155,17 +160,17 @@ def flag_reasons(votes: Sequence[AnsweredVote], settings: QCSettings) -> list[st
 
     # Time and straight-lining are judged on every vote, checks included: a check looks like any pair,
     # so how fast it was answered says as much about care as any other vote.
-    reason = too_fast_reason([v.time_spent_ms for v in votes], min_seconds=settings.min_seconds_per_vote,
+    reason = too_fast_reason([t.time_spent_ms for t in answers.votes], min_seconds=settings.min_seconds_per_vote,
                              max_share=settings.max_too_fast_share)
     if reason:
         reasons.append(reason)
 
     # Straight-lining on the real pairs only: on a same-clip check the honest answer is all "tie", and on a
     # degraded check it is all on one side, which would make an attentive evaluator look like a clicker.
-    real = [v for v in votes if v.pair.kind not in CHECK_KINDS]
-    sides = [side for v in real for side in v.choices.values()]
-    reason = straightline_reason(sides, n_votes=len(real), min_votes=settings.straightline_min_votes,
-                                 share=settings.straightline_share)
+    real = answers.real
+    reason = straightline_counts_reason(sum(t.left for t in real), sum(t.right for t in real),
+                                        sum(t.answers for t in real), n_votes=len(real),
+                                        min_votes=settings.straightline_min_votes, share=settings.straightline_share)
     if reason:
         reasons.append(reason)
     return reasons

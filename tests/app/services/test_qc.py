@@ -247,3 +247,87 @@ def test_study_answers_read_as_columns_are_the_join_they_replaced(session, study
     got, expected = rater_reliability(table), reference_reliability(old)
     assert {r: (e.votes, round(e.observed, 9)) for r, e in got.items()} == {
         r: (e.votes, round(e.observed, 9)) for r, e in expected.items()}
+
+
+# ------------------------------------------------------------------ the session's answers counted in SQL
+
+
+def _random_session(session, study, rng, *, n_real, checks):
+    ev = make_evaluator(session, study)
+    keys = [c.key for c in study.criteria]
+    sides = ["left", "right", "tie", "both_bad"]
+    # Leaning sessions too, some just short of a rule's share, so that the rules fire as well as stay quiet.
+    lean, strength = rng.choice([None, "left", "right", "tie"]), rng.choice([0.7, 0.95])
+    for pair in _pairs(session, study, "normal")[:n_real]:
+        vote(session, pair=pair, evaluator=ev, a_left=rng.random() < 0.5, time_ms=rng.choice([900, 2500, 9000]),
+             sides={k: lean if lean and rng.random() < strength else rng.choice(sides) for k in keys})
+    careful = rng.random() < 0.5  # checks answered as an attentive rater would, or at random
+    for pair in checks:
+        if careful:
+            _honest_check(session, ev, pair, a_left=rng.random() < 0.5, time_ms=rng.choice([900, 9000]))
+        else:
+            vote(session, pair=pair, evaluator=ev, a_left=rng.random() < 0.5, time_ms=rng.choice([900, 9000]),
+                 sides={k: rng.choice(sides) for k in keys})
+    return ev
+
+
+@pytest.mark.parametrize("db_backend", BACKENDS, indirect=True)
+def test_the_answers_counted_in_sql_are_those_read_one_by_one(session, study):
+    # QC judges a session after each of its votes from its answers counted in SQL (a row per vote, the checks
+    # read in full) rather than every answer read: the counts must be those of the answers read one by one,
+    # in the order voted, for a session with no votes, with only checks, and with "both are bad" answers.
+    from app.services.attention import AnswerSummary, answer_summary, answered_votes
+
+    rng = random.Random(11)
+    same, degraded = _pairs(session, study, CHECK_SAME), _pairs(session, study, CHECK_DEGRADED)
+    sessions = [make_evaluator(session, study),
+                _random_session(session, study, rng, n_real=0, checks=degraded[:2]),
+                _random_session(session, study, rng, n_real=9, checks=[]),
+                *(_random_session(session, study, rng, n_real=rng.randint(1, 10),
+                                  checks=rng.sample(same, 1) + rng.sample(degraded, 2)) for _ in range(6))]
+    session.flush()
+    for ev in sessions:
+        counted = answer_summary(session, evaluator_id=ev.id)
+        assert counted == AnswerSummary.of(answered_votes(session, evaluator_id=ev.id))
+    # what was read is not empty: the comparison covers checks, real votes and each side
+    everything = [answer_summary(session, evaluator_id=ev.id) for ev in sessions]
+    assert sum(len(a.checks) for a in everything) == 2 + 6 * 3
+    assert all(sum(getattr(t, side) for a in everything for t in a.votes) > 0 for side in ("left", "right", "tie"))
+    assert sum(t.answers - t.left - t.right - t.tie for a in everything for t in a.votes) > 0  # both are bad
+
+
+def test_the_rules_on_counted_answers_give_what_they_gave_on_every_answer(session, study):
+    # The rules now take the counted answers; tests/support/qc_reference.py keeps them as they read every answer.
+    # On random sessions and settings both give the same flag reasons, word for word, and the same extra check.
+    from app.services.attention import AnswerSummary, answered_votes, suspicion
+    from app.services.qc import flag_reasons
+    from tests.support.qc_reference import reference_flag_reasons, reference_suspicion
+
+    rng = random.Random(5)
+    same, degraded = _pairs(session, study, CHECK_SAME), _pairs(session, study, CHECK_DEGRADED)
+    sessions = [_random_session(session, study, rng, n_real=rng.randint(0, 10),
+                                checks=rng.sample(same, rng.randint(0, 1)) + rng.sample(degraded, rng.randint(0, 2)))
+                for _ in range(40)]
+    session.flush()
+    fired, calls = set(), set()
+    for ev in sessions:
+        votes = answered_votes(session, evaluator_id=ev.id)
+        for _ in range(6):
+            settings = QCSettings(min_seconds_per_vote=rng.choice([1.0, 3.0]),
+                                  max_too_fast_share=rng.choice([0.1, 0.3]), max_failed_checks=rng.choice([0, 1]),
+                                  straightline_min_votes=rng.choice([1, 4, 8]),
+                                  straightline_share=rng.choice([0.5, 0.7, 0.9]))
+            reasons = flag_reasons(AnswerSummary.of(votes), settings)
+            assert reasons == reference_flag_reasons(votes, settings)
+            call = suspicion(AnswerSummary.of(votes), settings)
+            assert call == reference_suspicion(votes, settings)
+            fired.update("too fast" if "votes were submitted in under" in r else r.split(" ")[0] for r in reasons)
+            calls.add(call)
+    assert fired == {"failed", "too fast", "chose"}  # every rule fired on some session, and stayed quiet on others
+    assert calls >= {None, CHECK_SAME, CHECK_DEGRADED}
+
+
+def test_straightlining_at_an_even_split_names_left():
+    # Only at a share of 0.5 can left and right tie; the reason then names left, whichever came first.
+    reason = straightline_reason(["right", "left"] * 24, n_votes=8, min_votes=8, share=0.5)
+    assert reason is not None and reason.startswith("chose 'left' for 24 of 48")
