@@ -20,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Protocol
 
 import numpy as np
@@ -50,6 +51,7 @@ from app.services.attention import (
     answer_summary,
     grade_check,
     qc_settings,
+    qc_settings_for,
 )
 from app.services.rejudging import REJUDGING, SETTLE_WAIT_S
 from app.services.trust import CellInfo, session_answers
@@ -453,17 +455,13 @@ def rejudge(engine: Engine, *, study_id: int, check: _Verdicts, reason: str, rul
     evaluator's row), up to ``REJUDGING_LOCK_TIMEOUT``."""
     with read_session_scope(engine) as read:
         paid = rejudging_debts.owed_ids(read, study_id=study_id, rule=rule)
-        study = read.get(Study, study_id) if paid else None
+        study = _STUDY_QC.one_or_none(read, {"study_id": study_id}) if paid else None
         if study is None:
             return 0
-        settings = qc_settings(study)
+        settings = qc_settings_for(study.qc, pairs_per_session=study.pairs_per_session,
+                                   sessions_per_invite=study.sessions_per_invite)
         verdicts = check(read, study_id=study_id, settings=settings)
-        # Sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind starts with
-        # ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
-        # as long as the judging.
-        holding = read.scalars(select(Evaluator.id).where(
-            Evaluator.study_id == study_id, Evaluator.flagged.is_(True),
-            cast(Evaluator.flag_reasons, Text).contains(json.dumps(reason)[:-1], autoescape=True))).all()
+        holding = _holding(reason).scalars(read, {"study_id": study_id})
     touched = sorted(set(verdicts) | set(holding))
     with session_scope(engine) as write:
         rejudging_debts.forget(write, paid)
@@ -477,6 +475,21 @@ def rejudge(engine: Engine, *, study_id: int, check: _Verdicts, reason: str, rul
 
 
 REJUDGING_LOCK_TIMEOUT = "10s"
+# Built once, as the vote path's are: a re-judging runs after a session completes (forced, so every twentieth vote
+# or so in a study of 20-pair sessions), and building these per run cost as much as its judging in the benchmark.
+_studies = Study.__table__
+_STUDY_QC = RawStatement(select(_studies.c.qc, _studies.c.pairs_per_session, _studies.c.sessions_per_invite)
+                         .where(_studies.c.id == bindparam("study_id")))
+
+
+@cache
+def _holding(reason: str) -> RawStatement:
+    """The study's sessions holding a reason of this kind, found in the stored JSON text (every reason of a kind
+    starts with ``reason``: '["<reason>...'): in the benchmark most sessions are flagged, and reading them all took
+    as long as the judging."""
+    return RawStatement(select(_evaluators.c.id).where(
+        _evaluators.c.study_id == bindparam("study_id"), _evaluators.c.flagged.is_(True),
+        cast(_evaluators.c.flag_reasons, Text).contains(json.dumps(reason)[:-1], autoescape=True)))
 
 
 # Built once (see app/services/assignments.py): these run on every third vote.

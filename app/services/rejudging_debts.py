@@ -23,13 +23,16 @@ from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import RejudgingDebt, utcnow
+from app.raw_sql import RawStatement
 
 _DEBTS = RejudgingDebt.__table__
 # Built once: a triggered vote (every third vote of a session sharing its address) runs it.
 _RECORD = insert(_DEBTS).values(study_id=bindparam("study_id"), rule=bindparam("rule"),
                                 created_at=bindparam("created_at"))
-_OWED_IDS = select(_DEBTS.c.id).where(_DEBTS.c.study_id == bindparam("study_id"), _DEBTS.c.rule == bindparam("rule"))
-_DELETE_CHUNK = 500  # ids per DELETE: SQLite caps the parameters of one statement
+_OWED_IDS = RawStatement(select(_DEBTS.c.id).where(_DEBTS.c.study_id == bindparam("study_id"),
+                                                    _DEBTS.c.rule == bindparam("rule")))
+# One id a run, the ids of one re-judging in one executemany: an IN list's SQL is built per run (per length).
+_FORGET = RawStatement(delete(_DEBTS).where(_DEBTS.c.id == bindparam("id")))
 
 
 def record(session: Session, *, study_id: int, rule: str) -> None:
@@ -54,10 +57,10 @@ def owed_ids(session: Session, *, study_id: int, rule: str) -> list[int]:
     """The debts of ``rule`` the study holds now. A re-judging reads them first in its snapshot, so the snapshot
     holds every vote behind them (on SQLite the first read fixes the snapshot; on PostgreSQL each later statement
     sees at least as much), and ``forget``s exactly these once its verdicts are written."""
-    return list(session.scalars(_OWED_IDS, {"study_id": study_id, "rule": rule}))
+    return _OWED_IDS.scalars(session, {"study_id": study_id, "rule": rule})
 
 
 def forget(session: Session, ids: list[int]) -> None:
     """Delete the debts ``ids`` (paid), in ``session``'s transaction (the re-judging's write)."""
-    for at in range(0, len(ids), _DELETE_CHUNK):
-        session.execute(delete(_DEBTS).where(_DEBTS.c.id.in_(ids[at:at + _DELETE_CHUNK])))
+    if ids:
+        _FORGET.run(session, [{"id": i} for i in ids])
