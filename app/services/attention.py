@@ -692,7 +692,8 @@ def grade_check(pair: Pair | CheckPair, choices_by_criterion_key: dict[str, str]
 
 @dataclass(frozen=True)
 class AnsweredVote:
-    """One of an evaluator's votes as QC reads it: timing, the pair's kind and what was clicked."""
+    """One of an evaluator's votes read in full: timing, the pair's kind and what was clicked (QC reads the
+    attention checks so, and counts the other votes: ``AnswerSummary``)."""
 
     id: int
     time_spent_ms: int
@@ -705,7 +706,8 @@ class AnsweredVote:
 _v, _a, _p, _vc, _c = (Vote.__table__, Assignment.__table__, Pair.__table__, VoteChoice.__table__,
                        Criterion.__table__)
 _copy = Clip.__table__.alias("copy")
-# Built once, on the tables (the vote path runs it after every vote; see app/services/assignments.py).
+# Built once, on the tables (the vote path runs its checks-only form after every vote of a session that has had a
+# check; see app/services/assignments.py).
 _ANSWERED_SELECT = (
     select(_v.c.id, _v.c.time_spent_ms, _v.c.too_fast, _p.c.id, _p.c.kind, _p.c.clip_a_id, _copy.c.variant,
            _a.c.left_clip_id, _c.c.key, _vc.c.side)
@@ -797,7 +799,9 @@ _CHECKS_ANSWERED = RawStatement(_ANSWERED_SELECT.where(or_(*(_p.c.kind == k for 
 
 
 def answer_summary(session: Session, *, evaluator_id: int) -> AnswerSummary:
-    """This evaluator's answers as QC judges them (``AnswerSummary.of(answered_votes(...))``, read cheaper)."""
+    """This evaluator's answers as QC judges them: ``AnswerSummary.of(answered_votes(...))``, read cheaper. The
+    same as long as a vote's choices have one criterion key each, as a study's keys are unique and a vote answers
+    its own study's criteria (answered_votes keeps one choice per key, this counts every choice)."""
     votes = [VoteTally(spent, kind, int(left), int(right), int(tie), int(n))
              for spent, kind, left, right, tie, n in _TALLIES.all(session, {"evaluator_id": evaluator_id},
                                                                    named=False)]

@@ -1,7 +1,8 @@
 """Flagging careless evaluators (failed attention checks, too-fast votes, straight-lining) and swarms.
 
 The rules are pure functions of an evaluator's votes (tested on their own); ``evaluate_evaluator`` reads the
-votes and applies them with the study's ``QCSettings``, and ``refresh_flags`` stores the outcome on the
+votes, counted (``answer_summary``: the attention checks in full, the others as counts), and applies them with the
+study's ``QCSettings``, and ``refresh_flags`` stores the outcome on the
 evaluator so the dashboard can show the reasons and the results can leave flagged evaluators out.
 Flags are recomputed from all votes every time, never accumulated, so they are always consistent with the
 data and a change of settings takes effect on the next refresh.

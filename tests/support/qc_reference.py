@@ -29,6 +29,10 @@ def reference_straightline(sides: Sequence[str], *, n_votes: int, min_votes: int
     if not counts:
         return None
     side, n = counts.most_common(1)[0]
+    # The one intended change: at an exact tie (only possible at a share of 0.5) the app names left, where this
+    # named whichever side came first (tests/app/services/test_qc.py, test_straightlining_at_an_even_split_names_left).
+    if counts["left"] == counts["right"]:
+        side = "left"
     if n / len(sides) < share:
         return None
     return (f"chose '{side}' for {n} of {len(sides)} answers across {n_votes} votes "

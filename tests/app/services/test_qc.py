@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from app.models import Evaluator, Pair
+from app.models import Evaluator, Pair, Vote, VoteChoice
 from app.services.attention import CHECK_DEGRADED, CHECK_SAME, QCSettings, ensure_attention_pairs
 from app.services.qc import (
     evaluate_evaluator,
@@ -280,7 +280,12 @@ def test_the_answers_counted_in_sql_are_those_read_one_by_one(session, study):
 
     rng = random.Random(11)
     same, degraded = _pairs(session, study, CHECK_SAME), _pairs(session, study, CHECK_DEGRADED)
-    sessions = [make_evaluator(session, study),
+    no_choices = _random_session(session, study, rng, n_real=3, checks=degraded[:1])
+    # A vote whose choices are gone (the app never stores one: every criterion must be answered) still counts as
+    # a vote, with no answers: both reads keep it.
+    emptied = session.scalars(select(Vote.id).where(Vote.evaluator_id == no_choices.id).order_by(Vote.id)).first()
+    session.execute(delete(VoteChoice).where(VoteChoice.vote_id == emptied))
+    sessions = [make_evaluator(session, study), no_choices,
                 _random_session(session, study, rng, n_real=0, checks=degraded[:2]),
                 _random_session(session, study, rng, n_real=9, checks=[]),
                 *(_random_session(session, study, rng, n_real=rng.randint(1, 10),
@@ -291,7 +296,8 @@ def test_the_answers_counted_in_sql_are_those_read_one_by_one(session, study):
         assert counted == AnswerSummary.of(answered_votes(session, evaluator_id=ev.id))
     # what was read is not empty: the comparison covers checks, real votes and each side
     everything = [answer_summary(session, evaluator_id=ev.id) for ev in sessions]
-    assert sum(len(a.checks) for a in everything) == 2 + 6 * 3
+    assert sum(len(a.checks) for a in everything) == 1 + 2 + 6 * 3
+    assert any(t.answers == 0 for t in everything[1].votes)
     assert all(sum(getattr(t, side) for a in everything for t in a.votes) > 0 for side in ("left", "right", "tie"))
     assert sum(t.answers - t.left - t.right - t.tie for a in everything for t in a.votes) > 0  # both are bad
 
@@ -308,13 +314,26 @@ def test_the_rules_on_counted_answers_give_what_they_gave_on_every_answer(sessio
     sessions = [_random_session(session, study, rng, n_real=rng.randint(0, 10),
                                 checks=rng.sample(same, rng.randint(0, 1)) + rng.sample(degraded, rng.randint(0, 2)))
                 for _ in range(40)]
+    # And two on a rule's edge: three real pairs all "indistinguishable" and two passed checks (too few real pairs
+    # for a call, however many votes), and one vote in ten too fast (at the share allowed, not over it).
+    few = make_evaluator(session, study)
+    for pair in _pairs(session, study, "normal")[:3]:
+        vote(session, pair=pair, evaluator=few, sides="tie")
+    for pair in (same[0], degraded[0]):
+        _honest_check(session, few, pair)
+    one_fast = make_evaluator(session, study)
+    for i, pair in enumerate(_pairs(session, study, "normal")[:10]):
+        keys = [c.key for c in study.criteria]  # a mixed answer, so that only the time can make a call
+        vote(session, pair=pair, evaluator=one_fast, sides={keys[0]: "left", keys[1]: "right"} | dict.fromkeys(
+            keys[2:], "tie"), time_ms=900 if i == 0 else 9000)
+    sessions += [few, one_fast]
     session.flush()
     fired, calls = set(), set()
     for ev in sessions:
         votes = answered_votes(session, evaluator_id=ev.id)
         for _ in range(6):
             settings = QCSettings(min_seconds_per_vote=rng.choice([1.0, 3.0]),
-                                  max_too_fast_share=rng.choice([0.1, 0.3]), max_failed_checks=rng.choice([0, 1]),
+                                  max_too_fast_share=rng.choice([0.1, 0.1, 0.3]), max_failed_checks=rng.choice([0, 1]),
                                   straightline_min_votes=rng.choice([1, 4, 8]),
                                   straightline_share=rng.choice([0.5, 0.7, 0.9]))
             reasons = flag_reasons(AnswerSummary.of(votes), settings)
