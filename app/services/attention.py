@@ -509,8 +509,14 @@ def session_check_plan(evaluator_id: int, quota: int, settings: QCSettings) -> C
     """This session's plan, the same on every request: drawn from a generator seeded by a keyed hash of the
     session, so the positions are fixed for the session yet nobody without the server's secret can work them
     out (the evaluator's ids are no secret)."""
-    key = get_settings().secret_key.encode()
-    seed = hmac.new(key, f"attention-checks:{evaluator_id}".encode(), hashlib.sha256).digest()
+    return _drawn_plan(get_settings().secret_key, evaluator_id, quota, settings)
+
+
+# Kept once drawn: every pair page from a session's first check position on asks for its plan, and seeding a
+# generator and drawing cost a few percent of a vote's CPU. The plan is a function of these arguments alone.
+@lru_cache(maxsize=4096)
+def _drawn_plan(secret_key: str, evaluator_id: int, quota: int, settings: QCSettings) -> CheckPlan:
+    seed = hmac.new(secret_key.encode(), f"attention-checks:{evaluator_id}".encode(), hashlib.sha256).digest()
     return check_plan(quota, settings, random.Random(int.from_bytes(seed[:8], "big")))
 
 

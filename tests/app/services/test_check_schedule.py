@@ -61,6 +61,22 @@ def test_a_session_keeps_its_plan_and_sessions_differ():
     assert len({session_check_plan(i, 10, settings) for i in range(40)}) > 5
 
 
+def test_the_plans_follow_the_servers_secret(monkeypatch):
+    # Plans are kept once drawn; another secret (a new deployment, a rotated key) must still draw other ones, or
+    # anyone who learnt one server's plans would know another's.
+    from app import config
+
+    settings = QCSettings(max_pairs_per_session=10)
+    plans = [session_check_plan(i, 10, settings) for i in range(40)]
+    monkeypatch.setenv("BLINDPAIR_SECRET_KEY", "another-secret-key-that-is-long-enough-9876543210")
+    config.get_settings.cache_clear()
+    others = [session_check_plan(i, 10, settings) for i in range(40)]
+    assert sum(a != b for a, b in zip(plans, others, strict=True)) > 20
+    monkeypatch.undo()
+    config.get_settings.cache_clear()
+    assert [session_check_plan(i, 10, settings) for i in range(40)] == plans
+
+
 def _honest(view) -> dict[str, str]:
     original = "left" if view.left_clip_id == view.clip_a_id else "right"
     if view.kind == CHECK_SAME:
