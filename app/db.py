@@ -77,20 +77,32 @@ class DatabaseBusy(sqlite3.OperationalError):
 # How the drivers say "the lock (or a connection) was not free in time": SQLite's busy timeout ran out,
 # PostgreSQL's lock_timeout / statement_timeout fired, or a deadlock or serialisation conflict was broken.
 _BUSY_TEXT = ("database is locked", "database table is locked", "database schema is locked")
-_BUSY_SQLSTATES = {"55P03", "57014", "40P01", "40001"}  # lock_not_available, query_canceled, deadlock, serialization
+
+
+_BUSY_WHY = {
+    "55P03": "a row or table lock was not free within PostgreSQL's lock_timeout",
+    "57014": "a statement ran past PostgreSQL's statement_timeout",
+    "40P01": "PostgreSQL broke a deadlock between two transactions by cancelling this one",
+    "40001": "PostgreSQL could not serialise this transaction with a concurrent one",
+}
 
 
 def is_busy_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "try again in a moment" (a lock or connection was not free), not a bug."""
-    if isinstance(exc, DatabaseBusy | sa_exc.TimeoutError):  # the pool had no free connection in time
-        return True
+    return busy_reason(exc) is not None
+
+
+def busy_reason(exc: BaseException) -> str | None:
+    """What was not free in time, in words for the operator's log; ``None`` when ``exc`` is not a busy error."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return "no database connection came free in the pool's timeout (pool_size + max_overflow all in use)"
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     if isinstance(orig, DatabaseBusy):
-        return True
+        return f"SQLite's write lock: {orig}"
     if isinstance(orig, sqlite3.OperationalError):
-        return str(orig).lower().startswith(_BUSY_TEXT)
+        return f"SQLite's lock: {orig}" if str(orig).lower().startswith(_BUSY_TEXT) else None
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code in _BUSY_SQLSTATES
+    return _BUSY_WHY.get(code) if code else None
 
 
 def _serialise_writers(engine: Engine, lock_timeout: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 
 from fastapi import FastAPI, HTTPException, Request
@@ -23,6 +24,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+log = logging.getLogger(__name__)
 
 CSP = "; ".join([
     "default-src 'self'",
@@ -364,15 +367,22 @@ def install_error_handlers(app: FastAPI) -> None:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from app.db import DatabaseBusy, is_busy_error
+    from app.db import DatabaseBusy, busy_reason
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
     async def _busy(request: Request, exc: Exception) -> Response:
-        if not is_busy_error(exc):
+        why = busy_reason(exc)
+        if why is None:
             raise exc  # a real error: the server-error handler logs it and answers 500
+        # The path with its parameters named, not their values: an invite or media URL carries a token.
+        route = request.url.path
+        for name, value in request.path_params.items():
+            route = route.replace(str(value), "{" + name + "}")
+        log.warning("%s %s answered 503 (nothing stored; the client may retry): %s. Seen often, writes are "
+                    "waiting on each other: see 'Monitor 503s' in docs/operations.md", request.method, route, why)
         return _busy_answer(request)
 
     for kind in (DBAPIError, PoolTimeout, DatabaseBusy):
