@@ -13,8 +13,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import ClassVar
+from functools import lru_cache, wraps
+from typing import ClassVar, ParamSpec, TypeVar
 
 from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -22,6 +22,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.config import get_settings
+
+log = logging.getLogger(__name__)
 
 # Named constraints keep Alembic migrations stable on SQLite and PostgreSQL alike.
 NAMING_CONVENTION = {
@@ -87,6 +89,39 @@ _BUSY_WHY = {
 }
 
 
+# Two transactions that PostgreSQL had to part: a deadlock it broke, or a serialisation it could not keep. The
+# cancelled one changed nothing, and running it again is what PostgreSQL's documentation asks of the client.
+_CONFLICT_SQLSTATES = ("40P01", "40001")
+CONFLICT_RETRIES = 2
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_on_conflict(work: Callable[P, R]) -> Callable[P, R]:
+    """Run ``work`` (a whole transaction: it opens and commits its own session) again when PostgreSQL cancelled it
+    to part it from a concurrent one, up to ``CONFLICT_RETRIES`` times; anything else is raised at once.
+
+    A vote holds its pair's row (the vote counter) and then asks for the next pair's (its reservation): two raters
+    whose next pairs are each other's answered ones wait on each other, and PostgreSQL cancels one after its
+    deadlock_timeout (1 s by default). That vote was answered 503; now it is run again and stored.
+    """
+    @wraps(work)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return work(*args, **kwargs)
+            except sa_exc.DBAPIError as exc:
+                if attempt == CONFLICT_RETRIES or _sqlstate(exc.orig) not in _CONFLICT_SQLSTATES:
+                    raise
+                log.info("%s ran again: %s", work.__name__, busy_reason(exc))
+        raise AssertionError("not reached: the last attempt returns or raises")
+    return run
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
 def is_busy_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "try again in a moment" (a lock or connection was not free), not a bug."""
     return busy_reason(exc) is not None
@@ -101,7 +136,7 @@ def busy_reason(exc: BaseException) -> str | None:
         return f"SQLite's write lock: {orig}"
     if isinstance(orig, sqlite3.OperationalError):
         return f"SQLite's lock: {orig}" if str(orig).lower().startswith(_BUSY_TEXT) else None
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    code = _sqlstate(orig)
     return _BUSY_WHY.get(code) if code else None
 
 
@@ -237,7 +272,6 @@ def release_read(session: Session) -> bool:
 
 
 _AFTER_COMMIT = "blindpair_after_commit"
-log = logging.getLogger(__name__)
 
 
 def after_commit(session: Session, job: Callable[[], object]) -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from app.api.studies import Responses
 from app.concurrency import JOIN, PAGE, VOTE, in_slot
-from app.db import session_scope
+from app.db import retry_on_conflict, session_scope
 from app.deps import completion_redirect, evaluator_token, join_rate_limit, state_from_token
 from app.models import utcnow
 from app.ratelimit import check_rate, client_ip
@@ -207,6 +207,7 @@ async def api_pair(token: EvaluatorToken):
     return await in_slot(PAGE, answer_pair, token)
 
 
+@retry_on_conflict
 def answer_pair(token: str | None) -> PairResponse | JSONResponse:
     """What GET /pair answers, in its own committed session (blocking: runs in a worker thread)."""
     with session_scope() as session:
@@ -220,6 +221,7 @@ async def api_vote(body: VoteRequest, token: EvaluatorToken,
     return await in_slot(VOTE, answer_vote, body, token, next)
 
 
+@retry_on_conflict
 def answer_vote(body: VoteRequest, token: str | None, next: bool) -> VoteResponse | JSONResponse:
     """What POST /votes answers, in its own committed session (blocking: runs in a worker thread)."""
     with session_scope() as session:

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 from app.concurrency import JOIN, PAGE, VOTE, in_slot
 from app.config import get_settings
 from app.csrf import csrf_token, verify_csrf
-from app.db import session_scope, snapshot_session_scope
+from app.db import retry_on_conflict, session_scope, snapshot_session_scope
 from app.deps import (
     EVALUATOR_TOKEN_MAX_AGE,
     completion_redirect,
@@ -231,6 +231,7 @@ async def pair_page(request: Request) -> Response:
     return await in_slot(PAGE, _pair_page, request)
 
 
+@retry_on_conflict
 def _pair_page(request: Request) -> Response:
     with session_scope() as session:
         state = state_from_token(session, request.cookies.get(COOKIE_NAME))
@@ -273,6 +274,7 @@ async def vote(request: Request, form: Annotated[FormData, Depends(read_form)]) 
     return await in_slot(VOTE, _vote, request, form)
 
 
+@retry_on_conflict
 def _vote(request: Request, form: FormData) -> Response:
     try:
         verify_csrf(request, str(form.get("csrf_token", "")))

@@ -73,3 +73,37 @@ def test_every_way_out_of_a_write_releases_the_lock(session, engine):
     with session_scope() as s:  # would wait 30 s if any of the above had kept the lock
         s.execute(text("UPDATE studies SET name = 'last'"))
     assert session.scalars(select(Study.name)).one() == "last"
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        self.sqlstate = sqlstate
+
+
+def test_a_transaction_postgresql_cancelled_to_part_it_from_another_runs_again_and_nothing_else_does():
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import CONFLICT_RETRIES, retry_on_conflict
+
+    runs: list[str] = []
+
+    def work(fail_with: list[str]) -> str:
+        runs.append("run")
+        if fail_with:
+            raise OperationalError("UPDATE pairs", {}, _PgError(fail_with.pop(0)))
+        return "stored"
+
+    # A deadlock, then a serialisation failure: run again each time, and the third run is stored.
+    assert retry_on_conflict(work)(["40P01", "40001"]) == "stored" and len(runs) == 3
+    runs.clear()
+    # Past the retries, the conflict reaches the caller (answered 503 and logged).
+    with pytest.raises(OperationalError):
+        retry_on_conflict(work)(["40P01"] * (CONFLICT_RETRIES + 1))
+    assert len(runs) == CONFLICT_RETRIES + 1
+    runs.clear()
+    # A lock timeout or a bug is not run again: the first raise is the answer.
+    for code in ("55P03", "23505"):
+        with pytest.raises(OperationalError):
+            retry_on_conflict(work)([code])
+        assert runs == ["run"]
+        runs.clear()
