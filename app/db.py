@@ -83,7 +83,7 @@ _BUSY_TEXT = ("database is locked", "database table is locked", "database schema
 
 _BUSY_WHY = {
     "55P03": "a row or table lock was not free within PostgreSQL's lock_timeout",
-    "57014": "a statement ran past PostgreSQL's statement_timeout",
+    "57014": "PostgreSQL cancelled a statement (its statement_timeout, or a cancel request)",
     "40P01": "PostgreSQL broke a deadlock between two transactions by cancelling this one",
     "40001": "PostgreSQL could not serialise this transaction with a concurrent one",
 }

@@ -377,10 +377,11 @@ def install_error_handlers(app: FastAPI) -> None:
         why = busy_reason(exc)
         if why is None:
             raise exc  # a real error: the server-error handler logs it and answers 500
-        # The path with its parameters named, not their values: an invite or media URL carries a token.
-        route = request.url.path
-        for name, value in request.path_params.items():
-            route = route.replace(str(value), "{" + name + "}")
+        # The path with its parameters named, not their values: an invite or media URL carries a token. Segment by
+        # segment (a parameter's value may also occur inside another segment); the matched route's own template
+        # would do, but an included router's leaves out its prefix.
+        named = {str(value): "{" + name + "}" for name, value in request.path_params.items()}
+        route = "/".join(named.get(segment, segment) for segment in request.url.path.split("/"))
         log.warning("%s %s answered 503 (nothing stored; the client may retry): %s. Seen often, writes are "
                     "waiting on each other: see 'Monitor 503s' in docs/operations.md", request.method, route, why)
         return _busy_answer(request)

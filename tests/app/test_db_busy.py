@@ -125,6 +125,13 @@ def test_the_log_says_what_was_not_free():
 
     assert "deadlock" in busy_reason(OperationalError("UPDATE", {}, PgError("40P01")))
     assert "lock_timeout" in busy_reason(OperationalError("SELECT", {}, PgError("55P03")))
+    assert "statement_timeout" in busy_reason(OperationalError("SELECT", {}, PgError("57014")))
+    assert "serialise" in busy_reason(OperationalError("UPDATE", {}, PgError("40001")))
+
+    class Psycopg2Error(Exception):  # psycopg2 names the code pgcode
+        pgcode = "40P01"
+
+    assert "deadlock" in busy_reason(OperationalError("UPDATE", {}, Psycopg2Error()))
     assert "pool" in busy_reason(PoolTimeout("QueuePool limit reached"))
     assert "waited 1 s" in busy_reason(DatabaseBusy("database is locked: waited 1 s"))
     assert busy_reason(OperationalError("UPDATE", {}, PgError("23505"))) is None  # a unique violation is a bug

@@ -1,7 +1,7 @@
 """Two votes whose next pairs cross (each rater's next pair is the one the other just answered) must both be
 stored: on PostgreSQL each vote's transaction holds its answered pair's row (the vote counter) and then asks for
 the next pair's (the reservation), so the two wait on each other and PostgreSQL cancels one to break the deadlock.
-That vote is run again rather than answered 503 (app/concurrency.py, ``in_slot``)."""
+That vote is run again rather than answered 503 (``retry_on_conflict``, app/db.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ from app.services import assignments
 from tests.factories import NO_CHECKS, make_pairs, make_study
 from tests.support.threads import run_in_threads
 
-pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)]
-
-
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
 def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monkeypatch):
     study = make_study(session, n_prompts=2, pairs_per_session=2, qc=NO_CHECKS)
     make_pairs(session, study)
@@ -62,3 +61,13 @@ def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monke
         # each pair: one vote, and two assignments given (the first rater's and the other's next)
         assert sorted(s.execute(select(Pair.votes_count, Pair.assigned_count).where(Pair.kind == "normal"))
                       .all()) == [(1, 2), (1, 2)]
+
+
+def test_every_rating_work_that_can_take_two_pairs_rows_is_run_again_on_a_conflict():
+    # The API's vote is tested above; the pages' vote and pair and the API's pair run through the same wrapper
+    # (a pair page gives an abandoned pair back and reserves the next: two pairs' rows too).
+    from app.api import evaluate
+    from app.web import evaluator
+
+    for work in (evaluate.answer_vote, evaluate.answer_pair, evaluator._vote, evaluator._pair_page):
+        assert getattr(work, "__wrapped__", None) is not None, work.__name__

@@ -68,11 +68,11 @@ def test_the_plans_follow_the_servers_secret(monkeypatch):
 
     settings = QCSettings(max_pairs_per_session=10)
     plans = [session_check_plan(i, 10, settings) for i in range(40)]
-    monkeypatch.setenv("BLINDPAIR_SECRET_KEY", "another-secret-key-that-is-long-enough-9876543210")
-    config.get_settings.cache_clear()
-    others = [session_check_plan(i, 10, settings) for i in range(40)]
+    with monkeypatch.context() as patched:
+        patched.setenv("BLINDPAIR_SECRET_KEY", "another-secret-key-that-is-long-enough-9876543210")
+        config.get_settings.cache_clear()
+        others = [session_check_plan(i, 10, settings) for i in range(40)]
     assert sum(a != b for a, b in zip(plans, others, strict=True)) > 20
-    monkeypatch.undo()
     config.get_settings.cache_clear()
     assert [session_check_plan(i, 10, settings) for i in range(40)] == plans
 
