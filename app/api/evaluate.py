@@ -6,7 +6,9 @@ Authentication is the ``evaluator_token`` returned by join, sent back in the ``X
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -189,9 +191,10 @@ def _pair_out(session, view: PairView, state: EvaluatorState) -> PairOut:
     )
 
 
-def _current_pair(session, state: EvaluatorState) -> PairResponse | JSONResponse:
+def _current_pair(session, state: EvaluatorState,
+                  before_reserving: Callable[[int], None] | None = None) -> PairResponse | JSONResponse:
     try:
-        view = next_assignment(session, evaluator_id=state.id, state=state)
+        view = next_assignment(session, evaluator_id=state.id, state=state, before_reserving=before_reserving)
     except EvaluationError as exc:
         return _refused(exc)
     if view is None:
@@ -229,18 +232,23 @@ def answer_vote(body: VoteRequest, token: str | None, next: bool) -> VoteRespons
         try:
             result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
                                  choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state,
-                                 comment=body.comment, reason_tags=body.reason_tags)
+                                 comment=body.comment, reason_tags=body.reason_tags, defer_count=next)
         except EvaluationError as exc:
             return _refused(exc)
         following: PairResponse | None = None
         if next:
             # In the vote's transaction: the vote and the next reservation commit together, so a crash leaves
             # either both or neither. The state after the vote is the one read under the evaluator's lock plus
-            # what this vote changed (one answered, none open, maybe completed): no second read.
+            # what this vote changed (one answered, none open, maybe completed): no second read. The answered
+            # pair's counter and the next pair's reservation take their rows lower id first (VoteCounter).
+            counter = result.counter
             fresh = state if result.status != "recorded" else replace(
                 state, done=state.done + 1, open=max(0, state.open - 1),
                 completed_at=state.completed_at or (utcnow() if result.completed else None))
-            current = _current_pair(session, fresh)
+            current = _current_pair(session, fresh, None if counter is None else partial(
+                counter.before_reserving, session))
+            if counter is not None:  # counted after the reservation, or with none (the session done, a refusal)
+                counter.count(session)
             # A refusal (e.g. the study closed right after this vote, which is stored) leaves it to GET /pair.
             following = current if isinstance(current, PairResponse) else None
     return VoteResponse(status=_vote_status(result.status), completed=result.completed, next=following)

@@ -16,6 +16,7 @@ import math
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -733,13 +734,15 @@ def release_assignment(session: Session, *, assignment_id: int, pair_id: int, a_
     return True
 
 
-def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorState | None = None) -> PairView | None:
+def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorState | None = None,
+                    before_reserving: Callable[[int], None] | None = None) -> PairView | None:
     """The evaluator's open assignment (resume), else a newly allocated one; ``None`` once the session is done.
 
     An open assignment left past the study's ``abandon_after_minutes`` is released first (its pair went back
     to the pool) and the evaluator continues with a fresh pair, marked ``replaced``. Raises ``StudyNotOpen``
     if the study stopped taking answers before this evaluator finished. ``state`` is the evaluator's state read
-    under ``lock=True`` in this transaction, when the caller has it already.
+    under ``lock=True`` in this transaction, when the caller has it already. ``before_reserving`` is called with
+    the chosen pair's id just before its row is taken (a vote's counter, ``app.services.votes.VoteCounter``).
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
     if state is None:
@@ -779,6 +782,8 @@ def next_assignment(session: Session, *, evaluator_id: int, state: EvaluatorStat
         return None
     # No race to guard against here: the evaluator's row lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite) means
     # a second tab asking at the same moment waits, then finds this assignment open and resumes it.
+    if before_reserving is not None:
+        before_reserving(pair_id)
     view = _allocate(session, evaluator_id=state.id, pair_id=pair_id, position=state.had + 1)
     return replace(view, replaced=True) if replaced else view
 

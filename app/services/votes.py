@@ -67,13 +67,39 @@ class InvalidChoices(EvaluationError):
 
 @dataclass
 class SubmitResult:
-    """``status`` is "recorded" or "already_recorded"; ``completed`` says the session's quota is done."""
+    """``status`` is "recorded" or "already_recorded"; ``completed`` says the session's quota is done.
+    ``counter``: the answered pair's vote counter, still owed when ``submit_vote`` was asked to defer it."""
 
     status: str
     assignment_id: int
     vote_id: int | None = None
     completed: bool = False
     choices: dict[str, str] = field(default_factory=dict)
+    counter: VoteCounter | None = None
+
+
+@dataclass
+class VoteCounter:
+    """The answered pair's vote counter, for a vote whose transaction also reserves the next pair.
+
+    Counting takes the answered pair's row and reserving takes the next pair's (PostgreSQL: until the commit).
+    Taken in that order, two votes whose next pairs are each other's answered ones waited on each other until
+    PostgreSQL cancelled one (a deadlock). Taken lower pair id first, they cannot: ``before_reserving`` counts
+    now if the answered pair's id is the lower, and ``count`` (after the reservation) otherwise.
+    """
+
+    pair_id: int
+    counted: bool = False
+
+    def before_reserving(self, session: Session, next_pair_id: int) -> None:
+        if self.pair_id < next_pair_id:
+            self.count(session)
+
+    def count(self, session: Session) -> None:
+        if not self.counted:
+            _COUNT_VOTE.run(session, {"pair_id": self.pair_id})
+            expire_cached(session, Pair, self.pair_id, "votes_count")
+            self.counted = True
 
 
 # Built once with bind parameters (see app/services/assignments.py: building statements cost more than running them).
@@ -154,12 +180,15 @@ def submit_vote(
     state: EvaluatorState | None = None,
     comment: str | None = None,
     reason_tags: Sequence[str] | None = None,
+    defer_count: bool = False,
 ) -> SubmitResult:
     """Record this evaluator's answer to one assignment (see the module docstring for the guarantees).
 
     SQLAlchemy Core statements, about ten round trips: this is the request every evaluator makes most, and
     the ORM version (25 statements, objects for every row) cost 20-30 ms of CPU per vote (BENCHMARKS.md).
     ``state`` is the evaluator's state read under ``lock=True`` in this transaction, when the caller has it.
+    ``defer_count``: the pair's vote counter is left to the caller (``SubmitResult.counter``), which reserves the
+    next pair in this transaction and must count it, before or after, as ``VoteCounter`` says.
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
     found = _FIND_ASSIGNMENT.one_or_none(session, {"token": assignment_token or ""})
@@ -216,11 +245,13 @@ def submit_vote(
                      "model_a_id": found.model_a_id, "model_b_id": found.model_b_id, "outcome": outcome,
                      "winner_model_id": winners.get(outcome)})
     _INSERT_CHOICES.run(session, rows)
-    _COUNT_VOTE.run(session, {"pair_id": found.pair_id})
-    expire_cached(session, Pair, found.pair_id, "votes_count")
+    counter = VoteCounter(found.pair_id)
+    if not defer_count:
+        counter.count(session)
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))
     completed = mark_completed_if_done(session, state=state, done=state.done + 1)
     refresh_reliability_after_vote(session, state=state, completed=completed)
     refresh_cluster_flags_after_vote(session, state=state, done=state.done + 1, completed=completed)
-    return SubmitResult("recorded", found.id, vote_id=vote_id, completed=completed, choices=clean)
+    return SubmitResult("recorded", found.id, vote_id=vote_id, completed=completed, choices=clean,
+                        counter=counter if defer_count else None)

@@ -1,7 +1,9 @@
 """Two votes whose next pairs cross (each rater's next pair is the one the other just answered) must both be
-stored: on PostgreSQL each vote's transaction holds its answered pair's row (the vote counter) and then asks for
-the next pair's (the reservation), so the two wait on each other and PostgreSQL cancels one to break the deadlock.
-That vote is run again rather than answered 503 (``retry_on_conflict``, app/db.py)."""
+stored, and neither wait on the other. On PostgreSQL a vote's transaction takes the answered pair's row (its vote
+counter) and the next pair's (the reservation); taken in that order the two waited on each other until PostgreSQL
+cancelled one (a deadlock, answered 503). They are now taken lower pair id first (``VoteCounter``,
+app/services/votes.py), and a transaction PostgreSQL cancels all the same is run again (``retry_on_conflict``,
+app/db.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,20 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from app import db
 from app.db import get_sessionmaker
 from app.models import Pair, Vote
 from app.services import assignments
 from tests.factories import NO_CHECKS, make_pairs, make_study
 from tests.support.threads import run_in_threads
 
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
-def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monkeypatch):
+@pytest.mark.parametrize("retries", [0, db.CONFLICT_RETRIES], ids=["no-retry", "retries"])
+def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monkeypatch, caplog, retries):
+    # With no retry too: the rows taken in one order, neither vote is cancelled in the first place.
+    monkeypatch.setattr(db, "CONFLICT_RETRIES", retries)
     study = make_study(session, n_prompts=2, pairs_per_session=2, qc=NO_CHECKS)
     make_pairs(session, study)
     session.commit()
@@ -30,8 +37,9 @@ def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monke
         pair = client.get("/api/v1/evaluate/pair", headers=headers).json()["pair"]
         raters.append((headers, pair["assignment_token"]))
 
-    # Both votes counted before either asks for its next pair: the crossing that deadlocks, made certain.
-    # Only the first two choices wait (a vote run again passes straight through).
+    # Both votes reach the choice of their next pair together, each holding what it holds by then: when the vote
+    # counter was taken first, the crossing that deadlocked, made certain. Only the first two choices wait (a
+    # vote run again passes straight through).
     both_counted = threading.Barrier(2, timeout=30)
     calls = iter(range(1_000))
     original = assignments._pick_pair_id
@@ -53,7 +61,9 @@ def test_two_votes_whose_next_pairs_cross_are_both_stored(client, session, monke
                         json={"assignment_token": token, "choices": dict.fromkeys(keys, "left")})
         answers[token] = r
 
-    assert run_in_threads(vote, 2) == []
+    with caplog.at_level("INFO", logger="app"):
+        assert run_in_threads(vote, 2) == []
+    assert not [r for r in caplog.records if "deadlock" in r.getMessage()]  # none cancelled, none run again
     assert [r.status_code for r in answers.values()] == [200, 200], [r.text for r in answers.values()]
     assert all(r.json()["status"] == "recorded" and r.json()["next"]["status"] == "pair" for r in answers.values())
     with get_sessionmaker()() as s:
