@@ -101,9 +101,10 @@ def retry_on_conflict(work: Callable[P, R]) -> Callable[P, R]:
     """Run ``work`` (a whole transaction: it opens and commits its own session) again when PostgreSQL cancelled it
     to part it from a concurrent one, up to ``CONFLICT_RETRIES`` times; anything else is raised at once.
 
-    A vote holds its pair's row (the vote counter) and then asks for the next pair's (its reservation): two raters
-    whose next pairs are each other's answered ones wait on each other, and PostgreSQL cancels one after its
-    deadlock_timeout (1 s by default). That vote was answered 503; now it is run again and stored.
+    A vote takes its two pairs' rows (the answered pair's counter, the next pair's reservation) lower id first, so
+    votes do not deadlock over them (``app.services.votes.VoteCounter``). A pair page that gives an abandoned pair
+    back and reserves the next takes two rows in the order it meets them, and whatever else PostgreSQL cancels
+    after its deadlock_timeout (1 s by default) would otherwise be answered 503: it is run again instead.
     """
     @wraps(work)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:

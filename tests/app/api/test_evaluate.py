@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import get_sessionmaker
-from app.models import Vote, VoteChoice
+from app.models import Pair, Vote, VoteChoice
 from tests.factories import make_pairs, make_study
 
 
@@ -127,12 +127,17 @@ def test_one_request_per_vote_with_next(client, study):
             again = client.get("/api/v1/evaluate/pair", headers=headers).json()
             assert again["pair"]["assignment_token"] == body["pair"]["assignment_token"] not in seen
     assert body["status"] == "done" and body["completion_code"] and answer["completed"] is True
+    # Each vote counted on its pair, the last one too (it reserved no next pair to count it beside).
+    with get_sessionmaker()() as s:
+        assert s.scalar(select(func.sum(Pair.votes_count)).where(Pair.kind == "normal")) == 2
     # A replay of the last vote stores nothing and still says where the session stands.
     replay = client.post("/api/v1/evaluate/votes?next=true", json=vote, headers=headers).json()
     assert replay["status"] == "already_recorded" and replay["next"]["status"] == "done"
     # Without the flag the answer is as before.
     assert client.post("/api/v1/evaluate/votes", json=vote, headers=headers).json()["next"] is None
     assert _count(Vote) == 2 and _count(VoteChoice) == 12
+    with get_sessionmaker()() as s:  # and the replays counted nothing
+        assert s.scalar(select(func.sum(Pair.votes_count)).where(Pair.kind == "normal")) == 2
 
 
 def test_next_refused_when_the_vote_is_refused(client, study):
