@@ -232,10 +232,7 @@ def answer_vote(body: VoteRequest, token: str | None, next: bool) -> VoteRespons
         try:
             result = submit_vote(session, assignment_token=body.assignment_token, evaluator_id=state.id,
                                  choices=dict(body.choices), client_time_ms=body.client_time_ms, state=state,
-                                 comment=body.comment, reason_tags=body.reason_tags,
-                                 # The "adaptive" rule reads the pairs' vote counters to choose the next pair:
-                                 # there the counter is taken at once, in the old order (a deadlock is run again).
-                                 defer_count=next and state.qc.pair_selection != "adaptive")
+                                 comment=body.comment, reason_tags=body.reason_tags, defer_count=next)
         except EvaluationError as exc:
             return _refused(exc)
         following: PairResponse | None = None

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Integer, Select, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
@@ -532,12 +532,11 @@ def suspicion(answers: AnswerSummary, settings: QCSettings) -> str | None:
     for v in answers.checks:
         if grade_check(v.pair, v.choices, v.left_clip_id):
             return v.pair.kind
-    real = answers.real
-    n_answers = sum(t.answers for t in real)
-    if len(real) >= SUSPICIOUS_MIN_VOTES and n_answers:
-        if sum(t.tie for t in real) / n_answers >= SUSPICIOUS_SHARE:
+    real = answers.real_sides
+    if real.votes >= SUSPICIOUS_MIN_VOTES and real.answers:
+        if real.tie / real.answers >= SUSPICIOUS_SHARE:
             return CHECK_DEGRADED
-        if max(sum(t.left for t in real), sum(t.right for t in real)) / n_answers >= SUSPICIOUS_SHARE:
+        if max(real.left, real.right) / real.answers >= SUSPICIOUS_SHARE:
             return CHECK_SAME
     fast = sum(1 for t in answers.votes if is_too_fast(t.time_spent_ms, settings))
     if answers.votes and fast / len(answers.votes) > settings.max_too_fast_share:
@@ -766,6 +765,14 @@ class VoteTally:
                    len(vote.choices))
 
 
+class SideTotals(NamedTuple):
+    votes: int
+    left: int
+    right: int
+    tie: int
+    answers: int
+
+
 @dataclass(frozen=True)
 class AnswerSummary:
     """What the per-session QC rules need of one evaluator's answers: every vote counted, and the attention
@@ -775,8 +782,11 @@ class AnswerSummary:
     checks: list[AnsweredVote]
 
     @property
-    def real(self) -> list[VoteTally]:
-        return [t for t in self.votes if t.kind not in CHECK_KINDS]
+    def real_sides(self) -> SideTotals:
+        """The real pairs' votes and their answers, summed (both the flags and the call for a check judge these)."""
+        real = [t for t in self.votes if t.kind not in CHECK_KINDS]
+        return SideTotals(len(real), sum(t.left for t in real), sum(t.right for t in real), sum(t.tie for t in real),
+                          sum(t.answers for t in real))
 
     @classmethod
     def of(cls, votes: Sequence[AnsweredVote]) -> AnswerSummary:

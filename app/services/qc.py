@@ -170,9 +170,8 @@ def flag_reasons(answers: AnswerSummary, settings: QCSettings) -> list[str]:
 
     # Straight-lining on the real pairs only: on a same-clip check the honest answer is all "tie", and on a
     # degraded check it is all on one side, which would make an attentive evaluator look like a clicker.
-    real = answers.real
-    reason = straightline_counts_reason(sum(t.left for t in real), sum(t.right for t in real),
-                                        sum(t.answers for t in real), n_votes=len(real),
+    real = answers.real_sides
+    reason = straightline_counts_reason(real.left, real.right, real.answers, n_votes=real.votes,
                                         min_votes=settings.straightline_min_votes, share=settings.straightline_share)
     if reason:
         reasons.append(reason)

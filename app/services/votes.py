@@ -187,8 +187,9 @@ def submit_vote(
     SQLAlchemy Core statements, about ten round trips: this is the request every evaluator makes most, and
     the ORM version (25 statements, objects for every row) cost 20-30 ms of CPU per vote (BENCHMARKS.md).
     ``state`` is the evaluator's state read under ``lock=True`` in this transaction, when the caller has it.
-    ``defer_count``: the pair's vote counter is left to the caller (``SubmitResult.counter``), which reserves the
-    next pair in this transaction and must count it, before or after, as ``VoteCounter`` says.
+    ``defer_count``: the caller reserves the next pair in this transaction; the pair's vote counter is then left to
+    it (``SubmitResult.counter``: counted, before or after the reservation, as ``VoteCounter`` says; a no-op
+    where it was taken at once).
     """
     state = state or evaluator_state(session, evaluator_id=evaluator_id, lock=True)
     found = _FIND_ASSIGNMENT.one_or_none(session, {"token": assignment_token or ""})
@@ -246,7 +247,9 @@ def submit_vote(
                      "winner_model_id": winners.get(outcome)})
     _INSERT_CHOICES.run(session, rows)
     counter = VoteCounter(found.pair_id)
-    if not defer_count:
+    # The "adaptive" rule reads the pairs' vote counters to choose the next pair: there the counter is taken at
+    # once, in the old order (a deadlock it meets is run again, app.db.retry_on_conflict).
+    if not defer_count or state.qc.pair_selection == "adaptive":
         counter.count(session)
     # Flags are recomputed from all of the evaluator's votes, so the dashboard is current after every vote.
     refresh_flags(session, evaluator_id=evaluator_id, settings=state.qc, stored=(state.flagged, state.flag_reasons))
